@@ -1,0 +1,1 @@
+"""Trimtab drift_monitor service."""

@@ -1,0 +1,1 @@
+"""Trimtab market_data service."""

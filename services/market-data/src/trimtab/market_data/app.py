@@ -1,0 +1,33 @@
+"""Composition root of market-data: settings, runtime, routes. Nothing runs at import time.
+
+Run with `uvicorn --factory trimtab.market_data.app:create`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from trimtab.shared.config import ServiceSettings
+from trimtab.shared.http import create_app
+from trimtab.shared.runtime import ServiceRuntime
+
+from . import api
+from .models import SCHEMA, infra, metadata
+from .service import Replays
+
+
+class Settings(ServiceSettings):
+    service_name: str = "market-data"
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
+                             migrations_dir=Path(__file__).parent / "migrations", infra=infra)
+    app = create_app(runtime, [api.router], title="Trimtab market-data",
+                     description="Securities master, latest prices, real historical replays; publishes market.ticks.v1.")
+    app.state.replays = replays = Replays(runtime)
+    runtime.on_stop(replays.stop_all)
+    return app

@@ -1,0 +1,1 @@
+"""Pure market-data logic: the reference securities, tick validation, historical replay plans."""

@@ -1,0 +1,181 @@
+"""Application services of market-data: record ticks (state + outbox in one transaction),
+manage the securities master, and run historical replays."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timezone
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.errors import Invalid
+from trimtab.shared.events import PriceTicked
+from trimtab.shared.runtime import ServiceRuntime
+
+from .domain import history
+from .domain.reference import REFERENCE
+from .models import latest_prices, price_history, securities
+
+log = logging.getLogger(__name__)
+PRODUCER = "market-data"
+
+
+@dataclass(frozen=True)
+class Tick:
+    symbol: str
+    price_usd: Decimal
+    as_of: datetime
+
+
+async def record_ticks(
+    runtime: ServiceRuntime, tenant_id: str, ticks: list[Tick], source: str,
+    correlation_id: uuid.UUID | None = None,
+) -> tuple[list[uuid.UUID], int, uuid.UUID]:
+    """Store ticks and publish one `PriceTicked` each, all under one correlation id.
+
+    A tick older than the stored latest price is kept in history but not re-published: ticks can
+    arrive out of order and a stale price must not move anything downstream.
+    Returns (event ids, stale count, correlation id).
+    """
+    correlation_id = correlation_id or uuid.uuid4()
+    symbols = sorted({t.symbol for t in ticks})
+    async with runtime.uow() as uow:
+        s = uow.session
+        known = set(
+            (await s.execute(select(securities.c.symbol).where(
+                securities.c.tenant_id == tenant_id, securities.c.symbol.in_(symbols)))).scalars()
+        )
+        unknown = [sym for sym in symbols if sym not in known]
+        if unknown:
+            raise Invalid(f"unknown securities: {', '.join(unknown)}; add them with POST /v1/securities",
+                          unknown_symbols=unknown)
+        latest = {
+            r.symbol: r.as_of
+            for r in await s.execute(select(latest_prices.c.symbol, latest_prices.c.as_of).where(
+                latest_prices.c.tenant_id == tenant_id, latest_prices.c.symbol.in_(symbols)))
+        }
+        # Newest tick per symbol wins within the batch.
+        newest: dict[str, Tick] = {}
+        for t in ticks:
+            cur = newest.get(t.symbol)
+            if cur is None or t.as_of >= cur.as_of:
+                newest[t.symbol] = t
+        hist_rows = {(t.symbol, t.as_of.date()): t for t in ticks}
+        await s.execute(
+            insert(price_history).values([
+                {"tenant_id": tenant_id, "symbol": sym, "as_of": d, "price_usd": t.price_usd}
+                for (sym, d), t in sorted(hist_rows.items())
+            ]).on_conflict_do_update(
+                index_elements=["tenant_id", "symbol", "as_of"],
+                set_={"price_usd": insert(price_history).excluded.price_usd},
+            )
+        )
+        fresh = [t for sym, t in sorted(newest.items()) if sym not in latest or t.as_of >= latest[sym]]
+        stale = len(ticks) - len(fresh)
+        event_ids: list[uuid.UUID] = []
+        if fresh:
+            stmt = insert(latest_prices).values([
+                {"tenant_id": tenant_id, "symbol": t.symbol, "price_usd": t.price_usd,
+                 "as_of": t.as_of, "source": source} for t in fresh
+            ])
+            await s.execute(stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "symbol"],
+                set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of,
+                      "source": stmt.excluded.source},
+            ))
+            for t in fresh:
+                env = Envelope.new(
+                    PriceTicked(symbol=t.symbol, price_usd=t.price_usd, as_of=t.as_of, source=source),
+                    producer=PRODUCER, tenant_id=tenant_id, correlation_id=correlation_id,
+                )
+                uow.publish(env, key=t.symbol)
+                event_ids.append(env.event_id)
+        await uow.commit()
+    return event_ids, stale, correlation_id
+
+
+async def load_reference_securities(runtime: ServiceRuntime, tenant_id: str, symbols: list[str] | None = None) -> int:
+    """Upsert the reference securities of the shipped datasets into a tenant's master."""
+    refs = [REFERENCE[s] for s in (symbols or sorted(REFERENCE)) if s in REFERENCE]
+    async with runtime.uow() as uow:
+        stmt = insert(securities).values([
+            {"tenant_id": tenant_id, "symbol": r.symbol, "name": r.name, "asset_class": r.asset_class,
+             "sector": r.sector, "substitute_group": r.substitute_group,
+             "half_spread_bps": r.half_spread_bps, "commission_usd_per_share": r.commission_usd_per_share}
+            for r in refs
+        ])
+        await uow.session.execute(stmt.on_conflict_do_nothing())
+        await uow.commit()
+    return len(refs)
+
+
+# --------------------------------------------------------------------------- replays
+
+
+@dataclass
+class Replay:
+    replay_id: uuid.UUID
+    tenant_id: str
+    dataset: str
+    start: object
+    end: object
+    days_total: int
+    status: str = "running"
+    days_done: int = 0
+    ticks_published: int = 0
+    error: str | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Replays:
+    """Historical replays running in this process (status is lost on restart; the ticks are not)."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.by_id: dict[uuid.UUID, Replay] = {}
+
+    def start(self, tenant_id: str, dataset: str, start, end, symbols: list[str] | None, speed: float) -> Replay:  # type: ignore[no-untyped-def]
+        try:
+            days = list(history.price_days(dataset, start, end, symbols))
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+        if not days:
+            raise Invalid(f"{dataset} has no trading days between {start} and {end}")
+        rp = Replay(uuid.uuid4(), tenant_id, dataset, start, end, len(days))
+        rp.task = asyncio.create_task(self._run(rp, days, speed))
+        self.by_id[rp.replay_id] = rp
+        return rp
+
+    async def _run(self, rp: Replay, days, speed: float) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await load_reference_securities(self.runtime, rp.tenant_id, sorted(days[0][1]))
+            t0 = time.monotonic()
+            for i, (day, prices) in enumerate(days):
+                as_of = datetime.combine(day, dtime(21, 0), tzinfo=timezone.utc)  # after the US close
+                ticks = [Tick(sym, p, as_of) for sym, p in sorted(prices.items())]
+                ids, _, _ = await record_ticks(self.runtime, rp.tenant_id, ticks, f"replay:{rp.dataset}")
+                rp.days_done = i + 1
+                rp.ticks_published += len(ids)
+                if speed > 0:
+                    delay = t0 + (i + 1) / speed - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            rp.status = "done"
+        except asyncio.CancelledError:
+            rp.status = "cancelled"
+            raise
+        except Exception as e:
+            log.exception("replay %s failed", rp.replay_id)
+            rp.status, rp.error = "failed", repr(e)
+
+    async def stop_all(self) -> None:
+        for rp in self.by_id.values():
+            if rp.task and not rp.task.done():
+                rp.task.cancel()

@@ -1,0 +1,263 @@
+"""The event consumer: consumer groups, idempotent handling, bounded retries, dead letters.
+
+For every message, in partition order:
+
+1. decode the envelope; a message that is not a valid envelope goes straight to `<topic>.dlq`
+   (it can never succeed, and it carries no event identity that could order anything);
+2. if an earlier event with the same key was dead-lettered and not yet resolved, this one goes to
+   the DLQ too ("parked"), so later events for the key are never silently applied past a gap;
+3. open a unit of work, record `(consumer, event_id)` (a redelivery stops here and changes
+   nothing), run the handler, commit: effect, outgoing events and marker in one transaction;
+4. a failed attempt rolls back; after `max_attempts` the event is dead-lettered with the error
+   and its source topic, partition and offset in headers; an infrastructure error (database or
+   broker unreachable) is retried without limit instead, since dead-lettering would lose events
+   that are fine;
+5. the offset is committed to Kafka only after the transaction committed. A failed offset commit
+   means redelivery, which step 3 absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from opentelemetry import metrics, trace
+from opentelemetry.propagate import extract
+from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .envelope import Envelope
+from .errors import PermanentEventError
+from .events import dlq_topic
+from .kafka import decode_headers, encode_headers
+from .outbox import InfraTables, UnitOfWork
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trimtab.consumer")
+meter = metrics.get_meter("trimtab.consumer")
+_processed = meter.create_counter("trimtab_events_processed", unit="{event}", description="events handled")
+_duplicates = meter.create_counter("trimtab_events_duplicate", unit="{event}", description="redeliveries absorbed")
+_dead = meter.create_counter("trimtab_events_dead_lettered", unit="{event}", description="events sent to a DLQ")
+_latency = meter.create_histogram("trimtab_handler_duration", unit="ms", description="handler time per event")
+
+Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+
+TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+class EventConsumer:
+    """Consumes `topics` in group `group_id`, dispatching by event type to `handlers`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        group_id: str,
+        bootstrap: str,
+        handlers: dict[str, Handler],
+        topics: list[str],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        infra: InfraTables,
+        producer: AIOKafkaProducer,
+        on_commit: Callable[[], None] | None = None,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.05,
+    ) -> None:
+        self.name = name
+        self.group_id = group_id
+        self._bootstrap = bootstrap
+        self._handlers = handlers
+        self._topics = topics
+        self._sm = sessionmaker
+        self._infra = infra
+        self._producer = producer
+        self._on_commit = on_commit
+        self._max_attempts = max_attempts
+        self._backoff = retry_backoff_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._parked: set[tuple[str, str]] = set()
+        self.stats = ConsumerStats()
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._load_parked()
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group_id,
+            client_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=600_000,
+            session_timeout_ms=30_000,
+            heartbeat_interval_ms=3_000,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer:
+            await self._consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _load_parked(self) -> None:
+        d = self._infra.dead_letters
+        async with self._sm() as s:
+            rows = await s.execute(
+                select(d.c.topic, d.c.key).where(
+                    d.c.consumer == self.name, d.c.resolved_at.is_(None), d.c.key.is_not(None)
+                )
+            )
+            self._parked = {(r.topic, r.key) for r in rows}
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        c = self._consumer
+        while True:
+            try:
+                batch = await c.getmany(timeout_ms=200, max_records=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("%s: poll failed: %r", self.name, e)
+                await asyncio.sleep(1)
+                continue
+            if c.assignment():
+                self.assigned.set()
+            for tp, records in batch.items():
+                for rec in records:
+                    await self._process(rec)
+                await self._commit_offset(tp, records[-1].offset + 1)
+                hw = c.highwater(tp)
+                if hw is not None:
+                    self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - (records[-1].offset + 1))
+
+    async def _commit_offset(self, tp: TopicPartition, offset: int) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit({tp: offset})
+        except Exception as e:  # redelivery follows; idempotency absorbs it
+            log.warning("%s: offset commit failed for %s: %r", self.name, tp, e)
+
+    async def _process(self, rec: ConsumerRecord) -> None:
+        key = rec.key.decode(errors="replace") if rec.key is not None else None
+        try:
+            env = Envelope.from_bytes(rec.value)
+        except (ValidationError, ValueError, TypeError) as e:
+            await self._dead_letter(rec, key, None, f"undecodable envelope: {e}", park=False)
+            return
+        handler = self._handlers.get(env.event_type)
+        if handler is None:
+            return  # another event type on a shared topic: not ours
+        if key is not None and (rec.topic, key) in self._parked:
+            await self._dead_letter(rec, key, env, "parked: an earlier event with this key is in the DLQ", park=False)
+            return
+        ctx = extract(env.trace)
+        with tracer.start_as_current_span(
+            f"{rec.topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka", "messaging.destination.name": rec.topic,
+                "messaging.kafka.message.offset": rec.offset, "trimtab.event_id": str(env.event_id),
+                "trimtab.correlation_id": str(env.correlation_id), "trimtab.consumer": self.name,
+            },
+        ):
+            attempt = 0
+            while True:
+                attempt += 1
+                t0 = time.perf_counter()
+                try:
+                    outcome = await self._handle_once(env, handler)
+                    _latency.record((time.perf_counter() - t0) * 1000, {"consumer": self.name, "event_type": env.event_type})
+                    if outcome:
+                        self.stats.handled += 1
+                        _processed.add(1, {"consumer": self.name, "event_type": env.event_type})
+                    else:
+                        self.stats.duplicates += 1
+                        _duplicates.add(1, {"consumer": self.name})
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except PermanentEventError as e:
+                    await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=True)
+                    return
+                except Exception as e:
+                    if _is_transient(e):
+                        log.warning("%s: transient failure on %s, retrying: %r", self.name, env.event_id, e)
+                        await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
+                        attempt -= 1  # infrastructure trouble does not count against the event
+                        continue
+                    if attempt >= self._max_attempts:
+                        log.exception("%s: event %s failed %d times", self.name, env.event_id, attempt)
+                        await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=True)
+                        return
+                    await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+
+    async def _handle_once(self, env: Envelope, handler: Handler) -> bool:
+        async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
+            if not await uow.mark_processed(self.name, env.event_id):
+                return False
+            await handler(env, uow)
+            await uow.commit()
+            return True
+
+    async def _dead_letter(
+        self, rec: ConsumerRecord, key: str | None, env: Envelope | None, error: str, *, park: bool
+    ) -> None:
+        headers = decode_headers(rec.headers)
+        headers.update(
+            {
+                "dlq.error": error[:2000],
+                "dlq.consumer": self.name,
+                "dlq.source.topic": rec.topic,
+                "dlq.source.partition": str(rec.partition),
+                "dlq.source.offset": str(rec.offset),
+            }
+        )
+        fut = await self._producer.send(
+            dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=encode_headers(headers)
+        )
+        await fut
+        async with self._sm() as s, s.begin():
+            await s.execute(
+                insert(self._infra.dead_letters).values(
+                    consumer=self.name, topic=rec.topic, partition=rec.partition,
+                    offset=rec.offset, key=key if park else None,
+                    event_id=env.event_id if env else None, error=error[:4000],
+                )
+            )
+        if park and key is not None:
+            self._parked.add((rec.topic, key))
+        self.stats.dead_lettered += 1
+        _dead.add(1, {"consumer": self.name, "topic": rec.topic})
+        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, error)

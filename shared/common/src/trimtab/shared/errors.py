@@ -1,0 +1,46 @@
+"""Typed errors shared by every service; `http.py` maps each to a problem+json status."""
+
+from __future__ import annotations
+
+
+class TrimtabError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(TrimtabError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(TrimtabError):
+    status = 409
+    title = "Conflict"
+
+
+class Invalid(TrimtabError):
+    """The request is well-formed but breaks a business rule."""
+
+    status = 422
+    title = "Unprocessable request"
+
+
+class Forbidden(TrimtabError):
+    status = 403
+    title = "Forbidden"
+
+
+class Unauthorized(TrimtabError):
+    status = 401
+    title = "Unauthorized"
+
+
+class PermanentEventError(TrimtabError):
+    """An event that can never be processed (bad content): dead-letter it without retrying."""

@@ -1,0 +1,105 @@
+"""The FastAPI app factory every service uses: problem+json errors, health, readiness, metrics.
+
+Routes stay thin; this module gives every service the same error shape (RFC 9457
+`application/problem+json`), the same `/livez`, `/readyz` and `/metrics`, and the runtime's
+lifespan (migrations, producer, relay, consumers) around the app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import TrimtabError
+from .runtime import ServiceRuntime
+from .telemetry import instrument_app, setup_telemetry
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, request: Request | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _jsonable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        out.append({"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))})
+    return out
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TrimtabError)
+    async def _domain(request: Request, exc: TrimtabError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, request, **{k: v for k, v in exc.extra.items()})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "Invalid request", "the request does not match the schema", request,
+                       errors=_jsonable_errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail) if exc.status_code < 500 else "Error", str(exc.detail), request)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "Internal error", "an unexpected error occurred; it has been logged", request)
+
+
+def create_app(
+    runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str, description: str = "",
+    version: str = "0.1.0",
+) -> FastAPI:
+    settings = runtime.settings
+    setup_telemetry(settings.service_name, settings.otel_exporter_otlp_endpoint, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
+                  openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+
+    @app.get("/livez", tags=["health"], summary="The process is alive")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="The broker and the database answer")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for r in routers:
+        app.include_router(r)
+    instrument_app(app)
+    return app

@@ -1,0 +1,40 @@
+"""Money and quantities at the edges: Decimal, never binary floats.
+
+Inside the optimizer numbers are floats (a solver needs them); everything that crosses an API or
+an event is a Decimal string, and money is rounded to cents with banker's rounding only at the
+edge where it is reported.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated
+
+from pydantic import PlainSerializer
+
+CENT = Decimal("0.01")
+
+
+def to_cents(usd: Decimal) -> int:
+    """Dollars to integer cents, rounding half to even."""
+    return int((usd / CENT).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def from_cents(cents: int) -> Decimal:
+    return (Decimal(cents) * CENT).quantize(CENT)
+
+
+def usd(value: Decimal | float | int | str) -> Decimal:
+    """A dollar amount rounded to cents. Floats go through repr so 0.1 stays 0.1."""
+    if isinstance(value, float):
+        value = repr(value)
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def dec(value: float, places: int = 6) -> Decimal:
+    """A float from a computation turned into a Decimal with a fixed number of places."""
+    return Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+#: A Decimal serialized as a JSON string, so no consumer parses money into a float by accident.
+DecimalStr = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")]

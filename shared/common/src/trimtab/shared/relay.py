@@ -1,0 +1,115 @@
+"""The outbox relay: publishes committed outbox rows to Kafka in id order, then marks them sent.
+
+One relay per service instance runs, but only the one holding the service's advisory lock
+publishes at a time, so order per key is kept across replicas. A crash between the broker's ack
+and marking the row sent republishes it: consumers absorb that by event id (at-least-once on the
+wire, effectively once in effect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .kafka import encode_headers
+from .outbox import InfraTables
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        infra: InfraTables,
+        producer: AIOKafkaProducer,
+        *,
+        lock_name: str,
+        poll_s: float = 0.2,
+        batch: int = 500,
+    ) -> None:
+        self._sm = sessionmaker
+        self._infra = infra
+        self._producer = producer
+        self._lock_name = lock_name
+        self._poll_s = poll_s
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._lock_name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                n = await self.publish_once()
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # broker or database down: keep trying, rows stay unsent
+                self.last_error = repr(e)
+                log.warning("outbox relay: %r", e)
+                n = 0
+                await asyncio.sleep(1.0)
+            if n < self._batch:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                except TimeoutError:
+                    pass
+
+    async def publish_once(self) -> int:
+        """Publish one batch of unsent rows; returns how many were published."""
+        o = self._infra.outbox
+        async with self._sm() as session, session.begin():
+            got = (
+                await session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+                    {"k": f"relay:{self._lock_name}"},
+                )
+            ).scalar_one()
+            if not got:
+                return 0
+            rows = (
+                await session.execute(
+                    select(o.c.id, o.c.topic, o.c.key, o.c.envelope, o.c.headers)
+                    .where(o.c.sent_at.is_(None))
+                    .order_by(o.c.id)
+                    .limit(self._batch)
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = [
+                await self._producer.send(
+                    r.topic, value=r.envelope, key=r.key.encode(), headers=encode_headers(r.headers)
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await session.execute(
+                update(o)
+                .where(o.c.id.in_([r.id for r in rows]))
+                .values(sent_at=datetime.now(timezone.utc))
+            )
+        self.published += len(rows)
+        return len(rows)

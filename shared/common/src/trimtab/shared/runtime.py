@@ -1,0 +1,168 @@
+"""A service's composition of I/O: database engine, outbox relay, producer and consumers.
+
+`app.py` of each service builds one `ServiceRuntime`, registers its event handlers, and hands it to
+`http.create_app`, whose lifespan calls `start()` and `stop()`. Nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .config import ServiceSettings
+from .consumer import EventConsumer, Handler
+from .db import make_engine, make_sessionmaker
+from .envelope import Envelope
+from .events import topic_of
+from .kafka import all_topics, ensure_topics, start_producer
+from .migrate import upgrade
+from .outbox import InfraTables, UnitOfWork, infra_tables
+from .relay import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        schema: str,
+        metadata: MetaData,
+        migrations_dir: Path,
+        infra: InfraTables | None = None,
+    ) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.metadata = metadata
+        self.migrations_dir = migrations_dir
+        self.infra = infra or infra_tables(metadata)
+        self._handlers: dict[str, dict[str, Handler]] = {}
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.engine: AsyncEngine | None = None
+        self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[EventConsumer] = []
+        self.started = False
+
+    # ------------------------------------------------------------------ wiring
+
+    def handle(self, event_type: str, consumer: str | None = None) -> Callable[[Handler], Handler]:
+        """Register `fn` for `event_type` in consumer group `consumer` (default: the service)."""
+
+        def deco(fn: Handler) -> Handler:
+            self._handlers.setdefault(consumer or self.settings.service_name, {})[event_type] = fn
+            return fn
+
+        return deco
+
+    def on_start(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Run `fn` after the database and producer are up, before consumers start."""
+        self._on_start.append(fn)
+        return fn
+
+    def on_stop(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        self._on_stop.append(fn)
+        return fn
+
+    def uow(self) -> UnitOfWork:
+        assert self.sessionmaker is not None, "runtime not started"
+        return UnitOfWork(self.sessionmaker, self.infra, self.relay.wake if self.relay else None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        await upgrade(s.database_url, self.migrations_dir, self.schema)
+        self.engine = make_engine(s.database_url)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        await ensure_topics(s.kafka_bootstrap_servers, all_topics(), s.kafka_partitions)
+        self.producer = await start_producer(s.kafka_bootstrap_servers, s.service_name)
+        self.relay = OutboxRelay(self.sessionmaker, self.infra, self.producer,
+                                 lock_name=self.schema, poll_s=s.outbox_poll_s)
+        self.relay.start()
+        for fn in self._on_start:
+            await fn()
+        for name, handlers in self._handlers.items():
+            topics = sorted({topic_of(et) for et in handlers})
+            c = EventConsumer(
+                name=name, group_id=f"{s.kafka_group_prefix}.{name}",
+                bootstrap=s.kafka_bootstrap_servers, handlers=handlers, topics=topics,
+                sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
+                on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
+            )
+            await c.start()
+            self.consumers.append(c)
+        self.started = True
+        log.info("%s started: consumers=%s", s.service_name, [c.name for c in self.consumers])
+
+    async def stop(self) -> None:
+        for c in self.consumers:
+            await c.stop()
+        self.consumers = []
+        for fn in reversed(self._on_stop):
+            try:
+                await fn()
+            except Exception:
+                log.exception("on_stop hook failed")
+        if self.relay:
+            # One last drain so events committed just before shutdown are not left waiting.
+            try:
+                await asyncio.wait_for(self.relay.publish_once(), 5)
+            except Exception:
+                pass
+            await self.relay.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.engine:
+            await self.engine.dispose()
+        self.started = False
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            assert self.engine is not None
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            checks["database"] = "ok"
+        except Exception as e:
+            checks["database"] = f"unavailable: {type(e).__name__}"
+        try:
+            assert self.producer is not None
+            client = self.producer.client
+            ok = await asyncio.wait_for(client.force_metadata_update(), 3)
+            checks["kafka"] = "ok" if ok is not False and client.cluster.brokers() else "unavailable"
+        except Exception as e:
+            checks["kafka"] = f"unavailable: {type(e).__name__}"
+        for c in self.consumers:
+            checks[f"consumer:{c.name}"] = "ok" if c.running else "stopped"
+        if self.relay and self.relay.last_error:
+            checks["outbox_relay"] = f"degraded: {self.relay.last_error[:80]}"
+        return checks
+
+    # ------------------------------------------------------------------ helpers
+
+    async def publish_now(self, envelope: Envelope, *, key: str) -> None:
+        """Write one event through the outbox in its own transaction."""
+        async with self.uow() as uow:
+            uow.publish(envelope, key=key)
+            await uow.commit()
+
+    def consumer_lag(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.consumers:
+            for k, v in c.stats.lag.items():
+                out[f"{c.name}:{k}"] = v
+        return out
+
+    @property
+    def topics_consumed(self) -> list[str]:
+        return sorted({topic_of(et) for hs in self._handlers.values() for et in hs})

@@ -1,0 +1,1 @@
+"""Trimtab rebalancing domain: the convex problem shared by optimizer and explainer."""
