@@ -64,7 +64,13 @@ async def read_events(
             batch = await c.getmany(timeout_ms=300)
             for recs in batch.values():
                 for r in recs:
-                    out.append(r if raw else Envelope.from_bytes(r.value))
+                    if raw:
+                        out.append(r)
+                        continue
+                    try:  # other tests put deliberately malformed messages on shared topics
+                        out.append(Envelope.from_bytes(r.value))
+                    except ValueError:
+                        continue
             if until(out if not raw else out):
                 return out
         raise TimeoutError(f"{topic}: condition not met in {timeout_s}s; saw {len(out)} events")

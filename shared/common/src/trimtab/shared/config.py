@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
     kafka_group_prefix: str = Field(default="trimtab", validation_alias="KAFKA_GROUP_PREFIX")
     #: Partitions for topics this service creates when they are missing.
     kafka_partitions: int = Field(default=4, validation_alias="KAFKA_PARTITIONS", ge=1)
+    #: Consumer-group session timeout. Tansu holds a join for half of it, so keep it short; the
+    #: heartbeat runs in the background, so slow handlers do not need a long session.
+    kafka_session_timeout_ms: int = Field(default=6000, validation_alias="KAFKA_SESSION_TIMEOUT_MS", ge=1000)
     #: Handler attempts before an event is dead-lettered.
     consumer_max_attempts: int = Field(default=3, validation_alias="CONSUMER_MAX_ATTEMPTS", ge=1)
     jwt_secret: str = Field(default=DEV_JWT_SECRET, validation_alias="JWT_SECRET")

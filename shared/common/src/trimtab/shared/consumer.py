@@ -83,6 +83,7 @@ class EventConsumer:
         on_commit: Callable[[], None] | None = None,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.05,
+        session_timeout_ms: int = 6000,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -95,6 +96,7 @@ class EventConsumer:
         self._on_commit = on_commit
         self._max_attempts = max_attempts
         self._backoff = retry_backoff_s
+        self._session_timeout_ms = session_timeout_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: set[tuple[str, str]] = set()
@@ -111,8 +113,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=600_000,
-            session_timeout_ms=30_000,
-            heartbeat_interval_ms=3_000,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(300, self._session_timeout_ms // 6),
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")

@@ -98,6 +98,7 @@ class ServiceRuntime:
                 bootstrap=s.kafka_bootstrap_servers, handlers=handlers, topics=topics,
                 sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
+                session_timeout_ms=s.kafka_session_timeout_ms,
             )
             await c.start()
             self.consumers.append(c)

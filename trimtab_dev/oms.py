@@ -1,0 +1,82 @@
+"""A simulated order-management system for the demo and the tests: consumes
+`trades.approved.v1`, fills every order at its estimated price, and reports the fills on
+`trades.executed.v1`, the way a real OMS integrates with Trimtab.
+
+It is labelled a simulation wherever its output is shown. Like a real OMS it is idempotent by
+`client_order_id`: a redelivered approval is not filled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer
+
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import Fill, TradesApproved, TradesExecuted
+from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.outbox import kafka_headers
+
+log = logging.getLogger(__name__)
+
+
+class OmsSimulator:
+    def __init__(self, bootstrap: str, group_id: str = "oms-simulator") -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.filled_orders: set[str] = set()
+        self.executions = 0
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._producer = await start_producer(self.bootstrap, "oms-simulator")
+        self._consumer = AIOKafkaConsumer(
+            "trades.approved.v1", bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if self._consumer.assignment():
+                self.ready.set()
+            for tp, recs in batch.items():
+                for rec in recs:
+                    env = Envelope.from_bytes(rec.value)
+                    await self._fill(env)
+                await self._consumer.commit({tp: recs[-1].offset + 1})
+
+    async def _fill(self, env: Envelope) -> None:
+        approved = env.parse(TradesApproved)
+        fills = [
+            Fill(client_order_id=o.client_order_id or f"{approved.proposal_id}/{o.symbol}/{o.side}",
+                 symbol=o.symbol, side=o.side, shares=o.shares, price_usd=o.est_price_usd,
+                 executed_at=datetime.now(timezone.utc), lots=o.lots)
+            for o in approved.orders
+            if (o.client_order_id or "") not in self.filled_orders
+        ]
+        if not fills:
+            return
+        executed = TradesExecuted(execution_id=f"sim-{approved.proposal_id}", proposal_id=approved.proposal_id,
+                                  account_id=approved.account_id, fills=fills)
+        out = env.caused(executed, producer="oms-simulator")
+        await (await self._producer.send(
+            "trades.executed.v1", value=out.to_bytes(), key=approved.account_id.encode(),
+            headers=encode_headers(kafka_headers(out)),
+        ))
+        self.filled_orders.update(f.client_order_id for f in fills)
+        self.executions += 1
