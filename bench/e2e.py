@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trimtab.shared.auth import mint_token  # noqa: E402
 from trimtab.shared.config import ServiceSettings  # noqa: E402
+
 from trimtab_dev.book import build_book  # noqa: E402
 from trimtab_dev.chains import STAGES, analyse, fetch_records, pct  # noqa: E402
 from trimtab_dev.demo import _check, load_book  # noqa: E402
@@ -51,14 +52,14 @@ def main() -> int:
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=120)
         dm = httpx.Client(base_url=stack.url("drift-monitor"), headers=h, timeout=600)
         _check(md.post("/v1/securities/reference"))
-        base_day = datetime(2019, 12, 31, 21, tzinfo=timezone.utc)
+        base_day = datetime(2019, 12, 31, 21, tzinfo=UTC)
         _check(md.post("/v1/ticks", json={"ticks": [
             {"symbol": s, "price_usd": str(p), "as_of": base_day.isoformat()} for s, p in prices.items()]}))
         say(f"loading {len(book)} SYNTHETIC accounts")
         load_book(dm, book)
         time.sleep(2)
         shock = {"AAPL": Decimal("1.5"), "KO": Decimal("1.5"), "XOM": Decimal("0.5")}
-        shock_day = datetime(2020, 1, 2, 21, tzinfo=timezone.utc)
+        shock_day = datetime(2020, 1, 2, 21, tzinfo=UTC)
         say("one tick batch: AAPL +50 %, KO +50 %, XOM -50 %")
         t0 = time.monotonic()
         corr = _check(md.post("/v1/ticks", json={"ticks": [

@@ -18,11 +18,9 @@ import sys
 import threading
 import time
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import httpx
-
 from trimtab.shared.auth import mint_token
 from trimtab.shared.config import ServiceSettings
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
-
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import Fill, TradesApproved, TradesExecuted
 from trimtab.shared.kafka import encode_headers, start_producer
@@ -65,7 +64,7 @@ class OmsSimulator:
         fills = [
             Fill(client_order_id=o.client_order_id or f"{approved.proposal_id}/{o.symbol}/{o.side}",
                  symbol=o.symbol, side=o.side, shares=o.shares, price_usd=o.est_price_usd,
-                 executed_at=datetime.now(timezone.utc), lots=o.lots)
+                 executed_at=datetime.now(UTC), lots=o.lots)
             for o in approved.orders
             if (o.client_order_id or "") not in self.filled_orders
         ]

@@ -19,8 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
-from trimtab.shared.infra import Broker, Database, ensure_database, free_port, resolve_database, start_tansu
+from trimtab.shared.infra import (
+    Broker,
+    Database,
+    ensure_database,
+    free_port,
+    resolve_database,
+    start_tansu,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -91,7 +91,7 @@ def _wait_ready_proposal(opt: httpx.Client, account_id: str, timeout_s: float = 
 def test_tick_to_audit_full_chain_then_kill_and_restart(stack: Stack) -> None:
     md, dm, opt, audit = (_c(stack, s) for s in ("market-data", "drift-monitor", "optimizer", "audit"))
     _ok(md.post("/v1/securities", json=[{"symbol": s, "name": s, "asset_class": "us_equity"} for s in PRICES]))
-    day0 = datetime(2024, 1, 2, 21, tzinfo=timezone.utc)
+    day0 = datetime(2024, 1, 2, 21, tzinfo=UTC)
     _ok(md.post("/v1/ticks", json=_ticks(PRICES, day0)))
     _ok(dm.post("/v1/models", json={"model_id": "m4", "name": "Four", "targets": {s: "0.24" for s in PRICES}}))
     body = _ok(dm.post("/v1/accounts/bulk", json={"accounts": [_account("AUTO-1", "automatic"),

@@ -7,8 +7,8 @@ import importlib
 from pathlib import Path
 
 import yaml
-
 from trimtab.shared.kafka import all_topics
+
 from trimtab_dev.stack import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, String, Table, func, select
-
-from tests.integration.shared.probe_registry import PROBES as _PROBES
-from tests.support import read_events
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.db import service_metadata
 from trimtab.shared.envelope import Envelope
@@ -26,6 +23,9 @@ from trimtab.shared.events import PriceTicked
 from trimtab.shared.kafka import encode_headers, start_producer
 from trimtab.shared.outbox import UnitOfWork, infra_tables, kafka_headers
 from trimtab.shared.runtime import ServiceRuntime
+
+from tests.integration.shared.probe_registry import PROBES as _PROBES
+from tests.support import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ async def probe(tmp_path, database_url, kafka_bootstrap):
 
 
 def _tick(symbol: str, tenant: str = "t1") -> Envelope:
-    return Envelope.new(PriceTicked(symbol=symbol, price_usd=Decimal("10"), as_of=datetime.now(timezone.utc)),
+    return Envelope.new(PriceTicked(symbol=symbol, price_usd=Decimal("10"), as_of=datetime.now(UTC)),
                         producer="test", tenant_id=tenant)
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
 from trimtab.shared.auth import decode_token, mint_token
 from trimtab.shared.canonical import canonical_hash, canonical_json
 from trimtab.shared.config import ServiceSettings
@@ -21,7 +20,7 @@ from trimtab.shared.money import from_cents, to_cents, usd
 
 
 def _tick() -> PriceTicked:
-    return PriceTicked(symbol="AAPL", price_usd=Decimal("123.45"), as_of=datetime(2024, 1, 2, 21, tzinfo=timezone.utc))
+    return PriceTicked(symbol="AAPL", price_usd=Decimal("123.45"), as_of=datetime(2024, 1, 2, 21, tzinfo=UTC))
 
 
 def test_envelope_roundtrip_and_causation() -> None:

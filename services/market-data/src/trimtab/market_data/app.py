@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime

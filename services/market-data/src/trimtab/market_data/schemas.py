@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from trimtab.shared.money import DecimalStr
 
 Symbol = str

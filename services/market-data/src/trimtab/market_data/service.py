@@ -8,12 +8,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timezone
+from datetime import UTC, datetime
+from datetime import time as dtime
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import Invalid
 from trimtab.shared.events import PriceTicked
@@ -158,7 +158,7 @@ class Replays:
             await load_reference_securities(self.runtime, rp.tenant_id, sorted(days[0][1]))
             t0 = time.monotonic()
             for i, (day, prices) in enumerate(days):
-                as_of = datetime.combine(day, dtime(21, 0), tzinfo=timezone.utc)  # after the US close
+                as_of = datetime.combine(day, dtime(21, 0), tzinfo=UTC)  # after the US close
                 ticks = [Tick(sym, p, as_of) for sym, p in sorted(prices.items())]
                 ids, _, _ = await record_ticks(self.runtime, rp.tenant_id, ticks, f"replay:{rp.dataset}")
                 rp.days_done = i + 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -22,8 +22,8 @@ def _default(obj: Any) -> Any:
         return format(obj, "f")
     if isinstance(obj, datetime):
         if obj.tzinfo is None:
-            obj = obj.replace(tzinfo=timezone.utc)
-        return obj.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            obj = obj.replace(tzinfo=UTC)
+        return obj.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(obj, date):
         return obj.isoformat()
     if isinstance(obj, UUID):

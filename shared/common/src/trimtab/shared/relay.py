@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, text, update
@@ -109,7 +109,7 @@ class OutboxRelay:
             await session.execute(
                 update(o)
                 .where(o.c.id.in_([r.id for r in rows]))
-                .values(sent_at=datetime.now(timezone.utc))
+                .values(sent_at=datetime.now(UTC))
             )
         self.published += len(rows)
         return len(rows)

@@ -5,8 +5,8 @@ Revises:
 Create Date: 2026-11-24 07:45:25.416842
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '9184cb613187'
