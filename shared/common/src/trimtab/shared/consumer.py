@@ -84,6 +84,7 @@ class EventConsumer:
         max_attempts: int = 3,
         retry_backoff_s: float = 0.05,
         session_timeout_ms: int = 6000,
+        park_keys: bool = True,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -97,6 +98,9 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._backoff = retry_backoff_s
         self._session_timeout_ms = session_timeout_ms
+        #: Consumers whose effects do not depend on per-key order (the audit record) turn parking
+        #: off, so one bad event does not divert every later event of its key to the DLQ.
+        self._park_keys = park_keys
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: set[tuple[str, str]] = set()
@@ -254,11 +258,11 @@ class EventConsumer:
             await s.execute(
                 insert(self._infra.dead_letters).values(
                     consumer=self.name, topic=rec.topic, partition=rec.partition,
-                    offset=rec.offset, key=key if park else None,
+                    offset=rec.offset, key=key if park and self._park_keys else None,
                     event_id=env.event_id if env else None, error=error[:4000],
                 )
             )
-        if park and key is not None:
+        if park and key is not None and self._park_keys:
             self._parked.add((rec.topic, key))
         self.stats.dead_lettered += 1
         _dead.add(1, {"consumer": self.name, "topic": rec.topic})

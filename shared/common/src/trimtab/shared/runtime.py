@@ -37,12 +37,14 @@ class ServiceRuntime:
         metadata: MetaData,
         migrations_dir: Path,
         infra: InfraTables | None = None,
+        park_keys: bool = True,
     ) -> None:
         self.settings = settings
         self.schema = schema
         self.metadata = metadata
         self.migrations_dir = migrations_dir
         self.infra = infra or infra_tables(metadata)
+        self.park_keys = park_keys
         self._handlers: dict[str, dict[str, Handler]] = {}
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -98,7 +100,7 @@ class ServiceRuntime:
                 bootstrap=s.kafka_bootstrap_servers, handlers=handlers, topics=topics,
                 sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
-                session_timeout_ms=s.kafka_session_timeout_ms,
+                session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
             )
             await c.start()
             self.consumers.append(c)

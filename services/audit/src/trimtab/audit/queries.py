@@ -1,0 +1,79 @@
+"""Read side of the record: one tenant's records, filtered and paged by seq (keyset paging).
+
+Every query is filtered by the caller's tenant, so another tenant's records are simply not there.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import records
+from .schemas import RecordDetailOut, RecordOut
+
+_SUMMARY = [c for c in records.c if c.name not in ("envelope", "prev_hash")]
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    out = {c.name: m[c.name] for c in _SUMMARY}
+    out["leaf_hash"] = bytes(m["leaf_hash"]).hex()
+    out["chain_hash"] = bytes(m["chain_hash"]).hex()
+    return out
+
+
+def to_out(row: Any) -> RecordOut:
+    return RecordOut(**_summary(row))
+
+
+def to_detail(row: Any) -> RecordDetailOut:
+    data = bytes(row.envelope)
+    return RecordDetailOut(**_summary(row), prev_hash=bytes(row.prev_hash).hex(),
+                           envelope=json.loads(data), envelope_base64=base64.b64encode(data).decode())
+
+
+def _page(q: Select[Any], after_seq: int, limit: int) -> Select[Any]:
+    # One extra row tells whether another page follows without a count query.
+    return q.where(records.c.seq > after_seq).order_by(records.c.seq).limit(limit + 1)
+
+
+def _split(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, rows[-1].seq
+    return rows, None
+
+
+async def list_records(
+    s: AsyncSession, tenant_id: str, *, correlation_id: uuid.UUID | None, event_type: str | None,
+    after_seq: int, limit: int,
+) -> tuple[list[Any], int | None]:
+    q = select(*_SUMMARY).where(records.c.tenant_id == tenant_id)
+    if correlation_id is not None:
+        q = q.where(records.c.correlation_id == correlation_id)
+    if event_type is not None:
+        q = q.where(records.c.event_type == event_type)
+    return _split((await s.execute(_page(q, after_seq, limit))).all(), limit)
+
+
+async def get_record(s: AsyncSession, tenant_id: str, seq: int) -> Any | None:
+    return (await s.execute(select(records).where(
+        records.c.tenant_id == tenant_id, records.c.seq == seq))).first()
+
+
+async def trail(
+    s: AsyncSession, tenant_id: str, *, correlation_id: uuid.UUID | None = None,
+    proposal_id: uuid.UUID | None = None, after_seq: int, limit: int,
+) -> tuple[list[Any], int | None]:
+    """Full records (envelopes included) of one correlation id or one proposal, by seq."""
+    q = select(records).where(records.c.tenant_id == tenant_id)
+    if correlation_id is not None:
+        q = q.where(records.c.correlation_id == correlation_id)
+    if proposal_id is not None:
+        q = q.where(records.c.proposal_id == proposal_id)
+    return _split((await s.execute(_page(q, after_seq, limit))).all(), limit)
