@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from pydantic import Field
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
@@ -18,7 +19,7 @@ from .service import Replays
 
 
 class Settings(ServiceSettings):
-    service_name: str = "market-data"
+    service_name: str = Field(default="market-data", validation_alias="SERVICE_NAME")
 
 
 def create(settings: Settings | None = None) -> FastAPI:

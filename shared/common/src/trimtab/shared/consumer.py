@@ -52,9 +52,17 @@ Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaError)
 
 
+#: Deadlock and serialization failure: the transaction lost a race, the event is fine.
+_RETRY_SQLSTATES = {"40P01", "40001"}
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
+        if sqlstate in _RETRY_SQLSTATES:
+            return True
     return isinstance(exc, TRANSIENT)
 
 

@@ -1,0 +1,174 @@
+"""Tables of the drift-monitor schema: the book (households, model portfolios, accounts, tax
+lots), the latest prices seen on market.ticks.v1, the drifts raised and the executions applied.
+
+Every row carries its tenant, and every key starts with it. `accounts.revision` goes up on every
+change to an account, its lots or its model's targets, or its drift state: the in-memory engine
+reloads exactly the rows whose revision it has not seen.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from trimtab.shared.db import service_metadata
+from trimtab.shared.outbox import infra_tables
+
+SCHEMA = "drift_monitor"
+metadata = service_metadata(SCHEMA)
+infra = infra_tables(metadata)
+
+ID_LEN = 64
+LOT_ID_LEN = 200  # bought lots take the OMS client_order_id, whose length we do not control
+SYMBOL_LEN = 16
+
+households = Table(
+    "households",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("household_id", String(ID_LEN), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "household_id"),
+)
+
+model_portfolios = Table(
+    "model_portfolios",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("model_id", String(ID_LEN), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "model_id"),
+)
+
+model_targets = Table(
+    "model_targets",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("model_id", String(ID_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("weight", Numeric(12, 10), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "model_id", "symbol"),
+    ForeignKeyConstraint(["tenant_id", "model_id"],
+                         [f"{SCHEMA}.model_portfolios.tenant_id", f"{SCHEMA}.model_portfolios.model_id"],
+                         ondelete="CASCADE"),
+    CheckConstraint("weight >= 0 AND weight <= 1", name="weight_range"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("household_id", String(ID_LEN), nullable=True),
+    Column("account_type", String(16), nullable=False),
+    Column("model_id", String(ID_LEN), nullable=False),
+    Column("cash_usd", Numeric(20, 6), nullable=False),
+    Column("cash_reserve_usd", Numeric(20, 6), nullable=False),
+    Column("restricted", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("band_abs", Numeric(12, 10), nullable=False),
+    Column("automation", String(24), nullable=False),
+    Column("max_turnover", Numeric(12, 10), nullable=True),
+    Column("tax_short_term", Numeric(6, 4), nullable=False),
+    Column("tax_long_term", Numeric(6, 4), nullable=False),
+    Column("drift_state", String(16), nullable=False, server_default="armed"),
+    Column("pending_drift_id", UUID(as_uuid=True), nullable=True),
+    Column("pending_proposal_id", UUID(as_uuid=True), nullable=True),
+    Column("rearmed_at", DateTime(timezone=True), nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id"),
+    ForeignKeyConstraint(["tenant_id", "model_id"],
+                         [f"{SCHEMA}.model_portfolios.tenant_id", f"{SCHEMA}.model_portfolios.model_id"]),
+    CheckConstraint("account_type IN ('taxable', 'tax_deferred', 'tax_exempt')", name="account_type"),
+    CheckConstraint("drift_state IN ('armed', 'pending', 'executing')", name="drift_state"),
+    CheckConstraint("cash_reserve_usd >= 0", name="reserve_nonnegative"),
+    CheckConstraint("band_abs > 0 AND band_abs <= 1", name="band_range"),
+)
+Index("ix_accounts_household", accounts.c.tenant_id, accounts.c.household_id)
+Index("ix_accounts_model", accounts.c.tenant_id, accounts.c.model_id)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("lot_id", String(LOT_ID_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("shares", Numeric(28, 8), nullable=False),
+    Column("cost_basis_usd_per_share", Numeric(20, 8), nullable=False),
+    Column("acquired_on", Date, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "account_id", "lot_id"),
+    ForeignKeyConstraint(["tenant_id", "account_id"],
+                         [f"{SCHEMA}.accounts.tenant_id", f"{SCHEMA}.accounts.account_id"],
+                         ondelete="CASCADE"),
+    CheckConstraint("shares > 0", name="shares_positive"),
+    CheckConstraint("cost_basis_usd_per_share >= 0", name="basis_nonnegative"),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("price_usd", Numeric(20, 8), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    # Defaults until securities' data reaches this service on an event of its own.
+    Column("asset_class", String(32), nullable=False, server_default="equity"),
+    Column("half_spread_bps", Numeric(10, 4), nullable=False, server_default="2"),
+    Column("commission_usd_per_share", Numeric(10, 6), nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "symbol"),
+)
+
+drifts = Table(
+    "drifts",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("drift_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("correlation_id", UUID(as_uuid=True), nullable=False),
+    Column("total_value_usd", Numeric(20, 2), nullable=False),
+    Column("max_abs_deviation", Numeric(14, 10), nullable=False),
+    Column("breached", JSONB, nullable=False),
+    #: pending -> approved | overridden | rejected | expired -> executed
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("proposal_id", UUID(as_uuid=True), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant_id", "drift_id"),
+)
+Index("ix_drifts_account", drifts.c.tenant_id, drifts.c.account_id, drifts.c.detected_at)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("execution_id", String(200), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("proposal_id", UUID(as_uuid=True), nullable=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("fills", Integer, nullable=False),
+    Column("cash_delta_usd", Numeric(20, 6), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "execution_id"),
+)
