@@ -65,19 +65,15 @@ def main() -> int:
         corr = _check(md.post("/v1/ticks", json={"ticks": [
             {"symbol": s, "price_usd": str((prices[s] * f).quantize(Decimal("0.01"))), "as_of": shock_day.isoformat()}
             for s, f in shock.items()]}))["correlation_id"]
-        audit = httpx.Client(base_url=stack.url("audit"), headers=h, timeout=120)
         deadline = time.monotonic() + a.timeout
         decided = 0
         while time.monotonic() < deadline:
-            body = _check(audit.get("/v1/audit/records", params={"event_type": "RebalanceDecided", "limit": 1,
-                                                                 "correlation_id": corr, "count": "true"}))
-            decided = body.get("total", len(body.get("records", []))) if isinstance(body, dict) else len(body)
+            decided = len(fetch_records(stack.url("audit"), h, correlation_id=corr, event_type="RebalanceDecided"))
             if decided >= a.accounts:
                 break
             time.sleep(1)
         wall_s = time.monotonic() - t0
-        records = [r for r in fetch_records(stack.url("audit"), h) if r["envelope"]["correlation_id"] == corr
-                   or r["envelope"]["event_type"] != "PriceTicked"]
+        records = fetch_records(stack.url("audit"), h, correlation_id=corr)
         stats = analyse(records)
     lat = stats.latencies_ms
     figures = {

@@ -14,19 +14,19 @@ import httpx
 STAGES = ["drift", "proposal", "risk", "explanation", "decision", "approved", "audited"]
 
 
-def fetch_records(audit_url: str, headers: dict[str, str], page: int = 1000) -> list[dict[str, Any]]:
+def fetch_records(audit_url: str, headers: dict[str, str], page: int = 1000, after_seq: int = 0,
+                  **filters: str) -> list[dict[str, Any]]:
+    """Every record of the caller's tenant after `after_seq` (summary fields, no payloads)."""
     out: list[dict[str, Any]] = []
-    after = 0
+    after: int | None = after_seq
     with httpx.Client(base_url=audit_url, headers=headers, timeout=60) as c:
-        while True:
-            r = c.get("/v1/audit/records", params={"after_seq": after, "limit": page})
+        while after is not None:
+            r = c.get("/v1/audit/records", params={"after_seq": after, "limit": page, **filters})
             r.raise_for_status()
             body = r.json()
-            items = body["records"] if isinstance(body, dict) else body
-            if not items:
-                return out
-            out.extend(items)
-            after = items[-1]["seq"]
+            out.extend(body["items"])
+            after = body["next_after_seq"]
+    return out
 
 
 def _ts(s: str) -> datetime:
@@ -38,52 +38,40 @@ class ChainStats:
     counts: dict[str, int] = field(default_factory=dict)
     #: stage -> list of ms from the causing tick
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
-    decisions: dict[str, int] = field(default_factory=dict)
     chains: int = 0
     complete_chains: int = 0
 
 
+_STAGE_OF = {"RebalanceProposed": "proposal", "RiskAssessed": "risk", "ExplanationCreated": "explanation",
+             "RebalanceDecided": "decision", "TradesApproved": "approved"}
+
+
 def analyse(records: list[dict[str, Any]]) -> ChainStats:
+    """Per proposal: the tick that caused its drift (via causation ids), then each stage's
+    `occurred_at`; "audited" is when the last event of the chain was recorded."""
     st = ChainStats()
     by_id: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        env = rec["envelope"]
-        st.counts[env["event_type"]] = st.counts.get(env["event_type"], 0) + 1
-        by_id[env["event_id"]] = rec
     per_proposal: dict[str, dict[str, dict[str, Any]]] = {}
-    drift_by_id: dict[str, dict[str, Any]] = {}
     for rec in records:
-        env = rec["envelope"]
-        if env["event_type"] == "DriftDetected":
-            drift_by_id[env["event_id"]] = rec
-    for rec in records:
-        env = rec["envelope"]
-        pid = env["payload"].get("proposal_id")
-        if not pid:
-            continue
-        stage = {"RebalanceProposed": "proposal", "RiskAssessed": "risk", "ExplanationCreated": "explanation",
-                 "RebalanceDecided": "decision", "TradesApproved": "approved"}.get(env["event_type"])
-        if stage:
-            per_proposal.setdefault(pid, {})[stage] = rec
-        if env["event_type"] == "RebalanceDecided":
-            d = env["payload"]["decision"]
-            st.decisions[d] = st.decisions.get(d, 0) + 1
+        st.counts[rec["event_type"]] = st.counts.get(rec["event_type"], 0) + 1
+        by_id[rec["event_id"]] = rec
+        stage = _STAGE_OF.get(rec["event_type"])
+        if stage and rec.get("proposal_id"):
+            per_proposal.setdefault(rec["proposal_id"], {}).setdefault(stage, rec)
     lat: dict[str, list[float]] = {s: [] for s in STAGES}
     for stages in per_proposal.values():
         prop = stages.get("proposal")
-        if not prop:
-            continue
-        drift = by_id.get(prop["envelope"].get("causation_id") or "")
-        tick = by_id.get(drift["envelope"].get("causation_id") or "") if drift else None
-        if not drift or not tick:
+        drift = by_id.get(prop.get("causation_id") or "") if prop else None
+        tick = by_id.get(drift.get("causation_id") or "") if drift else None
+        if not tick:
             continue
         st.chains += 1
-        t0 = _ts(tick["envelope"]["occurred_at"])
-        stages = {**stages, "drift": drift}
+        t0 = _ts(tick["occurred_at"])
+        stages = {**stages, "drift": drift}  # type: ignore[dict-item]
         last_recorded = t0
         for s in STAGES[:-1]:
             if s in stages:
-                lat[s].append((_ts(stages[s]["envelope"]["occurred_at"]) - t0).total_seconds() * 1000)
+                lat[s].append((_ts(stages[s]["occurred_at"]) - t0).total_seconds() * 1000)
                 last_recorded = max(last_recorded, _ts(stages[s]["recorded_at"]))
         if "decision" in stages:
             st.complete_chains += 1

@@ -113,20 +113,29 @@ class Advisor(threading.Thread):
                 self.approved += r.status_code < 300
 
 
-def wait_quiet(audit: httpx.Client, quiet_s: float, timeout_s: float) -> int:
-    """Wait until the audit record stops growing for `quiet_s` seconds."""
+def wait_quiet(audit_url: str, headers: dict[str, str], quiet_s: float, timeout_s: float) -> int:
+    """Wait until the audit record stops growing for `quiet_s` seconds; returns the last seq."""
     deadline = time.monotonic() + timeout_s
-    last, last_change = -1, time.monotonic()
+    last_seq, last_change = 0, time.monotonic()
     while time.monotonic() < deadline:
-        body = _check(audit.get("/v1/audit/records", params={"after_seq": 0, "limit": 1, "order": "desc"}))
-        items = body["records"] if isinstance(body, dict) else body
-        total = body.get("total", items[0]["seq"] if items else 0) if isinstance(body, dict) else (items[0]["seq"] if items else 0)
-        if total != last:
-            last, last_change = total, time.monotonic()
+        new = fetch_records(audit_url, headers, after_seq=last_seq)
+        if new:
+            last_seq, last_change = new[-1]["seq"], time.monotonic()
         elif time.monotonic() - last_change >= quiet_s:
-            return total
+            return last_seq
         time.sleep(1)
-    return last
+    return last_seq
+
+
+def decisions(optimizer_url: str, headers: dict[str, str]) -> dict[str, int]:
+    with httpx.Client(base_url=optimizer_url, headers=headers, timeout=60) as c:
+        out: dict[str, int] = {}
+        for state in ["ready", "approved", "rejected", "executed", "expired", "failed", "proposed"]:
+            body = _check(c.get("/v1/proposals", params={"state": state, "limit": 1000}))
+            items = body["proposals"] if isinstance(body, dict) else body
+            if items:
+                out[state] = len(items)
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"replaying the real COVID crash, 2 Jan to 23 Mar 2020, at {args.speed:g} trading days/s")
         rp = replay(md, date(2020, 1, 2), date(2020, 3, 23), args.speed)
         say(f"  {rp['days_done']} trading days, {rp['ticks_published']} ticks; waiting for the pipeline to settle")
-        n_records = wait_quiet(audit, quiet_s=8, timeout_s=300)
+        n_records = wait_quiet(stack.url("audit"), h, quiet_s=8, timeout_s=300)
         advisor.stop_flag.set()
         advisor.join(5)
         asyncio.run_coroutine_threadsafe(oms.stop(), loop).result(30)
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for et in ["PriceTicked", "DriftDetected", "RebalanceProposed", "RiskAssessed", "RiskAlerted",
                    "ExplanationCreated", "RebalanceDecided", "TradesApproved", "TradesExecuted"]:
             print(f"  {et:20s} {stats.counts.get(et, 0):7d}")
-        print(f"decisions: {dict(sorted(stats.decisions.items()))}  "
+        print(f"proposals by state: {decisions(stack.url('optimizer'), h)}  "
               f"(advisor: {advisor.approved} approved, {advisor.rejected} rejected by hand; "
               f"OMS simulator executions: {oms.executions})")
         print(f"latency from the causing tick, ms ({stats.chains} chains, {stats.complete_chains} decided):")
@@ -192,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         for s in STAGES:
             v = stats.latencies_ms.get(s, [])
             print(f"  {s:12s} {pct(v, 50):9.1f} {pct(v, 99):9.1f}  {len(v)}")
-        print(f"audit chain verified: {verify.get('ok')} ({verify.get('checked', verify.get('records_checked'))} records)")
-        sample = next((r for r in records if r["envelope"]["event_type"] == "ExplanationCreated"), None)
+        print(f"audit chain verified: {verify['ok']} ({verify['records_checked']} records"
+              + (f", first bad seq {verify['first_bad_seq']}: {verify['reason']})" if not verify["ok"] else ")"))
+        sample = next((r for r in records if r["event_type"] == "ExplanationCreated"), None)
         if sample:
-            p = sample["envelope"]["payload"]
+            detail = _check(audit.get(f"/v1/audit/records/{sample['seq']}"))
+            p = detail["envelope"]["payload"]
             print(f"\nexplanation of proposal {p['proposal_id']} (account {p['account_id']}), advisor voice:")
             print("  " + p["narrative_advisor"].replace("\n", "\n  ")[:1500])
-            print(f"its whole chain: GET {stack.url('audit')}/v1/audit/chains/{sample['envelope']['correlation_id']}")
+            print(f"its whole chain: GET {stack.url('audit')}/v1/audit/chains/{sample['correlation_id']}")
         print(f"\ndemo finished in {time.monotonic() - t_start:.0f} s")
         ok = bool(verify.get("ok")) and stats.complete_chains > 0
     say("demo " + ("succeeded" if ok else "FAILED: no complete chain or the audit chain did not verify"))

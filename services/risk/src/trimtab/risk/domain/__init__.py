@@ -1,0 +1,1 @@
+"""The risk service's pure domain: EWMA covariance, price book, portfolio volatility, flags."""

@@ -1,0 +1,110 @@
+"""Event handlers of the risk service: one unit of work per consumed event.
+
+- `PriceTicked` -> the day's close is stored and the tenant's EWMA model updated (no event out).
+- `RebalanceProposed` -> pre/post volatility and flags are stored as an assessment and published
+  as `RiskAssessed`; a proposal with a breach also raises one `RiskAlerted`.
+
+Idempotency: the shared consumer drops a redelivered event by its id; an assessment is also
+unique per (tenant, proposal_id), so a proposal re-published under a new event id is assessed
+once and its events are emitted once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.errors import PermanentEventError
+from trimtab.shared.events import PriceTicked, RebalanceProposed, RiskAlerted, RiskAssessed
+from trimtab.shared.outbox import UnitOfWork
+
+from .domain.assessment import Assessment, assess
+from .domain.prices import TickEffect
+from .models import assessments
+from .service import (
+    MAX_PRICE_USD,
+    RiskModels,
+    model_info,
+    save_close,
+    save_model_info,
+    stored_price,
+)
+
+PRODUCER = "risk"
+#: alert ids derive from the proposal, so even a replayed proposal cannot alert twice downstream
+ALERT_NAMESPACE = uuid.UUID("5b1f3a52-8d0e-4c44-9a51-6b7f0e1c2d33")
+
+
+class RiskHandlers:
+    def __init__(self, models: RiskModels) -> None:
+        self.models = models
+
+    async def on_price_ticked(self, env: Envelope, uow: UnitOfWork) -> None:
+        tick = env.parse(PriceTicked)
+        price = stored_price(tick.price_usd)
+        if not 0 < price < MAX_PRICE_USD:
+            raise PermanentEventError(f"price {tick.price_usd} of {tick.symbol} cannot be stored")
+        model = await self.models.get(uow.session, env.tenant_id)
+        self.models.watch(uow.session, env.tenant_id)
+        before = model.version
+        day = tick.as_of.date()
+        effect = model.on_tick(tick.symbol, day, float(price), tick.as_of)
+        if effect is TickEffect.IGNORED:
+            return
+        await save_close(uow.session, env.tenant_id, tick.symbol, day, price, tick.as_of)
+        if model.version != before:
+            await save_model_info(uow.session, env.tenant_id, model)
+
+    async def on_rebalance_proposed(self, env: Envelope, uow: UnitOfWork) -> None:
+        p = env.parse(RebalanceProposed)
+        limits = self.models.limits
+        model = await self.models.get(uow.session, env.tenant_id)
+        result = assess(model.covariance, p.pre_weights, p.post_weights, limits)
+        info = model_info(model)
+        assessed = env.caused(RiskAssessed(
+            proposal_id=p.proposal_id, account_id=p.account_id,
+            pre_vol_annual_pct=result.pre_vol_annual_pct,
+            post_vol_annual_pct=result.post_vol_annual_pct, model=info, flags=list(result.flags),
+        ), producer=PRODUCER)
+        alert, alert_id = None, uuid.uuid5(ALERT_NAMESPACE, f"{env.tenant_id}:{p.proposal_id}")
+        if result.breaches:
+            alert = env.caused(RiskAlerted(
+                alert_id=alert_id,
+                account_id=p.account_id, kind="proposal_risk",
+                message=_alert_message(p, result.breaches, result),
+                values={"pre_vol_annual_pct": result.pre_vol_annual_pct,
+                        "post_vol_annual_pct": result.post_vol_annual_pct,
+                        "vol_increase_limit_pct": limits.vol_increase_pct,
+                        "max_post_weight": result.max_post_weight,
+                        "concentration_limit": limits.concentration_limit},
+            ), producer=PRODUCER)
+        row = await uow.session.execute(insert(assessments).values(
+            tenant_id=env.tenant_id, proposal_id=p.proposal_id, account_id=p.account_id,
+            pre_vol_annual_pct=result.pre_vol_annual_pct,
+            post_vol_annual_pct=result.post_vol_annual_pct, model_name=info.name,
+            model_version=info.version, window_start=info.window_start,
+            window_end=info.window_end, observations=info.observations,
+            halflife_days=info.halflife_days, flags=list(result.flags),
+            pre_weights={s: format(w, "f") for s, w in p.pre_weights.items()},
+            post_weights={s: format(w, "f") for s, w in p.post_weights.items()},
+            correlation_id=env.correlation_id, causation_id=env.event_id,
+            event_id=assessed.event_id, alert_id=alert_id if alert else None,
+        ).on_conflict_do_nothing().returning(assessments.c.proposal_id))
+        if row.first() is None:
+            return  # assessed before, under another event id: its events are already out
+        uow.publish(assessed, key=p.account_id)
+        if alert is not None:
+            uow.publish(alert, key=p.account_id)
+
+
+def _alert_message(p: RebalanceProposed, breaches: tuple[str, ...], result: Assessment) -> str:
+    parts = []
+    if "vol_increase" in breaches:
+        parts.append(f"volatility rises from {result.pre_vol_annual_pct}% to "
+                     f"{result.post_vol_annual_pct}% a year")
+    if "concentration" in breaches:
+        parts.append(f"{result.max_post_symbol} would be {result.max_post_weight * 100:.2f}% "
+                     "of the account")
+    return f"proposal {p.proposal_id} for account {p.account_id}: " + "; ".join(parts)

@@ -1,0 +1,280 @@
+"""risk against real PostgreSQL and Kafka: ticks build the model, a proposal is assessed and
+alerted once, a restart rebuilds the same model, the API is tenant-scoped."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from tests.support import auth, read_events, running, settings, wait_consumers_assigned
+from trimtab.risk.app import Settings, create
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import (
+    AccountSnapshot,
+    PriceTicked,
+    RebalanceProposed,
+    RiskAlerted,
+    RiskAssessed,
+    SolverInfo,
+    topic_of,
+)
+from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.outbox import kafka_headers
+
+pytestmark = pytest.mark.integration
+
+TENANT = f"risk-{uuid.uuid4().hex[:8]}"
+OTHER = f"other-{uuid.uuid4().hex[:8]}"
+DAYS = 12
+D0 = date(2024, 3, 1)
+
+
+def _settings(database_url, kafka_bootstrap):
+    return settings(Settings, database_url, kafka_bootstrap, RISK_MIN_OBSERVATIONS=5)
+
+
+@pytest.fixture(scope="module")
+async def service(database_url, kafka_bootstrap):
+    app = create(_settings(database_url, kafka_bootstrap))
+    async with running(app) as client:
+        await wait_consumers_assigned(app)
+        yield app, client
+
+
+async def produce(bootstrap: str, events: list[tuple[Envelope, str]]) -> None:
+    producer = await start_producer(bootstrap, "risk-test")
+    try:
+        # queue everything, then wait: one round trip per batch, not per event; order per
+        # partition is kept (aiokafka sends one batch per partition at a time)
+        sent = [await producer.send(topic_of(env.event_type), env.to_bytes(), key=key.encode(),
+                                    headers=encode_headers(kafka_headers(env)))
+                for env, key in events]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def _prices() -> dict[str, list[Decimal]]:
+    rng = np.random.default_rng(11)
+    out = {}
+    for sym, vol in (("AAA", 0.01), ("BBB", 0.025)):
+        path = 100 * np.exp(np.cumsum(rng.normal(0, vol, DAYS)))
+        out[sym] = [Decimal(f"{p:.6f}") for p in path]
+    return out
+
+
+PRICES = _prices()
+
+
+def _days() -> list[date]:
+    days, d = [], D0
+    while len(days) < DAYS:
+        if d.weekday() < 5:
+            days.append(d)
+        d += timedelta(days=1)
+    return days
+
+
+def tick(sym: str, day: date, price: Decimal, tenant: str = TENANT) -> tuple[Envelope, str]:
+    as_of = datetime(day.year, day.month, day.day, 21, tzinfo=UTC)
+    return Envelope.new(PriceTicked(symbol=sym, price_usd=price, as_of=as_of, source="test"),
+                        producer="market-data", tenant_id=tenant), sym
+
+
+def proposal(pre: dict[str, str], post: dict[str, str], account: str, tenant: str = TENANT,
+             proposal_id: uuid.UUID | None = None) -> Envelope:
+    snap = AccountSnapshot(account_id=account, cash_usd=Decimal("1000"), positions=[], targets={},
+                           securities=[], as_of=datetime.now(UTC))
+    return Envelope.new(RebalanceProposed(
+        proposal_id=proposal_id or uuid.uuid4(), account_id=account, snapshot=snap,
+        snapshot_hash="sha256:test", orders=[],
+        pre_weights={k: Decimal(v) for k, v in pre.items()},
+        post_weights={k: Decimal(v) for k, v in post.items()}, objective={},
+        est_cost_usd=Decimal(0), est_tax_usd=Decimal(0),
+        solver=SolverInfo(solver="test", status="optimal", solve_ms=Decimal(1),
+                          cvxpy_version="-", optimizer_version="-")),
+        producer="optimizer", tenant_id=tenant)
+
+
+async def wait_for(fn, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = await fn()
+        if out is not None:
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+async def ticked(service, kafka_bootstrap):
+    """DAYS days of closes of AAA and BBB for TENANT (and a little for OTHER), consumed."""
+    _, client = service
+    events = [tick(sym, day, PRICES[sym][k]) for k, day in enumerate(_days()) for sym in PRICES]
+    events += [tick("ZZZ", day, Decimal(10 + k), OTHER) for k, day in enumerate(_days()[:4])]
+    await produce(kafka_bootstrap, events)
+
+    async def model_complete():  # type: ignore[no-untyped-def]
+        body = (await client.get("/v1/risk-model", headers=auth(TENANT))).json()
+        return body if body["observations"] == DAYS - 2 else None
+
+    return await wait_for(model_complete)
+
+
+def expected_daily_var(sym: str) -> float:
+    """The RiskMetrics recursion by hand over the complete days (the last day is still open)."""
+    logret = np.diff(np.log([float(p) for p in PRICES[sym][:-1]]))
+    s = 0.0
+    for r in logret:
+        s = 0.94 * s + 0.06 * r * r
+    return s / (1 - 0.94 ** len(logret))
+
+
+async def test_ticks_build_the_model(ticked):
+    body = ticked
+    days = _days()
+    assert body["window_start"] == str(days[1]) and body["window_end"] == str(days[-2])
+    assert body["observations"] == DAYS - 2 and int(body["version"]) >= 1
+    vols = {s["symbol"]: s for s in body["symbols"]}
+    assert set(vols) == {"AAA", "BBB"}
+    for sym in ("AAA", "BBB"):
+        want = math.sqrt(expected_daily_var(sym) * 252) * 100
+        assert float(vols[sym]["vol_annual_pct"]) == pytest.approx(want, abs=1e-4)
+        assert vols[sym]["known"] is True
+
+
+async def test_proposal_is_assessed_with_its_correlation_id_and_alerted(service, ticked, kafka_bootstrap):
+    _, client = service
+    account = f"acct-{uuid.uuid4().hex[:6]}"
+    env = proposal({"AAA": "0.5", "CASH": "0.5"}, {"AAA": "0.2", "BBB": "0.4", "NEWCO": "0.3"}, account)
+    await produce(kafka_bootstrap, [(env, account)])
+    assessed = await read_events(kafka_bootstrap, "risk.assessed.v1",
+                                 until=lambda evs: any(e.causation_id == env.event_id for e in evs))
+    out = next(e for e in assessed if e.causation_id == env.event_id)
+    assert out.correlation_id == env.correlation_id and out.tenant_id == TENANT
+    assert out.producer == "risk"
+    ra = out.parse(RiskAssessed)
+    pre_want = 0.5 * math.sqrt(expected_daily_var("AAA") * 252) * 100
+    assert float(ra.pre_vol_annual_pct) == pytest.approx(pre_want, abs=1e-4)
+    assert ra.pre_vol_annual_pct.as_tuple().exponent == -4
+    assert 5 < float(ra.post_vol_annual_pct) < 60
+    assert ra.flags[0] == "prior_used:NEWCO" and "concentration" in ra.flags  # BBB at 40 %
+    assert ra.model.observations == DAYS - 2 and ra.model.window_end == _days()[-2]
+    alerts = await read_events(kafka_bootstrap, "risk.alerts.v1",
+                               until=lambda evs: any(e.causation_id == env.event_id for e in evs))
+    alert = next(e for e in alerts if e.causation_id == env.event_id).parse(RiskAlerted)
+    assert alert.account_id == account and "BBB" in alert.message
+    assert alert.values["max_post_weight"] == Decimal("0.4")
+
+    r = await client.get(f"/v1/assessments/{ra.proposal_id}", headers=auth(TENANT, ["risk:read"]))
+    assert r.status_code == 200, r.text
+    assert r.json()["post_vol_annual_pct"] == format(ra.post_vol_annual_pct, "f")
+    assert r.json()["flags"] == ra.flags and r.json()["correlation_id"] == str(env.correlation_id)
+    assert (await client.get(f"/v1/assessments/{ra.proposal_id}", headers=auth(OTHER))).status_code == 404
+
+
+async def test_a_redelivered_proposal_is_assessed_once(service, ticked, kafka_bootstrap):
+    _, client = service
+    account = f"acct-{uuid.uuid4().hex[:6]}"
+    first = proposal({"AAA": "0.3"}, {"AAA": "0.6"}, account)  # 60 % in one name: an alert
+    same_id_new_event = proposal({"AAA": "0.3"}, {"AAA": "0.6"}, account,
+                                 proposal_id=first.parse(RebalanceProposed).proposal_id)
+    marker = proposal({"AAA": "0.1"}, {"AAA": "0.1"}, account)
+    # Same key: one partition, so the marker is handled after the duplicates.
+    await produce(kafka_bootstrap, [(first, account), (first, account),
+                                    (same_id_new_event, account), (marker, account)])
+    pid = str(first.parse(RebalanceProposed).proposal_id)
+    mid = str(marker.parse(RebalanceProposed).proposal_id)
+    assessed = await read_events(kafka_bootstrap, "risk.assessed.v1",
+                                 until=lambda evs: any(e.payload["proposal_id"] == mid for e in evs))
+    assert sum(e.payload["proposal_id"] == pid for e in assessed) == 1
+    # The relay publishes in outbox order: a second alert would precede the marker's event.
+    alerts = await read_events(kafka_bootstrap, "risk.alerts.v1",
+                               until=lambda evs: any(e.payload["account_id"] == account for e in evs))
+    assert sum(e.payload["account_id"] == account for e in alerts) == 1
+    assert (await client.get(f"/v1/assessments/{pid}", headers=auth(TENANT))).status_code == 200
+
+
+async def test_what_if_and_its_input_rules(service, ticked):
+    _, client = service
+    r = await client.post("/v1/risk/what-if", headers=auth(TENANT, ["risk:read"]),
+                          json={"weights": {"AAA": "0.5", "BBB": "0.25"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cash_weight"] == "0.25" and body["flags"] == []
+    assert 0 < float(body["vol_annual_pct"]) < 60
+    only_aaa = (await client.post("/v1/risk/what-if", headers=auth(TENANT),
+                                  json={"weights": {"AAA": "1"}})).json()
+    assert float(only_aaa["vol_annual_pct"]) == pytest.approx(
+        math.sqrt(expected_daily_var("AAA") * 252) * 100, abs=1e-4)
+    # the other tenant's model knows none of TENANT's symbols: the prior, flagged
+    other = (await client.post("/v1/risk/what-if", headers=auth(OTHER),
+                               json={"weights": {"AAA": "1"}})).json()
+    assert other["vol_annual_pct"] == "20.0000" and other["flags"] == ["prior_used:AAA"]
+    for bad in ({"AAA": "-0.1"}, {"AAA": "0.6", "BBB": "0.5"}):
+        r = await client.post("/v1/risk/what-if", headers=auth(TENANT), json={"weights": bad})
+        assert r.status_code == 422
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.post("/v1/risk/what-if", json={"weights": {"AAA": "1"}})).status_code == 401
+    r = await client.get("/v1/risk-model", headers=auth(TENANT, ["market:read"]))
+    assert r.status_code == 403
+
+
+async def test_tenants_see_only_their_own_model(service, ticked):
+    _, client = service
+    other = await wait_for(lambda: _model_if(client, OTHER, 2))
+    assert [s["symbol"] for s in other["symbols"]] == ["ZZZ"]
+    assert (await client.get(f"/v1/assessments/{uuid.uuid4()}", headers=auth(TENANT))).status_code == 404
+
+
+async def _model_if(client, tenant: str, observations: int):  # type: ignore[no-untyped-def]
+    body = (await client.get("/v1/risk-model", headers=auth(tenant))).json()
+    return body if body["observations"] == observations else None
+
+
+async def test_a_restart_rebuilds_the_same_model(service, ticked, database_url, kafka_bootstrap):
+    _, client = service
+    before = (await client.get("/v1/risk-model", headers=auth(TENANT))).json()
+    restarted = create(_settings(database_url, kafka_bootstrap))
+    async with running(restarted) as fresh:
+        # the model is rebuilt from the stored closes before any consumer starts
+        after = (await fresh.get("/v1/risk-model", headers=auth(TENANT))).json()
+    assert after == before
+    assert after["digest"] and after["observations"] == DAYS - 2
+
+
+async def test_a_fast_replay_of_real_prices_ends_in_the_batch_model(service, kafka_bootstrap):
+    """120 days x 20 stocks of real 2019 closes, produced at once across partitions (so days
+    arrive out of order between symbols): the model ends equal to the recursion over the panel."""
+    from skfolio.datasets import load_sp500_dataset
+
+    _, client = service
+    tenant = f"replay-{uuid.uuid4().hex[:8]}"
+    prices = load_sp500_dataset().loc["2019-01-01":].iloc[:120].round(6)
+    events = [tick(str(sym), ts.date(), Decimal(f"{p:.6f}"), tenant)
+              for ts, row in prices.iterrows() for sym, p in row.items()]
+    t0 = time.monotonic()
+    await produce(kafka_bootstrap, events)
+    async def all_consumed():  # type: ignore[no-untyped-def]
+        body = await _model_if(client, tenant, len(prices) - 2)
+        done = body and all(x["observations"] == len(prices) - 2 for x in body["symbols"])
+        return body if done and len(body["symbols"]) == 20 else None
+
+    body = await wait_for(all_consumed, timeout_s=45)
+    elapsed = time.monotonic() - t0
+    logret = np.diff(np.log(prices.iloc[:-1].to_numpy()), axis=0)
+    s = np.zeros((20, 20))
+    for r in logret:
+        s = 0.94 * s + 0.06 * np.outer(r, r)
+    want = np.sqrt(np.diag(s) / (1 - 0.94 ** len(logret)) * 252) * 100
+    got = {x["symbol"]: float(x["vol_annual_pct"]) for x in body["symbols"]}
+    assert got == pytest.approx(dict(zip(prices.columns, want, strict=True)), abs=1e-4)
+    assert elapsed < 40, f"{len(events)} ticks took {elapsed:.1f}s"
