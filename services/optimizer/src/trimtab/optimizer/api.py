@@ -1,0 +1,103 @@
+"""Thin HTTP routes of the optimizer (`/v1`): proposals, advisor decisions, what-if solves."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from trimtab.shared.auth import Principal, requires
+from trimtab.shared.errors import Invalid, NotFound, TrimtabError
+from trimtab.shared.events import AccountSnapshot, RebalanceProposed
+
+from . import decisions
+from .domain.lifecycle import DecisionKind
+from .engine import Engine
+from .models import proposals
+from .schemas import ApproveIn, ProposalOut, ProposalSummary, RejectIn, StateName
+
+router = APIRouter(prefix="/v1")
+Reader = Annotated[Principal, Depends(requires("proposals:read"))]
+Decider = Annotated[Principal, Depends(requires("proposals:decide"))]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+class SolveFailed(TrimtabError):
+    status = 500
+    title = "Solve failed"
+
+
+def _runtime(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.runtime
+
+
+@router.get("/proposals", response_model=list[ProposalSummary], tags=["proposals"],
+            summary="Proposals of the caller's tenant, newest first")
+async def list_proposals(
+    principal: Reader, request: Request,
+    account_id: Annotated[str | None, Query(max_length=64)] = None,
+    state: StateName | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ProposalSummary]:
+    q = select(proposals).where(proposals.c.tenant_id == principal.tenant_id)
+    if account_id is not None:
+        q = q.where(proposals.c.account_id == account_id)
+    if state is not None:
+        q = q.where(proposals.c.state == state)
+    q = q.order_by(proposals.c.created_at.desc(), proposals.c.proposal_id).limit(limit)
+    async with _runtime(request).sessionmaker() as s:
+        rows = (await s.execute(q)).all()
+    return [ProposalSummary.from_row(r) for r in rows]
+
+
+@router.get("/proposals/{proposal_id}", response_model=ProposalOut, tags=["proposals"])
+async def get_proposal(proposal_id: uuid.UUID, principal: Reader, request: Request) -> ProposalOut:
+    async with _runtime(request).sessionmaker() as s:
+        row = (await s.execute(select(proposals).where(
+            proposals.c.tenant_id == principal.tenant_id,
+            proposals.c.proposal_id == proposal_id))).first()
+    if row is None:
+        raise NotFound(f"proposal {proposal_id} not found")
+    return ProposalOut.from_row(row)
+
+
+async def _decide(request: Request, principal: Principal, proposal_id: uuid.UUID,
+                  kind: DecisionKind, body: ApproveIn | RejectIn, key: str | None) -> JSONResponse:
+    req_hash = decisions.request_hash(principal, request.method, request.url.path,
+                                      body.model_dump(mode="json"))
+    result = await decisions.decide(_runtime(request), principal, proposal_id, kind, body.reason,
+                                    idempotency_key=key, req_hash=req_hash)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+
+
+@router.post("/proposals/{proposal_id}/approve", response_model=ProposalOut, tags=["decisions"],
+             summary="Approve a ready proposal: publishes RebalanceDecided and TradesApproved")
+async def approve(proposal_id: uuid.UUID, principal: Decider, request: Request,
+                  idempotency_key: IdempotencyKey = None,
+                  body: ApproveIn | None = None) -> JSONResponse:
+    return await _decide(request, principal, proposal_id, "approved", body or ApproveIn(),
+                         idempotency_key)
+
+
+@router.post("/proposals/{proposal_id}/reject", response_model=ProposalOut, tags=["decisions"],
+             summary="Reject a ready proposal with a reason: publishes RebalanceDecided")
+async def reject(proposal_id: uuid.UUID, body: RejectIn, principal: Decider, request: Request,
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return await _decide(request, principal, proposal_id, "rejected", body, idempotency_key)
+
+
+@router.post("/rebalance/what-if", response_model=RebalanceProposed, tags=["what-if"],
+             summary="Solve a snapshot and return the proposal it would give; nothing is stored")
+async def what_if(snapshot: AccountSnapshot, principal: Reader, request: Request) -> RebalanceProposed:
+    engine: Engine = request.app.state.engine
+    outcome = await engine.propose(snapshot, proposal_id=uuid.uuid4())
+    if outcome.failure is not None:
+        f = outcome.failure
+        err = Invalid if f.kind in ("infeasible", "invalid_snapshot") else SolveFailed
+        raise err(f.reason, kind=f.kind, constraint=f.constraint)
+    assert outcome.proposal is not None
+    return outcome.proposal

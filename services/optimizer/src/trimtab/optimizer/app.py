@@ -1,0 +1,92 @@
+"""Composition root of the optimizer: settings, solver engine, handlers, TTL sweep, routes.
+
+Run with `uvicorn --factory trimtab.optimizer.app:create`. Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from trimtab.shared.config import ServiceSettings
+from trimtab.shared.http import create_app
+from trimtab.shared.runtime import ServiceRuntime
+
+from . import api, handlers, proposals
+from .engine import Engine
+from .models import SCHEMA, infra, metadata
+
+log = logging.getLogger(__name__)
+
+
+class Settings(ServiceSettings):
+    service_name: str = Field(default="optimizer", validation_alias="SERVICE_NAME")
+    #: Open proposals (not yet decided) older than this are expired; 0 disables the sweep.
+    proposal_ttl_s: float = Field(default=86_400.0, validation_alias="PROPOSAL_TTL_S", ge=0)
+    #: Seconds between TTL sweeps.
+    proposal_sweep_s: float = Field(default=60.0, validation_alias="PROPOSAL_SWEEP_S", gt=0)
+    #: Worker processes for solves; 0 = one worker thread in the service process.
+    solver_processes: int = Field(default=0, validation_alias="SOLVER_PROCESSES", ge=0)
+
+
+async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
+    """Expire what is stale now (one transaction); returns how many proposals expired."""
+    async with runtime.uow() as uow:
+        expired = await proposals.expire_stale(uow, ttl_s=ttl_s)
+        await uow.commit()
+    if expired:
+        log.info("expired %d proposals older than %g s", len(expired), ttl_s)
+    return len(expired)
+
+
+async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await sweep_once(runtime, ttl_s)
+        except Exception:  # noqa: BLE001 - the next sweep retries; a crash would stop expiry
+            log.exception("proposal TTL sweep failed")
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
+                             migrations_dir=Path(__file__).parent / "migrations", infra=infra)
+    engine = Engine(settings.solver_processes)
+    runtime.handle("DriftDetected")(partial(handlers.on_drift_detected, engine=engine))
+    runtime.handle("RiskAssessed")(handlers.on_risk_assessed)
+    runtime.handle("ExplanationCreated")(handlers.on_explanation_created)
+    runtime.handle("TradesExecuted")(handlers.on_trades_executed)
+
+    sweeper: dict[str, asyncio.Task[None]] = {}
+
+    @runtime.on_start
+    async def _start() -> None:
+        engine.start()
+        await engine.warm()
+        if settings.proposal_ttl_s > 0:
+            sweeper["task"] = asyncio.create_task(
+                _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s),
+                name="optimizer:ttl-sweep")
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        task = sweeper.pop("task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        engine.stop()
+
+    app = create_app(runtime, [api.router], title="Trimtab optimizer",
+                     description="Tax-aware rebalancing proposals and their lifecycle; consumes "
+                                 "portfolio.drift.v1, risk.assessed.v1, explanation.created.v1; "
+                                 "publishes rebalance.proposed.v1, rebalance.decided.v1, trades.approved.v1.")
+    app.state.engine = engine
+    return app

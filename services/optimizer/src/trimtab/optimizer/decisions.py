@@ -1,0 +1,75 @@
+"""Advisor decisions through the API, made idempotent by the `Idempotency-Key` header.
+
+A client that retries a decision (a timeout, a double click) must not decide twice. The first
+request with a key stores its response under (tenant, key) in the same transaction as the
+decision and its events; a retry with the same key and the same request gets that stored
+response back and changes nothing; the same key on a different request is refused (422).
+The proposal row is locked before the key is looked up, so two concurrent requests with one key
+run one after the other and the second sees the first's stored response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.auth import Principal
+from trimtab.shared.canonical import canonical_hash
+from trimtab.shared.errors import Conflict, Invalid, NotFound
+from trimtab.shared.runtime import ServiceRuntime
+
+from . import proposals
+from .domain.lifecycle import Decision, DecisionKind, TransitionError
+from .models import idempotency_keys
+from .schemas import ProposalOut
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def request_hash(principal: Principal, method: str, path: str, body: dict[str, Any]) -> str:
+    # The subject is part of the request: another user cannot replay someone else's key.
+    return canonical_hash({"method": method, "path": path, "subject": principal.subject, "body": body})
+
+
+async def decide(
+    runtime: ServiceRuntime, principal: Principal, proposal_id: uuid.UUID, kind: DecisionKind,
+    reason: str | None, *, idempotency_key: str | None, req_hash: str,
+) -> DecisionResult:
+    if kind in ("rejected", "overridden") and not (reason or "").strip():
+        raise Invalid(f"a decision {kind!r} needs a reason")
+    async with runtime.uow() as uow:
+        row = await proposals.load_for_update(uow, principal.tenant_id, proposal_id)
+        if row is None:
+            raise NotFound(f"proposal {proposal_id} not found")
+        if idempotency_key is not None:
+            stored = (await uow.session.execute(select(idempotency_keys).where(
+                idempotency_keys.c.tenant_id == principal.tenant_id,
+                idempotency_keys.c.key == idempotency_key))).first()
+            if stored is not None:
+                if stored.request_hash != req_hash:
+                    raise Invalid("this Idempotency-Key was used for a different request")
+                return DecisionResult(stored.status_code, stored.response, replayed=True)
+        decision = Decision(kind, principal.subject, automatic=False, reason=reason)
+        try:
+            row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row))
+        except TransitionError as e:
+            raise Conflict(str(e), state=row.state) from None
+        body = ProposalOut.from_row(row).model_dump(mode="json")
+        if idempotency_key is not None:
+            stored_now = (await uow.session.execute(insert(idempotency_keys).values(
+                tenant_id=principal.tenant_id, key=idempotency_key, request_hash=req_hash,
+                subject=principal.subject, status_code=200, response=body,
+            ).on_conflict_do_nothing().returning(idempotency_keys.c.key))).first()
+            if stored_now is None:  # the same key, concurrently, on another proposal
+                raise Conflict("this Idempotency-Key is being used by a concurrent request")
+        await uow.commit()
+    return DecisionResult(200, body, replayed=False)

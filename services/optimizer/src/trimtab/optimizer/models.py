@@ -1,0 +1,87 @@
+"""Tables of the optimizer schema: proposals with their lifecycle, and API idempotency keys.
+
+A proposal row keeps everything needed to replay and audit it: the input snapshot and its hash,
+the published `RebalanceProposed` payload, the risk assessment and explanation as they arrived,
+the decision (who, when, why), and the correlation id and event id of the proposal, so that
+decisions taken later through the API continue the same chain.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from trimtab.shared.db import service_metadata
+from trimtab.shared.outbox import infra_tables
+
+SCHEMA = "optimizer"
+metadata = service_metadata(SCHEMA)
+infra = infra_tables(metadata)
+
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("proposal_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("drift_id", UUID(as_uuid=True), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("automation", String(32), nullable=False),
+    Column("snapshot", JSONB, nullable=False),
+    Column("snapshot_hash", String(64), nullable=True),
+    Column("orders", JSONB, nullable=False),
+    Column("order_count", Integer, nullable=False),
+    #: The RebalanceProposed payload as published (null for a failed solve: nothing was proposed).
+    Column("payload", JSONB, nullable=True),
+    Column("risk", JSONB, nullable=True),
+    Column("explanation", JSONB, nullable=True),
+    #: Fills reported by the OMS, in arrival order.
+    Column("fills", JSONB, nullable=False, server_default="[]"),
+    Column("failure_kind", String(64), nullable=True),
+    Column("failure_constraint", String(64), nullable=True),
+    Column("decision", String(16), nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("decision_automatic", Boolean, nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("correlation_id", UUID(as_uuid=True), nullable=False),
+    #: Event id of the RebalanceProposed (or, for a failed solve, of the DriftDetected): the
+    #: causation of decisions taken later through the API or by the TTL.
+    Column("proposed_event_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "proposal_id"),
+    # One proposal per drift: a drift event re-sent under a new event id proposes nothing new.
+    UniqueConstraint("tenant_id", "drift_id", name="uq_proposals_tenant_drift"),
+)
+Index("ix_proposals_tenant_account_created", proposals.c.tenant_id, proposals.c.account_id,
+      proposals.c.created_at)
+# The TTL sweep scans open proposals only; keep that scan small however many are decided.
+Index("ix_proposals_open_created", proposals.c.created_at,
+      postgresql_where=proposals.c.state.in_(["proposed", "assessed", "explained", "ready"]))
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    #: SHA-256 of method, path and canonical body: a key reused for another request is refused.
+    Column("request_hash", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "key"),
+)

@@ -1,0 +1,250 @@
+"""Application services of the optimizer: proposals stored, advanced and decided in one unit of work.
+
+Handlers (events), the API (advisors) and the TTL sweep all change proposals through these
+functions, so the lifecycle rules (domain/lifecycle.py) and the events a decision emits are the
+same whoever decides. Every function works inside a caller's `UnitOfWork` and never commits:
+a handler's consumer commits, the API and the sweep commit themselves.
+
+Envelopes: an event caused by a consumed event is `env.caused(...)`; a decision taken later (an
+advisor, the TTL) continues the proposal's chain: the stored correlation id, and causation = the
+proposal's own `RebalanceProposed`, so the audit record shows one correlation id from tick to trade.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Row, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.envelope import Envelope, utcnow
+from trimtab.shared.events import (
+    DriftDetected,
+    Fill,
+    Order,
+    RebalanceDecided,
+    RebalanceProposed,
+    TradesApproved,
+)
+from trimtab.shared.outbox import UnitOfWork
+
+from .domain import lifecycle
+from .domain.lifecycle import Decision, Lifecycle, State
+from .domain.orders import fully_filled, with_client_order_ids
+from .engine import Failure
+from .models import proposals
+
+log = logging.getLogger(__name__)
+PRODUCER = "optimizer"
+#: Proposal ids are derived from the drift that caused them, so one drift gives one proposal.
+PROPOSAL_NAMESPACE = uuid.UUID("0c9b6f0e-3a57-5d0c-8f1e-6f7074696d7a")
+
+EnvelopeFactory = Callable[[BaseModel], Envelope]
+
+
+def proposal_id_for(tenant_id: str, drift_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{tenant_id}/{drift_id}")
+
+
+def caused_by(env: Envelope) -> EnvelopeFactory:
+    return lambda payload: env.caused(payload, producer=PRODUCER)
+
+
+def continuing(row: Row[Any]) -> EnvelopeFactory:
+    """Envelopes for a decision taken outside any event: the proposal's chain continues."""
+
+    def make(payload: BaseModel) -> Envelope:
+        env = Envelope.new(payload, producer=PRODUCER, tenant_id=row.tenant_id,
+                           correlation_id=row.correlation_id)
+        return env.model_copy(update={"causation_id": row.proposed_event_id})
+
+    return make
+
+
+def lifecycle_of(row: Row[Any]) -> Lifecycle:
+    return Lifecycle(State(row.state), has_risk=row.risk is not None,
+                     has_explanation=row.explanation is not None)
+
+
+def risk_flags_of(row: Row[Any]) -> list[str]:
+    return list((row.risk or {}).get("flags") or [])
+
+
+async def find_by_drift(uow: UnitOfWork, tenant_id: str, drift_id: uuid.UUID) -> Row[Any] | None:
+    q = select(proposals).where(proposals.c.tenant_id == tenant_id, proposals.c.drift_id == drift_id)
+    return (await uow.session.execute(q)).first()
+
+
+async def load_for_update(uow: UnitOfWork, tenant_id: str, proposal_id: uuid.UUID) -> Row[Any] | None:
+    """The proposal row, locked until the transaction ends: its transitions are serialized."""
+    q = (select(proposals)
+         .where(proposals.c.tenant_id == tenant_id, proposals.c.proposal_id == proposal_id)
+         .with_for_update())
+    return (await uow.session.execute(q)).first()
+
+
+async def _update(uow: UnitOfWork, row: Row[Any], **values: Any) -> Row[Any]:
+    stmt = (update(proposals)
+            .where(proposals.c.tenant_id == row.tenant_id, proposals.c.proposal_id == row.proposal_id)
+            .values(**values, updated_at=utcnow())
+            .returning(*proposals.c))
+    return (await uow.session.execute(stmt)).one()
+
+
+# --------------------------------------------------------------------------- creation
+
+
+async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
+                          proposal: RebalanceProposed) -> Row[Any] | None:
+    """Store a solved proposal, publish it, and reject it at once if it has nothing to trade.
+
+    Returns None when the drift already has a proposal (a concurrent duplicate lost the race).
+    """
+    out = env.caused(proposal, producer=PRODUCER)
+    stmt = insert(proposals).values(
+        tenant_id=env.tenant_id, proposal_id=proposal.proposal_id, account_id=proposal.account_id,
+        drift_id=drift.drift_id, state=State.PROPOSED.value,
+        automation=drift.snapshot.policy.automation,
+        snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=proposal.snapshot_hash,
+        orders=[o.model_dump(mode="json") for o in proposal.orders],
+        order_count=len(proposal.orders), payload=proposal.model_dump(mode="json"),
+        correlation_id=env.correlation_id, proposed_event_id=out.event_id,
+    ).on_conflict_do_nothing().returning(*proposals.c)
+    row = (await uow.session.execute(stmt)).first()
+    if row is None:
+        return None
+    uow.publish(out, key=proposal.account_id)
+    return await _maybe_decide_automatically(uow, row, caused_by(env))
+
+
+async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
+                         proposal_id: uuid.UUID, failure: Failure) -> Row[Any] | None:
+    """Store a proposal that could not be made as `failed`, and tell the drift monitor.
+
+    No `RebalanceProposed` is published (there is nothing to assess or explain); the
+    `RebalanceDecided` "rejected" carries the typed reason, so the record shows why and the
+    drift monitor re-arms for the account.
+    """
+    now = utcnow()
+    stmt = insert(proposals).values(
+        tenant_id=env.tenant_id, proposal_id=proposal_id, account_id=drift.account_id,
+        drift_id=drift.drift_id, state=State.FAILED.value,
+        automation=drift.snapshot.policy.automation,
+        snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=None, orders=[],
+        order_count=0, payload=None, failure_kind=failure.kind,
+        failure_constraint=failure.constraint, decision="rejected", decided_by=PRODUCER,
+        decision_automatic=True, decision_reason=failure.reason, decided_at=now,
+        correlation_id=env.correlation_id, proposed_event_id=env.event_id,
+    ).on_conflict_do_nothing().returning(*proposals.c)
+    row = (await uow.session.execute(stmt)).first()
+    if row is None:
+        return None
+    uow.publish(env.caused(RebalanceDecided(
+        proposal_id=proposal_id, account_id=drift.account_id, decision="rejected",
+        decided_by=PRODUCER, automatic=True, reason=failure.reason, decided_at=now,
+    ), producer=PRODUCER), key=drift.account_id)
+    return row
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+async def attach_part(uow: UnitOfWork, env: Envelope, row: Row[Any], part: lifecycle.Part,
+                      payload: dict[str, Any]) -> Row[Any]:
+    """Attach a risk assessment or explanation; decide automatically if that made it ready."""
+    result = lifecycle.attach(lifecycle_of(row), part)
+    if result.duplicate:
+        log.info("proposal %s: %s already attached; keeping the first", row.proposal_id, part)
+        return row
+    row = await _update(uow, row, state=result.lifecycle.state.value, **{part: payload})
+    if result.became_ready:
+        row = await _maybe_decide_automatically(uow, row, caused_by(env))
+    return row
+
+
+async def _maybe_decide_automatically(uow: UnitOfWork, row: Row[Any],
+                                      make_env: EnvelopeFactory) -> Row[Any]:
+    decision = lifecycle.automatic_decision(
+        lifecycle_of(row), order_count=row.order_count, automation=row.automation,
+        risk_flags=risk_flags_of(row))
+    if decision is None:
+        return row
+    return await apply_decision(uow, row, decision, make_env)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
+                         make_env: EnvelopeFactory, now: datetime | None = None) -> Row[Any]:
+    """Move the proposal to the decision's state and publish RebalanceDecided (+ TradesApproved).
+
+    Raises `lifecycle.TransitionError` if the proposal cannot take this decision now.
+    """
+    new = lifecycle.decide(lifecycle_of(row), decision)
+    now = now or utcnow()
+    values: dict[str, Any] = dict(
+        state=new.state.value, decision=decision.kind, decided_by=decision.decided_by,
+        decision_automatic=decision.automatic, decision_reason=decision.reason, decided_at=now)
+    approved: list[Order] = []
+    if decision.kind == "approved":
+        approved = with_client_order_ids(row.proposal_id, [Order.model_validate(o) for o in row.orders])
+        values["orders"] = [o.model_dump(mode="json") for o in approved]
+    row = await _update(uow, row, **values)
+    uow.publish(make_env(RebalanceDecided(
+        proposal_id=row.proposal_id, account_id=row.account_id, decision=decision.kind,
+        decided_by=decision.decided_by, automatic=decision.automatic, reason=decision.reason,
+        decided_at=now)), key=row.account_id)
+    if decision.kind == "approved":
+        uow.publish(make_env(TradesApproved(
+            proposal_id=row.proposal_id, account_id=row.account_id,
+            approved_by=decision.decided_by, orders=approved)), key=row.account_id)
+    return row
+
+
+async def expire_stale(uow: UnitOfWork, *, ttl_s: float, now: datetime | None = None,
+                       limit: int = 100) -> list[uuid.UUID]:
+    """Expire open proposals created more than `ttl_s` ago (all tenants); returns their ids.
+
+    SKIP LOCKED: a proposal being decided right now is left to that decision, and two replicas
+    sweeping at once split the work instead of waiting on each other.
+    """
+    now = now or utcnow()
+    q = (select(proposals)
+         .where(proposals.c.state.in_([s.value for s in lifecycle.OPEN]),
+                proposals.c.created_at < now - timedelta(seconds=ttl_s))
+         .order_by(proposals.c.created_at).limit(limit)
+         .with_for_update(skip_locked=True))
+    expired = []
+    for row in (await uow.session.execute(q)).all():
+        decision = Decision("expired", f"{PRODUCER}:ttl", automatic=True,
+                            reason=f"not decided within {ttl_s:g} s")
+        await apply_decision(uow, row, decision, continuing(row), now)
+        expired.append(row.proposal_id)
+    return expired
+
+
+# --------------------------------------------------------------------------- execution
+
+
+async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
+                       fills: Sequence[Fill]) -> Row[Any]:
+    """Keep the OMS's fills; an approved proposal whose orders are all filled is executed.
+
+    An execution report seen before (same execution id) is not counted twice.
+    """
+    known = list(row.fills or [])
+    if any(f.get("execution_id") == execution_id for f in known):
+        return row
+    known += [{"execution_id": execution_id, **f.model_dump(mode="json")} for f in fills]
+    values: dict[str, Any] = {"fills": known}
+    orders = [Order.model_validate(o) for o in row.orders]
+    all_fills = [Fill.model_validate({k: v for k, v in f.items() if k != "execution_id"}) for f in known]
+    if row.state == State.APPROVED.value and fully_filled(orders, all_fills):
+        values["state"] = lifecycle.execute(lifecycle_of(row)).state.value
+    return await _update(uow, row, **values)

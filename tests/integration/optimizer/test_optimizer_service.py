@@ -1,0 +1,333 @@
+"""The optimizer against real PostgreSQL and Kafka: drift in, proposal out; risk and explanation
+in (either order), decision and approved trades out; advisor decisions through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from tests.integration.optimizer.snapshots import drifted, on_target, unraisable_reserve
+from tests.support import auth, read_events, running, settings, wait_consumers_assigned
+from trimtab.optimizer.app import Settings, create, sweep_once
+from trimtab.optimizer.domain.orders import client_order_id
+from trimtab.optimizer.proposals import proposal_id_for
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import (
+    AccountSnapshot,
+    DriftDetected,
+    ExplanationCreated,
+    Fill,
+    RebalanceDecided,
+    RebalanceProposed,
+    RiskAssessed,
+    RiskModelInfo,
+    TradesApproved,
+    TradesExecuted,
+)
+from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.outbox import kafka_headers
+
+pytestmark = pytest.mark.integration
+TENANT = "t1"
+
+
+@pytest.fixture(scope="module")
+async def service(database_url, kafka_bootstrap):
+    app = create(settings(Settings, database_url, kafka_bootstrap))
+    async with running(app) as client:
+        await wait_consumers_assigned(app)
+        yield app, client
+
+
+@pytest.fixture(scope="module")
+async def producer(kafka_bootstrap):
+    p = await start_producer(kafka_bootstrap, "optimizer-tests")
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+def client(service):
+    return service[1]
+
+
+async def send(producer, env: Envelope, key: str) -> None:
+    from trimtab.shared.events import topic_of
+
+    await producer.send_and_wait(topic_of(env.event_type), env.to_bytes(), key=key.encode(),
+                                 headers=encode_headers(kafka_headers(env)))
+
+
+def drift_env(snapshot: AccountSnapshot, tenant: str = TENANT) -> Envelope:
+    payload = DriftDetected(
+        drift_id=uuid.uuid4(), account_id=snapshot.account_id, snapshot=snapshot,
+        total_value_usd=Decimal("100000"), weights={}, deviations={},
+        max_abs_deviation=Decimal("0.3"), rule="band_abs", breached=["VTI"])
+    return Envelope.new(payload, producer="drift-monitor", tenant_id=tenant)
+
+
+def risk_of(proposed: Envelope, flags: list[str] | None = None) -> Envelope:
+    p = proposed.parse(RebalanceProposed)
+    return proposed.caused(RiskAssessed(
+        proposal_id=p.proposal_id, account_id=p.account_id, pre_vol_annual_pct=Decimal("14.2"),
+        post_vol_annual_pct=Decimal("11.9"), model=RiskModelInfo(name="ewma", version="1"),
+        flags=flags or []), producer="risk")
+
+
+def explanation_of(proposed: Envelope) -> Envelope:
+    p = proposed.parse(RebalanceProposed)
+    return proposed.caused(ExplanationCreated(
+        explanation_id=uuid.uuid4(), proposal_id=p.proposal_id, account_id=p.account_id,
+        snapshot_hash=p.snapshot_hash, optimizer_version=p.solver.optimizer_version,
+        method="shapley-exact", drivers=["drift", "tax"], trades=[], resolves=4,
+        narrative_advisor="Trims US equity back to its band.", narrative_client="Back on plan."),
+        producer="explainer")
+
+
+async def events_of(bootstrap: str, topic: str, proposal_id: uuid.UUID, *, n: int = 1,
+                    where: Callable[[Envelope], bool] = lambda e: True, timeout_s: float = 30) -> list[Envelope]:
+    """The events on `topic` about `proposal_id`, once at least `n` of them are there."""
+    def mine(evs: list[Envelope]) -> list[Envelope]:
+        return [e for e in evs if e.payload.get("proposal_id") == str(proposal_id) and where(e)]
+
+    return mine(await read_events(bootstrap, topic, until=lambda evs: len(mine(evs)) >= n,
+                                  timeout_s=timeout_s))
+
+
+async def wait_state(client, proposal_id: uuid.UUID, state: str, tenant: str = TENANT,
+                     timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    body: dict = {}
+    while time.monotonic() < deadline:
+        r = await client.get(f"/v1/proposals/{proposal_id}", headers=auth(tenant))
+        if r.status_code == 200:
+            body = r.json()
+            if body["state"] == state:
+                return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"proposal {proposal_id} not {state} in {timeout_s}s; last: {body.get('state')}")
+
+
+async def propose(producer, kafka_bootstrap, snapshot: AccountSnapshot) -> tuple[Envelope, Envelope]:
+    """Send a drift; return (the drift, the RebalanceProposed it caused)."""
+    drift = drift_env(snapshot)
+    await send(producer, drift, snapshot.account_id)
+    pid = proposal_id_for(TENANT, drift.parse(DriftDetected).drift_id)
+    [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+    return drift, proposed
+
+
+@pytest.mark.parametrize("first", ["risk", "explanation"])
+async def test_automatic_policy_drift_to_approved_trades_in_either_order(
+        service, producer, kafka_bootstrap, first):
+    app, client = service
+    account = f"acc-auto-{first}"
+    drift, proposed = await propose(producer, kafka_bootstrap, drifted(account, automation="automatic"))
+    p = proposed.parse(RebalanceProposed)
+    assert proposed.correlation_id == drift.correlation_id and proposed.causation_id == drift.event_id
+    assert p.drift_id == drift.parse(DriftDetected).drift_id and p.account_id == account
+    assert {(o.symbol, o.side) for o in p.orders} >= {("VTI", "sell"), ("VNQ", "buy")}
+    assert all(o.client_order_id is None for o in p.orders)
+    assert (await wait_state(client, p.proposal_id, "proposed"))["snapshot_hash"] == p.snapshot_hash
+
+    risk, explanation = risk_of(proposed), explanation_of(proposed)
+    parts = [risk, explanation] if first == "risk" else [explanation, risk]
+    await send(producer, parts[0], account)
+    await wait_state(client, p.proposal_id, "assessed" if first == "risk" else "explained")
+    await send(producer, parts[1], account)
+
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", p.proposal_id)
+    [approved] = await events_of(kafka_bootstrap, "trades.approved.v1", p.proposal_id)
+    d, t = decided.parse(RebalanceDecided), approved.parse(TradesApproved)
+    assert (d.decision, d.decided_by, d.automatic) == ("approved", "policy:automatic", True)
+    # One chain from the drift to the trades; the decision was caused by what made it ready.
+    for env in (decided, approved):
+        assert env.correlation_id == drift.correlation_id and env.causation_id == parts[1].event_id
+    assert t.approved_by == "policy:automatic"
+    assert [(o.symbol, o.side, o.shares) for o in t.orders] == [(o.symbol, o.side, o.shares) for o in p.orders]
+    assert [o.client_order_id for o in t.orders] == [
+        client_order_id(p.proposal_id, o.symbol, o.side) for o in p.orders]
+    body = await wait_state(client, p.proposal_id, "approved")
+    assert body["has_risk"] and body["has_explanation"] and body["risk"]["post_vol_annual_pct"] == "11.9"
+
+    # The OMS reports fills in two executions: executed only once every order is filled.
+    half = TradesExecuted(execution_id=f"ex-{account}-1", proposal_id=p.proposal_id, account_id=account,
+                          fills=[_fill(t.orders[0])])
+    rest = TradesExecuted(execution_id=f"ex-{account}-2", proposal_id=p.proposal_id, account_id=account,
+                          fills=[_fill(o) for o in t.orders[1:]])
+    await send(producer, Envelope.new(half, producer="oms", tenant_id=TENANT), account)
+    await send(producer, Envelope.new(rest, producer="oms", tenant_id=TENANT), account)
+    body = await wait_state(client, p.proposal_id, "executed")
+    assert len(body["fills"]) == len(t.orders)
+
+
+def _fill(order) -> Fill:  # type: ignore[no-untyped-def]
+    return Fill(client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                shares=order.shares, price_usd=order.est_price_usd, executed_at="2024-05-02T15:00:00Z")
+
+
+async def test_risk_flag_keeps_an_automatic_account_for_the_advisor(service, producer, kafka_bootstrap):
+    _, client = service
+    _, proposed = await propose(producer, kafka_bootstrap, drifted("acc-flagged", automation="automatic"))
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    await send(producer, risk_of(proposed, flags=["concentration"]), "acc-flagged")
+    await send(producer, explanation_of(proposed), "acc-flagged")
+    body = await wait_state(client, pid, "ready")
+    assert body["decision"] is None
+    r = await client.get("/v1/proposals", headers=auth(), params={"state": "ready", "account_id": "acc-flagged"})
+    assert [x["proposal_id"] for x in r.json()] == [str(pid)]
+
+
+async def test_advisor_decides_through_the_api_once_per_idempotency_key(service, producer, kafka_bootstrap):
+    _, client = service
+    account = "acc-advisor"
+    drift, proposed = await propose(producer, kafka_bootstrap, drifted(account))
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    url = f"/v1/proposals/{pid}"
+    advisor = auth(subject="jane@firm")
+
+    # Not ready yet: no decision possible.
+    early = await client.post(f"{url}/approve", headers=advisor)
+    assert early.status_code == 409 and early.headers["content-type"].startswith("application/problem+json")
+
+    await send(producer, explanation_of(proposed), account)
+    await send(producer, risk_of(proposed), account)
+    await wait_state(client, pid, "ready")
+
+    no_reason = await client.post(f"{url}/reject", headers=advisor)
+    assert no_reason.status_code == 422 and no_reason.headers["content-type"].startswith("application/problem+json")
+    blank = await client.post(f"{url}/reject", headers=advisor, json={"reason": "  "})
+    assert blank.status_code == 422
+    assert (await client.get(url, headers=auth("t2"))).status_code == 404
+    assert (await client.post(f"{url}/approve", headers=auth("t2"))).status_code == 404
+    assert (await client.post(f"{url}/approve", headers=auth(scopes=["proposals:read"]))).status_code == 403
+    assert (await client.get("/v1/proposals", headers=auth("t2"), params={"account_id": account})).json() == []
+
+    key = {"Idempotency-Key": f"approve-{pid}"}
+    body = {"reason": "reviewed with client"}
+    first = await client.post(f"{url}/approve", headers=advisor | key, json=body)
+    second = await client.post(f"{url}/approve", headers=advisor | key, json=body)
+    assert first.status_code == second.status_code == 200, first.text
+    assert first.json() == second.json() and second.headers.get("Idempotent-Replayed") == "true"
+    assert first.json()["state"] == "approved"
+    assert first.json()["decision"]["decided_by"] == "jane@firm"
+    # The same key for another request is refused; a new request without it is a conflict.
+    reused = await client.post(f"{url}/reject", headers=advisor | key, json={"reason": "changed my mind"})
+    assert reused.status_code == 422
+    again = await client.post(f"{url}/approve", headers=advisor)
+    assert again.status_code == 409 and again.json()["state"] == "approved"
+
+    decided = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    approved = await events_of(kafka_bootstrap, "trades.approved.v1", pid)
+    await asyncio.sleep(0.5)  # give a (wrong) second decision time to reach the topic
+    decided = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    assert len(decided) == 1 and len(approved) == 1
+    d = decided[0].parse(RebalanceDecided)
+    assert (d.decision, d.decided_by, d.automatic, d.reason) == ("approved", "jane@firm", False,
+                                                                 "reviewed with client")
+    for env in (decided[0], approved[0]):
+        assert env.correlation_id == drift.correlation_id and env.causation_id == proposed.event_id
+    assert {o.client_order_id for o in approved[0].parse(TradesApproved).orders} == {
+        client_order_id(pid, o["symbol"], o["side"]) for o in first.json()["orders"]}
+
+
+async def test_advisor_rejects_with_reason(service, producer, kafka_bootstrap):
+    _, client = service
+    _, proposed = await propose(producer, kafka_bootstrap, drifted("acc-reject"))
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    await send(producer, risk_of(proposed), "acc-reject")
+    await send(producer, explanation_of(proposed), "acc-reject")
+    await wait_state(client, pid, "ready")
+    r = await client.post(f"/v1/proposals/{pid}/reject", headers=auth(subject="joe@firm"),
+                          json={"reason": "client wants to wait for year end"})
+    assert r.status_code == 200 and r.json()["state"] == "rejected"
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    d = decided.parse(RebalanceDecided)
+    assert (d.decision, d.decided_by, d.reason) == ("rejected", "joe@firm", "client wants to wait for year end")
+
+
+async def test_infeasible_drift_is_stored_failed_and_rejected_without_trades(
+        service, producer, kafka_bootstrap):
+    _, client = service
+    drift = drift_env(unraisable_reserve("acc-infeasible"))
+    await send(producer, drift, "acc-infeasible")
+    pid = proposal_id_for(TENANT, drift.parse(DriftDetected).drift_id)
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    d = decided.parse(RebalanceDecided)
+    assert (d.decision, d.decided_by, d.automatic) == ("rejected", "optimizer", True)
+    assert "cash_reserve" in (d.reason or "")
+    assert decided.correlation_id == drift.correlation_id and decided.causation_id == drift.event_id
+    body = await wait_state(client, pid, "failed")
+    assert body["failure"] == {"kind": "infeasible", "constraint": "cash_reserve"} and body["orders"] == []
+    proposed = await read_events(kafka_bootstrap, "rebalance.proposed.v1", until=lambda evs: True)
+    assert not [e for e in proposed if e.payload.get("proposal_id") == str(pid)]
+
+
+async def test_nothing_to_trade_is_rejected_automatically(service, producer, kafka_bootstrap):
+    _, client = service
+    _, proposed = await propose(producer, kafka_bootstrap, on_target("acc-on-target"))
+    p = proposed.parse(RebalanceProposed)
+    assert p.orders == []
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", p.proposal_id)
+    d = decided.parse(RebalanceDecided)
+    assert (d.decision, d.reason, d.automatic) == ("rejected", "no trades needed after rounding", True)
+    await wait_state(client, p.proposal_id, "rejected")
+
+
+async def test_redelivered_drift_creates_no_second_proposal(service, producer, kafka_bootstrap):
+    app, client = service
+    consumer = app.state.runtime.consumers[0]
+    account = "acc-redelivered"
+    drift, proposed = await propose(producer, kafka_bootstrap, drifted(account))
+    await wait_state(client, proposed.parse(RebalanceProposed).proposal_id, "proposed")
+    duplicates, handled = consumer.stats.duplicates, consumer.stats.handled
+    await send(producer, drift, account)  # the very same event again
+    # The same drift re-sent under a new event id: a different event, the same drift.
+    resent = Envelope.new(drift.parse(DriftDetected), producer="drift-monitor", tenant_id=TENANT)
+    await send(producer, resent, account)
+    for _ in range(200):
+        if consumer.stats.duplicates > duplicates and consumer.stats.handled > handled:
+            break
+        await asyncio.sleep(0.1)
+    # The redelivery stopped at the consumer's marker; the resent drift reached the handler.
+    assert consumer.stats.duplicates == duplicates + 1 and consumer.stats.handled >= handled + 1
+    r = await client.get("/v1/proposals", headers=auth(), params={"account_id": account})
+    assert len(r.json()) == 1
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    evs = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+    assert len(evs) == 1
+
+
+async def test_what_if_returns_a_proposal_and_stores_nothing(client):
+    snap = drifted("acc-what-if")
+    r = await client.post("/v1/rebalance/what-if", headers=auth(scopes=["proposals:read"]),
+                          json=snap.model_dump(mode="json"))
+    assert r.status_code == 200, r.text
+    out = RebalanceProposed.model_validate(r.json())
+    assert out.account_id == "acc-what-if" and out.orders and out.solver.status == "optimal"
+    assert (await client.get("/v1/proposals", headers=auth(), params={"account_id": "acc-what-if"})).json() == []
+    bad = await client.post("/v1/rebalance/what-if", headers=auth(),
+                            json=unraisable_reserve("acc-what-if").model_dump(mode="json"))
+    assert bad.status_code == 422 and bad.json()["constraint"] == "cash_reserve"
+    assert (await client.post("/v1/rebalance/what-if", headers=auth(), json={"cash_usd": "1"})).status_code == 422
+
+
+async def test_stale_open_proposal_expires(service, producer, kafka_bootstrap):
+    app, client = service
+    drift, proposed = await propose(producer, kafka_bootstrap, drifted("acc-stale"))
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    await wait_state(client, pid, "proposed")
+    await sweep_once(app.state.runtime, ttl_s=3600)  # younger than the TTL: left alone
+    assert (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["state"] == "proposed"
+    await asyncio.sleep(0.2)
+    await sweep_once(app.state.runtime, ttl_s=0.1)
+    body = await wait_state(client, pid, "expired")
+    assert body["decision"]["decided_by"] == "optimizer:ttl"
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    assert decided.parse(RebalanceDecided).decision == "expired"
+    assert decided.correlation_id == drift.correlation_id and decided.causation_id == proposed.event_id
