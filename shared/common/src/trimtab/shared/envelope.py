@@ -46,6 +46,7 @@ class Envelope(BaseModel):
         producer: str,
         tenant_id: str,
         correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
         trace: dict[str, str] | None = None,
     ) -> Envelope:
         from .events import event_type_of  # local: events imports nothing from here
@@ -57,6 +58,7 @@ class Envelope(BaseModel):
             producer=producer,
             tenant_id=tenant_id,
             correlation_id=correlation_id or uuid.uuid4(),
+            causation_id=causation_id,
             trace=trace if trace is not None else current_trace_context(),
             payload=payload.model_dump(mode="json"),
         )
