@@ -185,7 +185,9 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_its_key_parked(
              for r in dlq if "event_id" in dict(r.headers)}
     assert "ValueError: cannot handle BADX" in by_id[str(bad.event_id)]["dlq.error"]
     assert by_id[str(later_same_key.event_id)]["dlq.error"].startswith("parked")
-    assert calls.count("BADX") == 2  # CONSUMER_MAX_ATTEMPTS
+    # CONSUMER_MAX_ATTEMPTS (2) tries one by one, plus one more if it first came in a batch
+    # whose shared transaction failed (that is what sent it down the one-by-one path).
+    assert calls.count("BADX") in (2, 3)
     assert "LATER" not in calls  # not applied past the gap
 
     async def other_done() -> bool:

@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=6000, validation_alias="KAFKA_SESSION_TIMEOUT_MS", ge=1000)
     #: Handler attempts before an event is dead-lettered.
     consumer_max_attempts: int = Field(default=3, validation_alias="CONSUMER_MAX_ATTEMPTS", ge=1)
+    #: Events of one partition handled in one transaction at most (1 = one transaction each).
+    consumer_batch_size: int = Field(default=100, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
     jwt_secret: str = Field(default=DEV_JWT_SECRET, validation_alias="JWT_SECRET")
     jwt_public_key: str | None = Field(default=None, validation_alias="JWT_PUBLIC_KEY")
     jwt_algorithm: str = Field(default="HS256", validation_alias="JWT_ALGORITHM")

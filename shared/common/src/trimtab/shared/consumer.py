@@ -6,7 +6,9 @@ For every message, in partition order:
    (it can never succeed, and it carries no event identity that could order anything);
 2. if an earlier event with the same key was dead-lettered and not yet resolved, this one goes to
    the DLQ too ("parked"), so later events for the key are never silently applied past a gap;
-3. open a unit of work, record `(consumer, event_id)` (a redelivery stops here and changes
+3. open a unit of work (a run of ordinary events of one partition shares one, so a burst of
+   ticks costs one commit, not hundreds; if that shared transaction fails, its events are
+   re-handled one by one, so the steps below still hold per event), record `(consumer, event_id)` (a redelivery stops here and changes
    nothing), run the handler, commit: effect, outgoing events and marker in one transaction;
 4. a failed attempt rolls back; after `max_attempts` the event is dead-lettered with the error
    and its source topic, partition and offset in headers; an infrastructure error (database or
@@ -93,6 +95,7 @@ class EventConsumer:
         retry_backoff_s: float = 0.05,
         session_timeout_ms: int = 6000,
         park_keys: bool = True,
+        batch_size: int = 100,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -109,6 +112,7 @@ class EventConsumer:
         #: Consumers whose effects do not depend on per-key order (the audit record) turn parking
         #: off, so one bad event does not divert every later event of its key to the DLQ.
         self._park_keys = park_keys
+        self._batch_size = max(1, batch_size)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: set[tuple[str, str]] = set()
@@ -170,8 +174,7 @@ class EventConsumer:
             if c.assignment():
                 self.assigned.set()
             for tp, records in batch.items():
-                for rec in records:
-                    await self._process(rec)
+                await self._process_partition(records)
                 await self._commit_offset(tp, records[-1].offset + 1)
                 hw = c.highwater(tp)
                 if hw is not None:
@@ -183,6 +186,82 @@ class EventConsumer:
             await self._consumer.commit({tp: offset})
         except Exception as e:  # redelivery follows; idempotency absorbs it
             log.warning("%s: offset commit failed for %s: %r", self.name, tp, e)
+
+    def _batchable(self, rec: ConsumerRecord) -> Envelope | None:
+        """The envelope if `rec` can join a batch: decodable, ours, and its key not parked."""
+        try:
+            env = Envelope.from_bytes(rec.value)
+        except (ValidationError, ValueError, TypeError):
+            return None
+        if env.event_type not in self._handlers:
+            return None
+        key = rec.key.decode(errors="replace") if rec.key is not None else None
+        if key is not None and (rec.topic, key) in self._parked:
+            return None
+        return env
+
+    async def _process_partition(self, records: list[ConsumerRecord]) -> None:
+        """Handle one partition's records in order: runs of ordinary events share one
+        transaction (one commit instead of one per event); anything unusual — an undecodable or
+        parked event, or a run whose transaction fails — goes through `_process` one by one, so
+        retries and dead letters stay per event."""
+        i = 0
+        while i < len(records):
+            run: list[tuple[ConsumerRecord, Envelope]] = []
+            while i + len(run) < len(records) and len(run) < self._batch_size:
+                env = self._batchable(records[i + len(run)])
+                if env is None:
+                    break
+                run.append((records[i + len(run)], env))
+            if len(run) >= 2 and await self._try_batch(run):
+                i += len(run)
+                continue
+            end = i + max(1, len(run))
+            for rec in records[i:end]:
+                await self._process(rec)
+            i = end
+
+    async def _try_batch(self, run: list[tuple[ConsumerRecord, Envelope]]) -> bool:
+        links = []
+        for _, env in run:
+            sc = trace.get_current_span(extract(env.trace)).get_span_context()
+            if sc.is_valid:
+                links.append(trace.Link(sc))
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.perf_counter()
+            with tracer.start_as_current_span(
+                f"{run[0][0].topic} process batch", kind=trace.SpanKind.CONSUMER, links=links[:128],
+                attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(run),
+                            "trimtab.consumer": self.name},
+            ):
+                try:
+                    handled = 0
+                    async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
+                        for _, env in run:
+                            if await uow.mark_processed(self.name, env.event_id):
+                                await self._handlers[env.event_type](env, uow)
+                                handled += 1
+                        await uow.commit()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    if _is_transient(e) and attempt < 1000:
+                        log.warning("%s: transient failure on a batch, retrying: %r", self.name, e)
+                        await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
+                        continue
+                    log.info("%s: batch of %d failed (%r); handling its events one by one", self.name, len(run), e)
+                    return False
+            ms = (time.perf_counter() - t0) * 1000
+            for _, env in run:
+                _latency.record(ms / len(run), {"consumer": self.name, "event_type": env.event_type})
+            self.stats.handled += handled
+            self.stats.duplicates += len(run) - handled
+            _processed.add(handled, {"consumer": self.name, "event_type": run[0][1].event_type})
+            if len(run) - handled:
+                _duplicates.add(len(run) - handled, {"consumer": self.name})
+            return True
 
     async def _process(self, rec: ConsumerRecord) -> None:
         key = rec.key.decode(errors="replace") if rec.key is not None else None

@@ -101,6 +101,7 @@ class ServiceRuntime:
                 sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
                 session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
+                batch_size=s.consumer_batch_size,
             )
             await c.start()
             self.consumers.append(c)
