@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         say("replaying real prices, 1 Jul to 31 Dec 2019 (risk model warm-up)")
         rp = replay(md, date(2019, 7, 1), date(2019, 12, 31), 0)
         say(f"  {rp['days_done']} trading days, {rp['ticks_published']} ticks; waiting for every service to catch up")
-        wait_quiet(stack.url("audit"), h, quiet_s=3, timeout_s=180)
+        stack.wait_caught_up(timeout_s=180)
 
         from trimtab.market_data.domain.history import price_on
 

@@ -157,6 +157,26 @@ class Stack:
         if pending:
             raise TimeoutError(f"not ready after {timeout_s}s: {sorted(pending)}")
 
+    def wait_caught_up(self, timeout_s: float = 300, settle_s: float = 2.0) -> bool:
+        """Wait until every service's consumers report zero lag twice, `settle_s` apart."""
+        deadline = time.monotonic() + timeout_s
+        zero_since: float | None = None
+        while time.monotonic() < deadline:
+            total = 0
+            for sp in self.services.values():
+                try:
+                    total += sum(httpx.get(f"{sp.url}/readyz", timeout=5).json().get("consumer_lag", {}).values())
+                except (httpx.HTTPError, ValueError):
+                    total += 1
+            if total == 0:
+                zero_since = zero_since or time.monotonic()
+                if time.monotonic() - zero_since >= settle_s:
+                    return True
+            else:
+                zero_since = None
+            time.sleep(0.5)
+        return False
+
     def restart(self, name: str, *, kill: bool = True) -> None:
         sp = self.services[name]
         sp.kill() if kill else sp.stop()

@@ -90,7 +90,8 @@ def create_app(
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks,
+                             "consumer_lag": runtime.consumer_lag()},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
