@@ -22,6 +22,8 @@ import pytest
 from sqlalchemy import pool, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tests.support import auth, running, settings, wait_consumers_assigned
 from trimtab.audit import handlers
 from trimtab.audit.app import Settings, create
 from trimtab.audit.verify import verify_record
@@ -50,8 +52,6 @@ from trimtab.shared.events import (
 from trimtab.shared.kafka import encode_headers, start_producer
 from trimtab.shared.outbox import kafka_headers
 
-from tests.support import auth, running, settings, wait_consumers_assigned
-
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
@@ -59,8 +59,10 @@ READ = ["audit:read"]
 
 
 @pytest.fixture(scope="module")
-async def audit(database_url: str, kafka_bootstrap: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    app = create(settings(Settings, database_url, kafka_bootstrap))
+async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    tmp = tmp_path_factory.mktemp("audit")
+    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
+                          AUDIT_CHECKPOINT_DIR=str(tmp / "checkpoints"), AUDIT_CHECKPOINT_INTERVAL_S=0))
     async with running(app) as client:
         await wait_consumers_assigned(app)
         yield app, client

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+
 from trimtab.audit.domain import chain
 from trimtab.audit.domain.chain import GENESIS_HASH, ChainRecord, ChainVerifier, verify
 from trimtab.shared.envelope import Envelope

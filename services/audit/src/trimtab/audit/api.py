@@ -1,22 +1,43 @@
-"""Thin HTTP routes of audit (`/v1/audit`): records, chains of one tick, proposal trails, verify."""
+"""Thin HTTP routes of audit (`/v1/audit`): records with inclusion proofs, chains of one tick,
+proposal trails and decision lineage, checkpoints, consistency proofs, leaf hashes, exports, verify.
+
+Records and their content are per tenant. Tree heads, consistency proofs and leaf hashes are
+global and reveal no content (a leaf hash is SHA-256 over an envelope that holds random ids), so
+any reader can check the whole log's shape while seeing only their own records.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.envelope import utcnow
-from trimtab.shared.errors import NotFound
+from trimtab.shared.errors import Invalid, NotFound
 
-from . import queries
-from .schemas import RecordDetailOut, RecordPage, RecordTrail, VerifyOut
+from . import checkpoints, export, proofs, queries, tree
+from .domain import checkpoint as ckpt
+from .schemas import (
+    CheckpointOut,
+    ConsistencyOut,
+    DecisionLineageOut,
+    LatestCheckpointOut,
+    LeavesOut,
+    RecordPage,
+    RecordProvedOut,
+    RecordTrail,
+    VerifyOut,
+)
 from .verify import verify_record
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Reader = Annotated[Principal, Depends(requires("audit:read"))]
+Admin = Annotated[Principal, Depends(requires("audit:write"))]
 MAX_SEQ = 2**63 - 1  # the bigint column's range; larger numbers are a 422, not a 500
 AfterSeq = Annotated[int, Query(ge=0, le=MAX_SEQ, description="only records with a greater seq")]
 PageLimit = Annotated[int, Query(ge=1, le=1000)]
@@ -40,14 +61,20 @@ async def list_records(
     return RecordPage(items=[queries.to_out(r) for r in rows], next_after_seq=nxt)
 
 
-@router.get("/records/{seq}", response_model=RecordDetailOut,
-            summary="One record with its decoded envelope and hashes")
-async def get_record(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Reader, request: Request) -> RecordDetailOut:
+@router.get("/records/{seq}", response_model=RecordProvedOut,
+            summary="One record with its envelope, hashes and inclusion proof (latest checkpoint, or tree_size)")
+async def get_record(
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Reader, request: Request,
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="prove against this size")] = None,
+) -> RecordProvedOut:
+    if tree_size is not None and tree_size < seq:
+        raise Invalid(f"record {seq} is not in a tree of {tree_size} leaves")
     async with _sessions(request)() as s:
         row = await queries.get_record(s, principal.tenant_id, seq)
-    if row is None:
-        raise NotFound(f"audit record {seq} not found")
-    return queries.to_detail(row)
+        if row is None:
+            raise NotFound(f"audit record {seq} not found")
+        [out], _ = await proofs.prove(s, [row], tree_size)
+    return out
 
 
 @router.get("/chains/{correlation_id}", response_model=RecordTrail,
@@ -84,3 +111,120 @@ async def verify(principal: Reader, request: Request) -> VerifyOut:
     rep = await verify_record(_sessions(request))
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
                      reason=rep.reason, verified_at=utcnow())
+
+
+# ------------------------------------------------------------------ the tree: heads and proofs
+
+
+@router.get("/checkpoints/latest", response_model=LatestCheckpointOut,
+            summary="The latest signed tree head, with the public key that signed it")
+async def latest_checkpoint(principal: Reader, request: Request) -> LatestCheckpointOut:
+    async with _sessions(request)() as s:
+        cp = await checkpoints.latest(s)
+    if cp is None:
+        raise NotFound("no checkpoint has been signed yet")
+    signer = request.app.state.checkpointer.signer
+    return LatestCheckpointOut(**cp.to_json(), public_key=proofs.b64(signer.public_key),
+                               signed_message=cp.message().decode())
+
+
+@router.post("/checkpoints", response_model=CheckpointOut, status_code=201,
+             summary="Sign a checkpoint of the current tree head now")
+async def sign_checkpoint(principal: Admin, request: Request) -> CheckpointOut:
+    cp = await request.app.state.checkpointer.sign()
+    return CheckpointOut(**cp.to_json())
+
+
+@router.get("/consistency", response_model=ConsistencyOut,
+            summary="RFC 9162 consistency proof between two tree sizes")
+async def consistency(
+    principal: Reader, request: Request,
+    from_size: Annotated[int, Query(alias="from", ge=0, le=MAX_SEQ)],
+    to_size: Annotated[int, Query(alias="to", ge=0, le=MAX_SEQ)],
+) -> ConsistencyOut:
+    if from_size > to_size:
+        raise Invalid(f"from ({from_size}) is larger than to ({to_size})")
+    async with _sessions(request)() as s:
+        current = await tree.size(s)
+        if to_size > current:
+            raise Invalid(f"to ({to_size}) is larger than the log ({current} records)")
+        path = await tree.consistency_proof(s, from_size, to_size)
+        r1, r2 = await tree.root_at(s, from_size), await tree.root_at(s, to_size)
+    return ConsistencyOut(from_size=from_size, to_size=to_size, from_root=r1.hex(), to_root=r2.hex(),
+                          consistency_path=[h.hex() for h in path])
+
+
+MAX_LEAVES = 100_000
+
+
+@router.get("/leaves", response_model=LeavesOut,
+            summary="Leaf hashes of a range of leaf indexes (all tenants; hashes only)")
+async def leaves(
+    principal: Reader, request: Request,
+    start: Annotated[int, Query(ge=0, le=MAX_SEQ)],
+    end: Annotated[int, Query(ge=1, le=MAX_SEQ)],
+) -> LeavesOut:
+    if not start < end <= start + MAX_LEAVES:
+        raise Invalid(f"ask for 1 to {MAX_LEAVES} leaves with start < end")
+    async with _sessions(request)() as s:
+        end = min(end, await tree.size(s))
+        got = dict(await tree.leaf_hashes(s, start, end)) if end > start else {}
+    missing = [i + 1 for i in range(start, end) if i not in got]
+    blob = b"".join(got.get(i, b"\x00" * 32) for i in range(start, end))
+    return LeavesOut(start=start, end=max(start, end), leaf_hashes=proofs.b64(blob), missing_seqs=missing)
+
+
+# ------------------------------------------------------------------ lineage and export
+
+
+@router.get("/decisions/{proposal_id}", response_model=DecisionLineageOut,
+            summary="A proposal's whole chain (tick ... executions), each record with its proof")
+async def decision_lineage(
+    proposal_id: uuid.UUID, principal: Reader, request: Request,
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+) -> DecisionLineageOut:
+    async with _sessions(request)() as s:
+        rows, truncated = await queries.lineage(s, principal.tenant_id, proposal_id, limit=2000)
+        if not rows:
+            raise NotFound(f"no audit records for proposal {proposal_id}")
+        out, cp = await proofs.prove(s, rows, tree_size)
+    return DecisionLineageOut(proposal_id=proposal_id, checkpoint=proofs.checkpoint_out(cp),
+                              records=out, truncated=truncated)
+
+
+@router.get("/export", response_model=None, summary="JSON Lines (with proofs) or an HTML report of the tenant's records",
+            responses={200: {"content": {"application/x-ndjson": {}, "text/html": {}}}})
+async def export_records(
+    principal: Reader, request: Request,
+    account_id: Annotated[str | None, Query(max_length=64)] = None,
+    proposal_id: uuid.UUID | None = None,
+    since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
+    until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+    after_seq: AfterSeq = 0,
+    limit: Annotated[int, Query(ge=1, le=20_000)] = 1000,
+    proofs_: Annotated[bool, Query(alias="proofs")] = True,
+    fmt: Annotated[str, Query(alias="format", pattern="^(jsonl|html)$")] = "jsonl",
+) -> StreamingResponse | HTMLResponse:
+    async with _sessions(request)() as s:
+        tgt = await proofs.target(s, None) if proofs_ else None
+        rows, nxt = await queries.export(
+            s, principal.tenant_id, account_id=account_id, proposal_id=proposal_id, since=since,
+            until=until, after_seq=after_seq, max_seq=None, limit=limit)
+        paths = {}
+        if tgt is not None:
+            covered = [r.seq - 1 for r in rows if r.seq <= tgt[0]]
+            paths = await tree.inclusion_proofs(s, covered, tgt[0]) if covered else {}
+    cp = tgt[2] if tgt else None
+    if fmt == "html":
+        signer = request.app.state.checkpointer.signer
+        return HTMLResponse(export.html_report(rows, cp, paths, signer.public_key, principal.tenant_id,
+                                               filters={"account_id": account_id, "proposal_id": proposal_id,
+                                                        "since": since, "until": until}))
+    return StreamingResponse(export.jsonl(rows, cp, paths, nxt), media_type="application/x-ndjson")
+
+
+@router.get("/public-key", summary="The checkpoint signing public key (base64, raw Ed25519)")
+async def public_key(principal: Reader, request: Request) -> dict[str, str]:
+    signer = request.app.state.checkpointer.signer
+    return {"algorithm": "Ed25519", "public_key": proofs.b64(signer.public_key),
+            "key_id": ckpt.key_id(signer.public_key)}

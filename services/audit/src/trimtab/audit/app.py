@@ -1,4 +1,4 @@
-"""Composition root of audit: settings, runtime, one handler per event type, routes.
+"""Composition root of audit: settings, runtime, one handler per event type, checkpoints, routes.
 
 Run with `uvicorn --factory trimtab.audit.app:create`. Nothing runs at import time.
 """
@@ -8,17 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from trimtab.shared.config import ServiceSettings
+
 from trimtab.shared.events import EVENTS
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import api, handlers
+from .checkpoints import Checkpointer
+from .keys import load_signer
 from .models import SCHEMA, infra, metadata
+from .settings import Settings
 
-
-class Settings(ServiceSettings):
-    service_name: str = "audit"
+__all__ = ["Settings", "create"]
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -30,5 +31,24 @@ def create(settings: Settings | None = None) -> FastAPI:
     # must hold everything, and one group keeps one consumer's marker per event.
     for event_type in EVENTS:
         runtime.handle(event_type)(handlers.on_event)
-    return create_app(runtime, [api.router], title="Trimtab audit",
-                      description="The append-only, hash-chained record of every event; verification.")
+
+    def sessions():  # the sessionmaker exists only once the runtime has started
+        assert runtime.sessionmaker is not None, "runtime not started"
+        return runtime.sessionmaker
+
+    checkpointer = Checkpointer(sessions, load_signer(settings), Path(settings.audit_checkpoint_dir),
+                                settings.audit_checkpoint_interval_s)
+
+    @runtime.on_start
+    async def _start_checkpoints() -> None:
+        checkpointer.start()
+
+    @runtime.on_stop
+    async def _stop_checkpoints() -> None:
+        await checkpointer.stop()
+
+    app = create_app(runtime, [api.router], title="Trimtab audit",
+                     description="The append-only record of every event as an RFC 6962 Merkle tree: "
+                                 "signed checkpoints, inclusion and consistency proofs, verification.")
+    app.state.checkpointer = checkpointer
+    return app

@@ -1,10 +1,11 @@
-"""Tables of the audit schema: `records`, the append-only, hash-chained log of every event.
+"""Tables of the audit schema: `records`, the append-only, hash-chained log of every event; the
+Merkle tree's stored interior nodes; and the signed checkpoints (tree heads).
 
 `seq` is not a sequence or identity column: a sequence hands out numbers at insert time and never
 takes them back, so a rolled-back insert would leave a gap and two concurrent inserts could commit
 out of order. The handler computes `max(seq) + 1` under a table lock instead (see handlers.py).
-The database refuses UPDATE, DELETE and TRUNCATE on `records` with triggers created in the
-migration; they are not expressible in SQLAlchemy Core, so they live there.
+The database refuses UPDATE, DELETE and TRUNCATE on all three with triggers created in the
+migrations; they are not expressible in SQLAlchemy Core, so they live there.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
 )
 from sqlalchemy.dialects.postgresql import UUID
+
 from trimtab.shared.db import service_metadata
 from trimtab.shared.outbox import infra_tables
 
@@ -63,3 +68,37 @@ Index("ix_records_tenant_proposal", records.c.tenant_id, records.c.proposal_id, 
       postgresql_where=records.c.proposal_id.is_not(None))
 Index("ix_records_tenant_account", records.c.tenant_id, records.c.account_id, records.c.seq,
       postgresql_where=records.c.account_id.is_not(None))
+
+#: Complete subtree hashes of the RFC 6962 tree over the records' leaves (leaf index = seq - 1):
+#: node (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level). Level 0 repeats each
+#: record's leaf hash on purpose: proofs are then built from this table alone, so a record whose
+#: leaf hash was rewritten in `records` cannot vouch for itself, and the verifier can bisect to it.
+#: Written in the same transaction as the record that completes them, so any proof or tree head
+#: costs O(log n) point reads (domain/merkle.py).
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", SmallInteger, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+    CheckConstraint("level >= 0 AND level < 64 AND idx >= 0", name="address"),
+    CheckConstraint("octet_length(hash) = 32", name="hash_length"),
+)
+
+#: Signed tree heads. The signature covers exactly `checkpoint.signed_message(...)` of these columns;
+#: the same lines are appended to a file outside the database (AUDIT_CHECKPOINT_DIR).
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    #: SHA-256 of the raw Ed25519 public key, hex: which key signed (keys can be rotated).
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    CheckConstraint("tree_size >= 0", name="size_non_negative"),
+    CheckConstraint("octet_length(root_hash) = 32 AND octet_length(signature) = 64", name="lengths"),
+)
+Index("ix_checkpoints_tree_size", checkpoints.c.tree_size, checkpoints.c.id)

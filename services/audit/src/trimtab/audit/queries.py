@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import records
@@ -76,4 +77,35 @@ async def trail(
         q = q.where(records.c.correlation_id == correlation_id)
     if proposal_id is not None:
         q = q.where(records.c.proposal_id == proposal_id)
+    return _split((await s.execute(_page(q, after_seq, limit))).all(), limit)
+
+
+async def lineage(s: AsyncSession, tenant_id: str, proposal_id: uuid.UUID, limit: int) -> tuple[list[Any], bool]:
+    """A proposal's whole story: every record naming it, and every record of the correlation ids
+    (ticks) those belong to (the tick and drift before it, executions after), by seq."""
+    corrs = (select(records.c.correlation_id)
+             .where(records.c.tenant_id == tenant_id, records.c.proposal_id == proposal_id)
+             .distinct().scalar_subquery())
+    q = (select(records).where(records.c.tenant_id == tenant_id)
+         .where(or_(records.c.proposal_id == proposal_id, records.c.correlation_id.in_(corrs)))
+         .order_by(records.c.seq).limit(limit + 1))
+    rows = (await s.execute(q)).all()
+    return rows[:limit], len(rows) > limit
+
+
+async def export(
+    s: AsyncSession, tenant_id: str, *, account_id: str | None, proposal_id: uuid.UUID | None,
+    since: datetime | None, until: datetime | None, after_seq: int, max_seq: int | None, limit: int,
+) -> tuple[list[Any], int | None]:
+    q = select(records).where(records.c.tenant_id == tenant_id)
+    if account_id is not None:
+        q = q.where(records.c.account_id == account_id)
+    if proposal_id is not None:
+        q = q.where(records.c.proposal_id == proposal_id)
+    if since is not None:
+        q = q.where(records.c.occurred_at >= since)
+    if until is not None:
+        q = q.where(records.c.occurred_at < until)
+    if max_seq is not None:
+        q = q.where(records.c.seq <= max_seq)
     return _split((await s.execute(_page(q, after_seq, limit))).all(), limit)

@@ -55,3 +55,71 @@ class VerifyOut(BaseModel):
     first_bad_seq: int | None
     reason: str | None
     verified_at: datetime
+
+
+class CheckpointOut(BaseModel):
+    """A signed tree head. The signature is Ed25519 over `signed_message` (domain/checkpoint.py)."""
+
+    tree_size: int
+    root_hash: str
+    #: Exactly as signed: RFC 3339 UTC with microseconds.
+    signed_at: str
+    key_id: str
+    #: Base64 of the 64-byte Ed25519 signature.
+    signature: str
+    algorithm: str = "Ed25519"
+
+
+class LatestCheckpointOut(CheckpointOut):
+    #: Base64 of the raw 32-byte Ed25519 public key; key_id = SHA-256 of it. A verifier pins it.
+    public_key: str
+    #: The bytes the signature covers, as text.
+    signed_message: str
+
+
+class InclusionProofOut(BaseModel):
+    """RFC 9162 inclusion proof: leaf `leaf_index` (= seq - 1) of the tree of `tree_size` leaves."""
+
+    leaf_index: int
+    tree_size: int
+    root_hash: str
+    #: Sibling subtree hashes, leaf side first (RFC 6962 PATH).
+    inclusion_path: list[str]
+    #: The signed checkpoint this proof is against, when there is one for that size.
+    checkpoint: CheckpointOut | None
+
+
+class RecordProvedOut(RecordDetailOut):
+    proof: InclusionProofOut | None
+    #: Why `proof` is null (e.g. the record is newer than the latest checkpoint).
+    proof_note: str | None = None
+
+
+class ConsistencyOut(BaseModel):
+    """RFC 9162 consistency proof that tree `from_size` is a prefix of tree `to_size`."""
+
+    from_size: int
+    to_size: int
+    from_root: str
+    to_root: str
+    consistency_path: list[str]
+
+
+class LeavesOut(BaseModel):
+    """Leaf hashes of leaf indexes [start, end), concatenated (32 bytes each), base64.
+
+    A missing record is 32 zero bytes at its place and its seq is listed in `missing_seqs`."""
+
+    start: int
+    end: int
+    leaf_hashes: str
+    missing_seqs: list[int]
+
+
+class DecisionLineageOut(BaseModel):
+    """Every record of a proposal's chains (tick → ... → executions), each with its proof."""
+
+    proposal_id: uuid.UUID
+    checkpoint: CheckpointOut | None
+    records: list[RecordProvedOut]
+    truncated: bool

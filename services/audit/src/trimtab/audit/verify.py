@@ -1,4 +1,5 @@
-"""Verification of the whole record: recompute the chain from seq 1, streaming in batches.
+"""Verification of the whole record: recompute the chain from seq 1, streaming in batches, and
+check every record's leaf against the Merkle tree's stored leaf (tree_nodes level 0).
 
 The chain is global (every tenant's records in one chain), so verification reads every record but
 reports only counts and the first bad seq, never another tenant's content. Records are read in
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .domain.chain import ChainRecord, ChainVerifier
 from .domain.record import mismatched_columns
-from .models import records
+from .models import records, tree_nodes
 
 BATCH = 500
 
@@ -39,6 +40,11 @@ async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int
             rows = (await s.execute(
                 select(records).where(records.c.seq > after, records.c.seq <= head)
                 .order_by(records.c.seq).limit(batch_size))).all()
+            # The Merkle leaves written when each record arrived: a leaf hash rewritten in
+            # `records` together with its chain no longer matches the tree's own copy.
+            leaves = dict((await s.execute(select(tree_nodes.c.idx, tree_nodes.c.hash).where(
+                tree_nodes.c.level == 0, tree_nodes.c.idx >= rows[0].seq - 1,
+                tree_nodes.c.idx <= rows[-1].seq - 1))).all()) if rows else {}
         if not rows:  # rows up to the head vanished after it was read
             return VerifyReport(False, verifier.checked, after + 1, f"record missing: expected seq {after + 1}")
         for row in rows:
@@ -50,6 +56,10 @@ async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int
                 return VerifyReport(False, verifier.checked, failure.seq, failure.reason)
             # The hashes cover the envelope only; the indexed columns must agree with it, or a
             # record could be moved to another tenant or proposal without breaking the chain.
+            tree_leaf = leaves.get(row.seq - 1)
+            if tree_leaf is None or bytes(tree_leaf) != bytes(row.leaf_hash):
+                return VerifyReport(False, verifier.checked, row.seq,
+                                    "leaf hash differs from the Merkle tree's leaf for this seq")
             wrong = mismatched_columns(row._mapping, envelope)
             if wrong:
                 return VerifyReport(False, verifier.checked, row.seq,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import EVENTS
 

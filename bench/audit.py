@@ -1,0 +1,285 @@
+"""Audit benchmark: append rate, inclusion-proof latency at a large tree, offline verification time.
+
+Starts what it needs itself: a fresh PostgreSQL database (trimtab.shared.infra) and a Tansu broker,
+and runs the audit service in-process. Then:
+
+1. Bulk-loads `--records` records (default 1,000,000) straight into the database with COPY: real
+   canonical envelopes (one template, fresh event ids), their leaf and chain hashes, and every
+   Merkle node, computed exactly as the service does. Kafka is not involved: this builds the state,
+   it is not the append measurement.
+2. Append rate, on top of that tree, two ways:
+   - `append_per_s`: events published to Kafka and recorded by the service's consumer (the
+     production path: one transaction per event: processed marker, record, tree nodes);
+   - `append_direct_per_s`: the same unit of work called directly (no broker), to show the
+     database-bound part;
+   - `append_batch_per_s`: `--batch` events per transaction through the same `handlers.append`
+     (what a batching consumer would get; the shared consumer commits per event today).
+3. Signs a checkpoint, then times inclusion proofs for random records: `proof_p50_ms` is the proof
+   read from the database (the O(log n) node fetch and hashing), `proof_http_p50_ms` the whole
+   `GET /v1/audit/records/{seq}` in-process (auth, record, proof, JSON).
+4. `verify_1m_s`: the offline verifier (trimtab.audit.offline, as `trimtab-audit verify` runs it)
+   from an empty state against the service in-process: signature, every leaf hash, the root, and
+   every record's envelope re-hashed (all records belong to the benchmark tenant).
+
+`--json`: one JSON object of the figures as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from trimtab.audit import handlers, tree  # noqa: E402
+from trimtab.audit.app import Settings, create  # noqa: E402
+from trimtab.audit.domain import chain, merkle  # noqa: E402
+from trimtab.audit.offline import State, verify_log  # noqa: E402
+from trimtab.shared.auth import mint_token  # noqa: E402
+from trimtab.shared.config import ServiceSettings  # noqa: E402
+from trimtab.shared.envelope import Envelope  # noqa: E402
+from trimtab.shared.events import PriceTicked, topic_of  # noqa: E402
+from trimtab.shared.infra import ensure_database, resolve_database, start_tansu  # noqa: E402
+from trimtab.shared.kafka import encode_headers, start_producer  # noqa: E402
+from trimtab.shared.outbox import kafka_headers  # noqa: E402
+
+TENANT = "bench"
+NOW = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
+
+
+def say(msg: str) -> None:
+    print(f"[audit-bench] {msg}", flush=True)
+
+
+def tick(i: int) -> Envelope:
+    return Envelope.new(PriceTicked(symbol=f"S{i % 500}", price_usd=Decimal("100.25") + i % 97, as_of=NOW),
+                        producer="market-data", tenant_id=TENANT, trace={})
+
+
+async def bulk_load(engine_url: str, n: int) -> None:
+    """COPY n records and their tree nodes, seq 1..n (the service's tables must be empty)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    template = tick(0)
+    tb = template.to_bytes()
+    eid, cid = str(template.event_id).encode(), str(template.correlation_id).encode()
+    assert tb.count(eid) == 1 and tb.count(cid) == 1
+    u = make_url(engine_url)
+    conn = await asyncpg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
+                                 database=u.database)
+    try:
+        t = merkle.Tree()
+        prev = chain.GENESIS_HASH
+        batch, nodes = [], []
+        recorded = datetime.now(UTC)
+        cols = ["seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
+                "occurred_at", "recorded_at", "proposal_id", "account_id", "payload_valid", "envelope",
+                "leaf_hash", "prev_hash", "chain_hash"]
+        topic = topic_of("PriceTicked")
+        t0 = time.perf_counter()
+        for seq in range(1, n + 1):
+            e, c = uuid.uuid4(), uuid.uuid4()
+            data = tb.replace(eid, str(e).encode()).replace(cid, str(c).encode())
+            leaf = merkle.leaf_hash(data)
+            link = chain.chain_hash(prev, leaf)
+            batch.append((seq, e, topic, "PriceTicked", TENANT, c, None, template.occurred_at, recorded,
+                          None, None, True, data, leaf, prev, link))
+            prev = link
+            nodes.append((0, seq - 1, leaf))
+            nodes.extend(t.append(leaf))
+            if len(batch) == 50_000 or seq == n:
+                await conn.copy_records_to_table("records", schema_name="audit", records=batch, columns=cols)
+                await conn.copy_records_to_table("tree_nodes", schema_name="audit", records=nodes,
+                                                 columns=["level", "idx", "hash"])
+                batch, nodes = [], []
+                # The in-memory tree only needs the right edge to keep appending; drop the rest.
+                for level in t.levels:
+                    keep = len(level) & ~1
+                    for i in range(max(0, keep - 2)):
+                        level[i] = b""
+                if seq % 200_000 == 0 or seq == n:
+                    say(f"  loaded {seq:,} records ({time.perf_counter() - t0:.0f} s)")
+        await conn.execute("ANALYZE audit.records; ANALYZE audit.tree_nodes")
+    finally:
+        await conn.close()
+
+
+async def _drop(url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        conn = await asyncpg.connect(host=u.host or "127.0.0.1", port=u.port or 5432,
+                                     user=u.username or "postgres", database="postgres")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+        await conn.close()
+    except Exception as e:  # a leftover database is untidy, not a wrong figure
+        say(f"could not drop {u.database}: {e!r}")
+
+
+async def append_direct(app, n: int) -> float:
+    rt = app.state.runtime
+    envs = [tick(i) for i in range(n)]
+    t0 = time.perf_counter()
+    for env in envs:
+        async with rt.uow() as uow:
+            await uow.mark_processed("audit", env.event_id)
+            await handlers.on_event(env, uow)
+            await uow.commit()
+    return n / (time.perf_counter() - t0)
+
+
+async def append_batched(app, n: int, batch: int) -> float:
+    """The same records, `batch` events per transaction (markers included): what a batching
+    consumer would do; the shared consumer handles one event per transaction today."""
+    rt = app.state.runtime
+    envs = [tick(i) for i in range(n)]
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        part = envs[i:i + batch]
+        async with rt.uow() as uow:
+            # The markers as one multi-row insert, as a batching consumer would write them.
+            await uow.session.execute(pg_insert(rt.infra.processed).on_conflict_do_nothing(),
+                                      [{"consumer": "audit", "event_id": e.event_id} for e in part])
+            await handlers.append(uow.session, part)
+            await uow.commit()
+    return n / (time.perf_counter() - t0)
+
+
+async def append_kafka(app, bootstrap: str, n: int, timeout_s: float) -> float:
+    rt = app.state.runtime
+    async with rt.sessionmaker() as s:
+        start = await tree.size(s)
+    envs = [tick(i) for i in range(n)]
+    p = await start_producer(bootstrap, "audit-bench")
+    t0 = time.perf_counter()
+    try:
+        futs = [await p.send(topic_of(e.event_type), value=e.to_bytes(), key=f"S{i % 500}".encode(),
+                             headers=encode_headers(kafka_headers(e))) for i, e in enumerate(envs)]
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+    while True:
+        async with rt.sessionmaker() as s:
+            now = await tree.size(s)
+        if now - start >= n:
+            return n / (time.perf_counter() - t0)
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError(f"only {now - start} of {n} recorded in {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def run(a: argparse.Namespace, url: str) -> dict[str, object]:
+    await ensure_database(url, recreate=True)
+    broker = start_tansu(log_dir=ROOT / ".trimtab")
+    tmp = Path(tempfile.mkdtemp(prefix="trimtab-audit-bench-"))
+    figures: dict[str, object] = {"records": a.records}
+    try:
+        settings = Settings.model_validate({
+            "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_PARTITIONS": 4,
+            "KAFKA_GROUP_PREFIX": f"bench-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "WARNING",
+            "AUDIT_SIGNING_KEY_FILE": str(tmp / "key"), "AUDIT_CHECKPOINT_DIR": str(tmp / "checkpoints"),
+            "AUDIT_CHECKPOINT_INTERVAL_S": 0})
+        app = create(settings)
+        async with app.router.lifespan_context(app):
+            rt = app.state.runtime
+            await asyncio.wait_for(asyncio.gather(*(c.assigned.wait() for c in rt.consumers)), 60)
+            say(f"bulk-loading {a.records:,} records and their Merkle nodes (COPY)")
+            t0 = time.perf_counter()
+            await bulk_load(url, a.records)
+            figures["load_s"] = round(time.perf_counter() - t0, 1)
+
+            say(f"appending {a.appends:,} events through Kafka and the consumer")
+            figures["append_per_s"] = round(await append_kafka(app, broker.bootstrap, a.appends, 600), 1)
+            say(f"  {figures['append_per_s']:,} events/s")
+            say(f"appending {a.appends:,} events directly (same unit of work, no broker)")
+            figures["append_direct_per_s"] = round(await append_direct(app, a.appends), 1)
+            say(f"  {figures['append_direct_per_s']:,} events/s")
+            say(f"appending {a.appends * 4:,} events in transactions of {a.batch} (batched append)")
+            figures["append_batch_per_s"] = round(await append_batched(app, a.appends * 4, a.batch), 1)
+            say(f"  {figures['append_batch_per_s']:,} events/s")
+
+            cp = await app.state.checkpointer.sign()
+            size = cp.tree_size
+            figures["tree_size"] = size
+            say(f"checkpoint signed at size {size:,}; timing {a.proofs} inclusion proofs")
+            rng = random.Random(7)
+            picks = [rng.randint(1, size) for _ in range(a.proofs)]
+            db_ms = []
+            async with rt.sessionmaker() as s:
+                for seq in picks:
+                    t1 = time.perf_counter()
+                    path = await tree.inclusion_proof(s, seq - 1, size)
+                    db_ms.append((time.perf_counter() - t1) * 1000)
+                    assert len(path) <= size.bit_length()
+            figures["proof_p50_ms"] = round(statistics.median(db_ms), 3)
+            figures["proof_p99_ms"] = round(sorted(db_ms)[int(0.99 * len(db_ms)) - 1], 3)
+            token = mint_token(ServiceSettings(), subject="bench", tenant_id=TENANT, scopes=["audit:read"])
+            http_ms = []
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                         headers={"Authorization": f"Bearer {token}"}) as client:
+                for seq in picks[: max(1, a.proofs // 2)]:
+                    t1 = time.perf_counter()
+                    r = await client.get(f"/v1/audit/records/{seq}")
+                    http_ms.append((time.perf_counter() - t1) * 1000)
+                    body = r.json()
+                    merkle.verify_inclusion(seq - 1, size, bytes.fromhex(body["leaf_hash"]),
+                                            [bytes.fromhex(h) for h in body["proof"]["inclusion_path"]], cp.root_hash)
+                figures["proof_http_p50_ms"] = round(statistics.median(http_ms), 3)
+                say(f"  proof from the database p50 {figures['proof_p50_ms']} ms (p99 {figures['proof_p99_ms']} ms); "
+                    f"whole HTTP request p50 {figures['proof_http_p50_ms']} ms")
+
+                say(f"offline verifier over {size:,} records (fresh state)")
+                t1 = time.perf_counter()
+                rep = await verify_log(client, State(tmp / "verifier"), public_key=app.state.checkpointer.signer.public_key)
+                took = time.perf_counter() - t1
+                if not rep.ok:
+                    raise RuntimeError(f"verifier failed: {rep.to_json()}")
+                figures["verified_records"] = rep.records_checked
+                figures["verified_leaves"] = rep.leaves_checked
+                # Scaled to one million when the tree is another size (stated, not hidden).
+                figures["verify_s"] = round(took, 2)
+                figures["verify_1m_s"] = round(took * 1_000_000 / size, 2)
+                say(f"  {rep.leaves_checked:,} leaves and {rep.records_checked:,} records verified in {took:.1f} s "
+                    f"({figures['verify_1m_s']} s per million)")
+    finally:
+        broker.stop()
+        await _drop(url)
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000, help="records bulk-loaded before measuring")
+    ap.add_argument("--appends", type=int, default=5_000, help="events appended per append measurement")
+    ap.add_argument("--batch", type=int, default=500, help="events per transaction in the batched append")
+    ap.add_argument("--proofs", type=int, default=1_000, help="inclusion proofs timed")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    db = resolve_database(ROOT / ".trimtab")  # runs its own event loop: outside ours
+    url = db.url_for(f"trimtab_bench_audit_{uuid.uuid4().hex[:8]}")
+    figures = asyncio.run(run(a, url))
+    say("figures: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    if a.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The offline verifier: checks the audit log over HTTP against checkpoints it keeps itself.
+
+It trusts nothing the service says without proof. What it keeps (its state directory):
+  public_key        the pinned signing key (given with --public-key, or the first one seen)
+  checkpoint.json   the last checkpoint it accepted
+  leaves.bin        every leaf hash up to that checkpoint, 32 bytes each: its own copy of the log
+  checkpoints.jsonl every checkpoint it ever accepted
+
+One run:
+  1. Fetch the latest checkpoint; check its Ed25519 signature with the pinned key.
+  2. Check it extends the kept checkpoint: not smaller, and the served consistency proof holds
+     between the kept root and the new one (RFC 9162 2.1.4.2).
+  3. Fetch every leaf hash up to the new size; a missing one, or one that differs from the kept
+     copy, names the first bad record; the root of all of them must be the signed root. When it is
+     not and the kept copy cannot say where, bisect with consistency proofs (a prefix is good iff
+     its root is consistent with the signed head) to the first leaf that is wrong.
+  4. Fetch the caller's own records (the token's tenant) and recompute each leaf hash from the
+     exact envelope bytes: an edited envelope names its record.
+Only a fully clean run advances the kept state, so a bad log is reported again on every run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .domain import merkle
+from .domain.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from .domain.merkle import ProofError
+
+LEAF_PAGE = 100_000
+RECORD_PAGE = 20_000
+_HASH = merkle.HASH_BYTES
+
+
+@dataclass
+class Problem:
+    seq: int | None
+    reason: str
+
+
+@dataclass
+class Report:
+    ok: bool = True
+    tree_size: int = 0
+    previous_size: int | None = None
+    leaves_checked: int = 0
+    records_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        seqs = [p.seq for p in self.problems if p.seq is not None]
+        return min(seqs) if seqs else None
+
+    def fail(self, seq: int | None, reason: str) -> None:
+        self.ok = False
+        self.problems.append(Problem(seq, reason))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "tree_size": self.tree_size, "previous_size": self.previous_size,
+                "leaves_checked": self.leaves_checked, "records_checked": self.records_checked,
+                "first_bad_seq": self.first_bad_seq,
+                "problems": [{"seq": p.seq, "reason": p.reason} for p in self.problems], "notes": self.notes}
+
+
+class State:
+    """The verifier's own copy of what it has accepted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def public_key(self) -> bytes | None:
+        p = self.dir / "public_key"
+        return base64.b64decode(p.read_text().strip()) if p.exists() else None
+
+    def checkpoint(self) -> Checkpoint | None:
+        p = self.dir / "checkpoint.json"
+        return Checkpoint.from_json(json.loads(p.read_text())) if p.exists() else None
+
+    def leaves(self) -> bytes:
+        p = self.dir / "leaves.bin"
+        return p.read_bytes() if p.exists() else b""
+
+    def save(self, public_key: bytes, cp: Checkpoint, leaves: bytes) -> None:
+        # Leaves first, checkpoint last (each replaced atomically): a crash in between leaves a
+        # longer leaf copy than the checkpoint, which the next run simply truncates.
+        self._write("leaves.bin", leaves)
+        self._write("public_key", (base64.b64encode(public_key).decode() + "\n").encode())
+        self._write("checkpoint.json", (cp.line() + "\n").encode())
+        with (self.dir / "checkpoints.jsonl").open("a", encoding="utf-8") as f:
+            f.write(cp.line() + "\n")
+
+    def _write(self, name: str, data: bytes) -> None:
+        tmp = self.dir / (name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(self.dir / name)
+
+
+async def _get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
+    r = await client.get(path, params=params)
+    if r.status_code != 200:
+        raise RuntimeError(f"GET {path} {params}: {r.status_code} {r.text[:300]}")
+    return r
+
+
+async def fetch_leaves(client: httpx.AsyncClient, size: int, page: int = LEAF_PAGE) -> tuple[bytearray, list[int]]:
+    out = bytearray()
+    missing: list[int] = []
+    start = 0
+    while start < size:
+        end = min(size, start + page)
+        d = (await _get(client, "/v1/audit/leaves", start=start, end=end)).json()
+        blob = base64.b64decode(d["leaf_hashes"])
+        if d["start"] != start or len(blob) != (d["end"] - d["start"]) * _HASH or d["end"] <= start:
+            raise RuntimeError(f"leaves [{start}, {end}): the service answered a different range")
+        out += blob
+        missing += d["missing_seqs"]
+        start = d["end"]
+    return out, missing
+
+
+def first_difference(a: bytes, b: bytes) -> int | None:
+    """The first 32-byte leaf index at which a and b differ (over the shorter length)."""
+    n = min(len(a), len(b)) // _HASH
+    if a[: n * _HASH] == b[: n * _HASH]:
+        return None
+    lo, hi = 0, n  # the first differing leaf, by bisecting on equal prefixes (bytes compare is C speed)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[: mid * _HASH] == b[: mid * _HASH]:
+            lo = mid
+        else:
+            hi = mid
+    return lo if a[lo * _HASH:(lo + 1) * _HASH] != b[lo * _HASH:(lo + 1) * _HASH] else hi
+
+
+async def locate_by_consistency(client: httpx.AsyncClient, tree: merkle.Tree, cp: Checkpoint, lo: int) -> int | None:
+    """The first leaf index >= lo that is not in the signed tree: the largest prefix k whose root is
+    consistent with the signed head is good; leaf k is the first wrong one."""
+    async def good(k: int) -> bool:
+        if k == 0:
+            return True
+        d = (await _get(client, "/v1/audit/consistency", **{"from": k, "to": cp.tree_size})).json()
+        try:
+            merkle.verify_consistency(k, cp.tree_size, tree.root(k), cp.root_hash,
+                                      [bytes.fromhex(h) for h in d["consistency_path"]])
+        except (ProofError, ValueError):
+            return False
+        return True
+
+    hi = cp.tree_size  # good(lo) assumed; find the largest good k in [lo, tree_size)
+    if not await good(lo):
+        return None  # the kept copy said the prefix was fine, the proofs disagree: cannot localize
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if await good(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _check_record(line: dict[str, Any], leaves: bytes, rep: Report) -> None:
+    seq = int(line["seq"])
+    data = base64.b64decode(line["envelope_base64"])
+    mine = merkle.leaf_hash(data)
+    served = leaves[(seq - 1) * _HASH: seq * _HASH]
+    if mine != served:
+        rep.fail(seq, "the record's envelope does not hash to its leaf in the signed tree (content altered)")
+        return
+    try:
+        env = json.loads(data)
+    except ValueError:
+        rep.fail(seq, "the record's envelope is not JSON")
+        return
+    wrong = [k for k in ("event_id", "event_type", "tenant_id", "correlation_id") if str(env.get(k)) != str(line.get(k))]
+    if wrong:
+        rep.fail(seq, f"the record's columns disagree with its envelope: {', '.join(wrong)}")
+
+
+async def verify_log(client: httpx.AsyncClient, state: State, *, public_key: bytes | None = None,
+                     check_records: bool = True) -> Report:
+    rep = Report()
+    r = await client.get("/v1/audit/checkpoints/latest")
+    if r.status_code == 404:
+        rep.fail(None, "the service has not signed any checkpoint yet")
+        return rep
+    if r.status_code != 200:
+        raise RuntimeError(f"latest checkpoint: {r.status_code} {r.text[:300]}")
+    body = r.json()
+    served_key = base64.b64decode(body["public_key"])
+    pinned = public_key or state.public_key()
+    if pinned is None:
+        pinned = served_key
+        rep.notes.append("no pinned key: trusting the served public key on first use "
+                         f"(key id {body['key_id'][:16]}…); pin it with --public-key to rule that out")
+    elif served_key != pinned:
+        rep.fail(None, "the service presents a different signing key than the pinned one")
+    try:
+        cp = Checkpoint.from_json(body)
+        verify_checkpoint(cp, pinned)
+    except CheckpointError as e:
+        rep.fail(None, f"latest checkpoint rejected: {e}")
+        return rep
+    rep.tree_size = n = cp.tree_size
+
+    prior = state.checkpoint()
+    kept = state.leaves()
+    if prior is not None:
+        rep.previous_size = prior.tree_size
+        kept = kept[: prior.tree_size * _HASH]
+        if n < prior.tree_size:
+            rep.fail(n + 1, f"the log shrank from {prior.tree_size} to {n} records since the kept checkpoint")
+        else:
+            d = (await _get(client, "/v1/audit/consistency", **{"from": prior.tree_size, "to": n})).json()
+            try:
+                merkle.verify_consistency(prior.tree_size, n, prior.root_hash, cp.root_hash,
+                                          [bytes.fromhex(h) for h in d["consistency_path"]])
+            except (ProofError, ValueError) as e:
+                rep.fail(None, f"the signed head is not an extension of the kept checkpoint: {e}")
+
+    leaves, missing = await fetch_leaves(client, n)
+    rep.leaves_checked = n
+    if missing:
+        rep.fail(missing[0], f"record {missing[0]} is missing ({len(missing)} missing in all)")
+    diff = first_difference(kept, bytes(leaves))
+    if diff is not None:
+        rep.fail(diff + 1, f"record {diff + 1} differs from the copy kept at checkpoint "
+                           f"{prior.tree_size if prior else 0} (altered, replaced or reordered)")
+    if len(kept) > len(leaves):
+        rep.fail(len(leaves) // _HASH + 1, "records the kept checkpoint covered are gone")
+    hashes = [bytes(leaves[i * _HASH:(i + 1) * _HASH]) for i in range(n)]
+    if merkle.root(hashes) != cp.root_hash:
+        reason = "the leaves served do not make up the signed root"
+        if diff is None and not missing:
+            tree = merkle.Tree(hashes)
+            at = await locate_by_consistency(client, tree, cp, len(kept) // _HASH)
+            if at is not None:
+                rep.fail(at + 1, f"record {at + 1} is not the one the signed checkpoint covers "
+                                 "(located by consistency proofs)")
+                reason = ""
+        if reason:
+            rep.fail(None, reason)
+
+    if check_records:
+        after = 0
+        while True:
+            text = (await _get(client, "/v1/audit/export", after_seq=after, limit=RECORD_PAGE,
+                               proofs="false")).text
+            page = None
+            for raw in text.splitlines():
+                line = json.loads(raw)
+                if line["type"] == "record" and int(line["seq"]) <= n:
+                    rep.records_checked += 1
+                    _check_record(line, leaves, rep)
+                elif line["type"] == "page":
+                    page = line
+            if page is None or page["next_after_seq"] is None or page["next_after_seq"] >= n:
+                break
+            after = page["next_after_seq"]
+
+    if rep.ok:
+        state.save(pinned, cp, bytes(leaves))
+    return rep

@@ -1,0 +1,23 @@
+"""Settings of the audit service: the base service settings plus signing and checkpoints."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trimtab.shared.config import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "audit"
+    #: The Ed25519 signing key, base64 of the 32 raw private bytes. In production it comes from a
+    #: secret store and the database role never sees it. When unset, the key file below is used.
+    audit_signing_key: str | None = Field(default=None, validation_alias="AUDIT_SIGNING_KEY")
+    #: Where the key is kept when AUDIT_SIGNING_KEY is unset; generated (mode 0600) if missing.
+    audit_signing_key_file: str = Field(default=".trimtab/audit-signing.key",
+                                        validation_alias="AUDIT_SIGNING_KEY_FILE")
+    #: Directory of `checkpoints.jsonl`, every signed checkpoint appended as one line: a copy
+    #: outside the database that a verifier or an archive can keep.
+    audit_checkpoint_dir: str = Field(default=".trimtab/audit-checkpoints",
+                                      validation_alias="AUDIT_CHECKPOINT_DIR")
+    #: Seconds between checkpoints (signed only when the tree grew); 0 turns the timer off.
+    audit_checkpoint_interval_s: float = Field(default=60.0, validation_alias="AUDIT_CHECKPOINT_INTERVAL_S", ge=0)
