@@ -33,6 +33,11 @@ async def on_event(env: Envelope, uow: UnitOfWork) -> None:
     await append(uow.session, [env])
 
 
+async def on_events(envs: list[Envelope], uow: UnitOfWork) -> None:
+    """Append a run of events (the consumer's batch) in one go."""
+    await append(uow.session, envs)
+
+
 async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
     """Append the events in order; the seqs they got (an event already recorded is skipped)."""
     # Appends are serialized: insert order must equal commit order. Without the lock two

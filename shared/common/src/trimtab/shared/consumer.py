@@ -51,6 +51,17 @@ _latency = meter.create_histogram("trimtab_handler_duration", unit="ms", descrip
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 
+
+class BatchHandler:
+    """A handler that takes every new event of a run at once (`fn(envelopes, uow)`), for
+    consumers whose per-event cost is mostly fixed (a lock, a head read): the audit record."""
+
+    def __init__(self, fn: Callable[[list[Envelope], UnitOfWork], Awaitable[None]]) -> None:
+        self.fn = fn
+
+    async def __call__(self, env: Envelope, uow: UnitOfWork) -> None:
+        await self.fn([env], uow)
+
 TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaError)
 
 
@@ -237,12 +248,29 @@ class EventConsumer:
                             "trimtab.consumer": self.name},
             ):
                 try:
-                    handled = 0
                     async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
-                        for _, env in run:
-                            if await uow.mark_processed(self.name, env.event_id):
-                                await self._handlers[env.event_type](env, uow)
-                                handled += 1
+                        new = await uow.mark_processed_many(self.name, [env.event_id for _, env in run])
+                        fresh = [env for _, env in run if env.event_id in new]
+                        # A redelivered copy inside the run itself counts once.
+                        fresh = list({env.event_id: env for env in fresh}.values())
+                        handled = len(fresh)
+                        pending: list[Envelope] = []
+                        pending_fn: BatchHandler | None = None
+                        for env in fresh:
+                            h = self._handlers[env.event_type]
+                            if isinstance(h, BatchHandler):
+                                if pending_fn is not None and h is not pending_fn:
+                                    await pending_fn.fn(pending, uow)
+                                    pending = []
+                                pending_fn = h
+                                pending.append(env)
+                                continue
+                            if pending_fn is not None:
+                                await pending_fn.fn(pending, uow)
+                                pending, pending_fn = [], None
+                            await h(env, uow)
+                        if pending_fn is not None:
+                            await pending_fn.fn(pending, uow)
                         await uow.commit()
                 except asyncio.CancelledError:
                     raise

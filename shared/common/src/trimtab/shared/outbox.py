@@ -154,6 +154,19 @@ class UnitOfWork:
         )
         return (await self.session.execute(stmt)).first() is not None
 
+    async def mark_processed_many(self, consumer: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Record several events at once; returns the ids that were new (not redeliveries)."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return set()
+        stmt = (
+            insert(self._infra.processed)
+            .values([{"consumer": consumer, "event_id": i} for i in ids])
+            .on_conflict_do_nothing()
+            .returning(self._infra.processed.c.event_id)
+        )
+        return {r.event_id for r in await self.session.execute(stmt)}
+
     async def already_processed(self, consumer: str, event_id: uuid.UUID) -> bool:
         p = self._infra.processed
         row = await self.session.execute(

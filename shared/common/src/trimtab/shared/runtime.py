@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import ServiceSettings
-from .consumer import EventConsumer, Handler
+from .consumer import BatchHandler, EventConsumer, Handler
 from .db import make_engine, make_sessionmaker
 from .envelope import Envelope
 from .events import topic_of
@@ -63,6 +63,20 @@ class ServiceRuntime:
         def deco(fn: Handler) -> Handler:
             self._handlers.setdefault(consumer or self.settings.service_name, {})[event_type] = fn
             return fn
+
+        return deco
+
+    def handle_batch(
+        self, event_types: Sequence[str], consumer: str | None = None
+    ) -> Callable[[Callable[[list[Envelope], UnitOfWork], Awaitable[None]]], BatchHandler]:
+        """Register `fn(envelopes, uow)` for every type in `event_types`: the consumer hands it
+        all new events of a run in one call (still one transaction with their markers)."""
+
+        def deco(fn: Callable[[list[Envelope], UnitOfWork], Awaitable[None]]) -> BatchHandler:
+            bh = BatchHandler(fn)
+            for et in event_types:
+                self._handlers.setdefault(consumer or self.settings.service_name, {})[et] = bh
+            return bh
 
         return deco
 
