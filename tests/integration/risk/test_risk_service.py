@@ -209,7 +209,8 @@ async def test_what_if_and_its_input_rules(service, ticked):
                           json={"weights": {"AAA": "0.5", "BBB": "0.25"}})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["cash_weight"] == "0.25" and body["flags"] == []
+    # no prior used; AAA at 50 % is past the 35 % concentration limit, which what-if now flags
+    assert body["cash_weight"] == "0.25" and body["flags"] == ["concentration"]
     assert 0 < float(body["vol_annual_pct"]) < 60
     only_aaa = (await client.post("/v1/risk/what-if", headers=auth(TENANT),
                                   json={"weights": {"AAA": "1"}})).json()
@@ -218,7 +219,7 @@ async def test_what_if_and_its_input_rules(service, ticked):
     # the other tenant's model knows none of TENANT's symbols: the prior, flagged
     other = (await client.post("/v1/risk/what-if", headers=auth(OTHER),
                                json={"weights": {"AAA": "1"}})).json()
-    assert other["vol_annual_pct"] == "20.0000" and other["flags"] == ["prior_used:AAA"]
+    assert other["vol_annual_pct"] == "20.0000" and other["flags"] == ["prior_used:AAA", "concentration"]
     for bad in ({"AAA": "-0.1"}, {"AAA": "0.6", "BBB": "0.5"}):
         r = await client.post("/v1/risk/what-if", headers=auth(TENANT), json={"weights": bad})
         assert r.status_code == 422
@@ -278,3 +279,121 @@ async def test_a_fast_replay_of_real_prices_ends_in_the_batch_model(service, kaf
     got = {x["symbol"]: float(x["vol_annual_pct"]) for x in body["symbols"]}
     assert got == pytest.approx(dict(zip(prices.columns, want, strict=True)), abs=1e-4)
     assert elapsed < 40, f"{len(events)} ticks took {elapsed:.1f}s"
+
+
+async def test_tolerance_flags_a_proposal_and_account_risk_reports_it(service, ticked, kafka_bootstrap):
+    _, client = service
+    account = f"acct-{uuid.uuid4().hex[:6]}"
+    r = await client.put(f"/v1/accounts/{account}/risk-profile", headers=auth(TENANT, ["risk:read"]),
+                         json={"tolerance_score": 5})
+    assert r.status_code == 403  # setting a profile needs book:write
+    r = await client.put(f"/v1/accounts/{account}/risk-profile", headers=auth(TENANT),
+                         json={"tolerance_score": 5, "questionnaire": {"horizon_years": 3}})
+    assert r.status_code == 200, r.text
+    prof = r.json()
+    assert prof["tolerance_downside_1y_pct"] == "5.0000"
+    # the volatility at which a book reaches score 5: -ln(0.95) / 1.645
+    assert float(prof["tolerance_vol_annual_pct"]) == pytest.approx(-math.log(0.95) / 1.6448536 * 100, abs=1e-3)
+    assert (await client.get(f"/v1/accounts/{account}/risk-profile", headers=auth(OTHER))).status_code == 404
+
+    env = proposal({"AAA": "0.1", "CASH": "0.9"}, {"AAA": "0.3", "BBB": "0.3"}, account)
+    await produce(kafka_bootstrap, [(env, account)])
+    assessed = await read_events(kafka_bootstrap, "risk.assessed.v1",
+                                 until=lambda evs: any(e.causation_id == env.event_id for e in evs))
+    ra = next(e for e in assessed if e.causation_id == env.event_id).parse(RiskAssessed)
+    assert "above_tolerance" in ra.flags and ra.flags[-1] == "no_auto_approve"
+    alerts = await read_events(kafka_bootstrap, "risk.alerts.v1",
+                               until=lambda evs: any(e.causation_id == env.event_id for e in evs))
+    alert = next(e for e in alerts if e.causation_id == env.event_id).parse(RiskAlerted)
+    assert alert.values["tolerance_score"] == Decimal(5) and alert.values["post_score"] > 5
+    assert "tolerance of 5" in alert.message
+
+    r = await client.get(f"/v1/accounts/{account}/risk", headers=auth(TENANT))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["proposal_id"] == str(ra.proposal_id) and body["tolerance_score"] == 5
+    assert body["flags"] == ra.flags
+    assert body["proposed"]["vol_annual_pct"] == format(ra.post_vol_annual_pct, "f")
+    assert body["current"]["score"] < body["proposed"]["score"] == alert.values["post_score"]
+    assert (await client.get(f"/v1/accounts/{account}/risk", headers=auth(OTHER))).status_code == 404
+
+
+async def test_what_if_reports_every_measure(service, ticked):
+    _, client = service
+    r = await client.post("/v1/risk/what-if", headers=auth(TENANT), json={
+        "weights": {"AAA": "0.3", "BBB": "0.3"}, "target_weights": {"AAA": "0.3", "BBB": "0.3"},
+        "account_value_usd": "1000000", "prices_usd": {"AAA": "100", "BBB": "50"},
+        "adv_shares": {"AAA": "10000", "BBB": "2000"}, "tolerance_score": 99})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    m = body["measures"]
+    vol = float(m["vol_annual_pct"]) / 100
+    assert body["vol_annual_pct"] == m["vol_annual_pct"]
+    # parametric VaR: z * daily sigma, square root of time for 10 days
+    assert float(m["parametric_pct"]["var_95_1d"]) == pytest.approx(1.6448536 * vol / math.sqrt(252) * 100, abs=2e-4)
+    assert float(m["parametric_pct"]["var_99_10d"]) == pytest.approx(
+        2.3263479 * vol / math.sqrt(252) * math.sqrt(10) * 100, abs=2e-4)
+    assert m["score"] == round(100 * (1 - math.exp(-1.6448536 * vol)))
+    assert m["historical_pct"] == {} and m["historical_days"] < 60  # 10 days: too few to replay
+    assert float(m["beta"]) == pytest.approx(1.0) and float(m["tracking_error_annual_pct"]) == 0
+    # 300,000 USD of BBB at 50 is 6,000 shares; 20 % of 2,000 a day: 15 days (the slowest)
+    assert m["liquidity_days"] == "15.00"
+    assert m["concentration"]["herfindahl"] == "0.180000" and m["concentration"]["top5_weight"] == "0.600000"
+    # every built-in scenario; AAA and BBB are not in the reference history: moved as the market
+    assert len(body["stress"]) == 10
+    covid = next(c for c in body["stress"] if c["scenario_id"] == "covid-2020")
+    assert float(covid["pnl_pct"]) == pytest.approx(0.6 * -33.9, abs=0.3)
+
+
+async def test_scenarios_and_stress(service, ticked):
+    _, client = service
+    listed = (await client.get("/v1/scenarios", headers=auth(TENANT))).json()
+    assert [s["scenario_id"] for s in listed if s["builtin"]][:5] == [
+        "dotcom-2000", "gfc-2008", "aug-2011", "covid-2020", "drawdown-2022"]
+    lehman = {"scenario_id": f"lehman-{uuid.uuid4().hex[:4]}", "name": f"Lehman {uuid.uuid4().hex[:4]}",
+              "kind": "historical", "start": "2008-09-12", "end": "2008-10-10"}
+    r = await client.post("/v1/scenarios", headers=auth(TENANT, ["risk:read"]), json=lehman)
+    assert r.status_code == 403
+    assert (await client.post("/v1/scenarios", headers=auth(TENANT), json=lehman)).status_code == 201
+    assert (await client.post("/v1/scenarios", headers=auth(TENANT), json=lehman)).status_code == 409
+    oil = {"scenario_id": "oil-crash", "name": "Oil crash", "kind": "vector",
+           "shocks": {"XOM": "-0.4", "CVX": "-0.4"}, "propagate": False}
+    assert (await client.post("/v1/scenarios", headers=auth(TENANT), json=oil)).status_code == 201
+    bad = {**lehman, "scenario_id": "too-old", "name": "x", "start": "1970-01-01", "end": "1971-01-01"}
+    assert (await client.post("/v1/scenarios", headers=auth(TENANT), json=bad)).status_code == 422
+    assert lehman["scenario_id"] not in {s["scenario_id"] for s in
+                                         (await client.get("/v1/scenarios", headers=auth(OTHER))).json()}
+
+    from skfolio.datasets import load_sp500_dataset
+
+    px = load_sp500_dataset()
+    r = await client.post("/v1/stress", headers=auth(TENANT), json={
+        "scenario_ids": ["covid-2020", lehman["scenario_id"], "oil-crash"],
+        "portfolios": [{"id": "p1", "weights": {"AAPL": "0.5", "XOM": "0.25"}},
+                       {"id": "p2", "weights": {"KO": "1"}}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    p1, p2 = body["portfolios"]
+    move = px.loc["2020-03-23"] / px.loc["2020-02-19"] - 1
+    assert float(p1["pnl_pct"][0]) == pytest.approx(100 * (0.5 * move["AAPL"] + 0.25 * move["XOM"]), abs=1e-4)
+    lm = px.loc["2008-10-10"] / px.loc["2008-09-12"] - 1
+    assert float(p2["pnl_pct"][1]) == pytest.approx(100 * lm["KO"], abs=1e-4)
+    assert p1["pnl_pct"][2] == "-10.0000" and p2["pnl_pct"][2] == "0.0000"
+    assert body["windows"]["covid-2020"] == ["2020-02-19", "2020-03-23"]
+    assert float(p1["worst_pct"][0]) >= -float(p1["pnl_pct"][0])
+    r = await client.post("/v1/stress", headers=auth(TENANT), json={
+        "scenario_ids": ["nope"], "portfolios": [{"id": "p", "weights": {"KO": "1"}}]})
+    assert r.status_code == 422
+
+
+async def test_risk_model_publishes_factors(service, ticked):
+    _, client = service
+    body = (await client.get("/v1/risk-model?garch=true", headers=auth(TENANT))).json()
+    f = body["factors"]
+    assert f["symbols"] == ["AAA", "BBB"] and f["model_version"] == body["version"]
+    vols = {s["symbol"]: float(s["vol_annual_pct"]) / 100 for s in body["symbols"]}
+    exp = np.array(f["exposures"])
+    # factor form keeps each security's own variance: sum of squared exposures + specific
+    var = (exp ** 2).sum(axis=0) + np.array(f["specific_var_daily"])
+    np.testing.assert_allclose(np.sqrt(var * 252), [vols["AAA"], vols["BBB"]], atol=1e-6)  # 4-place pct
+    assert body["garch"] == []  # ten returns: GARCH needs 250

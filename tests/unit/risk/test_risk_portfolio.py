@@ -82,7 +82,7 @@ def test_flags_vol_increase_concentration_and_prior():
     a = assess(m, {"BOND": Decimal("0.9"), "CASH": Decimal("0.1")},
                {"BOND": Decimal("0.3"), "TECH": Decimal("0.5"), "NEWCO": Decimal("0.1")}, limits)
     assert a.post_vol_annual_pct > a.pre_vol_annual_pct + 2
-    assert a.flags == ("prior_used:NEWCO", "vol_increase", "concentration")
+    assert a.flags == ("prior_used:NEWCO", "vol_increase", "concentration", "no_auto_approve")
     assert a.breaches == ("vol_increase", "concentration")
     assert a.max_post_symbol == "TECH" and a.max_post_weight == Decimal("0.5")
     calm = assess(m, {"BOND": Decimal("0.5"), "TECH": Decimal("0.2")},

@@ -8,7 +8,7 @@ from trimtab.shared.config import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    service_name: str = "audit"
+    service_name: str = Field(default="audit", validation_alias="SERVICE_NAME")
     #: The Ed25519 signing key, base64 of the 32 raw private bytes. In production it comes from a
     #: secret store and the database role never sees it. When unset, the key file below is used.
     audit_signing_key: str | None = Field(default=None, validation_alias="AUDIT_SIGNING_KEY")

@@ -16,7 +16,7 @@ from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import api
+from . import api, api_scenarios
 from .domain.ewma import DEFAULT_DECAY
 from .handlers import RiskHandlers
 from .models import SCHEMA, infra, metadata
@@ -35,6 +35,12 @@ class Settings(ServiceSettings):
     vol_increase_alert_pct: Decimal = Field(default=Decimal("2"), validation_alias="RISK_VOL_INCREASE_ALERT_PCT", ge=0)
     #: flag `concentration` when any post-trade weight exceeds this fraction
     concentration_limit: Decimal = Field(default=Decimal("0.35"), validation_alias="RISK_CONCENTRATION_LIMIT", gt=0, le=1)
+    #: flag `sector_concentration` when a post-trade sector weight exceeds this fraction
+    sector_limit: Decimal = Field(default=Decimal("0.5"), validation_alias="RISK_SECTOR_LIMIT", gt=0, le=1)
+    #: correlation shrinkage towards the average correlation (0: the raw EWMA correlations)
+    shrinkage: float = Field(default=0.1, validation_alias="RISK_SHRINKAGE", ge=0, le=1)
+    #: return days replayed by historical VaR/CVaR and drawdown
+    history_days: int = Field(default=500, validation_alias="RISK_HISTORY_DAYS", ge=60)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -43,7 +49,8 @@ def create(settings: Settings | None = None) -> FastAPI:
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
     models = RiskModels(settings.ewma_decay, limits_from(
         settings.prior_vol_annual_pct, settings.prior_correlation, settings.min_observations,
-        settings.vol_increase_alert_pct, settings.concentration_limit))
+        settings.vol_increase_alert_pct, settings.concentration_limit, settings.shrinkage,
+        settings.sector_limit, settings.history_days))
     handlers = RiskHandlers(models)
     # One consumer for ticks and proposals: the in-memory models are touched by one task only,
     # and a proposal is assessed after the ticks delivered before it.
@@ -56,8 +63,10 @@ def create(settings: Settings | None = None) -> FastAPI:
         async with runtime.sessionmaker() as s:
             await models.load_all(s)
 
-    app = create_app(runtime, [api.router], title="Trimtab risk",
-                     description="EWMA risk model from market.ticks.v1; pre/post-trade volatility of "
-                                 "rebalancing proposals; publishes risk.assessed.v1 and risk.alerts.v1.")
+    app = create_app(runtime, [api.router, api_scenarios.router], title="Trimtab risk",
+                     description="EWMA risk model (with statistical factors and GARCH forecasts) from "
+                                 "market.ticks.v1; every risk measure, risk scores against client "
+                                 "tolerance, historical and hypothetical stress tests; pre/post-trade "
+                                 "assessment of proposals on risk.assessed.v1 and risk.alerts.v1.")
     app.state.risk_models = models
     return app

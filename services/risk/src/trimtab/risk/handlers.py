@@ -1,8 +1,11 @@
 """Event handlers of the risk service: one unit of work per consumed event.
 
 - `PriceTicked` -> the day's close is stored and the tenant's EWMA model updated (no event out).
-- `RebalanceProposed` -> pre/post volatility and flags are stored as an assessment and published
-  as `RiskAssessed`; a proposal with a breach also raises one `RiskAlerted`.
+- `RebalanceProposed` -> every measure before and after (volatility, score, VaR/CVaR, drawdown,
+  beta and tracking error to the snapshot's targets, concentration), checked against the
+  account's risk profile (tolerance score, concentration limit), is stored as an assessment and
+  published as `RiskAssessed` (volatilities, model, flags); a proposal with a breach also raises
+  one `RiskAlerted` carrying the numbers.
 
 Idempotency: the shared consumer drops a redelivered event by its id; an assessment is also
 unique per (tenant, proposal_id), so a proposal re-published under a new event id is assessed
@@ -11,8 +14,11 @@ once and its events are emitted once.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope
@@ -20,9 +26,10 @@ from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked, RebalanceProposed, RiskAlerted, RiskAssessed
 from trimtab.shared.outbox import UnitOfWork
 
+from .analytics import measures_out, sectors_for
 from .domain.assessment import Assessment, assess
 from .domain.prices import TickEffect
-from .models import assessments
+from .models import assessments, risk_profiles
 from .service import (
     MAX_PRICE_USD,
     RiskModels,
@@ -61,7 +68,20 @@ class RiskHandlers:
         p = env.parse(RebalanceProposed)
         limits = self.models.limits
         model = await self.models.get(uow.session, env.tenant_id)
-        result = assess(model.covariance, p.pre_weights, p.post_weights, limits)
+        profile = (await uow.session.execute(select(risk_profiles).where(
+            risk_profiles.c.tenant_id == env.tenant_id,
+            risk_profiles.c.account_id == p.account_id))).first()
+        tolerance = None
+        if profile is not None:
+            tolerance = profile.tolerance_score
+            if profile.concentration_limit is not None:
+                limits = dataclasses.replace(limits, concentration_limit=profile.concentration_limit)
+        symbols = [s for s, w in (*p.pre_weights.items(), *p.post_weights.items(),
+                                  *p.snapshot.targets.items()) if w != 0]
+        result = assess(model.covariance, p.pre_weights, p.post_weights, limits,
+                        history=model.recent_returns(symbols, limits.history_days),
+                        target=p.snapshot.targets or None, sectors=sectors_for(), tolerance=tolerance)
+        assert result.pre is not None and result.post is not None
         info = model_info(model)
         assessed = env.caused(RiskAssessed(
             proposal_id=p.proposal_id, account_id=p.account_id,
@@ -78,7 +98,13 @@ class RiskHandlers:
                         "post_vol_annual_pct": result.post_vol_annual_pct,
                         "vol_increase_limit_pct": limits.vol_increase_pct,
                         "max_post_weight": result.max_post_weight,
-                        "concentration_limit": limits.concentration_limit},
+                        "concentration_limit": limits.concentration_limit,
+                        "max_post_sector_weight": Decimal(repr(result.post.largest_sector_weight)
+                                                          ).quantize(Decimal("0.000001")),
+                        "sector_limit": limits.sector_limit,
+                        "pre_score": Decimal(result.pre.score),
+                        "post_score": Decimal(result.post.score),
+                        **({"tolerance_score": Decimal(tolerance)} if tolerance else {})},
             ), producer=PRODUCER)
         row = await uow.session.execute(insert(assessments).values(
             tenant_id=env.tenant_id, proposal_id=p.proposal_id, account_id=p.account_id,
@@ -91,6 +117,10 @@ class RiskHandlers:
             post_weights={s: format(w, "f") for s, w in p.post_weights.items()},
             correlation_id=env.correlation_id, causation_id=env.event_id,
             event_id=assessed.event_id, alert_id=alert_id if alert else None,
+            pre_score=result.pre.score, post_score=result.post.score, tolerance_score=tolerance,
+            target_weights={s: format(w, "f") for s, w in p.snapshot.targets.items()},
+            measures={"pre": measures_out(result.pre).model_dump(mode="json"),
+                      "post": measures_out(result.post).model_dump(mode="json")},
         ).on_conflict_do_nothing().returning(assessments.c.proposal_id))
         if row.first() is None:
             return  # assessed before, under another event id: its events are already out
@@ -107,4 +137,10 @@ def _alert_message(p: RebalanceProposed, breaches: tuple[str, ...], result: Asse
     if "concentration" in breaches:
         parts.append(f"{result.max_post_symbol} would be {result.max_post_weight * 100:.2f}% "
                      "of the account")
+    if "sector_concentration" in breaches and result.post is not None:
+        parts.append(f"{result.post.largest_sector} would be "
+                     f"{result.post.largest_sector_weight * 100:.2f}% of the account")
+    if "above_tolerance" in breaches and result.post is not None and result.pre is not None:
+        parts.append(f"risk score rises from {result.pre.score} to {result.post.score}, above the "
+                     f"client's tolerance of {result.tolerance_score}")
     return f"proposal {p.proposal_id} for account {p.account_id}: " + "; ".join(parts)

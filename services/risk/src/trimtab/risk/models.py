@@ -1,4 +1,5 @@
-"""Tables of the risk schema: daily closes, risk-model metadata, and proposal assessments.
+"""Tables of the risk schema: daily closes, risk-model metadata, proposal assessments, client
+risk profiles, user-defined scenarios and the state of early-warning conditions.
 
 Every row carries its tenant: each firm's prices, model and assessments are its own. The closes
 are the model's only input (the covariance itself lives in memory and is rebuilt from them at
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
     Integer,
     Numeric,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -80,6 +85,61 @@ assessments = Table(
     Column("causation_id", UUID(as_uuid=True), nullable=False),
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("alert_id", UUID(as_uuid=True), nullable=True),
+    #: risk scores (1..99) before and after, and the client's tolerance at the time (if set)
+    Column("pre_score", SmallInteger, nullable=True),
+    Column("post_score", SmallInteger, nullable=True),
+    Column("tolerance_score", SmallInteger, nullable=True),
+    Column("target_weights", JSONB, nullable=True),
+    #: every measure before and after (the API's `RiskMeasuresOut`, as JSON)
+    Column("measures", JSONB, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "proposal_id"),
+)
+
+risk_profiles = Table(
+    "risk_profiles",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    #: the risk score (1..99) the client accepts: see docs/risk.md for its meaning
+    Column("tolerance_score", SmallInteger, nullable=False),
+    #: optional per-account limits replacing the service's defaults
+    Column("concentration_limit", Numeric(6, 4), nullable=True),
+    Column("drawdown_limit_pct", Numeric(8, 4), nullable=True),
+    Column("questionnaire", JSONB, nullable=True),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id"),
+    CheckConstraint("tolerance_score BETWEEN 1 AND 99", name="tolerance_score_range"),
+)
+
+scenarios = Table(
+    "scenarios",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("scenario_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    #: start/end for historical, shocks and propagate for the others
+    Column("spec", JSONB, nullable=False),
+    Column("description", String(1000), nullable=False, server_default=""),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "scenario_id"),
+    UniqueConstraint("tenant_id", "name", name="scenarios_name_unique"),
+)
+
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    #: e.g. "concentration", "above_tolerance", "vol_regime", "drawdown"
+    Column("condition", String(64), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("values", JSONB, nullable=False),
+    Column("alert_id", UUID(as_uuid=True), nullable=True),
+    Column("raised_at", DateTime(timezone=True), nullable=True),
+    Column("cleared_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant_id", "account_id", "condition"),
 )

@@ -122,7 +122,9 @@ async def save_model_info(session: AsyncSession, tenant_id: str, model: RiskMode
 
 
 def limits_from(prior_vol_annual_pct: Decimal, prior_correlation: float, min_observations: int,
-                vol_increase_pct: Decimal, concentration_limit: Decimal) -> Limits:
+                vol_increase_pct: Decimal, concentration_limit: Decimal, shrinkage: float = 0.0,
+                sector_limit: Decimal = Decimal("0.5"), history_days: int = 500) -> Limits:
     return Limits(vol_increase_pct=vol_increase_pct, concentration_limit=concentration_limit,
                   min_observations=min_observations,
-                  prior=Prior(float(prior_vol_annual_pct) / 100.0, prior_correlation))
+                  prior=Prior(float(prior_vol_annual_pct) / 100.0, prior_correlation),
+                  shrinkage=shrinkage, sector_limit=sector_limit, history_days=history_days)

@@ -1,25 +1,39 @@
 """Pre- and post-trade risk of a proposal, and the flags a reviewer should see. Pure.
 
-Flags, in this order:
+Both portfolios are measured in one vectorized pass (`profile.measure`): volatility, score,
+parametric and historical VaR/CVaR, drawdown, beta and tracking error against the target,
+concentration. Flags, in this order:
 - `prior_used:<SYM>`: the model does not know SYM yet; its risk is the prior's (`portfolio.py`).
   A note on data quality, not a breach: it does not raise an alert on its own.
 - `vol_increase`: post-trade volatility exceeds pre-trade by more than `vol_increase_pct`
   percentage points (annualized).
 - `concentration`: some post-trade weight (cash excluded) exceeds `concentration_limit`.
-The last two are *breaches*: a proposal with one raises one `RiskAlerted`.
+- `sector_concentration`: some post-trade sector weight exceeds `sector_limit`.
+- `above_tolerance`: the post-trade risk score exceeds the client's tolerance *and* the
+  proposal raises it (a proposal that lowers the risk of a book already above tolerance is an
+  improvement: it gets the note `still_above_tolerance` instead).
+- `no_auto_approve`: last, present whenever one of the *breaches* above is: the proposal must
+  not be approved automatically.
+Breaches (`BREACH_FLAGS`) raise one `RiskAlerted` per proposal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import numpy as np
+
 from .ewma import EwmaCovariance
 from .portfolio import Prior, RiskView, is_cash, risk_view
+from .profile import RiskInputs, RiskProfile, measure, weight_matrix
 
 PCT_PLACES = Decimal("0.0001")
-BREACH_FLAGS = ("vol_increase", "concentration")
+BREACH_FLAGS = ("vol_increase", "concentration", "sector_concentration", "above_tolerance")
+NO_AUTO_APPROVE = "no_auto_approve"
+#: (symbols, T x symbols daily log returns): the window historical measures replay
+History = tuple[tuple[str, ...], np.ndarray]
 
 
 def to_pct(vol_fraction: float) -> Decimal:
@@ -33,6 +47,11 @@ class Limits:
     concentration_limit: Decimal = Decimal("0.35")
     min_observations: int = 10
     prior: Prior = Prior()
+    #: correlation shrinkage towards the average correlation (`portfolio.risk_view`)
+    shrinkage: float = 0.0
+    sector_limit: Decimal = Decimal("0.5")
+    #: return days replayed by historical VaR and drawdown
+    history_days: int = 500
 
 
 @dataclass(frozen=True)
@@ -42,25 +61,49 @@ class Assessment:
     flags: tuple[str, ...]
     max_post_weight: Decimal
     max_post_symbol: str | None
+    pre: RiskProfile | None = None
+    post: RiskProfile | None = None
+    tolerance_score: int | None = None
 
     @property
     def breaches(self) -> tuple[str, ...]:
         return tuple(f for f in self.flags if f in BREACH_FLAGS)
 
 
+def risk_inputs(
+    model: EwmaCovariance, symbols: Sequence[str], limits: Limits,
+    history: History | None = None, sectors: Mapping[str, str] | None = None,
+) -> tuple[RiskView, RiskInputs]:
+    view = risk_view(model, symbols, limits.prior, limits.min_observations, limits.shrinkage)
+    hsyms, hret = history if history is not None else ((), np.zeros((0, 0)))
+    keep = [i for i, s in enumerate(hsyms) if s in set(view.symbols)]
+    inputs = RiskInputs(view.symbols, view.cov_daily, hret[:, keep] if len(keep) else np.zeros((0, 0)),
+                        tuple(hsyms[i] for i in keep), dict(sectors or {}), view.prior_used)
+    return view, inputs
+
+
 def vol_pct(model: EwmaCovariance, weights: Mapping[str, Decimal], limits: Limits) -> tuple[Decimal, RiskView]:
-    view = risk_view(model, [s for s, w in weights.items() if w != 0], limits.prior, limits.min_observations)
+    view = risk_view(model, [s for s, w in weights.items() if w != 0], limits.prior,
+                     limits.min_observations, limits.shrinkage)
     return to_pct(view.vol_annual({s: float(w) for s, w in weights.items() if w != 0})), view
+
+
+def _floats(weights: Mapping[str, Decimal]) -> dict[str, float]:
+    return {s: float(w) for s, w in weights.items() if w != 0 and not is_cash(s)}
 
 
 def assess(
     model: EwmaCovariance, pre_weights: Mapping[str, Decimal], post_weights: Mapping[str, Decimal],
-    limits: Limits,
+    limits: Limits, *, history: History | None = None, target: Mapping[str, Decimal] | None = None,
+    sectors: Mapping[str, str] | None = None, tolerance: int | None = None,
 ) -> Assessment:
-    held = [s for s, w in (*pre_weights.items(), *post_weights.items()) if w != 0]
-    view = risk_view(model, held, limits.prior, limits.min_observations)
-    pre = to_pct(view.vol_annual({s: float(w) for s, w in pre_weights.items() if w != 0}))
-    post = to_pct(view.vol_annual({s: float(w) for s, w in post_weights.items() if w != 0}))
+    pre_f, post_f = _floats(pre_weights), _floats(post_weights)
+    tgt_f = _floats(target or {})
+    view, inputs = risk_inputs(model, [*pre_f, *post_f, *tgt_f], limits, history, sectors)
+    W = weight_matrix([pre_f, post_f], view.symbols)
+    t = weight_matrix([tgt_f], view.symbols)[0] if tgt_f else None
+    pre_p, post_p = measure(W, inputs, target=t)
+    pre, post = to_pct(pre_p.vol_annual), to_pct(post_p.vol_annual)
     flags = [f"prior_used:{s}" for s in view.prior_used]
     if post - pre > limits.vol_increase_pct:
         flags.append("vol_increase")
@@ -69,4 +112,10 @@ def assess(
     top_weight = risky[top] if top is not None else Decimal(0)
     if top_weight > limits.concentration_limit:
         flags.append("concentration")
-    return Assessment(pre, post, tuple(flags), top_weight, top)
+    if post_p.largest_sector_weight > float(limits.sector_limit):
+        flags.append("sector_concentration")
+    if tolerance is not None and post_p.score > tolerance:
+        flags.append("above_tolerance" if post_p.score > pre_p.score else "still_above_tolerance")
+    if any(f in BREACH_FLAGS for f in flags):
+        flags.append(NO_AUTO_APPROVE)
+    return Assessment(pre, post, tuple(flags), top_weight, top, pre_p, post_p, tolerance)

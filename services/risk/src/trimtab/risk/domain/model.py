@@ -15,7 +15,10 @@ it is persisted, so an assessment names the exact model it used.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import date, datetime
+
+import numpy as np
 
 from .ewma import DEFAULT_DECAY, EwmaCovariance, halflife_days
 from .prices import PriceBook, TickEffect
@@ -31,6 +34,7 @@ class RiskModel:
         self._ewma = EwmaCovariance(decay)
         self._dirty = False
         self._return_days: list[date] = []
+        self._panel: tuple[int, list[str], np.ndarray] | None = None
 
     @classmethod
     def from_closes(
@@ -90,6 +94,34 @@ class RiskModel:
     @property
     def halflife_days(self) -> float:
         return halflife_days(self.decay)
+
+    def recent_returns(
+        self, symbols: Sequence[str], max_days: int = 500, min_days: int = 60,
+    ) -> tuple[tuple[str, ...], np.ndarray]:
+        """(symbols kept, (T x kept) log returns) of the last `max_days` return days on which
+        every kept symbol has a return: the window of historical VaR and drawdown.
+
+        A symbol with fewer than `min_days` returns in the window is left out (too new to
+        replay); the rest are replayed only on their common days. The panel is cached per
+        model version (rebuilding it walks the whole price book)."""
+        if self._dirty:
+            self.rebuild()
+        if self._panel is None or self._panel[0] != self.version:
+            syms, _days, panel = self.book.return_panel()
+            self._panel = (self.version, syms, panel)
+        _, syms, panel = self._panel
+        col = {s: i for i, s in enumerate(syms)}
+        window = panel[-max_days:]
+        keep = [s for s in sorted(set(symbols)) if s in col
+                and np.isfinite(window[:, col[s]]).sum() >= min_days]
+        while keep:
+            sub = window[:, [col[s] for s in keep]]
+            rows = np.isfinite(sub).all(axis=1)
+            if rows.sum() >= min_days:
+                return tuple(keep), sub[rows]
+            # drop the sparsest symbol: it is the one shrinking the common window most
+            keep.remove(min(keep, key=lambda s: (np.isfinite(window[:, col[s]]).sum(), s)))
+        return (), np.zeros((0, 0))
 
     def digest(self) -> str:
         """A short hash of the covariance (10 significant digits), to compare two models."""

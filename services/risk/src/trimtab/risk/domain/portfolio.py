@@ -90,8 +90,15 @@ def nearest_psd_correlation(corr: np.ndarray) -> np.ndarray:
 
 def risk_view(
     model: EwmaCovariance, symbols: Sequence[str], prior: Prior = Prior(), min_observations: int = 1,
+    shrinkage: float = 0.0,
 ) -> RiskView:
-    """The covariance of `symbols` (cash left out), with the prior where the model is too young."""
+    """The covariance of `symbols` (cash left out), with the prior where the model is too young.
+
+    `shrinkage` (0..1) pulls the estimated correlations towards their average (a constant-
+    correlation target): EWMA with a short half-life estimates n(n-1)/2 correlations from a few
+    dozen effective days, and the extreme ones are mostly noise. Volatilities are not shrunk."""
+    if not 0.0 <= shrinkage <= 1.0:
+        raise ValueError("shrinkage must lie in [0, 1]")
     names = tuple(sorted({s for s in symbols if not is_cash(s)}))
     n = len(names)
     if n == 0:
@@ -106,6 +113,9 @@ def risk_view(
         corr = cov / np.outer(vol, vol)
     trusted = np.outer(known, known) & (pairs >= min_observations) & np.isfinite(corr)
     corr = np.where(trusted, np.clip(corr, -1.0, 1.0), prior.correlation)
+    off = trusted & ~np.eye(n, dtype=bool)
+    if shrinkage > 0 and off.any():
+        corr = np.where(off, (1.0 - shrinkage) * corr + shrinkage * corr[off].mean(), corr)
     np.fill_diagonal(corr, 1.0)
     corr = nearest_psd_correlation(corr)
     prior_used = tuple(s for s, k in zip(names, known, strict=True) if not k)

@@ -1,0 +1,64 @@
+"""Composition root of the explainer: settings, explanation engine, handler, routes.
+
+Run with `uvicorn --factory trimtab.explainer.app:create`. Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from trimtab.shared.config import ServiceSettings
+from trimtab.shared.http import create_app
+from trimtab.shared.runtime import ServiceRuntime
+
+from . import api, handlers
+from .engine import ExplainEngine
+from .models import SCHEMA, infra, metadata
+
+log = logging.getLogger(__name__)
+
+
+class Settings(ServiceSettings):
+    service_name: str = Field(default="explainer", validation_alias="SERVICE_NAME")
+    #: Worker processes for explanations; 0 = one worker thread in the service process.
+    explainer_processes: int = Field(default=0, validation_alias="EXPLAINER_PROCESSES", ge=0)
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
+                             migrations_dir=Path(__file__).parent / "migrations", infra=infra)
+    engine = ExplainEngine(settings.explainer_processes)
+    runtime.handle("RebalanceProposed")(partial(handlers.on_rebalance_proposed, engine=engine))
+    warming: dict[str, asyncio.Task[None]] = {}
+
+    @runtime.on_start
+    async def _start() -> None:
+        engine.start()
+        # Warm in the background (shap's import and JIT take seconds): the service is ready at
+        # once, and the first explanation simply queues behind the warm-up in the worker.
+        warming["task"] = asyncio.create_task(engine.warm(), name="explainer:warm")
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        task = warming.pop("task", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        engine.stop()
+
+    app = create_app(runtime, [api.router], title="Trimtab explainer",
+                     description="Exact Shapley attribution of every rebalancing proposal to its "
+                                 "drivers (drift, cost, tax, cash, restrictions), with advisor and "
+                                 "client narratives; consumes rebalance.proposed.v1, publishes "
+                                 "explanation.created.v1.")
+    app.state.engine = engine
+    return app

@@ -1,0 +1,113 @@
+"""Event handler of the explainer: `RebalanceProposed` -> stored explanation + `ExplanationCreated`.
+
+One unit of work per proposal: the explanation row, the outgoing event and the consumed-event
+marker (written by the shared consumer) commit together; the handler never commits.
+
+Idempotency: the consumer drops a redelivered event by its id; the row is also unique per
+(tenant, proposal_id) and the explanation id is derived from them, so a proposal re-published
+under a new event id is explained once and announced once. A recorded failure is retried when
+the proposal arrives again (a fixed deployment can then explain it).
+
+What is refused (recorded as a failure, nothing published): a snapshot whose canonical hash is
+not the one the proposal claims (the explanation would be of something else than what was
+proposed), a snapshot of another account, and anything the library refuses (`RebalanceError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.canonical import canonical_hash
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.errors import PermanentEventError
+from trimtab.shared.events import RebalanceProposed
+from trimtab.shared.outbox import UnitOfWork
+
+from .engine import ExplainEngine, Failure
+from .models import explanations
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "explainer"
+#: explanation ids derive from (tenant, proposal): one proposal, one explanation id, ever
+EXPLANATION_NAMESPACE = uuid.UUID("0c6f1f0e-52a4-4b8e-9d3c-7e1a2b9f4d61")
+
+
+def explanation_id_for(tenant_id: str, proposal_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(EXPLANATION_NAMESPACE, f"{tenant_id}:{proposal_id}")
+
+
+def _version() -> str:
+    from trimtab.rebalance.version import OPTIMIZER_VERSION
+
+    return OPTIMIZER_VERSION
+
+
+async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: ExplainEngine) -> None:
+    try:
+        p = env.parse(RebalanceProposed)
+    except ValidationError as e:
+        raise PermanentEventError(f"{env.event_type} {env.event_id} is invalid: {e}") from None
+    existing = (await uow.session.execute(
+        select(explanations.c.status).where(explanations.c.tenant_id == env.tenant_id,
+                                            explanations.c.proposal_id == p.proposal_id)
+        .with_for_update())).first()
+    if existing is not None and existing.status == "created":
+        log.info("proposal %s is already explained", p.proposal_id)
+        return
+    explanation_id = explanation_id_for(env.tenant_id, p.proposal_id)
+    base = {
+        "tenant_id": env.tenant_id, "proposal_id": p.proposal_id, "explanation_id": explanation_id,
+        "account_id": p.account_id, "snapshot_hash": p.snapshot_hash[:128],
+        "optimizer_version": _version(), "proposal_optimizer_version": p.solver.optimizer_version[:64],
+        "correlation_id": env.correlation_id, "causation_id": env.event_id,
+    }
+    if p.snapshot.account_id != p.account_id:
+        await _save(uow, base, failure=Failure(
+            "invalid_proposal", f"snapshot is of {p.snapshot.account_id}, not {p.account_id}"))
+        return
+    if canonical_hash(p.snapshot) != p.snapshot_hash:
+        await _save(uow, base, failure=Failure(
+            "snapshot_mismatch", "the snapshot's canonical hash is not the proposal's snapshot_hash"))
+        return
+    outcome = await engine.explain(p, explanation_id=explanation_id)
+    if outcome.failure is not None:
+        log.warning("proposal %s: no explanation: %s: %s", p.proposal_id, outcome.failure.kind,
+                    outcome.failure.detail)
+        await _save(uow, base, failure=outcome.failure)
+        return
+    assert outcome.payload is not None
+    out = env.caused(outcome.payload, producer=PRODUCER)
+    await _save(uow, base, payload=outcome.payload.model_dump(mode="json"), details=outcome.details,
+                resolves=outcome.payload.resolves, elapsed_ms=outcome.elapsed_ms, event_id=out.event_id)
+    uow.publish(out, key=p.account_id)
+
+
+async def _save(uow: UnitOfWork, base: dict[str, Any], *, failure: Failure | None = None,
+                payload: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
+                resolves: int | None = None, elapsed_ms: float | None = None,
+                event_id: uuid.UUID | None = None) -> None:
+    """Insert the row, or replace a recorded failure (a created explanation is never replaced)."""
+    values = {
+        **base,
+        "status": "failed" if failure else "created",
+        "payload": payload, "details": details, "resolves": resolves,
+        "elapsed_ms": None if elapsed_ms is None else Decimal(f"{elapsed_ms:.3f}"),
+        "event_id": event_id,
+        "error_kind": failure.kind if failure else None,
+        "error": failure.detail if failure else None,
+    }
+    stmt = insert(explanations).values(**values)
+    await uow.session.execute(stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "proposal_id"],
+        set_={k: stmt.excluded[k] for k in values if k not in ("tenant_id", "proposal_id")},
+        where=explanations.c.status == "failed",
+    ))
+

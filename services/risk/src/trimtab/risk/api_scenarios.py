@@ -1,0 +1,105 @@
+"""Thin HTTP routes for stress testing (`/v1`): list and define scenarios, and stress many
+portfolios under many scenarios in one pass. Reads and stress runs need `risk:read`; defining a
+scenario needs `book:write` (there is no `risk:write` scope yet). Tenant-scoped."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.dialects.postgresql import insert
+
+from trimtab.shared.auth import Principal, requires
+from trimtab.shared.errors import Conflict, Invalid
+
+from .analytics import pct, reference, run_stress
+from .domain.history import MARKET
+from .domain.scenarios import BUILTIN, BUILTIN_IDS, Scenario
+from .models import scenarios
+from .reference import ReferenceUnavailable
+from .scenario_store import load_scenarios, pick_scenarios
+from .schemas import ScenarioIn, ScenarioOut, StressIn, StressOut, StressPortfolioOut
+from .service import RiskModels
+
+router = APIRouter(prefix="/v1", tags=["stress"])
+Reader = Annotated[Principal, Depends(requires("risk:read"))]
+Writer = Annotated[Principal, Depends(requires("book:write"))]
+
+
+def _out(s: Scenario, builtin: bool) -> ScenarioOut:
+    return ScenarioOut(scenario_id=s.scenario_id, name=s.name, kind=s.kind, start=s.start,
+                       end=s.end, shocks={k: Decimal(repr(v)) for k, v in s.shocks.items()},
+                       propagate=s.propagate, description=s.description, builtin=builtin)
+
+
+@router.get("/scenarios", response_model=list[ScenarioOut],
+            summary="Built-in and user-defined stress scenarios")
+async def list_scenarios(principal: Reader, request: Request) -> list[ScenarioOut]:
+    async with request.app.state.runtime.sessionmaker() as s:
+        mine = await load_scenarios(s, principal.tenant_id)
+    return [_out(x, True) for x in BUILTIN] + [_out(x, False) for x in mine]
+
+
+@router.post("/scenarios", response_model=ScenarioOut, status_code=201,
+             summary="Define a scenario: a historical date range or a hypothetical shock")
+async def create_scenario(body: ScenarioIn, principal: Writer, request: Request) -> ScenarioOut:
+    if body.scenario_id in BUILTIN_IDS:
+        raise Conflict(f"{body.scenario_id} is a built-in scenario")
+    scenario = Scenario(body.scenario_id, body.name, body.kind, body.start, body.end,
+                        {k: float(v) for k, v in body.shocks.items()}, body.propagate,
+                        body.description)
+    ref = reference()
+    if body.kind == "historical":
+        if ref is None:
+            raise Invalid("no reference history: historical scenarios are unavailable")
+        try:
+            ref.window(body.start, body.end)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+    if body.kind == "factor" and ref is not None:
+        names = {MARKET, *ref.factor_names}
+        if set(body.shocks) - names:
+            raise Invalid(f"factors are {', '.join(sorted(names))}")
+    spec = {"start": body.start.isoformat() if body.start else None,
+            "end": body.end.isoformat() if body.end else None,
+            "shocks": {k: format(v, "f") for k, v in body.shocks.items()},
+            "propagate": body.propagate}
+    async with request.app.state.runtime.sessionmaker() as s, s.begin():
+        row = (await s.execute(insert(scenarios).values(
+            tenant_id=principal.tenant_id, scenario_id=body.scenario_id, name=body.name,
+            kind=body.kind, spec=spec, description=body.description,
+            created_by=principal.subject).on_conflict_do_nothing().returning(
+                scenarios.c.scenario_id))).first()
+    if row is None:
+        raise Conflict(f"a scenario with id {body.scenario_id} or name {body.name!r} exists")
+    return _out(scenario, False)
+
+
+@router.post("/stress", response_model=StressOut,
+             summary="Every portfolio under every scenario, in one matrix pass")
+async def run(body: StressIn, principal: Reader, request: Request) -> StressOut:
+    models: RiskModels = request.app.state.risk_models
+    async with request.app.state.runtime.sessionmaker() as s:
+        model = await models.get(s, principal.tenant_id)
+        chosen = pick_scenarios(body.scenario_ids, await load_scenarios(s, principal.tenant_id))
+    t0 = time.perf_counter()
+    try:
+        result, _, shocks = run_stress(model, chosen, [p.weights for p in body.portfolios],
+                                       models.limits, body.sectors)
+    except ReferenceUnavailable as e:
+        raise Invalid(str(e)) from None
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    elapsed = (time.perf_counter() - t0) * 1000
+    ids = [sc.scenario_id for sc in chosen]
+    worst = result.worst_scenario
+    out = [StressPortfolioOut(id=p.id, pnl_pct=[pct(x) for x in result.pnl[i]],
+                              worst_pct=[pct(x) for x in result.worst[i]],
+                              worst_scenario_id=ids[int(worst[i])])
+           for i, p in enumerate(body.portfolios)]
+    return StressOut(
+        scenario_ids=ids, proxied={sc: list(p) for sc, p in zip(ids, shocks.proxied, strict=True)},
+        windows={sc: list(w) for sc, w in zip(ids, shocks.path_days, strict=True) if w},
+        portfolios=out, elapsed_ms=Decimal(f"{elapsed:.3f}"))

@@ -1,0 +1,217 @@
+"""The two voices of an explanation, written from the numbers only (deterministic text).
+
+Advisor: every order with its size, the drivers' contributions in dollars (positive = toward
+this trade), the weight before and after against target in percentage points, the lots sold
+with their term and realized gain or loss, the tax and cost estimates and, if the risk service
+assessed the proposal, volatility before and after.
+
+Client: the same facts in plain language, main reason first, no jargon (no "drift", no
+"Shapley", no basis points). Both texts depend only on their inputs, so a replay reproduces
+them byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trimtab.shared.events import Order, RiskAssessed
+
+from .inputs import RebalanceInput
+from .version import OPTIMIZER_VERSION
+
+if TYPE_CHECKING:
+    from .explain import TradeExplanation
+
+#: A driver is named as a reason when it moves at least this share of the order's dollars.
+MAIN_REASON_SHARE = 0.10
+
+#: The main reason for an order, by (driver, side), in plain words.
+_CLIENT_REASON = {
+    ("drift", "sell"): "bringing your mix back in line with your plan",
+    ("drift", "buy"): "bringing your mix back in line with your plan",
+    ("tax", "sell"): "realizing a loss that can lower your taxes",
+    ("tax", "buy"): "reinvesting money from sales that lower your taxes",
+    ("cash", "sell"): "keeping enough cash available in your account",
+    ("cash", "buy"): "putting cash you do not need to work",
+    ("cost", "sell"): "keeping trading costs down",
+    ("cost", "buy"): "keeping trading costs down",
+    ("restrictions", "sell"): "the restrictions on your account",
+    ("restrictions", "buy"): "the restrictions on your account",
+}
+#: What held an order back, where that is worth telling a client.
+_CLIENT_HELD_BACK = {
+    ("tax", "sell"): "to limit taxes on gains",
+    ("cash", "buy"): "to keep your cash reserve in place",
+    ("restrictions", "sell"): "because of the restrictions on your account",
+    ("restrictions", "buy"): "because of the restrictions on your account",
+}
+_ADVISOR_NAME = {
+    "drift": "drift to target", "tax": "tax", "cash": "cash reserve/drag", "cost": "trading cost",
+    "restrictions": "restrictions",
+}
+
+
+def _usd(x: float | Decimal, cents: bool = True) -> str:
+    x = float(x)
+    sign = "-" if x < 0 else ""
+    return f"{sign}${abs(x):,.2f}" if cents else f"{sign}${abs(x):,.0f}"
+
+
+def _signed_usd(x: float) -> str:
+    return ("+" if x >= 0 else "-") + f"${abs(x):,.0f}"
+
+
+def _pct(w: float) -> str:
+    return f"{100 * w:.1f}%"
+
+
+def _shares(q: Decimal | float) -> str:
+    d = Decimal(str(q)).normalize()
+    return f"{d:,f}"
+
+
+def _order_map(orders: Sequence[Order]) -> dict[str, Order]:
+    return {o.symbol: o for o in orders}
+
+
+def _toward(t: TradeExplanation, side: str) -> list[tuple[str, float]]:
+    """(driver, dollars toward this order's side), largest magnitude first, then driver order."""
+    sign = 1.0 if side == "buy" else -1.0
+    items = [(d, sign * v) for d, v in t.contributions_usd.items()]
+    return sorted(items, key=lambda kv: (-abs(kv[1]), kv[0]))
+
+
+def _lot_lines(inp: RebalanceInput, order: Order) -> list[str]:
+    index = {lot_id: lot for lot, lot_id in enumerate(inp.lot_ids)}
+    out = []
+    for li in order.lots:
+        lot = index.get(li.lot_id)
+        if lot is None:
+            out.append(f"{li.lot_id}: {_shares(li.shares)} sh")
+            continue
+        gain = float(li.shares) * float(inp.lot_gain_usd_per_share[lot])
+        term = "long-term" if inp.lot_long_term[lot] else "short-term"
+        kind = "gain" if gain >= 0 else "loss"
+        tax = gain * float(inp.lot_tax_rate[lot])
+        out.append(f"{li.lot_id}: {_shares(li.shares)} sh, basis {_usd(inp.lot_basis_usd_per_share[lot])}, "
+                   f"acquired {inp.lot_acquired_on[lot].isoformat()} ({term}), {kind} {_usd(abs(gain))}, "
+                   f"tax {_usd(tax)}")
+    return out
+
+
+def _weights(proposal: Any, sym: str) -> tuple[float, float]:
+    pre = float(proposal.pre_weights.get(sym, 0)) if hasattr(proposal, "pre_weights") else 0.0
+    post = float(proposal.post_weights.get(sym, 0)) if hasattr(proposal, "post_weights") else 0.0
+    return pre, post
+
+
+def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeExplanation],
+                      risk: RiskAssessed | None) -> str:
+    orders = _order_map(proposal.orders)
+    by_symbol = {t.symbol: t for t in trades}
+    index = {s: i for i, s in enumerate(inp.symbols)}
+    lines = [
+        f"Account {inp.account_id} ({inp.account_type}), value {_usd(inp.value_usd)}, cash "
+        f"{_usd(inp.cash_usd)} (reserve {_usd(inp.cash_reserve_usd)}): {len(orders)} order(s), "
+        f"est. cost {_usd(proposal.est_cost_usd)}, est. tax {_usd(proposal.est_tax_usd)}.",
+    ]
+    if risk is not None:
+        lines.append(f"Risk ({risk.model.name} {risk.model.version}): annualized volatility "
+                     f"{risk.pre_vol_annual_pct}% -> {risk.post_vol_annual_pct}%"
+                     + (f"; flags: {', '.join(risk.flags)}" if risk.flags else "") + ".")
+    if not orders:
+        lines.append("No trades: the portfolio is as close to target as its costs, taxes and "
+                     "constraints justify.")
+    for sym in sorted(orders):
+        o = orders[sym]
+        i = index[sym]
+        pre, post = _weights(proposal, sym)
+        target = float(inp.target_weight[i])
+        head = (f"{o.side.upper()} {_shares(o.shares)} {sym} @ ~{_usd(o.est_price_usd)} "
+                f"({_usd(o.est_notional_usd)}, cost {_usd(o.est_cost_usd)}): weight {_pct(pre)} -> "
+                f"{_pct(post)} vs target {_pct(target)} ({100 * (pre - target):+.1f} pp -> "
+                f"{100 * (post - target):+.1f} pp).")
+        lines.append(head)
+        t = by_symbol.get(sym)
+        if t is not None:
+            parts = [f"{_ADVISOR_NAME[d]} {_signed_usd(v)} ({100 * v / inp.value_usd:+.2f} pp)"
+                     for d, v in _toward(t, o.side) if abs(v) >= 0.5]
+            if parts:
+                lines.append("  Reasons ($ toward this trade): " + "; ".join(parts) + ".")
+        for lot_line in _lot_lines(inp, o):
+            lines.append("  Lot " + lot_line + ".")
+    untouched = []
+    for j in np.flatnonzero(inp.restricted):
+        sym = inp.symbols[j]
+        t = by_symbol.get(sym)
+        effect = t.contributions_usd.get("restrictions", 0.0) if t is not None else 0.0
+        if abs(effect) >= 0.5:
+            held = "a sale" if effect > 0 else "a purchase"
+            sym = f"{sym} (the restriction holds back {held} of {_usd(abs(effect), cents=False)})"
+        untouched.append(sym)
+    if untouched:
+        lines.append(f"Restricted, not traded: {', '.join(untouched)}.")
+    for note in getattr(proposal, "notes", ()):
+        lines.append(f"Note: {note}.")
+    solver = getattr(proposal, "solver", None)
+    if solver is not None and solver.optimizer_version != OPTIMIZER_VERSION:
+        lines.append(f"Note: proposed by optimizer {solver.optimizer_version}, explained with "
+                     f"{OPTIMIZER_VERSION}; the attribution is of this version's solution.")
+    return "\n".join(lines)
+
+
+def client_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeExplanation],
+                     risk: RiskAssessed | None) -> str:
+    orders = _order_map(proposal.orders)
+    by_symbol = {t.symbol: t for t in trades}
+    if not orders:
+        return ("We reviewed your account and suggest no changes right now: it is close enough "
+                "to your plan that trading would cost more than it helps.")
+    lines = [f"We suggest {len(orders)} change{'s' if len(orders) != 1 else ''} to your account."]
+    index = {s: i for i, s in enumerate(inp.symbols)}
+    for sym in sorted(orders):
+        o = orders[sym]
+        i = index[sym]
+        verb, noun = ("Sell", "sale") if o.side == "sell" else ("Buy", "purchase")
+        lines.append(f"{verb} {_shares(o.shares)} shares of {sym} (about "
+                     f"{_usd(o.est_notional_usd, cents=False)}).")
+        pre, _ = _weights(proposal, sym)
+        target = float(inp.target_weight[i])
+        if o.side == "sell" and pre > target + 0.005:
+            lines.append(f"Your portfolio holds more {sym} than your plan calls for.")
+        elif o.side == "buy" and pre < target - 0.005:
+            lines.append(f"Your portfolio holds less {sym} than your plan calls for.")
+        t = by_symbol.get(sym)
+        if t is None:
+            continue
+        notional = max(abs(t.trade_usd), 1e-9)
+        ranked = _toward(t, o.side)
+        pro = [d for d, v in ranked if v > 0 and v >= MAIN_REASON_SHARE * notional]
+        con = [d for d, v in ranked if v < 0 and -v >= MAIN_REASON_SHARE * notional
+               and (d, o.side) in _CLIENT_HELD_BACK]
+        if pro:
+            reasons = list(dict.fromkeys(_CLIENT_REASON[(d, o.side)] for d in pro[:2]))
+            lines.append(f"The main reason{'s' if len(reasons) > 1 else ''} for this {noun}: "
+                         + " and ".join(reasons) + ".")
+        if con:
+            lines.append(f"We {o.side} less than we otherwise would "
+                         f"{_CLIENT_HELD_BACK[(con[0], o.side)]}.")
+    tax = float(proposal.est_tax_usd)
+    if tax < 0:
+        lines.append(f"These sales realize losses that may lower your taxes by about {_usd(-tax, cents=False)}.")
+    elif tax > 0:
+        lines.append(f"These sales realize gains that may cost about {_usd(tax, cents=False)} in taxes.")
+    lines.append(f"Estimated trading costs: about {_usd(proposal.est_cost_usd, cents=False)}.")
+    if any(inp.restricted):
+        lines.append("Holdings you asked us not to trade stay as they are.")
+    if risk is not None:
+        pre, post = float(risk.pre_vol_annual_pct), float(risk.post_vol_annual_pct)
+        trend = ("a little less than" if post < pre - 0.05 else
+                 "a little more than" if post > pre + 0.05 else "about as much as")
+        lines.append(f"After these changes your portfolio should move up and down {trend} before.")
+    return " ".join(lines)
+

@@ -1,0 +1,72 @@
+"""The objective's terms evaluated in plain numpy, for any trade list.
+
+The solver only returns the optimum of the weighted sum; this module says how much each driver
+contributes, for the continuous solution and for the rounded orders alike (the proposal reports
+both). It is also an independent check of the compiled problem: the tests compare its total
+with the solver's objective value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .drivers import Tuning
+from .inputs import RebalanceInput
+
+TERMS: tuple[str, ...] = ("drift", "cost", "tax", "cash", "regularization")
+
+
+def reg_tau(inp: RebalanceInput, tuning: Tuning) -> np.ndarray:
+    """tau_i of the regularizer: the target weight, floored so untargeted securities still trade."""
+    return np.maximum(inp.target_weight, tuning.tau_min_weight)
+
+
+def lot_tie_break(inp: RebalanceInput, tuning: Tuning) -> np.ndarray:
+    """Per-lot tie-break cost, lower for higher basis (among otherwise equal lots, sell HIFO)."""
+    gain_fraction = 1.0 - inp.lot_basis_usd_per_share / inp.lot_price_usd
+    return tuning.tie_break * (1.5 + 0.5 * np.clip(gain_fraction, -1.0, 1.0))
+
+
+def trade_weight(inp: RebalanceInput, sell_shares: np.ndarray, buy_shares: np.ndarray) -> np.ndarray:
+    sold = np.bincount(inp.lot_security, weights=sell_shares, minlength=inp.n_securities)
+    return (buy_shares - sold) * inp.price_usd / inp.value_usd
+
+
+def linear_cost_weight(inp: RebalanceInput, sell_shares: np.ndarray, buy_shares: np.ndarray) -> float:
+    """Half spread plus commission of the trade list, as a fraction of V0."""
+    buy_w = buy_shares * inp.price_usd / inp.value_usd
+    sell_w = sell_shares * inp.lot_price_usd / inp.value_usd
+    return float(inp.cost_rate @ buy_w + inp.cost_rate[inp.lot_security] @ sell_w)
+
+
+def evaluate(
+    inp: RebalanceInput,
+    weights: Mapping[str, float],
+    sell_shares: np.ndarray,
+    buy_shares: np.ndarray,
+    tuning: Tuning,
+) -> dict[str, float]:
+    """Weighted value of every term, and their `total`, in fractions of V0 (see `problem.py`)."""
+    V0 = inp.value_usd
+    t = trade_weight(inp, sell_shares, buy_shares)
+    a = inp.pre_weight + t - inp.target_weight
+    drift = float(a @ a) + tuning.band_penalty * float(np.maximum(np.abs(a) - inp.band_abs, 0.0).sum())
+    sell_w = sell_shares * inp.lot_price_usd / V0
+    buy_w = buy_shares * inp.price_usd / V0
+    cost = linear_cost_weight(inp, sell_shares, buy_shares)
+    tax = float(inp.lot_tax_per_weight @ sell_w)
+    # Idle cash before costs, as in the problem (costs never count as "investing" cash).
+    idle = max(inp.cash_weight - float(t.sum()) - inp.cash_target_weight, 0.0)
+    reg = (tuning.regularization * float((t * t / reg_tau(inp, tuning)).sum())
+           + float(lot_tie_break(inp, tuning) @ sell_w) + tuning.tie_break * float(buy_w.sum()))
+    terms = {
+        "drift": weights.get("drift", 0.0) * drift,
+        "cost": weights.get("cost", 0.0) * cost,
+        "tax": weights.get("tax", 0.0) * tax,
+        "cash": weights.get("cash", 0.0) * idle,
+        "regularization": reg,
+    }
+    terms["total"] = sum(terms.values())
+    return terms

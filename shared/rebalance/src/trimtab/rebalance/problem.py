@@ -1,0 +1,320 @@
+"""The convex rebalancing problem, DPP-parameterized and compiled once per padded shape.
+
+Decision variables are in *weight* space (fractions of the pre-trade value V0), which keeps the
+problem well scaled whatever the account's size:
+
+- ``sell[j] >= 0``: weight sold from lot slot j; ``buy[i] >= 0``: weight bought of security i.
+- ``trade = buy - S @ sell`` where S sums the K lot slots of each security (a constant matrix:
+  lots sit in fixed slots ``i*K + k``, so lot membership never becomes a dense Parameter).
+
+Objective (every coefficient a Parameter; driver weights are folded into them, which keeps the
+problem DPP: a Parameter may multiply a Parameter-free expression, not another Parameter)::
+
+    || quad_scale * trade + quad_offset ||^2             drift g ||w0 + t - w_target||^2 plus the
+                                                         regularizer eps ||t / sqrt(tau)||^2,
+                                                         completed into one square (up to a constant)
+  + || factor_scale^T trade + factor_offset ||^2         drift in factor form (k > 0 only)
+  + band_weight * sum(excess)                            drift: |a| beyond the band
+  + lin_sell . sell + lin_buy . buy                      cost, tax and the tie-break
+  + cash_weight * idle                                   cash: drag above the cash target
+
+Constraints: ``sell <= sell_cap`` (lot weight, 0 if not allowed), ``buy <= buy_cap`` (0 if not
+buyable), cash spent (trades plus linear costs) ``<= cash_floor_rhs`` (reserve), the hinge and idle
+definitions, gross turnover ``<= turnover_cap``. All bounds are Parameters, so restrictions,
+bans and relaxed drivers never change the problem's shape.
+
+Shapes are padded into buckets (securities 8/16/32/64..., lot slots per security 1/2/4/8...),
+so a handful of compiled problems serve every account; padded entries have zero bounds.
+The cache is process-wide and safe to share across threads: the fast path (`fastpath.py`)
+never touches the cvxpy Parameters, and cvxpy's own path (fallback) holds a lock per problem
+while it writes them. Solve in processes to solve in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import SolverFailed
+
+if TYPE_CHECKING:
+    from .fastpath import ClarabelFastPath
+
+log = logging.getLogger(__name__)
+
+SECURITY_BUCKETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+LOTS_PER_SECURITY_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+FACTOR_BUCKETS: tuple[int, ...] = (0, 4, 8, 16, 32)
+
+#: The objective is multiplied by this inside the solver only: terms are ~1e-4 in weight units,
+#: which would sit at the solver's absolute tolerance.
+OBJECTIVE_SCALE = 1e4
+
+#: Solvers tried in order. Clarabel is an interior-point method that is deterministic and
+#: accurate; OSQP and SCS are fallbacks (their first use compiles the problem again).
+SOLVERS: tuple[str, ...] = ("CLARABEL", "OSQP", "SCS")
+SOLVER_OPTIONS: dict[str, dict[str, object]] = {
+    "CLARABEL": {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 200},
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 100_000, "polishing": True,
+             "warm_starting": False},
+    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100_000},
+}
+_OK = {cp.OPTIMAL, cp.OPTIMAL_INACCURATE}
+_INFEASIBLE = {cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE}
+
+
+def bucket(size: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding `size`; past the last, the next multiple of the last."""
+    for b in buckets:
+        if size <= b:
+            return b
+    last = buckets[-1]
+    return -(-size // last) * last
+
+
+@dataclass(frozen=True, order=True)
+class Shape:
+    """A compiled problem's padded size."""
+
+    n_securities: int
+    lots_per_security: int
+    n_factors: int = 0
+
+    @property
+    def n_slots(self) -> int:
+        return self.n_securities * self.lots_per_security
+
+    @classmethod
+    def for_sizes(cls, n_securities: int, max_lots_per_security: int, n_factors: int = 0) -> Shape:
+        return cls(bucket(max(n_securities, 1), SECURITY_BUCKETS),
+                   bucket(max(max_lots_per_security, 1), LOTS_PER_SECURITY_BUCKETS),
+                   bucket(n_factors, FACTOR_BUCKETS))
+
+
+@dataclass(frozen=True)
+class ProblemData:
+    """Values of every Parameter, at the padded shape (see the module docstring for meanings)."""
+
+    quad_scale: np.ndarray
+    quad_offset: np.ndarray
+    band_lo: np.ndarray
+    band_hi: np.ndarray
+    band_weight: float
+    lin_sell: np.ndarray
+    lin_buy: np.ndarray
+    cash_weight: float
+    cost_buy: np.ndarray
+    cost_sell: np.ndarray
+    cash_drag_rhs: float
+    cash_floor_rhs: float
+    sell_cap: np.ndarray
+    buy_cap: np.ndarray
+    turnover_cap: float
+    factor_scale: np.ndarray | None = None
+    factor_offset: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RawSolution:
+    """The solver's answer at the padded shape.
+
+    `objective` is the solver's (unscaled) value, up to a constant on the fast path: compare
+    candidate solutions with `objective.evaluate`, which is exact and solver-independent.
+    """
+
+    sell: np.ndarray
+    buy: np.ndarray
+    objective: float
+    status: str
+    solver: str
+    solve_ms: float
+
+
+class ProblemInfeasible(Exception):
+    """Raised by `CompiledProblem.solve`; the caller names the constraint (it knows the data)."""
+
+
+class CompiledProblem:
+    """One DPP problem for one `Shape`; `solve` sets the Parameters and re-solves."""
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self._lock = threading.Lock()
+        n, k, f, m = shape.n_securities, shape.lots_per_security, shape.n_factors, shape.n_slots
+        P = cp.Parameter
+        self.p = {
+            "quad_scale": P(n, nonneg=True), "quad_offset": P(n),
+            "band_lo": P(n), "band_hi": P(n), "band_weight": P(nonneg=True),
+            "lin_sell": P(m), "lin_buy": P(n), "cash_weight": P(nonneg=True),
+            "cost_buy": P(n, nonneg=True),
+            "cost_sell": P(m, nonneg=True), "cash_drag_rhs": P(), "cash_floor_rhs": P(),
+            "sell_cap": P(m, nonneg=True), "buy_cap": P(n, nonneg=True),
+            "turnover_cap": P(nonneg=True),
+        }
+        if f:
+            self.p["factor_scale"] = P((n, f))
+            self.p["factor_offset"] = P(f)
+        p = self.p
+        self.sell = cp.Variable(m, nonneg=True, name="sell")
+        self.buy = cp.Variable(n, nonneg=True, name="buy")
+        excess = cp.Variable(n, nonneg=True, name="excess")
+        idle = cp.Variable(nonneg=True, name="idle")
+        slots_to_security = sp.kron(sp.eye(n), np.ones((1, k))).tocsr()
+        trade = self.buy - slots_to_security @ self.sell
+        spent = cp.sum(trade) + p["cost_buy"] @ self.buy + p["cost_sell"] @ self.sell
+        objective = (
+            cp.sum_squares(cp.multiply(p["quad_scale"], trade) + p["quad_offset"])
+            + p["band_weight"] * cp.sum(excess)
+            + p["lin_sell"] @ self.sell + p["lin_buy"] @ self.buy
+            + p["cash_weight"] * idle
+        )
+        if f:
+            objective = objective + cp.sum_squares(p["factor_scale"].T @ trade + p["factor_offset"])
+        constraints = [
+            excess - trade >= p["band_lo"],
+            excess + trade >= p["band_hi"],
+            # Idle cash is measured before costs: otherwise burning cash on round trips would
+            # "reduce" the drag whenever the cost driver is off.
+            idle + cp.sum(trade) >= p["cash_drag_rhs"],
+            spent <= p["cash_floor_rhs"],
+            self.sell <= p["sell_cap"],
+            self.buy <= p["buy_cap"],
+            cp.sum(self.sell) + cp.sum(self.buy) <= p["turnover_cap"],
+        ]
+        self.problem = cp.Problem(cp.Minimize(OBJECTIVE_SCALE * objective), constraints)
+        assert self.problem.is_dpp(), "the rebalancing problem must stay DPP"
+        self.compile_ms = 0.0
+        self.fast: ClarabelFastPath | None = None
+
+    def compile(self, *, fast_path: bool = True) -> None:
+        """Canonicalize for the primary solver now (DPP caches it), then build the fast path."""
+        from .fastpath import ClarabelFastPath, FastPathUnavailable
+
+        t0 = time.perf_counter()
+        with self._lock:
+            self._set(_neutral_data(self.shape))
+            self.problem.get_problem_data(SOLVERS[0])
+            if fast_path:
+                try:
+                    self.fast = ClarabelFastPath(self)
+                except FastPathUnavailable as e:
+                    log.warning("no fast path for %s (%s): solving through cvxpy", self.shape, e)
+                    self.fast = None
+            self._set(_neutral_data(self.shape))
+        self.compile_ms = (time.perf_counter() - t0) * 1e3
+
+    # ------------------------------------------------------------------ parameter values
+
+    def theta(self, data: ProblemData) -> np.ndarray:
+        """All Parameter values flattened in a fixed order (the fast path's input)."""
+        return np.concatenate([np.atleast_1d(np.asarray(getattr(data, name), dtype=float)).ravel()
+                               for name in self.p])
+
+    def set_theta(self, theta: np.ndarray) -> None:
+        at = 0
+        for param in self.p.values():
+            size = int(np.prod(param.shape)) if param.shape else 1
+            chunk = theta[at:at + size]
+            param.value = chunk.reshape(param.shape) if param.shape else float(chunk[0])
+            at += size
+
+    def _set(self, data: ProblemData) -> None:
+        for name, param in self.p.items():
+            value = getattr(data, name)
+            param.value = np.asarray(value, dtype=float) if np.ndim(value) else float(value)
+
+    # ------------------------------------------------------------------ solving
+
+    def solve(self, data: ProblemData) -> RawSolution:
+        """Solve with the first solver that succeeds; `ProblemInfeasible` or `SolverFailed` else.
+
+        The fast path (Clarabel on the probed affine data) goes first and needs no lock; if it
+        ends in anything but optimal or infeasible, cvxpy's own path with its fallbacks retries.
+        """
+        if self.fast is not None:
+            t0 = time.perf_counter()
+            status, sell, buy, obj = self.fast.solve(self.theta(data))
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if status in _INFEASIBLE:
+                raise ProblemInfeasible(status)
+            if sell is not None and buy is not None:
+                return RawSolution(sell=np.maximum(sell, 0.0), buy=np.maximum(buy, 0.0),
+                                   objective=obj / OBJECTIVE_SCALE, status=status,
+                                   solver="CLARABEL", solve_ms=elapsed)
+            log.warning("fast path ended %s on %s; retrying through cvxpy", status, self.shape)
+        return self._solve_cvxpy(data)
+
+    def _solve_cvxpy(self, data: ProblemData) -> RawSolution:
+        last = ("none", "not run")
+        with self._lock:
+            self._set(data)
+            for solver in SOLVERS:
+                t0 = time.perf_counter()
+                try:
+                    self.problem.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
+                except cp.error.SolverError as e:
+                    log.warning("solver %s failed on shape %s: %s", solver, self.shape, e)
+                    last = (solver, f"error: {e}")
+                    continue
+                elapsed = (time.perf_counter() - t0) * 1e3
+                status = self.problem.status
+                if status in _INFEASIBLE:
+                    raise ProblemInfeasible(status)
+                if status in _OK and self.sell.value is not None:
+                    return RawSolution(
+                        sell=np.maximum(np.array(self.sell.value), 0.0),
+                        buy=np.maximum(np.array(self.buy.value), 0.0),
+                        objective=float(self.problem.value) / OBJECTIVE_SCALE,
+                        status=status, solver=solver, solve_ms=elapsed,
+                    )
+                log.warning("solver %s ended %s on shape %s", solver, status, self.shape)
+                last = (solver, str(status))
+        raise SolverFailed(f"no solver solved the problem (last: {last[0]}: {last[1]})",
+                           solver=last[0], status_text=last[1])
+
+
+def _neutral_data(shape: Shape) -> ProblemData:
+    """Parameter values of an empty account: used to compile."""
+    n, m, f = shape.n_securities, shape.n_slots, shape.n_factors
+    z_n, z_m = np.zeros(n), np.zeros(m)
+    return ProblemData(
+        quad_scale=np.ones(n), quad_offset=z_n, band_lo=z_n - 0.05, band_hi=z_n - 0.05,
+        band_weight=1.0, lin_sell=z_m, lin_buy=z_n, cash_weight=0.0,
+        cost_buy=z_n, cost_sell=z_m, cash_drag_rhs=0.0, cash_floor_rhs=0.0, sell_cap=z_m,
+        buy_cap=z_n, turnover_cap=4.0,
+        factor_scale=np.zeros((n, f)) if f else None, factor_offset=np.zeros(f) if f else None,
+    )
+
+
+_CACHE: dict[Shape, CompiledProblem] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def compiled(shape: Shape) -> CompiledProblem:
+    """The compiled problem of `shape`, built on first use and kept for the process's life."""
+    with _CACHE_LOCK:
+        prob = _CACHE.get(shape)
+        if prob is None:
+            prob = CompiledProblem(shape)
+            prob.compile()
+            log.info("compiled rebalance problem %s in %.0f ms", shape, prob.compile_ms)
+            _CACHE[shape] = prob
+        return prob
+
+
+def warm_up(shapes: list[Shape] | None = None) -> dict[Shape, float]:
+    """Compile the common shapes (at service start, about 1 s); compile time per shape in ms."""
+    shapes = shapes or [Shape(n, k) for n in (8, 16, 32) for k in (1, 2, 4)]
+    return {s: compiled(s).compile_ms for s in shapes}
+
+
+def cached_shapes() -> list[Shape]:
+    with _CACHE_LOCK:
+        return sorted(_CACHE)

@@ -1,0 +1,204 @@
+"""`propose`: one account snapshot in, one explained-ready proposal out.
+
+The pipeline is: validate and convert (`inputs`), solve the continuous problem (`solve`), round
+to whole shares and re-check (`rounding`), then report at the edge in Decimals: orders with lot
+instructions, weights before and after, the objective by term (continuous and final), estimated
+cost and tax, solver information and the snapshot's canonical hash. Same snapshot, same version,
+same orders.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from trimtab.shared.canonical import canonical_hash
+from trimtab.shared.events import (
+    AccountSnapshot,
+    LotInstruction,
+    Order,
+    RebalanceProposed,
+    SolverInfo,
+)
+from trimtab.shared.money import dec, usd
+
+from .drivers import DEFAULT_TUNING, Tuning, proposal_weights
+from .inputs import RebalanceInput, from_snapshot
+from .objective import evaluate
+from .rounding import RoundedTrades, round_trades
+from .solve import solve_continuous
+from .version import CVXPY_VERSION, OPTIMIZER_VERSION
+
+#: Namespace of the default (deterministic) proposal ids.
+PROPOSAL_NAMESPACE = uuid.UUID("6f1d6c9e-3b0a-5b7e-9a51-5d0c2b8f4a10")
+WEIGHT_PLACES = 6
+OBJECTIVE_PLACES = 10
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A rebalance proposal; the fields of `RebalanceProposed` plus what produced it."""
+
+    proposal_id: uuid.UUID
+    account_id: str
+    snapshot: AccountSnapshot
+    snapshot_hash: str
+    orders: tuple[Order, ...]
+    pre_weights: Mapping[str, Decimal]
+    post_weights: Mapping[str, Decimal]
+    objective: Mapping[str, Decimal]
+    est_cost_usd: Decimal
+    est_tax_usd: Decimal
+    solver: SolverInfo
+    driver_weights: Mapping[str, float]
+    #: Continuous optimum in shares per symbol (buy positive): what the explainer attributes.
+    continuous_trade_shares: Mapping[str, float]
+    #: Orders under the minimum notional that were dropped (their securities fixed at zero).
+    dropped: tuple[str, ...] = field(default=())
+    #: Decisions worth telling a reviewer (wash-sale resolutions, rounding repairs).
+    notes: tuple[str, ...] = field(default=())
+
+    def to_event(self, *, drift_id: uuid.UUID | None = None) -> RebalanceProposed:
+        return RebalanceProposed(
+            proposal_id=self.proposal_id, account_id=self.account_id, drift_id=drift_id,
+            snapshot=self.snapshot, snapshot_hash=self.snapshot_hash, orders=list(self.orders),
+            pre_weights=dict(self.pre_weights), post_weights=dict(self.post_weights),
+            objective=dict(self.objective), est_cost_usd=self.est_cost_usd,
+            est_tax_usd=self.est_tax_usd, solver=self.solver,
+        )
+
+
+def default_proposal_id(snapshot_hash: str, weights: Mapping[str, float]) -> uuid.UUID:
+    """Deterministic in (snapshot, optimizer version, driver weights): a replay gets the same id."""
+    key = ",".join(f"{k}={weights[k]!r}" for k in sorted(weights))
+    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{snapshot_hash}|{OPTIMIZER_VERSION}|{key}")
+
+
+def _exact_lot_shares(snapshot: AccountSnapshot) -> dict[str, Decimal]:
+    """Each lot's shares exactly as the snapshot says (whole-lot sales must not lose a fraction)."""
+    out: dict[str, Decimal] = {}
+    for pos in snapshot.positions:
+        in_lots = Decimal(0)
+        for lot in pos.lots:
+            out[lot.lot_id] = lot.shares
+            in_lots += lot.shares
+        if pos.shares > in_lots:
+            out[f"{pos.symbol}:untracked"] = pos.shares - in_lots
+    return out
+
+
+def _share_decimal(shares: float, whole_lot: bool, exact: Decimal | None) -> Decimal:
+    if whole_lot and exact is not None:
+        return exact
+    return Decimal(int(round(shares)))
+
+
+def build_orders(inp: RebalanceInput, snapshot: AccountSnapshot, r: RoundedTrades) -> list[Order]:
+    """One order per traded security in symbol order; every sell names its lots."""
+    exact = _exact_lot_shares(snapshot)
+    securities = {s.symbol: s for s in snapshot.securities}
+    orders: list[Order] = []
+    for i, sym in enumerate(inp.symbols):
+        # Money from the snapshot's Decimals, not the solver's floats.
+        sec = securities[sym]
+        price = sec.price_usd
+        spread = sec.half_spread_bps / Decimal(10_000)
+        commission = sec.commission_usd_per_share
+        lots = [lot for lot in inp.lots_of(i) if r.sell_shares[lot] > 0]
+        if lots:
+            instructions = [
+                LotInstruction(lot_id=inp.lot_ids[lot],
+                               shares=_share_decimal(r.sell_shares[lot], bool(r.whole_lot[lot]),
+                                                     exact.get(inp.lot_ids[lot])))
+                for lot in lots
+            ]
+            shares = sum((x.shares for x in instructions), Decimal(0))
+            side = "sell"
+        elif r.buy_shares[i] > 0:
+            instructions, shares, side = [], Decimal(int(round(r.buy_shares[i]))), "buy"
+        else:
+            continue
+        notional = shares * price
+        orders.append(Order(
+            symbol=sym, side=side, shares=shares, est_price_usd=price,
+            est_notional_usd=usd(notional), est_cost_usd=usd(notional * spread + shares * commission),
+            lots=instructions,
+        ))
+    return orders
+
+
+def estimated_tax_usd(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order]) -> Decimal:
+    """Tax of the realized gains and losses, sum over sold lots of shares * (price - basis) * rate,
+    in the snapshot's Decimals (negative when losses are harvested)."""
+    if snapshot.account_type != "taxable":
+        return Decimal(0)
+    basis = {lot.lot_id: lot.cost_basis_usd_per_share for pos in snapshot.positions for lot in pos.lots}
+    price = {s.symbol: s.price_usd for s in snapshot.securities}
+    index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
+    rates = snapshot.tax_rates
+    total = Decimal(0)
+    for o in orders:
+        for li in o.lots:
+            k = index[li.lot_id]
+            rate = rates.long_term if inp.lot_long_term[k] else rates.short_term
+            # An untracked lot has no known basis: it is priced at the snapshot (no gain).
+            total += li.shares * (price[o.symbol] - basis.get(li.lot_id, price[o.symbol])) * rate
+    return total
+
+
+def propose(
+    snapshot: AccountSnapshot,
+    *,
+    drivers: Mapping[str, float] | None = None,
+    proposal_id: uuid.UUID | None = None,
+    tuning: Tuning = DEFAULT_TUNING,
+) -> Proposal:
+    """Optimize, round and report one account.
+
+    `drivers` overrides the default driver weights (cash and restrictions must stay on).
+    Raises `InvalidSnapshot`, `InfeasibleProblem` or `SolverFailed`; never returns orders that
+    break a constraint.
+    """
+    weights = proposal_weights(drivers)
+    inp = from_snapshot(snapshot)
+    continuous = solve_continuous(inp, weights, tuning=tuning)
+    rounded = round_trades(inp, weights, continuous, tuning)
+    orders = build_orders(inp, snapshot, rounded)
+
+    final_terms = evaluate(inp, weights, rounded.sell_shares, rounded.buy_shares, tuning)
+    objective = {k: dec(v, OBJECTIVE_PLACES) for k, v in final_terms.items()}
+    objective.update({f"{k}_continuous": dec(v, OBJECTIVE_PLACES) for k, v in continuous.terms.items()})
+
+    sold = rounded.sold_per_security(inp)
+    post_shares = inp.shares - sold + rounded.buy_shares
+    order_cost = sum((o.est_cost_usd for o in orders), Decimal(0))
+    post_value = inp.value_usd - float(order_cost)
+    h = canonical_hash(snapshot)
+    solve_ms = continuous.solve_ms + (
+        rounded.final_continuous.solve_ms if rounded.final_continuous is not continuous else 0.0)
+    status = continuous.status
+    return Proposal(
+        proposal_id=proposal_id or default_proposal_id(h, weights),
+        account_id=snapshot.account_id,
+        snapshot=snapshot,
+        snapshot_hash=h,
+        orders=tuple(orders),
+        pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(inp.symbols, inp.pre_weight, strict=True)},
+        post_weights={s: dec(float(q * p / post_value), WEIGHT_PLACES)
+                      for s, q, p in zip(inp.symbols, post_shares, inp.price_usd, strict=True)},
+        objective=objective,
+        est_cost_usd=usd(order_cost),
+        est_tax_usd=usd(estimated_tax_usd(inp, snapshot, orders)),
+        solver=SolverInfo(
+            solver=continuous.solver, status=status, solve_ms=Decimal(f"{solve_ms:.3f}"),
+            cvxpy_version=CVXPY_VERSION, optimizer_version=OPTIMIZER_VERSION,
+        ),
+        driver_weights=dict(weights),
+        continuous_trade_shares={s: float(x) for s, x in zip(inp.symbols, continuous.trade_shares, strict=True)},
+        dropped=rounded.dropped,
+        notes=continuous.notes + rounded.notes
+        + tuple(f"dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for s in rounded.dropped),
+    )
+

@@ -1,0 +1,208 @@
+"""From the continuous optimum to whole-share orders that pass every constraint again.
+
+1. Sells are floored lot by lot (a lot sold within `whole_lot_tol_shares` of its size is sold
+   whole, fractions included); whole shares lost to flooring are given back to the lots the
+   solution chose, highest basis first. Buys are floored.
+2. Orders under the minimum notional are dropped; if any is, the problem is re-solved with those
+   securities fixed at zero (so their cash goes where the optimizer wants it) and rounded again.
+3. Every constraint is re-checked on the whole-share orders: no lot oversold, restricted and
+   banned trades untouched, no loss sold where the security is bought, turnover, and cash after
+   trades and costs at least the reserve. A cash shortfall (flooring sells loses up to a share
+   per security) is repaired by trimming the largest buys by the few shares needed (closer to the
+   optimum than re-solving without them), then by selling whole shares more from the chosen lots.
+   What cannot be repaired raises `InfeasibleProblem("rounding")`: never silent bad orders.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .drivers import Tuning
+from .errors import InfeasibleProblem, RebalanceError
+from .inputs import RebalanceInput
+from .objective import linear_cost_weight, trade_weight
+from .solve import Bans, ContinuousSolution, solve_continuous
+
+#: Continuous shares within this of an integer count as that integer (solver noise)...
+SHARE_TOL = 1e-6
+#: ...or within this fraction of the account's value: the solver's accuracy is in weight, so on
+#: a large account at a low price its noise can exceed a millionth of a share.
+WEIGHT_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class RoundedTrades:
+    """Whole-share trades: shares sold per lot (whole lots may be fractional), bought per security."""
+
+    sell_shares: np.ndarray
+    buy_shares: np.ndarray
+    whole_lot: np.ndarray
+    continuous: ContinuousSolution
+    #: The continuous solution the final orders were rounded from (after any re-solve).
+    final_continuous: ContinuousSolution
+    dropped: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
+
+    def sold_per_security(self, inp: RebalanceInput) -> np.ndarray:
+        return np.bincount(inp.lot_security, weights=self.sell_shares, minlength=inp.n_securities)
+
+
+def cash_after_usd(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray) -> float:
+    """Cash after the trades and their linear costs (half spread + commission)."""
+    t = trade_weight(inp, sell, buy)
+    return inp.cash_usd - inp.value_usd * (float(t.sum()) + linear_cost_weight(inp, sell, buy))
+
+
+def _floor(x: float, tol: float = SHARE_TOL) -> float:
+    return float(math.floor(x + tol))
+
+
+def share_tolerance(inp: RebalanceInput) -> np.ndarray:
+    """Per security: shares within which a continuous amount counts as a whole number."""
+    return np.maximum(SHARE_TOL, WEIGHT_TOL * inp.value_usd / inp.price_usd)
+
+
+def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sell = np.zeros(inp.n_lots)
+    whole = np.zeros(inp.n_lots, dtype=bool)
+    s = sol.sell_shares
+    tol = share_tolerance(inp)
+    lot_tol = np.maximum(tol[inp.lot_security], tuning.whole_lot_tol_shares)
+    for lot in range(inp.n_lots):
+        if s[lot] >= inp.lot_shares[lot] - lot_tol[lot] and s[lot] > SHARE_TOL:
+            sell[lot], whole[lot] = inp.lot_shares[lot], True
+        else:
+            sell[lot] = _floor(s[lot], lot_tol[lot])
+    for i in range(inp.n_securities):
+        lots = inp.lots_of(i)
+        chosen = [lot for lot in lots if s[lot] > SHARE_TOL]
+        if not chosen:
+            continue
+        missing = _floor(float(s[lots].sum() - sell[lots].sum()), tol[i])
+        # Highest basis first, then the input's lot order: deterministic.
+        for lot in sorted(chosen, key=lambda lot: (-inp.lot_basis_usd_per_share[lot], lot)):
+            if missing <= 0:
+                break
+            room = _floor(inp.lot_shares[lot] - sell[lot])
+            add = min(room, missing)
+            sell[lot] += add
+            missing -= add
+            whole[lot] = whole[lot] or abs(sell[lot] - inp.lot_shares[lot]) < SHARE_TOL
+    buy = np.array([_floor(u, t) for u, t in zip(sol.buy_shares, tol, strict=True)])
+    return sell, buy, whole
+
+
+def _small_orders(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, min_usd: float) -> list[int]:
+    sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
+    notional = (sold + buy) * inp.price_usd
+    return [i for i in range(inp.n_securities) if 0 < notional[i] < min_usd]
+
+
+def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray, buy: np.ndarray,
+                 whole: np.ndarray, min_usd: float, notes: list[str]) -> None:
+    """Trim buys, then sell whole shares more, until cash after trades covers the reserve."""
+    def short() -> float:
+        return inp.cash_reserve_usd - cash_after_usd(inp, sell, buy)
+
+    if short() <= 1e-6:
+        return
+    for i in sorted(np.flatnonzero(buy > 0), key=lambda i: (-buy[i] * inp.price_usd[i], i)):
+        gap = short()
+        if gap <= 1e-6:
+            break
+        per_share = inp.price_usd[i] * (1 + inp.cost_rate[i])
+        cut = min(buy[i], float(math.ceil(gap / per_share - 1e-12)))
+        buy[i] -= cut
+        if 0 < buy[i] * inp.price_usd[i] < min_usd:
+            buy[i] = 0.0
+        notes.append(f"{inp.symbols[i]}: buy trimmed so cash stays above the reserve")
+    if short() <= 1e-6:
+        return
+    candidates = [lot for lot in range(inp.n_lots) if sol.sell_shares[lot] > SHARE_TOL and not whole[lot]]
+    for lot in sorted(candidates, key=lambda lot: (-inp.lot_basis_usd_per_share[lot], lot)):
+        gap = short()
+        if gap <= 1e-6:
+            break
+        p = inp.lot_price_usd[lot]
+        per_share = p * (1 - inp.cost_rate[inp.lot_security[lot]])
+        room = _floor(inp.lot_shares[lot] - sell[lot])
+        add = min(room, float(math.ceil(gap / per_share - 1e-12)))
+        if add > 0:
+            sell[lot] += add
+            notes.append(f"{inp.symbols[inp.lot_security[lot]]}: sale rounded up to keep the cash reserve")
+
+
+def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
+          restrictions_on: bool = True) -> list[str]:
+    """Every hard constraint on whole-share trades; returns the violations (empty when valid)."""
+    bad: list[str] = []
+    if (sell < -SHARE_TOL).any() or (buy < -SHARE_TOL).any():
+        bad.append("negative trade")
+    if (sell > inp.lot_shares + SHARE_TOL).any():
+        bad.append("lot oversold")
+    sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
+    if restrictions_on and ((sold[inp.restricted] > 0).any() or (buy[inp.restricted] > 0).any()):
+        bad.append("restricted security traded")
+    if any(buy[i] > 0 for i in bans.no_buy) or any(sell[lot] > 0 for lot in bans.no_sell_lots):
+        bad.append("banned trade")
+    loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_tax_per_weight < 0),
+                            minlength=inp.n_securities)
+    if ((loss_sold > 0) & (buy > 0)).any():
+        bad.append("wash sale: a security bought and sold at a loss")
+    if ((sold > 0) & (buy > 0)).any():
+        bad.append("a security both bought and sold")
+    if inp.max_turnover is not None:
+        turnover = float(np.abs(trade_weight(inp, sell, buy)).sum())
+        if turnover > inp.max_turnover + 1e-9:
+            bad.append(f"turnover {turnover:.6f} above {inp.max_turnover}")
+    cash = cash_after_usd(inp, sell, buy)
+    if cash < inp.cash_reserve_usd - 1e-6:
+        bad.append(f"cash after trades ${cash:,.2f} below the reserve ${inp.cash_reserve_usd:,.2f}")
+    return bad
+
+
+def round_trades(
+    inp: RebalanceInput,
+    weights: Mapping[str, float],
+    continuous: ContinuousSolution,
+    tuning: Tuning,
+) -> RoundedTrades:
+    """Whole-share trades from `continuous` (solved under `weights`), re-checked and repaired."""
+    notes: list[str] = []
+    dropped: list[str] = []
+    sol = continuous
+    bans = continuous.bans
+    for _ in range(inp.n_securities + 1):
+        sell, buy, whole = _round_once(inp, sol, tuning)
+        small = _small_orders(inp, sell, buy, tuning.min_trade_usd)
+        if not small:
+            break
+        fix = Bans(no_buy=frozenset(small),
+                   no_sell_lots=frozenset(int(lot) for lot in np.flatnonzero(np.isin(inp.lot_security, small))))
+        try:
+            resolved = solve_continuous(inp, weights, tuning=tuning, bans=bans | fix)
+        except InfeasibleProblem:
+            # Dropping them leaves no feasible trade list (e.g. a small sale funds the reserve):
+            # keep the small orders rather than refuse the proposal.
+            notes.append(f"kept orders under ${tuning.min_trade_usd:,.0f} needed for feasibility: "
+                         f"{[inp.symbols[i] for i in small]}")
+            break
+        dropped.extend(inp.symbols[i] for i in small)
+        bans = resolved.bans | fix
+        sol = resolved
+    else:  # pragma: no cover - bans grow every round, so this cannot loop past n
+        raise InfeasibleProblem("rounding", "minimum-notional rounding did not settle")
+    _repair_cash(inp, sol, sell, buy, whole, tuning.min_trade_usd, notes)
+    problems = check(inp, sell, buy, bans)
+    if problems:
+        raise InfeasibleProblem("rounding", "whole-share orders fail the re-check: " + "; ".join(problems),
+                                account_id=inp.account_id, violations=problems)
+    if any(np.isnan(sell)) or any(np.isnan(buy)):  # pragma: no cover - defensive
+        raise RebalanceError("rounding produced NaN shares")
+    return RoundedTrades(sell_shares=sell, buy_shares=buy, whole_lot=whole, continuous=continuous,
+                         final_continuous=sol, dropped=tuple(dropped), notes=tuple(notes))

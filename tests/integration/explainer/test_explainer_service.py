@@ -1,0 +1,169 @@
+"""The explainer against real PostgreSQL and Kafka: a proposal in, a stored explanation and one
+`ExplanationCreated` out (same correlation, caused by the proposal); redeliveries explain once;
+a proposal whose snapshot does not match its hash is refused; the API is scoped to the tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from tests.support import auth, read_events, running, settings, wait_consumers_assigned
+from tests.unit.rebalance.conftest import drifted_account
+from trimtab.explainer.app import Settings, create
+from trimtab.explainer.handlers import explanation_id_for
+from trimtab.rebalance import propose
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import ExplanationCreated, RebalanceProposed, topic_of
+from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.outbox import kafka_headers
+
+pytestmark = pytest.mark.integration
+
+TENANT = f"expl-{uuid.uuid4().hex[:8]}"
+OTHER = f"other-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+async def service(database_url, kafka_bootstrap):
+    app = create(settings(Settings, database_url, kafka_bootstrap))
+    async with running(app) as client:
+        await wait_consumers_assigned(app)
+        yield app, client
+
+
+async def produce(bootstrap: str, events: list[tuple[Envelope, str]]) -> None:
+    producer = await start_producer(bootstrap, "explainer-test")
+    try:
+        sent = [await producer.send(topic_of(env.event_type), env.to_bytes(), key=key.encode(),
+                                    headers=encode_headers(kafka_headers(env)))
+                for env, key in events]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def proposed(seed: int, *, account: str | None = None, tenant: str = TENANT,
+             proposal: RebalanceProposed | None = None) -> Envelope:
+    if proposal is None:
+        account = account or f"acct-{uuid.uuid4().hex[:6]}"
+        snap = drifted_account(8, gains=True, seed=seed, reserve=2_000, account_id=account)
+        proposal = propose(snap, proposal_id=uuid.uuid4()).to_event()
+    return Envelope.new(proposal, producer="optimizer", tenant_id=tenant)
+
+
+async def wait_for(fn, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = await fn()
+        if out is not None:
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.2)
+
+
+async def explained(bootstrap: str, causes: set[uuid.UUID]) -> list[Envelope]:
+    evs = await read_events(bootstrap, "explanation.created.v1", timeout_s=90,
+                            until=lambda evs: causes <= {e.causation_id for e in evs})
+    return [e for e in evs if e.causation_id in causes]
+
+
+async def test_a_proposal_is_explained_stored_and_announced(service, kafka_bootstrap):
+    _, client = service
+    env = proposed(1)
+    p = env.parse(RebalanceProposed)
+    await produce(kafka_bootstrap, [(env, p.account_id)])
+    [out] = await explained(kafka_bootstrap, {env.event_id})
+    assert out.producer == "explainer" and out.tenant_id == TENANT
+    assert out.correlation_id == env.correlation_id
+    e = out.parse(ExplanationCreated)
+    assert e.explanation_id == explanation_id_for(TENANT, p.proposal_id)
+    assert e.proposal_id == p.proposal_id and e.snapshot_hash == p.snapshot_hash
+    assert {o.symbol for o in p.orders} <= {t.symbol for t in e.trades}
+    for t in e.trades:  # efficiency, on the wire
+        assert abs(t.base_shares + sum(t.contributions_shares.values()) - t.trade_shares) <= Decimal("1e-5")
+
+    r = await client.get(f"/v1/explanations/{p.proposal_id}", headers=auth(TENANT, ["explain:read"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["explanation_id"] == str(e.explanation_id)
+    assert body["correlation_id"] == str(env.correlation_id)
+    assert body["drivers"] == ["drift", "cost", "tax", "cash", "restrictions"]
+    assert body["resolves"] == e.resolves >= 32
+    by_symbol = {t["symbol"]: t for t in body["trades"]}
+    for o in p.orders:
+        t = by_symbol[o.symbol]
+        assert Decimal(t["price_usd"]) == o.est_price_usd
+        total_usd = sum(Decimal(v) for v in t["contributions_usd"].values())
+        assert abs(total_usd - Decimal(t["trade_usd"])) <= Decimal("0.05")
+    n = await client.get(f"/v1/explanations/{p.proposal_id}/narrative", headers=auth(TENANT))
+    assert n.status_code == 200
+    assert n.json()["advisor"] == e.narrative_advisor and n.json()["client"] == e.narrative_client
+
+
+async def test_other_tenants_and_missing_scopes_see_nothing(service, kafka_bootstrap):
+    _, client = service
+    env = proposed(2)
+    p = env.parse(RebalanceProposed)
+    await produce(kafka_bootstrap, [(env, p.account_id)])
+    await explained(kafka_bootstrap, {env.event_id})
+    url = f"/v1/explanations/{p.proposal_id}"
+    r = await client.get(url, headers=auth(OTHER))
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(url + "/narrative", headers=auth(OTHER))).status_code == 404
+    assert (await client.get(url, headers=auth(TENANT, ["proposals:read"]))).status_code == 403
+    assert (await client.get(url)).status_code == 401
+    missing = await client.get(f"/v1/explanations/{uuid.uuid4()}", headers=auth(TENANT))
+    assert missing.status_code == 404 and missing.json()["status"] == 404
+
+
+async def test_a_proposal_delivered_again_is_explained_once(service, kafka_bootstrap):
+    _, client = service
+    first = proposed(3)
+    p = first.parse(RebalanceProposed)
+    again_new_id = proposed(0, proposal=p)  # same proposal, new event id
+    marker = proposed(4, account=p.account_id)
+    # Same key: one partition, so the marker is handled after the duplicates.
+    await produce(kafka_bootstrap, [(first, p.account_id), (first, p.account_id),
+                                    (again_new_id, p.account_id), (marker, p.account_id)])
+    # The relay publishes one key's events in order: a second explanation would precede the marker's.
+    evs = await read_events(kafka_bootstrap, "explanation.created.v1", timeout_s=90,
+                            until=lambda evs: marker.event_id in {e.causation_id for e in evs})
+    mine = [e for e in evs if e.payload["proposal_id"] == str(p.proposal_id)]
+    assert len(mine) == 1 and mine[0].causation_id == first.event_id
+    assert (await client.get(f"/v1/explanations/{p.proposal_id}", headers=auth(TENANT))).status_code == 200
+
+
+async def test_a_snapshot_that_does_not_match_its_hash_is_refused(service, kafka_bootstrap):
+    _, client = service
+    good = proposed(5).parse(RebalanceProposed)
+    forged = good.model_copy(update={"snapshot": good.snapshot.model_copy(update={"cash_usd": Decimal("1")})})
+    env = proposed(0, proposal=forged)
+    marker = proposed(6, account=good.account_id)
+    await produce(kafka_bootstrap, [(env, good.account_id), (marker, good.account_id)])
+    evs = await read_events(kafka_bootstrap, "explanation.created.v1", timeout_s=90,
+                            until=lambda evs: marker.event_id in {e.causation_id for e in evs})
+    r = await client.get(f"/v1/explanations/{good.proposal_id}", headers=auth(TENANT))
+    assert r.status_code == 422, r.text
+    assert r.json()["error_kind"] == "snapshot_mismatch"
+    assert not [e for e in evs if e.payload["proposal_id"] == str(good.proposal_id)]
+
+
+async def test_the_event_loop_stays_responsive_while_explaining(service, kafka_bootstrap):
+    _, client = service
+    events = [proposed(10 + k) for k in range(3)]
+    await produce(kafka_bootstrap, [(e, e.payload["account_id"]) for e in events])
+    causes = {e.event_id for e in events}
+    waiting = asyncio.create_task(explained(kafka_bootstrap, causes))
+    slowest = 0.0
+    while not waiting.done():
+        t0 = time.perf_counter()
+        assert (await client.get("/livez")).status_code == 200
+        slowest = max(slowest, time.perf_counter() - t0)
+        await asyncio.sleep(0.05)
+    assert len(await waiting) == 3
+    assert slowest < 0.5

@@ -1,0 +1,52 @@
+"""The compiled problem: shape buckets, the cache, DPP, and the fast path against cvxpy's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trimtab.rebalance import DEFAULT_DRIVER_WEIGHTS, DEFAULT_TUNING, from_snapshot
+from trimtab.rebalance.drivers import validate_weights
+from trimtab.rebalance.problem import (
+    LOTS_PER_SECURITY_BUCKETS,
+    SECURITY_BUCKETS,
+    Shape,
+    bucket,
+    compiled,
+)
+from trimtab.rebalance.solve import assemble, shape_of
+
+from .conftest import drifted_account
+
+
+def test_buckets() -> None:
+    assert [bucket(n, SECURITY_BUCKETS) for n in (1, 8, 9, 20, 33, 256, 300)] == [8, 8, 16, 32, 64, 256, 512]
+    assert [bucket(n, LOTS_PER_SECURITY_BUCKETS) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+    assert Shape.for_sizes(20, 3) == Shape(32, 4, 0)
+
+
+def test_one_compiled_problem_per_shape_is_reused() -> None:
+    a = from_snapshot(drifted_account(5, seed=1))
+    b = from_snapshot(drifted_account(7, seed=2))
+    assert shape_of(a) == shape_of(b)
+    assert compiled(shape_of(a)) is compiled(shape_of(b))
+    assert compiled(shape_of(a)).problem.is_dpp()
+
+
+@pytest.mark.parametrize("n, gains", [(6, True), (20, True), (12, False)])
+def test_fast_path_gives_cvxpys_solution(n: int, gains: bool) -> None:
+    inp = from_snapshot(drifted_account(n, gains=gains, reserve=2_000))
+    shape = shape_of(inp)
+    prob = compiled(shape)
+    assert prob.fast is not None, "the probed affine map must pass its self-check"
+    data = assemble(inp, validate_weights(DEFAULT_DRIVER_WEIGHTS), DEFAULT_TUNING, shape)
+    fast = prob.solve(data)
+    slow = prob._solve_cvxpy(data)
+    assert fast.status == "optimal"
+    np.testing.assert_allclose(fast.sell, slow.sell, atol=1e-7)
+    np.testing.assert_allclose(fast.buy, slow.buy, atol=1e-7)
+
+
+def test_factor_shapes_compile_with_a_fast_path() -> None:
+    prob = compiled(Shape(8, 1, 4))
+    assert prob.problem.is_dpp() and prob.fast is not None
