@@ -1,28 +1,37 @@
 """Thin HTTP routes of drift-monitor (`/v1`): model portfolios, households, accounts with their
-lots and cash, bulk import, and each account's drift. Scopes book:read / book:write; every query
+lots and cash, cash flows and withdrawal requests, bulk import / export (JSON, CSV, JSON Lines),
+and each account's and household's drift. Scopes book:read / book:write; every query
 is scoped to the caller's tenant, so another tenant's resource is simply not found."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 
 from trimtab.shared.auth import Principal, requires
+from trimtab.shared.errors import Invalid
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import service
+from . import service, transfer
 from .schemas import (
     AccountIn,
     AccountOut,
     BulkIn,
     BulkOut,
+    CashFlowIn,
     DriftOut,
+    HouseholdDriftOut,
     HouseholdIn,
     HouseholdOut,
+    ImportOut,
     LotsIn,
     ModelIn,
     ModelOut,
+    WithdrawalIn,
+    WithdrawalOut,
 )
 
 router = APIRouter(prefix="/v1")
@@ -32,6 +41,15 @@ Writer = Annotated[Principal, Depends(requires("book:write"))]
 
 def _rt(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _quiet(request: Request) -> float:
+    return float(request.app.state.drift_min_interval_s)
+
+
+Kind = Literal["accounts", "lots", "models"]
+Fmt = Literal["csv", "jsonl"]
+MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
 
 @router.post("/models", response_model=ModelOut, status_code=status.HTTP_201_CREATED, tags=["models"],
@@ -96,4 +114,54 @@ async def replace_lots(account_id: str, body: LotsIn, principal: Writer, request
 @router.get("/accounts/{account_id}/drift", response_model=DriftOut, tags=["drift"],
             summary="Current weights, targets, deviations and the rule that would fire")
 async def get_drift(account_id: str, principal: Reader, request: Request) -> DriftOut:
-    return await service.account_drift(_rt(request), principal.tenant_id, account_id)
+    return await service.account_drift(_rt(request), principal.tenant_id, account_id, _quiet(request))
+
+
+@router.get("/households/{household_id}/drift", response_model=HouseholdDriftOut, tags=["drift"],
+            summary="Every account of the household and the household as one portfolio")
+async def get_household_drift(household_id: str, principal: Reader, request: Request) -> HouseholdDriftOut:
+    return await service.household_drift(_rt(request), principal.tenant_id, household_id, _quiet(request))
+
+
+@router.post("/accounts/{account_id}/cash-flows", response_model=AccountOut, tags=["accounts"],
+             summary="Deposit (positive) or take out (negative) cash; may fire a cash trigger at once")
+async def post_cash_flow(account_id: str, body: CashFlowIn, principal: Writer, request: Request) -> AccountOut:
+    return await service.cash_flow(_rt(request), principal.tenant_id, account_id, body, _quiet(request))
+
+
+@router.post("/accounts/{account_id}/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED,
+             tags=["accounts"], summary="Ask for cash by a date; fires 'withdrawal' while cash does not cover it")
+async def post_withdrawal(account_id: str, body: WithdrawalIn, principal: Writer, request: Request) -> WithdrawalOut:
+    return await service.request_withdrawal(_rt(request), principal.tenant_id, account_id, body, _quiet(request))
+
+
+@router.get("/accounts/{account_id}/withdrawals", response_model=list[WithdrawalOut], tags=["accounts"])
+async def get_withdrawals(account_id: str, principal: Reader, request: Request) -> list[WithdrawalOut]:
+    await service.get_account(_rt(request), principal.tenant_id, account_id)  # 404 for another tenant
+    return await service.list_withdrawals(_rt(request), principal.tenant_id, account_id)
+
+
+@router.post("/accounts/{account_id}/withdrawals/{withdrawal_id}/{action}", response_model=WithdrawalOut,
+             tags=["accounts"], summary="Close a withdrawal: paid (cash leaves the account) or cancelled")
+async def close_withdrawal(account_id: str, withdrawal_id: uuid.UUID, action: Literal["paid", "cancelled"],
+                           principal: Writer, request: Request) -> WithdrawalOut:
+    return await service.close_withdrawal(_rt(request), principal.tenant_id, account_id, withdrawal_id, action)
+
+
+@router.post("/import/{kind}", response_model=ImportOut, tags=["bulk"],
+             summary="Import accounts, lots or models from CSV or JSON Lines (the raw body), row by row")
+async def import_file(kind: Kind, principal: Writer, request: Request,
+                      body: Annotated[str, Body(media_type="text/plain")],
+                      format: Annotated[Fmt, Query()] = "csv") -> ImportOut:
+    try:
+        return await transfer.import_rows(_rt(request), principal.tenant_id, kind, format, body)
+    except transfer.ImportError_ as e:
+        raise Invalid(str(e)) from None
+
+
+@router.get("/export/{kind}", tags=["bulk"], response_class=PlainTextResponse,
+            summary="Export accounts, lots or models as CSV or JSON Lines (what import reads back)")
+async def export_file(kind: Kind, principal: Reader, request: Request,
+                      format: Annotated[Fmt, Query()] = "csv") -> PlainTextResponse:
+    text = await transfer.export_rows(_rt(request), principal.tenant_id, kind, format)
+    return PlainTextResponse(text, media_type=MEDIA[format])

@@ -47,4 +47,5 @@ def create(settings: Settings | None = None) -> FastAPI:
                      description="The book (models, households, accounts, tax lots, cash) and drift "
                                  "detection on market.ticks.v1; publishes portfolio.drift.v1.")
     app.state.book_cache = cache
+    app.state.drift_min_interval_s = settings.drift_min_interval_s
     return app

@@ -1,8 +1,8 @@
 """Reading and writing the book in PostgreSQL: models, accounts with their lots, prices.
 
 Every function takes the caller's session (the caller owns the transaction) and a tenant id, and
-every statement is filtered by that tenant. Writes to an account bump its `revision`, which is
-how the drift engine learns that a row changed (see models.py).
+every statement is filtered by that tenant. Writes to an account bump its `revision` and
+`changed_xid`, which is how the drift engine learns that a row changed (see models.py, cache.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .domain.ledger import Lot
-from .models import accounts, households, lots, model_portfolios, model_targets, prices
+from .domain.rules import AccountState, Policy, effective_targets, resolve_policy
+from .models import (
+    CURRENT_XID,
+    accounts,
+    households,
+    lots,
+    model_portfolios,
+    model_targets,
+    prices,
+    withdrawals,
+)
 from .schemas import AccountIn, LotIn
 
 #: Rows per statement when loading many accounts by id (keeps bind-parameter lists bounded).
@@ -26,15 +36,39 @@ CHUNK = 2_000
 
 @dataclass(frozen=True)
 class Book:
-    """One account as stored: its row, its lots and its model's targets."""
+    """One account as stored: its row, its lots, its model's targets and policy, open withdrawals."""
 
     account: Row[Any]
     lots: list[Lot]
-    targets: dict[str, Decimal]
+    model_targets: dict[str, Decimal]
+    model_policy: dict[str, Any] | None = None
+    withdrawal_usd: Decimal = Decimal(0)
 
     @property
     def account_id(self) -> str:
         return str(self.account.account_id)
+
+    @property
+    def policy(self) -> Policy:
+        return resolve_policy(self.model_policy, self.account.policy)
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        a = self.account
+        return frozenset(a.never_buy or []) | frozenset(a.esg_excluded or [])
+
+    @property
+    def targets(self) -> dict[str, Decimal]:
+        """Effective targets: custom or the model's, exclusions spread over the rest."""
+        custom = self.account.custom_targets
+        base = {k: Decimal(str(v)) for k, v in custom.items()} if custom is not None else self.model_targets
+        return effective_targets(base, self.excluded)
+
+    def state(self) -> AccountState:
+        a = self.account
+        return AccountState(cash_usd=a.cash_usd, shares=self.shares_by_symbol(), targets=self.targets,
+                            policy=self.policy, cash_reserve_usd=a.cash_reserve_usd,
+                            never_trade=frozenset(a.restricted or []), withdrawal_usd=self.withdrawal_usd)
 
     def shares_by_symbol(self) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
@@ -58,7 +92,7 @@ def lot_from_in(lot: LotIn) -> Lot:
 
 def bump() -> dict[str, Any]:
     """Column values every account update carries."""
-    return {"revision": accounts.c.revision + 1, "updated_at": func.now()}
+    return {"revision": accounts.c.revision + 1, "updated_at": func.now(), "changed_xid": CURRENT_XID}
 
 
 # ---------------------------------------------------------------- models
@@ -85,18 +119,29 @@ async def existing_model_ids(s: AsyncSession, tenant: str, model_ids: Iterable[s
     return set(rows.scalars())
 
 
+async def model_policies_of(s: AsyncSession, tenant: str, model_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    rows = await s.execute(select(model_portfolios.c.model_id, model_portfolios.c.policy).where(
+        model_portfolios.c.tenant_id == tenant, model_portfolios.c.model_id.in_(ids)))
+    return {r.model_id: dict(r.policy or {}) for r in rows}
+
+
 async def upsert_model(s: AsyncSession, tenant: str, model_id: str, name: str,
-                       targets: dict[str, Decimal]) -> bool:
+                       targets: dict[str, Decimal], policy: dict[str, Any] | None = None) -> bool:
     """Create or replace a model; True if it was created. Accounts on a changed model re-sync."""
-    stmt = pg_insert(model_portfolios).values(tenant_id=tenant, model_id=model_id, name=name)
+    old_policy = (await model_policies_of(s, tenant, [model_id])).get(model_id)
+    new_policy = policy if policy is not None else (old_policy or {})
+    stmt = pg_insert(model_portfolios).values(tenant_id=tenant, model_id=model_id, name=name, policy=new_policy)
     created = (await s.execute(
         stmt.on_conflict_do_update(
             index_elements=["tenant_id", "model_id"],
-            set_={"name": stmt.excluded.name, "updated_at": func.now()},
+            set_={"name": stmt.excluded.name, "policy": stmt.excluded.policy, "updated_at": func.now()},
         ).returning(literal_column("xmax = 0"))  # true when the row was inserted, not updated
     )).scalar_one()
     old = (await model_targets_of(s, tenant, [model_id]))[model_id]
-    if old == targets:
+    if old == targets and (old_policy or {}) == new_policy:
         return bool(created)
     await s.execute(delete(model_targets).where(
         model_targets.c.tenant_id == tenant, model_targets.c.model_id == model_id))
@@ -122,8 +167,9 @@ def _account_values(tenant: str, a: AccountIn) -> dict[str, Any]:
         "tenant_id": tenant, "account_id": a.account_id, "household_id": a.household_id,
         "account_type": a.account_type, "model_id": a.model_id, "cash_usd": a.cash_usd,
         "cash_reserve_usd": a.cash_reserve_usd, "restricted": list(a.restricted),
-        "band_abs": a.policy.band_abs, "automation": a.policy.automation,
-        "max_turnover": a.policy.max_turnover, "tax_short_term": a.tax_rates.short_term,
+        "never_buy": list(a.never_buy), "esg_excluded": list(a.esg_excluded),
+        "custom_targets": None if a.custom_targets is None else {k: str(v) for k, v in a.custom_targets.items()},
+        "policy": a.policy.stored(), "tax_short_term": a.tax_rates.short_term,
         "tax_long_term": a.tax_rates.long_term,
     }
 
@@ -192,8 +238,24 @@ async def load_books(s: AsyncSession, tenant: str, account_ids: Sequence[str] | 
         for r in await s.execute(select(lots).where(lots.c.tenant_id == tenant, lots.c.account_id.in_(chunk))
                                  .order_by(lots.c.account_id, lots.c.acquired_on, lots.c.lot_id)):
             by_account[r.account_id].append(to_lot(r))
-    targets = await model_targets_of(s, tenant, {r.model_id for r in rows})
-    return {r.account_id: Book(r, by_account[r.account_id], targets.get(r.model_id, {})) for r in rows}
+    models = {r.model_id for r in rows}
+    targets = await model_targets_of(s, tenant, models)
+    policies = await model_policies_of(s, tenant, models)
+    wd = await open_withdrawals(s, tenant, ids)
+    return {r.account_id: Book(r, by_account[r.account_id], targets.get(r.model_id, {}), policies.get(r.model_id),
+                               wd.get(r.account_id, Decimal(0))) for r in rows}
+
+
+async def open_withdrawals(s: AsyncSession, tenant: str, account_ids: Sequence[str]) -> dict[str, Decimal]:
+    """The total of open withdrawal requests per account."""
+    out: dict[str, Decimal] = {}
+    for chunk in _chunks(list(account_ids)):
+        for r in await s.execute(
+            select(withdrawals.c.account_id, func.sum(withdrawals.c.amount_usd).label("total"))
+            .where(withdrawals.c.tenant_id == tenant, withdrawals.c.status == "open",
+                   withdrawals.c.account_id.in_(chunk)).group_by(withdrawals.c.account_id)):
+            out[r.account_id] = r.total
+    return out
 
 
 async def load_prices(s: AsyncSession, tenant: str) -> dict[str, Row[Any]]:

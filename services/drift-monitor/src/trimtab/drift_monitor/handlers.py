@@ -1,11 +1,12 @@
 """Event handlers of drift-monitor, one per consumed event, each inside the consumer's unit of work.
 
-- `PriceTicked`: store the price, screen the tenant's accounts that hold or target the symbol in
-  the engine, confirm each candidate exactly from the locked database rows, emit `DriftDetected`
-  and mark the account pending.
+- `PriceTicked`: store the price, sync the engine (changed rows only), let the engine update and
+  screen the holders of the symbol, decide each candidate exactly from the locked database rows
+  (firing.py), emit `DriftDetected` and mark the account pending.
 - `RebalanceDecided`: refusals re-arm a pending account (after a quiet interval); approvals wait
   for fills.
-- `TradesExecuted`: apply the fills to lots and cash once, then re-arm.
+- `TradesExecuted`: apply the fills to lots and cash once, then re-arm; the fill time starts the
+  policy's minimum interval between rebalances.
 
 The shared consumer records each event id with the handler's effects, so a redelivered event is
 dropped before it gets here; `executions` also refuses the same execution under a new event id.
@@ -14,10 +15,9 @@ dropped before it gets here; `executions` also refuses the same execution under 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from trimtab.shared.envelope import Envelope
@@ -25,15 +25,14 @@ from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted
 from trimtab.shared.outbox import UnitOfWork
 
-from .book import bump, load_books, write_lots
+from .book import bump, load_books, load_prices, write_lots
 from .cache import BookCache
 from .domain.ledger import FillLine, LedgerError, apply_fills
-from .domain.policy import ARMED, PENDING, after_decision, may_fire
-from .models import accounts, drifts, executions, prices
-from .snapshots import drift_event, drift_for
+from .domain.policy import ARMED, PENDING, after_decision
+from .firing import fire_due
+from .models import CURRENT_XID, accounts, drifts, executions, prices
 
 log = logging.getLogger(__name__)
-PRODUCER = "drift-monitor"
 
 
 def _now() -> datetime:
@@ -52,41 +51,22 @@ class DriftHandlers:
                                         as_of=tick.as_of)
         stored = (await s.execute(stmt.on_conflict_do_update(
             index_elements=["tenant_id", "symbol"],
-            set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of, "updated_at": _now()},
+            set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of, "updated_at": _now(),
+                  "changed_xid": CURRENT_XID},
             # Ticks can arrive out of order: an older price must not replace a newer one.
             where=prices.c.as_of <= stmt.excluded.as_of,
         ).returning(prices.c.symbol))).first()
         if stored is None:
             return
-        engine, price_rows = await self.cache.sync(s, tenant)
+        engine = await self.cache.sync(s, tenant)
+        self.cache.touch_symbol(tenant, tick.symbol)  # applied before this transaction commits
         now = _now()
-        candidates = engine.candidates(tick.symbol, now.timestamp(), self.min_interval_s)
+        candidates = engine.tick(tick.symbol, float(tick.price_usd), now.timestamp(), self.min_interval_s)
         if not candidates:
             return
         books = await load_books(s, tenant, candidates, for_update=True)
-        fired = []
-        for account_id, book in sorted(books.items()):
-            a = book.account
-            if not may_fire(a.drift_state, a.rearmed_at, now, self.min_interval_s):
-                continue  # changed since the engine loaded it
-            result = drift_for(book, price_rows)
-            if not result.fires:
-                continue
-            drift_id = uuid.uuid4()
-            event = drift_event(book, price_rows, result, tick.as_of, drift_id)
-            uow.publish(env.caused(event, producer=PRODUCER), key=account_id)
-            fired.append({
-                "tenant_id": tenant, "drift_id": drift_id, "account_id": account_id, "as_of": tick.as_of,
-                "correlation_id": env.correlation_id, "total_value_usd": event.total_value_usd,
-                "max_abs_deviation": event.max_abs_deviation, "breached": event.breached,
-            })
-        if not fired:
-            return
-        await s.execute(insert(drifts), fired)
-        mark = update(accounts).where(
-            accounts.c.tenant_id == tenant, accounts.c.account_id == bindparam("b_account"),
-        ).values(drift_state=PENDING, pending_drift_id=bindparam("b_drift"), pending_proposal_id=None, **bump())
-        await s.execute(mark, [{"b_account": f["account_id"], "b_drift": f["drift_id"]} for f in fired])
+        price_rows = await load_prices(s, tenant)
+        fired = await fire_due(uow, tenant, books, price_rows, now, tick.as_of, self.min_interval_s, env)
         log.info("tenant %s: %s on %s -> %d drift(s) of %d candidate(s)", tenant, tick.symbol,
                  tick.price_usd, len(fired), len(candidates))
 
@@ -143,7 +123,7 @@ class DriftHandlers:
         await s.execute(update(accounts).where(
             accounts.c.tenant_id == tenant, accounts.c.account_id == te.account_id,
         ).values(cash_usd=new_cash, drift_state=ARMED, rearmed_at=None, pending_drift_id=None,
-                 pending_proposal_id=None, **bump()))
+                 pending_proposal_id=None, last_rebalanced_at=_now(), **bump()))
         await s.execute(insert(executions).values(
             tenant_id=tenant, execution_id=te.execution_id, account_id=te.account_id,
             proposal_id=te.proposal_id, event_id=env.event_id, fills=len(fills),

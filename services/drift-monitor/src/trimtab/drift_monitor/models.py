@@ -2,8 +2,12 @@
 lots), the latest prices seen on market.ticks.v1, the drifts raised and the executions applied.
 
 Every row carries its tenant, and every key starts with it. `accounts.revision` goes up on every
-change to an account, its lots or its model's targets, or its drift state: the in-memory engine
-reloads exactly the rows whose revision it has not seen.
+change to an account, its lots, its withdrawals, its model's targets or policy, or its drift state.
+`changed_xid` (accounts, prices) is the id of the last transaction that wrote the row
+(pg_current_xact_id()): the engine asks only for rows written by transactions that may not have
+been visible to its previous sync (see cache.py), by one indexed range query.
+
+Policies are JSONB objects of `rules.Policy` fields: the model's, then the account's overrides.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from trimtab.shared.db import service_metadata
 from trimtab.shared.outbox import infra_tables
 
+#: The writing transaction's id as a bigint (xid8 is 64-bit, never wraps).
+CURRENT_XID = text("(pg_current_xact_id()::text)::bigint")
+
 SCHEMA = "drift_monitor"
 metadata = service_metadata(SCHEMA)
 infra = infra_tables(metadata)
@@ -53,6 +60,7 @@ model_portfolios = Table(
     Column("tenant_id", String(ID_LEN), nullable=False),
     Column("model_id", String(ID_LEN), nullable=False),
     Column("name", String(200), nullable=False),
+    Column("policy", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "model_id"),
@@ -82,17 +90,23 @@ accounts = Table(
     Column("model_id", String(ID_LEN), nullable=False),
     Column("cash_usd", Numeric(20, 6), nullable=False),
     Column("cash_reserve_usd", Numeric(20, 6), nullable=False),
+    #: Never trade (neither buy nor sell).
     Column("restricted", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
-    Column("band_abs", Numeric(12, 10), nullable=False),
-    Column("automation", String(24), nullable=False),
-    Column("max_turnover", Numeric(12, 10), nullable=True),
+    Column("never_buy", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("esg_excluded", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    #: Replaces the model's targets for this account when set.
+    Column("custom_targets", JSONB(none_as_null=True), nullable=True),
+    #: Overrides of the model's policy, field by field.
+    Column("policy", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("tax_short_term", Numeric(6, 4), nullable=False),
     Column("tax_long_term", Numeric(6, 4), nullable=False),
     Column("drift_state", String(16), nullable=False, server_default="armed"),
     Column("pending_drift_id", UUID(as_uuid=True), nullable=True),
     Column("pending_proposal_id", UUID(as_uuid=True), nullable=True),
     Column("rearmed_at", DateTime(timezone=True), nullable=True),
+    Column("last_rebalanced_at", DateTime(timezone=True), nullable=True),
     Column("revision", BigInteger, nullable=False, server_default="1"),
+    Column("changed_xid", BigInteger, nullable=False, server_default=CURRENT_XID),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "account_id"),
@@ -101,10 +115,10 @@ accounts = Table(
     CheckConstraint("account_type IN ('taxable', 'tax_deferred', 'tax_exempt')", name="account_type"),
     CheckConstraint("drift_state IN ('armed', 'pending', 'executing')", name="drift_state"),
     CheckConstraint("cash_reserve_usd >= 0", name="reserve_nonnegative"),
-    CheckConstraint("band_abs > 0 AND band_abs <= 1", name="band_range"),
 )
 Index("ix_accounts_household", accounts.c.tenant_id, accounts.c.household_id)
 Index("ix_accounts_model", accounts.c.tenant_id, accounts.c.model_id)
+Index("ix_accounts_changed", accounts.c.tenant_id, accounts.c.changed_xid)
 
 lots = Table(
     "lots",
@@ -136,7 +150,42 @@ prices = Table(
     Column("half_spread_bps", Numeric(10, 4), nullable=False, server_default="2"),
     Column("commission_usd_per_share", Numeric(10, 6), nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("changed_xid", BigInteger, nullable=False, server_default=CURRENT_XID),
     PrimaryKeyConstraint("tenant_id", "symbol"),
+)
+Index("ix_prices_changed", prices.c.tenant_id, prices.c.changed_xid)
+
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("withdrawal_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("amount_usd", Numeric(20, 6), nullable=False),
+    Column("due_on", Date, nullable=False),
+    #: open -> paid | cancelled
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant_id", "withdrawal_id"),
+    ForeignKeyConstraint(["tenant_id", "account_id"],
+                         [f"{SCHEMA}.accounts.tenant_id", f"{SCHEMA}.accounts.account_id"],
+                         ondelete="CASCADE"),
+    CheckConstraint("amount_usd > 0", name="amount_positive"),
+    CheckConstraint("status IN ('open', 'paid', 'cancelled')", name="status"),
+)
+Index("ix_withdrawals_account", withdrawals.c.tenant_id, withdrawals.c.account_id, withdrawals.c.status)
+
+cash_flows = Table(
+    "cash_flows",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("flow_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("amount_usd", Numeric(20, 6), nullable=False),
+    Column("note", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "flow_id"),
 )
 
 drifts = Table(
@@ -150,6 +199,7 @@ drifts = Table(
     Column("correlation_id", UUID(as_uuid=True), nullable=False),
     Column("total_value_usd", Numeric(20, 2), nullable=False),
     Column("max_abs_deviation", Numeric(14, 10), nullable=False),
+    Column("rule", String(32), nullable=False),
     Column("breached", JSONB, nullable=False),
     #: pending -> approved | overridden | rejected | expired -> executed
     Column("status", String(16), nullable=False, server_default="pending"),

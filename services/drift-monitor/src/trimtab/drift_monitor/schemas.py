@@ -31,11 +31,40 @@ class _In(BaseModel):
 # ---------------------------------------------------------------- models
 
 
+Band = Annotated[Decimal, Field(gt=0, le=1, decimal_places=10)]
+
+
+class PolicyIn(_In):
+    """Drift policy fields; a field left out inherits (account <- model <- defaults). A band set
+    to null switches that part off: {"band_abs": null, "band_rel": "0.25"} is a pure relative band."""
+
+    #: Absolute band as a weight: 0.05 fires when a weight is more than 5 points off target.
+    band_abs: Band | None = None
+    #: Relative band as a fraction of the target: 0.25 on a 20 % target fires beyond +-5 points.
+    band_rel: Annotated[Decimal, Field(gt=0, le=10, decimal_places=10)] | None = None
+    #: Portfolio-level drift, (sum |deviations| incl. cash) / 2, above which the account fires.
+    portfolio_band: Band | None = None
+    #: The band a rebalance trades back to (carried to the optimizer).
+    trade_back_band: Band | None = None
+    min_interval_days: int | None = Field(default=None, ge=0, le=3660)
+    #: Uninvested cash (cash - max(reserve, cash target)) above this fires "cash_excess".
+    cash_trigger_usd: Usd | None = None
+    automation: AutomationLevel | None = None
+    max_turnover: Decimal | None = Field(default=None, gt=0, le=2, decimal_places=10)
+    max_tax_usd: Usd | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """Only the fields the caller set (JSON-ready), so the rest keep inheriting."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
 class ModelIn(_In):
     model_id: Id
     name: str = Field(min_length=1, max_length=200)
     #: Target weight by symbol; what is left of 1 is the cash target.
     targets: dict[Symbol, Weight] = Field(max_length=500)
+    #: The model's drift policy (accounts override it field by field); omitted = keep / defaults.
+    policy: PolicyIn | None = None
 
     @field_validator("targets")
     @classmethod
@@ -51,6 +80,8 @@ class ModelOut(BaseModel):
     name: str
     targets: dict[str, DecimalStr]
     cash_target_weight: DecimalStr
+    #: The policy fields the model sets (accounts inherit them).
+    policy: dict[str, Any]
     updated_at: datetime
 
 
@@ -82,13 +113,6 @@ def _unique_lots(lots: list[LotIn]) -> list[LotIn]:
     return lots
 
 
-class PolicyIn(_In):
-    #: Absolute band as a weight: 0.05 fires when any weight is more than 5 points off target.
-    band_abs: Decimal = Field(default=Decimal("0.05"), gt=0, le=1, decimal_places=10)
-    automation: AutomationLevel = "advisor_approval"
-    max_turnover: Decimal | None = Field(default=None, gt=0, le=2, decimal_places=10)
-
-
 class TaxRatesIn(_In):
     short_term: Rate = Decimal("0.37")
     long_term: Rate = Decimal("0.20")
@@ -101,16 +125,32 @@ class AccountIn(_In):
     model_id: Id
     cash_usd: Usd
     cash_reserve_usd: Usd = Decimal("0")
+    #: Never trade these (neither buy nor sell).
     restricted: list[Symbol] = Field(default_factory=list, max_length=500)
+    #: Never buy these (selling is fine): their target weight goes to the other targets.
+    never_buy: list[Symbol] = Field(default_factory=list, max_length=500)
+    #: ESG exclusions: treated like never-buy.
+    esg_excluded: list[Symbol] = Field(default_factory=list, max_length=500)
+    #: Targets of this account instead of the model's.
+    custom_targets: dict[Symbol, Weight] | None = Field(default=None, max_length=500)
     policy: PolicyIn = PolicyIn()
     tax_rates: TaxRatesIn = TaxRatesIn()
     lots: list[LotIn] = Field(default_factory=list, max_length=10_000)
 
     _lots_unique = field_validator("lots")(_unique_lots)
 
+    @field_validator("custom_targets")
+    @classmethod
+    def _custom_sum(cls, v: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+        if v is not None and sum(v.values(), Decimal(0)) > 1:
+            raise ValueError("custom target weights sum to more than 1")
+        return v
+
     @model_validator(mode="after")
-    def _dedupe_restricted(self) -> AccountIn:
+    def _dedupe_lists(self) -> AccountIn:
         self.restricted = sorted(set(self.restricted))
+        self.never_buy = sorted(set(self.never_buy))
+        self.esg_excluded = sorted(set(self.esg_excluded))
         return self
 
 
@@ -131,9 +171,18 @@ class LotOut(BaseModel):
 
 
 class PolicyOut(BaseModel):
-    band_abs: DecimalStr
+    """The effective policy (defaults <- model <- account)."""
+
+    band_abs: DecimalStr | None
+    band_rel: DecimalStr | None
+    band_rule: str | None
+    portfolio_band: DecimalStr | None
+    trade_back_band: DecimalStr | None
+    min_interval_days: int
+    cash_trigger_usd: DecimalStr | None
     automation: str
     max_turnover: DecimalStr | None
+    max_tax_usd: DecimalStr | None
 
 
 class TaxRatesOut(BaseModel):
@@ -149,8 +198,17 @@ class AccountOut(BaseModel):
     cash_usd: DecimalStr
     cash_reserve_usd: DecimalStr
     restricted: list[str]
+    never_buy: list[str]
+    esg_excluded: list[str]
+    custom_targets: dict[str, DecimalStr] | None
+    #: Effective targets (custom or model, exclusions spread over the rest).
+    targets: dict[str, DecimalStr]
     policy: PolicyOut
+    #: The policy fields this account overrides.
+    policy_overrides: dict[str, Any]
     tax_rates: TaxRatesOut
+    open_withdrawals_usd: DecimalStr
+    last_rebalanced_at: datetime | None
     lots: list[LotOut]
     #: Shares by symbol (the sum of the lots).
     positions: dict[str, DecimalStr]
@@ -201,11 +259,86 @@ class DriftOut(BaseModel):
     targets: dict[str, DecimalStr]
     deviations: dict[str, DecimalStr]
     max_abs_deviation: DecimalStr | None
-    band_abs: DecimalStr
-    #: The rule that would fire now ("absolute_band"), or null.
+    band_abs: DecimalStr | None
+    #: The band of each symbol (max(band_rel x target, band_abs)); never-trade symbols have none.
+    bands: dict[str, DecimalStr]
+    #: The rule that would fire now (first of withdrawal, *_band, portfolio_drift, cash_excess), or null.
     rule: str | None
+    #: Every rule that is breached now, before hysteresis and the minimum interval.
+    rules: list[str]
+    #: Whether an event would be emitted now (armed, quiet interval and minimum interval passed).
+    would_fire: bool
+    #: Why not, when a rule is breached but nothing would be emitted.
+    held_back_by: str | None
     breached: list[str]
+    portfolio_drift: DecimalStr | None
+    cash_weight: DecimalStr | None
+    cash_target_weight: DecimalStr
+    uninvested_cash_usd: DecimalStr | None
+    withdrawal_shortfall_usd: DecimalStr
+    policy: PolicyOut
     #: Held or targeted symbols without a price yet: drift is undefined until they have one.
     missing_prices: list[str]
     drift_state: str
     pending_drift_id: uuid.UUID | None
+
+
+class HouseholdDriftOut(BaseModel):
+    """A household's accounts side by side, and the household as one portfolio (value-weighted)."""
+
+    household_id: str
+    total_value_usd: DecimalStr | None
+    weights: dict[str, DecimalStr]
+    targets: dict[str, DecimalStr]
+    deviations: dict[str, DecimalStr]
+    #: Accounts for which some rule would fire now.
+    firing: list[str]
+    accounts: list[DriftOut]
+
+
+# ---------------------------------------------------------------- cash flows and withdrawals
+
+
+class CashFlowIn(_In):
+    #: Positive: a deposit; negative: cash leaving the account. Cash may not go below zero.
+    amount_usd: Decimal = Field(max_digits=20, decimal_places=6)
+    note: str | None = Field(default=None, max_length=200)
+
+    @field_validator("amount_usd")
+    @classmethod
+    def _nonzero(cls, v: Decimal) -> Decimal:
+        if v == 0:
+            raise ValueError("amount_usd must not be zero")
+        return v
+
+
+class WithdrawalIn(_In):
+    amount_usd: Decimal = Field(gt=0, max_digits=20, decimal_places=6)
+    due_on: date
+
+
+class WithdrawalOut(BaseModel):
+    withdrawal_id: uuid.UUID
+    account_id: str
+    amount_usd: DecimalStr
+    due_on: date
+    status: str
+    created_at: datetime
+    closed_at: datetime | None
+
+
+# ---------------------------------------------------------------- bulk import
+
+
+class ImportRejected(BaseModel):
+    #: 1-based line of the file (CSV: counting the header line), or the index in a JSON batch.
+    line: int
+    key: str | None
+    errors: list[str]
+
+
+class ImportOut(BaseModel):
+    kind: str
+    accepted: int
+    accepted_keys: list[str]
+    rejected: list[ImportRejected]

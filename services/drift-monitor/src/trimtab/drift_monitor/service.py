@@ -7,15 +7,20 @@ report of the rejected rows: a good row is never lost because of a bad one.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from trimtab.shared.errors import Conflict, Invalid, NotFound
+from trimtab.shared.money import usd
+from trimtab.shared.outbox import UnitOfWork
 from trimtab.shared.runtime import ServiceRuntime
 
 from .book import (
@@ -31,23 +36,27 @@ from .book import (
     upsert_model,
     write_lots,
 )
-from .models import accounts, households, model_portfolios
+from .firing import decide, fire_due
+from .models import accounts, cash_flows, households, model_portfolios, withdrawals
 from .schemas import (
     AccountIn,
     AccountOut,
     BulkOut,
     BulkRejected,
+    CashFlowIn,
     DriftOut,
+    HouseholdDriftOut,
     HouseholdIn,
     HouseholdOut,
     LotOut,
     LotsIn,
     ModelIn,
     ModelOut,
-    PolicyOut,
     TaxRatesOut,
+    WithdrawalIn,
+    WithdrawalOut,
 )
-from .snapshots import drift_view
+from .snapshots import Prices, drift_view, policy_out
 
 
 def account_out(book: Book) -> AccountOut:
@@ -55,8 +64,12 @@ def account_out(book: Book) -> AccountOut:
     return AccountOut(
         account_id=a.account_id, household_id=a.household_id, account_type=a.account_type,
         model_id=a.model_id, cash_usd=a.cash_usd, cash_reserve_usd=a.cash_reserve_usd,
-        restricted=list(a.restricted or []),
-        policy=PolicyOut(band_abs=a.band_abs, automation=a.automation, max_turnover=a.max_turnover),
+        restricted=list(a.restricted or []), never_buy=list(a.never_buy or []),
+        esg_excluded=list(a.esg_excluded or []),
+        custom_targets=None if a.custom_targets is None else {k: Decimal(str(v)) for k, v in a.custom_targets.items()},
+        targets=dict(sorted(book.targets.items())),
+        policy=policy_out(book.policy), policy_overrides=dict(a.policy or {}),
+        open_withdrawals_usd=book.withdrawal_usd, last_rebalanced_at=a.last_rebalanced_at,
         tax_rates=TaxRatesOut(short_term=a.tax_short_term, long_term=a.tax_long_term),
         lots=[LotOut(lot_id=lot.lot_id, symbol=lot.symbol, shares=lot.shares,
                      cost_basis_usd_per_share=lot.cost_basis_usd_per_share, acquired_on=lot.acquired_on)
@@ -72,7 +85,8 @@ def account_out(book: Book) -> AccountOut:
 
 async def put_model(rt: ServiceRuntime, tenant: str, body: ModelIn) -> tuple[ModelOut, bool]:
     async with rt.uow() as uow:
-        created = await upsert_model(uow.session, tenant, body.model_id, body.name, dict(body.targets))
+        created = await upsert_model(uow.session, tenant, body.model_id, body.name, dict(body.targets),
+                                     None if body.policy is None else body.policy.stored())
         await uow.commit()
     return await get_model(rt, tenant, body.model_id), created
 
@@ -87,7 +101,7 @@ async def list_models(rt: ServiceRuntime, tenant: str, model_id: str | None = No
         targets = await model_targets_of(s, tenant, [r.model_id for r in rows])
     return [ModelOut(model_id=r.model_id, name=r.name, targets=dict(sorted(targets[r.model_id].items())),
                      cash_target_weight=Decimal(1) - sum(targets[r.model_id].values(), Decimal(0)),
-                     updated_at=r.updated_at) for r in rows]
+                     policy=dict(r.policy or {}), updated_at=r.updated_at) for r in rows]
 
 
 async def get_model(rt: ServiceRuntime, tenant: str, model_id: str) -> ModelOut:
@@ -219,12 +233,151 @@ async def bulk_import(rt: ServiceRuntime, tenant: str, rows: list[dict[str, Any]
     return BulkOut(created=len(good), created_ids=[a.account_id for a in good], rejected=rejected)
 
 
-async def account_drift(rt: ServiceRuntime, tenant: str, account_id: str) -> DriftOut:
-    """The account's drift now, computed exactly from the book and the latest prices."""
+async def account_drift(rt: ServiceRuntime, tenant: str, account_id: str, quiet_s: float) -> DriftOut:
+    """The account's drift now, computed exactly from the book and the latest prices, with the
+    rule that would fire and whether hysteresis or the minimum interval holds it back."""
     assert rt.sessionmaker is not None
     async with rt.sessionmaker() as s:
         book = (await load_books(s, tenant, [account_id])).get(account_id)
         if book is None:
             raise NotFound(f"account {account_id} not found")
         price_rows = await load_prices(s, tenant)
-    return drift_view(book, price_rows)
+    return _view(book, price_rows, quiet_s)
+
+
+def _view(book: Book, price_rows: Prices, quiet_s: float) -> DriftOut:
+    rule, why = decide(book, price_rows, datetime.now(UTC), quiet_s)
+    return drift_view(book, price_rows, would_fire=rule is not None, held_back_by=why)
+
+
+async def household_drift(rt: ServiceRuntime, tenant: str, household_id: str, quiet_s: float) -> HouseholdDriftOut:
+    """Every account of the household, and the household as one value-weighted portfolio."""
+    assert rt.sessionmaker is not None
+    async with rt.sessionmaker() as s:
+        exists = (await s.execute(select(households.c.household_id).where(
+            households.c.tenant_id == tenant, households.c.household_id == household_id))).first()
+        if exists is None:
+            raise NotFound(f"household {household_id} not found")
+        books = await load_books(s, tenant, household_id=household_id)
+        price_rows = await load_prices(s, tenant)
+    views = [_view(b, price_rows, quiet_s) for _, b in sorted(books.items())]
+    total, weights, targets, ok = Decimal(0), {}, {}, bool(views)
+    for v in views:
+        if v.total_value_usd is None:
+            ok = False
+            break
+        total += v.total_value_usd
+    if ok and total > 0:
+        for v in views:
+            assert v.total_value_usd is not None
+            share = v.total_value_usd / total
+            for sym, w in v.weights.items():
+                weights[sym] = weights.get(sym, Decimal(0)) + w * share
+            for sym, w in v.targets.items():
+                targets[sym] = targets.get(sym, Decimal(0)) + w * share
+    q = Decimal("0.0000000001")
+    syms = sorted(set(weights) | set(targets))
+    return HouseholdDriftOut(
+        household_id=household_id, total_value_usd=usd(total) if ok else None,
+        weights={k: weights.get(k, Decimal(0)).quantize(q) for k in syms} if ok else {},
+        targets={k: targets.get(k, Decimal(0)).quantize(q) for k in syms} if ok else {},
+        deviations={k: (weights.get(k, Decimal(0)) - targets.get(k, Decimal(0))).quantize(q) for k in syms} if ok else {},
+        firing=[v.account_id for v in views if v.would_fire], accounts=views)
+
+
+# ---------------------------------------------------------------- cash flows and withdrawals
+
+
+async def _fire_after_write(uow: UnitOfWork, tenant: str, account_id: str, quiet_s: float) -> None:
+    """Cash-flow triggers do not wait for a tick: decide the account now, in the same transaction."""
+    s = uow.session
+    books = await load_books(s, tenant, [account_id], for_update=True)
+    price_rows = await load_prices(s, tenant)
+    as_of = max((p.as_of for p in price_rows.values()), default=datetime.now(UTC))
+    await fire_due(uow, tenant, books, price_rows, datetime.now(UTC), as_of, quiet_s, None)
+
+
+async def _lock(s: AsyncSession, tenant: str, account_id: str) -> Row[Any]:
+    row = (await s.execute(select(accounts).where(
+        accounts.c.tenant_id == tenant, accounts.c.account_id == account_id).with_for_update())).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return row
+
+
+async def cash_flow(rt: ServiceRuntime, tenant: str, account_id: str, body: CashFlowIn, quiet_s: float) -> AccountOut:
+    async with rt.uow() as uow:
+        s = uow.session
+        row = await _lock(s, tenant, account_id)
+        new_cash = row.cash_usd + body.amount_usd
+        if new_cash < 0:
+            raise Invalid(f"cash would go negative ({new_cash})", cash_usd=str(row.cash_usd))
+        await s.execute(insert(cash_flows).values(tenant_id=tenant, flow_id=uuid.uuid4(), account_id=account_id,
+                                                  amount_usd=body.amount_usd, note=body.note))
+        await s.execute(update(accounts).where(accounts.c.tenant_id == tenant, accounts.c.account_id == account_id)
+                        .values(cash_usd=new_cash, **bump()))
+        await _fire_after_write(uow, tenant, account_id, quiet_s)
+        await uow.commit()
+    return await get_account(rt, tenant, account_id)
+
+
+def _wd_out(r: Any) -> WithdrawalOut:
+    return WithdrawalOut(withdrawal_id=r.withdrawal_id, account_id=r.account_id, amount_usd=r.amount_usd,
+                         due_on=r.due_on, status=r.status, created_at=r.created_at, closed_at=r.closed_at)
+
+
+async def request_withdrawal(rt: ServiceRuntime, tenant: str, account_id: str, body: WithdrawalIn,
+                             quiet_s: float) -> WithdrawalOut:
+    wid = uuid.uuid4()
+    async with rt.uow() as uow:
+        s = uow.session
+        await _lock(s, tenant, account_id)
+        await s.execute(insert(withdrawals).values(tenant_id=tenant, withdrawal_id=wid, account_id=account_id,
+                                                   amount_usd=body.amount_usd, due_on=body.due_on))
+        await s.execute(update(accounts).where(accounts.c.tenant_id == tenant, accounts.c.account_id == account_id)
+                        .values(**bump()))
+        await _fire_after_write(uow, tenant, account_id, quiet_s)
+        await uow.commit()
+    return (await list_withdrawals(rt, tenant, account_id, wid))[0]
+
+
+async def list_withdrawals(rt: ServiceRuntime, tenant: str, account_id: str,
+                           withdrawal_id: uuid.UUID | None = None) -> list[WithdrawalOut]:
+    assert rt.sessionmaker is not None
+    q = select(withdrawals).where(withdrawals.c.tenant_id == tenant, withdrawals.c.account_id == account_id)
+    if withdrawal_id is not None:
+        q = q.where(withdrawals.c.withdrawal_id == withdrawal_id)
+    async with rt.sessionmaker() as s:
+        rows = (await s.execute(q.order_by(withdrawals.c.due_on, withdrawals.c.created_at))).all()
+    if withdrawal_id is not None and not rows:
+        raise NotFound(f"withdrawal {withdrawal_id} not found")
+    return [_wd_out(r) for r in rows]
+
+
+async def close_withdrawal(rt: ServiceRuntime, tenant: str, account_id: str, withdrawal_id: uuid.UUID,
+                           status: str) -> WithdrawalOut:
+    """`paid`: the money leaves the account (cash goes down by the amount); `cancelled`: it stays."""
+    async with rt.uow() as uow:
+        s = uow.session
+        row = await _lock(s, tenant, account_id)
+        w = (await s.execute(select(withdrawals).where(
+            withdrawals.c.tenant_id == tenant, withdrawals.c.withdrawal_id == withdrawal_id,
+            withdrawals.c.account_id == account_id).with_for_update())).first()
+        if w is None:
+            raise NotFound(f"withdrawal {withdrawal_id} not found")
+        if w.status != "open":
+            raise Conflict(f"withdrawal {withdrawal_id} is already {w.status}")
+        values: dict[str, Any] = bump()
+        if status == "paid":
+            if row.cash_usd < w.amount_usd:
+                raise Invalid(f"cash {row.cash_usd} does not cover the withdrawal of {w.amount_usd}")
+            values["cash_usd"] = row.cash_usd - w.amount_usd
+            await s.execute(insert(cash_flows).values(tenant_id=tenant, flow_id=uuid.uuid4(), account_id=account_id,
+                                                      amount_usd=-w.amount_usd, note=f"withdrawal {withdrawal_id}"))
+        await s.execute(update(withdrawals).where(
+            withdrawals.c.tenant_id == tenant, withdrawals.c.withdrawal_id == withdrawal_id,
+        ).values(status=status, closed_at=func.now()))
+        await s.execute(update(accounts).where(accounts.c.tenant_id == tenant, accounts.c.account_id == account_id)
+                        .values(**values))
+        await uow.commit()
+    return (await list_withdrawals(rt, tenant, account_id, withdrawal_id))[0]

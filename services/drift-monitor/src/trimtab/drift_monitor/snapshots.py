@@ -26,8 +26,8 @@ from trimtab.shared.events import (
 from trimtab.shared.money import usd
 
 from .book import Book
-from .domain.drift import RULE, DriftResult, drift_of, relevant_symbols
-from .schemas import DriftOut
+from .domain.rules import Evaluation, Policy, evaluate, relevant_symbols
+from .schemas import DriftOut, PolicyOut
 
 WEIGHT_Q = Decimal("0.0000000001")
 
@@ -38,17 +38,29 @@ def _w(x: Decimal) -> Decimal:
     return x.quantize(WEIGHT_Q)
 
 
-def drift_for(book: Book, prices: Prices) -> DriftResult:
-    a = book.account
-    return drift_of(a.cash_usd, book.shares_by_symbol(), book.targets,
-                    {s: p.price_usd for s, p in prices.items()}, a.band_abs)
+def drift_for(book: Book, prices: Prices) -> Evaluation:
+    return evaluate(book.state(), {s: p.price_usd for s, p in prices.items()})
+
+
+def policy_out(p: Policy) -> PolicyOut:
+    return PolicyOut(band_abs=p.band_abs, band_rel=p.band_rel, band_rule=p.band_rule,
+                     portfolio_band=p.portfolio_band, trade_back_band=p.trade_back_band,
+                     min_interval_days=p.min_interval_days, cash_trigger_usd=p.cash_trigger_usd,
+                     automation=p.automation, max_turnover=p.max_turnover, max_tax_usd=p.max_tax_usd)
 
 
 def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapshot:
-    """The full state of one account as of `as_of`; every relevant symbol must have a price."""
+    """The full state of one account as of `as_of`; every relevant symbol must have a price.
+
+    Within the current contract: targets are the effective ones (never-buy / ESG symbols at 0
+    weight, spread over the rest), `restricted` the never-trade symbols, `cash_reserve_usd` the
+    reserve plus open withdrawal requests (what the optimizer must raise), `policy.band_abs` the
+    trade-back band."""
     a = book.account
     shares = book.shares_by_symbol()
-    symbols = relevant_symbols(shares, book.targets)
+    targets = book.targets
+    policy = book.policy
+    symbols = relevant_symbols(shares, targets)
     by_symbol: dict[str, list[LotSnapshot]] = {}
     for lot in book.lots:
         by_symbol.setdefault(lot.symbol, []).append(LotSnapshot(
@@ -62,16 +74,17 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
         commission_usd_per_share=prices[s].commission_usd_per_share) for s in symbols]
     return AccountSnapshot(
         account_id=a.account_id, household_id=a.household_id, account_type=a.account_type,
-        model_id=a.model_id, cash_usd=a.cash_usd, cash_reserve_usd=a.cash_reserve_usd,
-        positions=positions, targets={s: w for s, w in sorted(book.targets.items())},
+        model_id=a.model_id, cash_usd=a.cash_usd, cash_reserve_usd=a.cash_reserve_usd + book.withdrawal_usd,
+        positions=positions, targets={s: w for s, w in sorted(targets.items())},
         securities=securities, restricted=list(a.restricted or []),
-        policy=DriftPolicy(band_abs=a.band_abs, automation=a.automation, max_turnover=a.max_turnover),
+        policy=DriftPolicy(band_abs=policy.snapshot_band(targets), automation=policy.automation,
+                           max_turnover=policy.max_turnover),
         tax_rates=TaxRates(short_term=a.tax_short_term, long_term=a.tax_long_term),
         as_of=as_of,
     )
 
 
-def drift_event(book: Book, prices: Prices, result: DriftResult, as_of: datetime,
+def drift_event(book: Book, prices: Prices, result: Evaluation, rule: str, as_of: datetime,
                 drift_id: uuid.UUID) -> DriftDetected:
     return DriftDetected(
         drift_id=drift_id, account_id=book.account_id,
@@ -80,22 +93,31 @@ def drift_event(book: Book, prices: Prices, result: DriftResult, as_of: datetime
         weights={s: _w(w) for s, w in result.weights.items()},
         deviations={s: _w(d) for s, d in result.deviations.items()},
         max_abs_deviation=_w(result.max_abs_deviation),
-        rule=RULE, breached=list(result.breached),
+        rule=rule, breached=list(result.breached),
     )
 
 
-def drift_view(book: Book, prices: Prices) -> DriftOut:
+def drift_view(book: Book, prices: Prices, would_fire: bool = False, held_back_by: str | None = None) -> DriftOut:
     a = book.account
     r = drift_for(book, prices)
+    p = book.policy
     known = [prices[s].as_of for s in r.targets if s in prices]
+    ok = r.measurable
     return DriftOut(
         account_id=a.account_id, as_of=max(known) if known else None,
-        total_value_usd=usd(r.total_value_usd) if r.measurable else None, cash_usd=a.cash_usd,
+        total_value_usd=usd(r.total_value_usd) if ok else None, cash_usd=a.cash_usd,
         weights={s: _w(w) for s, w in r.weights.items()},
         targets={s: w for s, w in r.targets.items()},
         deviations={s: _w(d) for s, d in r.deviations.items()},
-        max_abs_deviation=_w(r.max_abs_deviation) if r.measurable else None,
-        band_abs=a.band_abs, rule=r.rule, breached=list(r.breached),
+        max_abs_deviation=_w(r.max_abs_deviation) if ok else None,
+        band_abs=p.band_abs, bands={s: _w(b) for s, b in r.bands.items()},
+        rule=r.rule, rules=list(r.rules), would_fire=would_fire, held_back_by=held_back_by,
+        breached=list(r.breached),
+        portfolio_drift=_w(r.portfolio_drift) if r.portfolio_drift is not None else None,
+        cash_weight=_w(r.cash_weight) if r.cash_weight is not None else None,
+        cash_target_weight=_w(r.cash_target_weight),
+        uninvested_cash_usd=usd(r.uninvested_cash_usd) if r.uninvested_cash_usd is not None else None,
+        withdrawal_shortfall_usd=usd(r.withdrawal_shortfall_usd),
         missing_prices=list(r.missing_prices), drift_state=a.drift_state,
-        pending_drift_id=a.pending_drift_id,
+        pending_drift_id=a.pending_drift_id, policy=policy_out(p),
     )
