@@ -106,6 +106,14 @@ def attach(lc: Lifecycle, part: Part) -> Attached:
     return Attached(new, became_ready=lc.state != State.READY and state == State.READY, duplicate=False)
 
 
+#: Risk flags that inform but do not stop an automatic approval (exact names or prefixes).
+INFORMATIONAL_FLAGS = ("prior_used:", "still_above_tolerance")
+
+
+def blocking_flags(flags: list[str] | tuple[str, ...]) -> list[str]:
+    return [f for f in flags if not any(f == p or (p.endswith(":") and f.startswith(p)) for p in INFORMATIONAL_FLAGS)]
+
+
 def automatic_decision(
     lc: Lifecycle, *, order_count: int, automation: str, risk_flags: list[str] | tuple[str, ...]
 ) -> Decision | None:
@@ -114,13 +122,15 @@ def automatic_decision(
     An empty trade list needs nobody's review: it is rejected as soon as the proposal exists,
     so the drift monitor re-arms at once instead of waiting for risk and explanation.
     Otherwise only a ready proposal under an `automatic` policy with a clean risk assessment
-    (no flags) is approved alone; a flag always puts a human in the loop.
+    is approved alone: any blocking flag puts a human in the loop. Informational flags (a
+    symbol measured with the model's prior for lack of history, a portfolio that was already
+    above tolerance and does not get worse) do not block; every other flag, known or not, does.
     """
     if not lc.is_open:
         return None
     if order_count == 0:
         return Decision("rejected", AUTOMATIC_APPROVER, automatic=True, reason=NO_TRADES_REASON)
-    if lc.state == State.READY and automation == "automatic" and not risk_flags:
+    if lc.state == State.READY and automation == "automatic" and not blocking_flags(risk_flags):
         return Decision("approved", AUTOMATIC_APPROVER, automatic=True)
     return None
 
