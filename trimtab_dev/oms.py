@@ -61,6 +61,9 @@ class OmsSimulator:
 
     async def _fill(self, env: Envelope) -> None:
         approved = env.parse(TradesApproved)
+        # A simulation fills at the estimated price, at the market time the orders were priced at
+        # (during a historical replay that is the replayed day, not today's wall clock).
+        executed_at = approved.priced_as_of or datetime.now(timezone.utc)
         fills = [
             Fill(client_order_id=o.client_order_id or f"{approved.proposal_id}/{o.symbol}/{o.side}",
                  symbol=o.symbol, side=o.side, shares=o.shares, price_usd=o.est_price_usd,

@@ -63,15 +63,30 @@ def _account(acc_id: str, automation: str) -> dict[str, Any]:
             "policy": {"band_abs": "0.05", "automation": automation}, "lots": lots}
 
 
-def _wait_chain(audit: httpx.Client, correlation_id: str, want: set[str], timeout_s: float = 90) -> list[dict[str, Any]]:
+def _per_account(recs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for x in recs:
+        acc = x["envelope"]["payload"].get("account_id")
+        if acc:
+            out.setdefault(acc, set()).add(x["envelope"]["event_type"])
+    return out
+
+
+def _wait_chain(audit: httpx.Client, correlation_id: str, want: set[str], accounts: set[str],
+                timeout_s: float = 90) -> list[dict[str, Any]]:
+    """Wait until every account in `accounts` has every event type of `want` (ticks are keyed
+    by symbol, so PriceTicked is checked for the chain as a whole)."""
     deadline = time.monotonic() + timeout_s
     recs: list[dict[str, Any]] = []
+    per_account_want = want - {"PriceTicked"}
     while time.monotonic() < deadline:
         r = audit.get(f"/v1/audit/chains/{correlation_id}")
         if r.status_code == 200:
             body = r.json()
-            recs = body["records"] if isinstance(body, dict) else body
-            if want <= {x["envelope"]["event_type"] for x in recs}:
+            recs = body["records"]
+            pa = _per_account(recs)
+            if "PriceTicked" in {x["envelope"]["event_type"] for x in recs} and all(
+                    per_account_want <= pa.get(acc, set()) for acc in accounts):
                 return recs
         time.sleep(0.5)
     raise AssertionError(f"chain {correlation_id} incomplete: {[x['envelope']['event_type'] for x in recs]}")
@@ -107,7 +122,7 @@ def test_tick_to_audit_full_chain_then_kill_and_restart(stack: Stack) -> None:
     ready = _wait_ready_proposal(opt, "ADV-1")
     _ok(opt.post(f"/v1/proposals/{ready['proposal_id']}/approve", headers={"Idempotency-Key": "k1"},
                  json={"reason": "reviewed"}))
-    recs = _wait_chain(audit, corr, set(CHAIN))
+    recs = _wait_chain(audit, corr, set(CHAIN), {"AUTO-1", "ADV-1"})
     assert {r["envelope"]["correlation_id"] for r in recs} == {corr}
     accounts = {r["envelope"]["payload"].get("account_id") for r in recs if r["envelope"]["event_type"] == "TradesApproved"}
     assert accounts == {"AUTO-1", "ADV-1"}
@@ -129,6 +144,6 @@ def test_tick_to_audit_full_chain_then_kill_and_restart(stack: Stack) -> None:
     opt2 = _c(stack, "optimizer")
     ready2 = _wait_ready_proposal(opt2, "ADV-1", timeout_s=90)
     _ok(opt2.post(f"/v1/proposals/{ready2['proposal_id']}/approve", headers={"Idempotency-Key": "k2"}, json={}))
-    recs2 = _wait_chain(audit, corr2, set(CHAIN) - {"TradesExecuted"}, timeout_s=120)
+    recs2 = _wait_chain(audit, corr2, set(CHAIN), {"AUTO-1", "ADV-1"}, timeout_s=120)
     assert {r["envelope"]["correlation_id"] for r in recs2} == {corr2}
     assert _ok(audit.post("/v1/audit/verify"))["ok"] is True

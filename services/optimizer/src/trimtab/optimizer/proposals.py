@@ -203,7 +203,8 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
     if decision.kind == "approved":
         uow.publish(make_env(TradesApproved(
             proposal_id=row.proposal_id, account_id=row.account_id,
-            approved_by=decision.decided_by, orders=approved)), key=row.account_id)
+            approved_by=decision.decided_by, orders=approved,
+            priced_as_of=(row.snapshot or {}).get("as_of"))), key=row.account_id)
     return row
 
 

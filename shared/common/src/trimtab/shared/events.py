@@ -227,6 +227,9 @@ class TradesApproved(_Model):
     account_id: str
     approved_by: str
     orders: list[Order]
+    #: The market time the orders were priced at (the snapshot's `as_of`): an OMS may use it to
+    #: judge how stale the estimated prices are. Optional; absent from older producers.
+    priced_as_of: datetime | None = None
 
 
 class Fill(_Model):
