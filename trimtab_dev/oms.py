@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
+
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import Fill, TradesApproved, TradesExecuted
 from trimtab.shared.kafka import encode_headers, start_producer
@@ -63,11 +64,11 @@ class OmsSimulator:
         approved = env.parse(TradesApproved)
         # A simulation fills at the estimated price, at the market time the orders were priced at
         # (during a historical replay that is the replayed day, not today's wall clock).
-        executed_at = approved.priced_as_of or datetime.now(timezone.utc)
+        executed_at = approved.priced_as_of or datetime.now(UTC)
         fills = [
             Fill(client_order_id=o.client_order_id or f"{approved.proposal_id}/{o.symbol}/{o.side}",
                  symbol=o.symbol, side=o.side, shares=o.shares, price_usd=o.est_price_usd,
-                 executed_at=datetime.now(UTC), lots=o.lots)
+                 executed_at=executed_at, lots=o.lots)
             for o in approved.orders
             if (o.client_order_id or "") not in self.filled_orders
         ]
