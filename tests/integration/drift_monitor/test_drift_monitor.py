@@ -279,3 +279,30 @@ async def test_bulk_import_keeps_the_good_rows(svc):
     assert all(len(a["lots"]) == 3 for a in listed)
     hh = (await client.get("/v1/households/HH1", headers=auth(t))).json()
     assert hh["account_ids"] == ["B1", "B4"]
+
+
+async def test_fills_that_arrive_before_their_approval_leave_the_account_armed(svc, kafka_bootstrap):
+    """rebalance.decided.v1 and trades.executed.v1 are separate topics: a fast OMS's fills can
+    overtake the approval they answer. The late approval must not park the account in
+    "executing" waiting for fills that already came."""
+    app, client, producer = svc
+    t = tenant()
+    await make_model(client, t)
+    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body("ACC9"))).status_code == 201
+    await tick(app, producer, t, "AAA", "10", 0)
+    await tick(app, producer, t, "BBB", "10", 0)
+    await tick(app, producer, t, "AAA", "14", 1)
+    assert (await client.get("/v1/accounts/ACC9", headers=auth(t))).json()["drift_state"] == "pending"
+    proposal = uuid.uuid4()
+    fills = TradesExecuted(execution_id=f"EX-{uuid.uuid4().hex[:6]}", proposal_id=proposal, account_id="ACC9", fills=[
+        Fill(client_order_id="P9-AAA-sell", symbol="AAA", side="sell", shares=D(5), price_usd=D(14),
+             executed_at=T0 + timedelta(days=1), lots=[LotInstruction(lot_id="L2", shares=D(5))])])
+    fx = Envelope.new(fills, producer="oms", tenant_id=t)
+    await send(producer, fx, "ACC9")
+    await processed(app, fx)
+    ok = Envelope.new(RebalanceDecided(proposal_id=proposal, account_id="ACC9", decision="approved",
+                                       decided_by="policy:automatic", automatic=True, decided_at=T0),
+                      producer="test", tenant_id=t)
+    await send(producer, ok, "ACC9")
+    await processed(app, ok)
+    assert (await client.get("/v1/accounts/ACC9", headers=auth(t))).json()["drift_state"] == "armed"

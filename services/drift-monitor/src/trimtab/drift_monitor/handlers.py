@@ -83,6 +83,12 @@ class DriftHandlers:
             await s.execute(update(drifts).where(
                 drifts.c.tenant_id == tenant, drifts.c.drift_id == a.pending_drift_id,
             ).values(status=d.decision, proposal_id=d.proposal_id, decided_at=d.decided_at))
+        if d.decision in ("approved", "overridden") and (await s.execute(select(executions.c.execution_id).where(
+                executions.c.tenant_id == tenant, executions.c.proposal_id == d.proposal_id).limit(1))).first():
+            # rebalance.decided.v1 and trades.executed.v1 are different topics, so nothing orders
+            # them: a fast OMS's fills can arrive before the approval. The fills already re-armed
+            # the account; moving it to "executing" now would wait forever for fills that came.
+            return
         if t.state == a.drift_state and not t.rearmed:
             return
         values = {"drift_state": t.state, **bump()}
