@@ -306,3 +306,16 @@ async def test_fills_that_arrive_before_their_approval_leave_the_account_armed(s
     await send(producer, ok, "ACC9")
     await processed(app, ok)
     assert (await client.get("/v1/accounts/ACC9", headers=auth(t))).json()["drift_state"] == "armed"
+
+
+async def test_metrics_show_events_handled_and_consumer_lag(svc):
+    app, client, producer = svc
+    t = tenant()
+    await tick(app, producer, t, "AAA", "10", 0)
+    text = (await client.get("/metrics")).text
+    processed_lines = [ln for ln in text.splitlines() if ln.startswith("trimtab_events_processed_total{")]
+    assert any('consumer="drift-monitor"' in ln and 'event_type="PriceTicked"' in ln
+               and float(ln.rsplit(" ", 1)[1]) >= 1 for ln in processed_lines), processed_lines
+    lag_lines = [ln for ln in text.splitlines() if ln.startswith("trimtab_consumer_lag{")]
+    assert any('topic="market.ticks.v1"' in ln for ln in lag_lines), lag_lines
+    assert "trimtab_handler_duration_milliseconds_bucket" in text

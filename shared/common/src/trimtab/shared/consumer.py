@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +51,21 @@ _dead = meter.create_counter("trimtab_events_dead_lettered", unit="{event}", des
 _latency = meter.create_histogram("trimtab_handler_duration", unit="ms", description="handler time per event")
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+
+_live: weakref.WeakSet[EventConsumer] = weakref.WeakSet()
+
+
+def _observe_lag(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    out = []
+    for c in list(_live):
+        for tp, lag in c.stats.lag.items():
+            topic, _, partition = tp.rpartition("/")
+            out.append(metrics.Observation(lag, {"consumer": c.name, "topic": topic, "partition": partition}))
+    return out
+
+
+meter.create_observable_gauge("trimtab_consumer_lag", callbacks=[_observe_lag], unit="{message}",
+                              description="messages behind the partition's high watermark")
 
 
 class BatchHandler:
@@ -129,6 +145,7 @@ class EventConsumer:
         self._parked: set[tuple[str, str]] = set()
         self.stats = ConsumerStats()
         self.assigned = asyncio.Event()
+        _live.add(self)
 
     async def start(self) -> None:
         await self._load_parked()
