@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any
 
 import httpx
+
 from trimtab.shared.auth import mint_token
 from trimtab.shared.config import ServiceSettings
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t_start = time.monotonic()
     say("Trimtab demo: starting the stack")
-    with Stack(extra_env={"DRIFT_MIN_INTERVAL_S": "3600"}) as stack:
+    with Stack(database_name="trimtab_demo", extra_env={"DRIFT_MIN_INTERVAL_S": "3600"}) as stack:
         h = _headers()
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=60)
         dm = httpx.Client(base_url=stack.url("drift-monitor"), headers=h, timeout=120)
