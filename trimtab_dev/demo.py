@@ -28,7 +28,7 @@ from trimtab.shared.config import ServiceSettings
 from .book import MODELS, Account, build_book
 from .chains import STAGES, analyse, fetch_records, pct
 from .oms import OmsSimulator
-from .stack import Stack, say
+from .stack import Stack, say, stop_on_sigterm
 
 TENANT = "demo"
 
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=8.0, help="crash replay speed, trading days per second")
     args = ap.parse_args(argv)
     t_start = time.monotonic()
+    stop_on_sigterm()
     say("Trimtab demo: starting the stack")
     with Stack(database_name="trimtab_demo", extra_env={"DRIFT_MIN_INTERVAL_S": "3600"}) as stack:
         h = _headers()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from trimtab.shared.infra import (
     Broker,
     Database,
@@ -205,6 +206,16 @@ class Stack:
         self.stop()
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so `with Stack()` stops every child it started
+    when the supervisor itself is terminated (by `timeout`, a process manager, CI)."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -217,6 +228,7 @@ def up() -> None:
     from trimtab.shared.auth import mint_token
     from trimtab.shared.config import ServiceSettings
 
+    stop_on_sigterm()
     stack = Stack(fixed_ports=True, fresh_database=False)
     with stack:
         tok = mint_token(ServiceSettings(), subject="advisor@demo", tenant_id="demo", ttl_s=7 * 86400)
