@@ -228,3 +228,21 @@ async def public_key(principal: Reader, request: Request) -> dict[str, str]:
     signer = request.app.state.checkpointer.signer
     return {"algorithm": "Ed25519", "public_key": proofs.b64(signer.public_key),
             "key_id": ckpt.key_id(signer.public_key)}
+
+
+@router.post("/decisions/{proposal_id}/replay", summary="Re-run the optimizer and the explainer on "
+             "the recorded snapshot and say whether the outputs are identical")
+async def replay_decision(proposal_id: uuid.UUID, principal: Reader, request: Request) -> dict[str, object]:
+    from .replay import replay
+
+    async with _sessions(request)() as s:
+        rep = await replay(s, principal.tenant_id, proposal_id)
+    return {
+        "proposal_id": str(rep.proposal_id), "identical": rep.identical,
+        "snapshot_hash_ok": rep.snapshot_hash_ok, "proposal_identical": rep.proposal_identical,
+        "explanation_identical": rep.explanation_identical,
+        "recorded_optimizer_version": rep.recorded_optimizer_version,
+        "replay_optimizer_version": rep.replay_optimizer_version,
+        "proposal_seq": rep.proposal_seq, "explanation_seq": rep.explanation_seq,
+        "differences": rep.differences,
+    }

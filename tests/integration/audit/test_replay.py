@@ -1,0 +1,89 @@
+"""Replay of a recorded decision: the audit service re-runs the optimizer and the explainer on
+the snapshot it recorded and says whether the outputs are identical; a record whose outputs do
+not follow from its snapshot is named as different."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.support import auth, running, settings, wait_consumers_assigned
+from tests.unit.rebalance.conftest import drifted_account
+from trimtab.audit.app import Settings, create
+from trimtab.rebalance import explain, explanation_payload, propose
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.outbox import kafka_headers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("audit-replay")
+    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
+                          AUDIT_CHECKPOINT_DIR=str(tmp / "ckpt")))
+    async with running(app) as client:
+        await wait_consumers_assigned(app)
+        yield app, client
+
+
+async def _publish(bootstrap: str, envs: list[tuple[str, Envelope]]) -> None:
+    p = await start_producer(bootstrap, "replay-test")
+    try:
+        for topic, env in envs:
+            await p.send_and_wait(topic, value=env.to_bytes(), key=b"ACC", headers=encode_headers(kafka_headers(env)))
+    finally:
+        await p.stop()
+
+
+async def _replay(client: Any, tenant: str, pid: uuid.UUID, *, with_explanation: bool = False) -> dict[str, Any]:
+    import asyncio
+
+    for _ in range(200):
+        r = await client.post(f"/v1/audit/decisions/{pid}/replay", headers=auth(tenant))
+        if r.status_code != 404:
+            assert r.status_code == 200, r.text
+            if not with_explanation or r.json()["explanation_seq"] is not None:
+                return r.json()
+        await asyncio.sleep(0.1)
+    raise AssertionError("proposal (and explanation) never recorded")
+
+
+async def test_replay_of_a_recorded_decision_is_identical(audit, kafka_bootstrap):
+    app, client = audit
+    tenant = f"rp-{uuid.uuid4().hex[:6]}"
+    snap = drifted_account(6, seed=11)
+    proposal = propose(snap).to_event()
+    explanation = explanation_payload(explain(proposal))
+    first = Envelope.new(proposal, producer="optimizer", tenant_id=tenant)
+    second = first.caused(explanation, producer="explainer")
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", first), ("explanation.created.v1", second)])
+    rep = await _replay(client, tenant, proposal.proposal_id, with_explanation=True)
+    assert rep["snapshot_hash_ok"] and rep["proposal_identical"], rep["differences"]
+    assert rep["explanation_identical"] is True, rep["differences"]
+    assert rep["identical"] is True
+    assert rep["recorded_optimizer_version"] == rep["replay_optimizer_version"]
+    # Another tenant cannot replay it.
+    r = await client.post(f"/v1/audit/decisions/{proposal.proposal_id}/replay", headers=auth("someone-else"))
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_replay_names_outputs_that_do_not_follow_from_the_snapshot(audit, kafka_bootstrap):
+    app, client = audit
+    tenant = f"rp-{uuid.uuid4().hex[:6]}"
+    snap = drifted_account(6, seed=12)
+    honest = propose(snap).to_event()
+    assert honest.orders, "the drifted account must trade"
+    first_order = honest.orders[0]
+    doctored = honest.model_copy(update={
+        "proposal_id": uuid.uuid4(),
+        "orders": [first_order.model_copy(update={"shares": first_order.shares + 7}), *honest.orders[1:]],
+    })
+    env = Envelope.new(doctored, producer="optimizer", tenant_id=tenant)
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", env)])
+    rep = await _replay(client, tenant, doctored.proposal_id)
+    assert rep["identical"] is False and rep["proposal_identical"] is False
+    assert any(d.startswith("orders:") for d in rep["differences"])
