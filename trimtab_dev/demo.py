@@ -213,9 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nexplanation of proposal {p['proposal_id']} (account {p['account_id']}), advisor voice:")
             print("  " + p["narrative_advisor"].replace("\n", "\n  ")[:1500])
             print(f"its whole chain: GET {stack.url('audit')}/v1/audit/chains/{sample['correlation_id']}")
+            print(f"its decision lineage with proofs: GET {stack.url('audit')}/v1/audit/decisions/{p['proposal_id']}")
+            rep = _check(audit.post(f"/v1/audit/decisions/{p['proposal_id']}/replay"))
+            print(f"replayed from the record (optimizer and explainer re-run on the recorded snapshot): "
+                  f"identical={rep['identical']} (orders {rep['proposal_identical']}, "
+                  f"attributions {rep['explanation_identical']}, version {rep['replay_optimizer_version']})")
+            ok_replay = bool(rep["identical"])
+        else:
+            ok_replay = False
         print(f"\ndemo finished in {time.monotonic() - t_start:.0f} s")
-        ok = bool(verify.get("ok")) and stats.complete_chains > 0
-    say("demo " + ("succeeded" if ok else "FAILED: no complete chain or the audit chain did not verify"))
+        ok = bool(verify.get("ok")) and stats.complete_chains > 0 and ok_replay
+    say("demo " + ("succeeded" if ok else "FAILED: no complete chain, the audit chain did not verify, or a replay differed"))
     return 0 if ok else 1
 
 
