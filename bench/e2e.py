@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trimtab.shared.auth import mint_token  # noqa: E402
 from trimtab.shared.config import ServiceSettings  # noqa: E402
-
 from trimtab_dev.book import build_book  # noqa: E402
 from trimtab_dev.chains import STAGES, analyse, fetch_records, pct  # noqa: E402
 from trimtab_dev.demo import _check, load_book  # noqa: E402

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from trimtab.shared.infra import Broker, Database, ensure_database, resolve_database, start_tansu
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from trimtab.shared.auth import ALL_SCOPES, mint_token
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.envelope import Envelope

@@ -126,6 +126,14 @@ def test_tick_to_audit_full_chain_then_kill_and_restart(stack: Stack) -> None:
     assert {r["envelope"]["correlation_id"] for r in recs} == {corr}
     accounts = {r["envelope"]["payload"].get("account_id") for r in recs if r["envelope"]["event_type"] == "TradesApproved"}
     assert accounts == {"AUTO-1", "ADV-1"}
+    # One trace follows the tick through every service (W3C trace context in each envelope):
+    # the automatic account's whole chain shares the tick batch's trace id.
+    def trace_id(r: dict[str, Any]) -> str:
+        return r["envelope"]["trace"]["traceparent"].split("-")[1]
+
+    tick_traces = {trace_id(r) for r in recs if r["envelope"]["event_type"] == "PriceTicked"}
+    auto = [r for r in recs if r["envelope"]["payload"].get("account_id") == "AUTO-1"]
+    assert len(tick_traces) == 1 and {trace_id(r) for r in auto} == tick_traces
     seqs = [r["seq"] for r in recs]
     assert seqs == sorted(seqs)
     assert _ok(audit.post("/v1/audit/verify"))["ok"] is True

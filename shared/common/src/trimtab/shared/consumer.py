@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -267,13 +268,14 @@ class EventConsumer:
                 try:
                     async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
                         new = await uow.mark_processed_many(self.name, [env.event_id for _, env in run])
-                        fresh = [env for _, env in run if env.event_id in new]
-                        # A redelivered copy inside the run itself counts once.
-                        fresh = list({env.event_id: env for env in fresh}.values())
-                        handled = len(fresh)
+                        fresh_recs: dict[uuid.UUID, tuple[ConsumerRecord, Envelope]] = {}
+                        for rec, env in run:  # a redelivered copy inside the run counts once
+                            if env.event_id in new:
+                                fresh_recs.setdefault(env.event_id, (rec, env))
+                        handled = len(fresh_recs)
                         pending: list[Envelope] = []
                         pending_fn: BatchHandler | None = None
-                        for env in fresh:
+                        for rec, env in fresh_recs.values():
                             h = self._handlers[env.event_type]
                             if isinstance(h, BatchHandler):
                                 if pending_fn is not None and h is not pending_fn:
@@ -285,7 +287,17 @@ class EventConsumer:
                             if pending_fn is not None:
                                 await pending_fn.fn(pending, uow)
                                 pending, pending_fn = [], None
-                            await h(env, uow)
+                            # Each event's handler runs in a span parented on its producer's, so
+                            # the events it causes carry the same trace: one trace per tick.
+                            with tracer.start_as_current_span(
+                                f"{rec.topic} process", context=extract(env.trace), kind=trace.SpanKind.CONSUMER,
+                                attributes={"messaging.system": "kafka", "messaging.destination.name": rec.topic,
+                                            "messaging.kafka.message.offset": rec.offset,
+                                            "trimtab.event_id": str(env.event_id),
+                                            "trimtab.correlation_id": str(env.correlation_id),
+                                            "trimtab.consumer": self.name},
+                            ):
+                                await h(env, uow)
                         if pending_fn is not None:
                             await pending_fn.fn(pending, uow)
                         await uow.commit()
