@@ -16,7 +16,8 @@ from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import api, api_scenarios
+from . import api, api_alerts, api_scenarios
+from .alerting import AlertMonitor, AlertSettings
 from .domain.ewma import DEFAULT_DECAY
 from .handlers import RiskHandlers
 from .models import SCHEMA, infra, metadata
@@ -41,6 +42,14 @@ class Settings(ServiceSettings):
     shrinkage: float = Field(default=0.1, validation_alias="RISK_SHRINKAGE", ge=0, le=1)
     #: return days replayed by historical VaR/CVaR and drawdown
     history_days: int = Field(default=500, validation_alias="RISK_HISTORY_DAYS", ge=60)
+    #: early warning: a watched portfolio down more than this from its running peak (percent)
+    drawdown_limit_pct: Decimal = Field(default=Decimal("20"), validation_alias="RISK_DRAWDOWN_LIMIT_PCT", gt=0, lt=100)
+    #: early warning: the EWMA vol forecast above this multiple of its recent level
+    vol_regime_factor: Decimal = Field(default=Decimal("1.5"), validation_alias="RISK_VOL_REGIME_FACTOR", gt=1)
+    #: days of forecasts whose mean is the "recent level"
+    vol_regime_lookback_days: int = Field(default=20, validation_alias="RISK_VOL_REGIME_LOOKBACK_DAYS", ge=1)
+    #: a raised condition clears when its metric falls to trigger * (1 - this)
+    alert_hysteresis: float = Field(default=0.05, validation_alias="RISK_ALERT_HYSTERESIS", ge=0, lt=1)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +60,10 @@ def create(settings: Settings | None = None) -> FastAPI:
         settings.prior_vol_annual_pct, settings.prior_correlation, settings.min_observations,
         settings.vol_increase_alert_pct, settings.concentration_limit, settings.shrinkage,
         settings.sector_limit, settings.history_days))
-    handlers = RiskHandlers(models)
+    alerts = AlertMonitor(AlertSettings(
+        settings.drawdown_limit_pct, settings.vol_regime_factor,
+        settings.vol_regime_lookback_days, settings.alert_hysteresis), models.limits)
+    handlers = RiskHandlers(models, alerts)
     # One consumer for ticks and proposals: the in-memory models are touched by one task only,
     # and a proposal is assessed after the ticks delivered before it.
     runtime.handle("PriceTicked")(handlers.on_price_ticked)
@@ -63,7 +75,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         async with runtime.sessionmaker() as s:
             await models.load_all(s)
 
-    app = create_app(runtime, [api.router, api_scenarios.router], title="Trimtab risk",
+    app = create_app(runtime, [api.router, api_scenarios.router, api_alerts.router], title="Trimtab risk",
                      description="EWMA risk model (with statistical factors and GARCH forecasts) from "
                                  "market.ticks.v1; every risk measure, risk scores against client "
                                  "tolerance, historical and hypothetical stress tests; pre/post-trade "

@@ -1,11 +1,14 @@
 """Event handlers of the risk service: one unit of work per consumed event.
 
-- `PriceTicked` -> the day's close is stored and the tenant's EWMA model updated (no event out).
+- `PriceTicked` -> the day's close is stored and the tenant's EWMA model updated; when the tick
+  completes a day, every watched account is re-evaluated for early warnings (`alerting.py`:
+  `RiskAlerted` for each condition raised or cleared, nothing otherwise).
 - `RebalanceProposed` -> every measure before and after (volatility, score, VaR/CVaR, drawdown,
   beta and tracking error to the snapshot's targets, concentration), checked against the
   account's risk profile (tolerance score, concentration limit), is stored as an assessment and
   published as `RiskAssessed` (volatilities, model, flags); a proposal with a breach also raises
-  one `RiskAlerted` carrying the numbers.
+  one `RiskAlerted` carrying the numbers. The proposal's snapshot becomes the account's watched
+  portfolio for the early warnings.
 
 Idempotency: the shared consumer drops a redelivered event by its id; an assessment is also
 unique per (tenant, proposal_id), so a proposal re-published under a new event id is assessed
@@ -26,6 +29,7 @@ from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked, RebalanceProposed, RiskAlerted, RiskAssessed
 from trimtab.shared.outbox import UnitOfWork
 
+from .alerting import AlertMonitor
 from .analytics import measures_out, sectors_for
 from .domain.assessment import Assessment, assess
 from .domain.prices import TickEffect
@@ -45,8 +49,9 @@ ALERT_NAMESPACE = uuid.UUID("5b1f3a52-8d0e-4c44-9a51-6b7f0e1c2d33")
 
 
 class RiskHandlers:
-    def __init__(self, models: RiskModels) -> None:
+    def __init__(self, models: RiskModels, alerts: AlertMonitor) -> None:
         self.models = models
+        self.alerts = alerts
 
     async def on_price_ticked(self, env: Envelope, uow: UnitOfWork) -> None:
         tick = env.parse(PriceTicked)
@@ -57,12 +62,16 @@ class RiskHandlers:
         self.models.watch(uow.session, env.tenant_id)
         before = model.version
         day = tick.as_of.date()
+        opened = model.book.open_day
         effect = model.on_tick(tick.symbol, day, float(price), tick.as_of)
         if effect is TickEffect.IGNORED:
             return
         await save_close(uow.session, env.tenant_id, tick.symbol, day, price, tick.as_of)
         if model.version != before:
             await save_model_info(uow.session, env.tenant_id, model)
+        if effect is TickEffect.NEW_DAY and opened is not None:
+            # the only per-tick cost of the warnings: they run once per completed day
+            await self.alerts.on_day_complete(env, uow, model, opened)
 
     async def on_rebalance_proposed(self, env: Envelope, uow: UnitOfWork) -> None:
         p = env.parse(RebalanceProposed)
@@ -124,6 +133,7 @@ class RiskHandlers:
         ).on_conflict_do_nothing().returning(assessments.c.proposal_id))
         if row.first() is None:
             return  # assessed before, under another event id: its events are already out
+        await self.alerts.establish(uow, env.tenant_id, p, model)
         uow.publish(assessed, key=p.account_id)
         if alert is not None:
             uow.publish(alert, key=p.account_id)

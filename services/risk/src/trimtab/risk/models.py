@@ -1,5 +1,6 @@
 """Tables of the risk schema: daily closes, risk-model metadata, proposal assessments, client
-risk profiles, user-defined scenarios and the state of early-warning conditions.
+risk profiles, user-defined scenarios, the watched portfolios of accounts and the state of their
+early-warning conditions.
 
 Every row carries its tenant: each firm's prices, model and assessments are its own. The closes
 are the model's only input (the covariance itself lives in memory and is rebuilt from them at
@@ -142,4 +143,22 @@ alert_states = Table(
     Column("raised_at", DateTime(timezone=True), nullable=True),
     Column("cleared_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("tenant_id", "account_id", "condition"),
+)
+
+watched_portfolios = Table(
+    "watched_portfolios",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    #: the proposal whose snapshot set it, and that snapshot's time (a late older one is ignored)
+    Column("proposal_id", UUID(as_uuid=True), nullable=False),
+    Column("snapshot_as_of", DateTime(timezone=True), nullable=False),
+    #: {symbol: shares} (decimal strings) and the snapshot's prices, for symbols without closes
+    Column("units", JSONB, nullable=False),
+    Column("ref_prices_usd", JSONB, nullable=False),
+    Column("cash_usd", Numeric(20, 6), nullable=False),
+    #: the last complete day of closes when it became known: the running peak starts there
+    Column("since_day", Date, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id"),
 )

@@ -268,3 +268,22 @@ class StressOut(BaseModel):
     windows: dict[str, list[date]]
     portfolios: list[StressPortfolioOut]
     elapsed_ms: DecimalStr
+
+
+class AlertStateOut(BaseModel):
+    #: concentration, sector_concentration, above_tolerance, vol_regime or drawdown
+    condition: str
+    active: bool
+    #: the numbers when it was raised (or, once cleared, when it cleared)
+    values: dict[str, DecimalStr]
+    alert_id: uuid.UUID | None
+    raised_at: datetime | None
+    cleared_at: datetime | None
+
+
+class AccountAlertsOut(BaseModel):
+    account_id: str
+    #: the holdings the warnings watch (symbol -> units), from the latest assessed proposal
+    watched_units: dict[str, DecimalStr]
+    watched_since: date | None
+    alerts: list[AlertStateOut]

@@ -113,3 +113,17 @@ class PriceBook:
             for s, r in self.returns_on(day).items():
                 panel[t, col[s]] = r
         return symbols, days, panel
+
+    def closes_on(self, day: date) -> dict[str, float]:
+        return {s: c.price_usd for s, c in self._closes.get(day, {}).items()}
+
+    def latest_closes(self, symbols: Iterable[str], up_to: date) -> dict[str, float]:
+        """Each symbol's latest close on or before `up_to` (symbols never closed are left out)."""
+        wanted, out = set(symbols), {}
+        for day in reversed(self._days[:bisect.bisect_right(self._days, up_to)]):
+            for s in wanted & self._closes[day].keys():
+                out[s] = self._closes[day][s].price_usd
+            wanted -= out.keys()
+            if not wanted:
+                break
+        return out
