@@ -1,5 +1,5 @@
-"""Thin HTTP routes of drift-monitor (`/v1`): model portfolios, households, accounts with their
-lots and cash, cash flows and withdrawal requests, bulk import / export (JSON, CSV, JSON Lines),
+"""Thin HTTP routes of drift-monitor (`/v1`): advisors, model portfolios (with sleeves), households,
+accounts with their lots and cash (paged, by household or advisor), cash flows and withdrawal requests, bulk import / export (JSON, CSV, JSON Lines),
 and each account's and household's drift. Scopes book:read / book:write; every query
 is scoped to the caller's tenant, so another tenant's resource is simply not found."""
 
@@ -15,10 +15,12 @@ from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import service, transfer
+from . import advisors, service, transfer
 from .schemas import (
     AccountIn,
     AccountOut,
+    AdvisorIn,
+    AdvisorOut,
     BulkIn,
     BulkOut,
     CashFlowIn,
@@ -47,9 +49,31 @@ def _quiet(request: Request) -> float:
     return float(request.app.state.drift_min_interval_s)
 
 
+#: Page size of GET /v1/accounts (each account carries its lots, so pages stay modest).
+DEFAULT_PAGE = 100
+MAX_PAGE = 1_000
 Kind = Literal["accounts", "lots", "models"]
 Fmt = Literal["csv", "jsonl"]
 MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+@router.post("/advisors", response_model=AdvisorOut, status_code=status.HTTP_201_CREATED, tags=["advisors"],
+             summary="Create an advisor, or update its name and email (200)")
+async def put_advisor(body: AdvisorIn, principal: Writer, request: Request, response: Response) -> AdvisorOut:
+    out, created = await advisors.put_advisor(_rt(request), principal.tenant_id, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.get("/advisors", response_model=list[AdvisorOut], tags=["advisors"])
+async def list_advisors(principal: Reader, request: Request) -> list[AdvisorOut]:
+    return await advisors.list_advisors(_rt(request), principal.tenant_id)
+
+
+@router.get("/advisors/{advisor_id}", response_model=AdvisorOut, tags=["advisors"])
+async def get_advisor(advisor_id: str, principal: Reader, request: Request) -> AdvisorOut:
+    return await advisors.get_advisor(_rt(request), principal.tenant_id, advisor_id)
 
 
 @router.post("/models", response_model=ModelOut, status_code=status.HTTP_201_CREATED, tags=["models"],
@@ -94,10 +118,20 @@ async def bulk_import(body: BulkIn, principal: Writer, request: Request) -> Bulk
     return await service.bulk_import(_rt(request), principal.tenant_id, body.accounts)
 
 
-@router.get("/accounts", response_model=list[AccountOut], tags=["accounts"])
-async def list_accounts(principal: Reader, request: Request,
-                        household_id: Annotated[str | None, Query(max_length=64)] = None) -> list[AccountOut]:
-    return await service.list_accounts(_rt(request), principal.tenant_id, household_id)
+@router.get("/accounts", response_model=list[AccountOut], tags=["accounts"],
+            summary="Accounts in account_id order, a page at a time; the next page's cursor is in the "
+                    "X-Next-Cursor header (and a Link rel=next), absent on the last page")
+async def list_accounts(principal: Reader, request: Request, response: Response,
+                        household_id: Annotated[str | None, Query(max_length=64)] = None,
+                        advisor_id: Annotated[str | None, Query(max_length=64)] = None,
+                        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+                        cursor: Annotated[str | None, Query(max_length=200)] = None) -> list[AccountOut]:
+    page, nxt = await service.list_accounts(_rt(request), principal.tenant_id, household_id, advisor_id,
+                                            limit, cursor)
+    if nxt is not None:
+        response.headers["X-Next-Cursor"] = nxt
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
+    return page
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])

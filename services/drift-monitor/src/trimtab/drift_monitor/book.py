@@ -1,8 +1,12 @@
-"""Reading and writing the book in PostgreSQL: models, accounts with their lots, prices.
+"""Reading and writing the book in PostgreSQL: models and their sleeves, accounts with their lots,
+prices.
 
 Every function takes the caller's session (the caller owns the transaction) and a tenant id, and
 every statement is filtered by that tenant. Writes to an account bump its `revision` and
 `changed_xid`, which is how the drift engine learns that a row changed (see models.py, cache.py).
+
+A model's targets as accounts see them are its sleeves expanded (domain/sleeves.py); a change to
+a model re-targets the accounts of that model and of every model containing it as a sleeve.
 """
 
 from __future__ import annotations
@@ -12,18 +16,23 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, literal_column, select, update
+from sqlalchemy import Row, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trimtab.shared.errors import Invalid
+
 from .domain.ledger import Lot
 from .domain.rules import AccountState, Policy, effective_targets, resolve_policy
+from .domain.sleeves import SleeveError, ancestors, descendants, expand, quantized
 from .models import (
     CURRENT_XID,
     accounts,
+    advisors,
     households,
     lots,
     model_portfolios,
+    model_sleeves,
     model_targets,
     prices,
     withdrawals,
@@ -98,7 +107,8 @@ def bump() -> dict[str, Any]:
 # ---------------------------------------------------------------- models
 
 
-async def model_targets_of(s: AsyncSession, tenant: str, model_ids: Iterable[str]) -> dict[str, dict[str, Decimal]]:
+async def own_targets_of(s: AsyncSession, tenant: str, model_ids: Iterable[str]) -> dict[str, dict[str, Decimal]]:
+    """Each model's own security weights, as stored (without its sleeves)."""
     ids = sorted(set(model_ids))
     out: dict[str, dict[str, Decimal]] = {m: {} for m in ids}
     if not ids:
@@ -108,6 +118,30 @@ async def model_targets_of(s: AsyncSession, tenant: str, model_ids: Iterable[str
     for r in rows:
         out[r.model_id][r.symbol] = r.weight
     return out
+
+
+async def sleeve_graph(s: AsyncSession, tenant: str) -> dict[str, dict[str, Decimal]]:
+    """Every sleeve of the tenant: parent model -> child model -> weight (a few rows per model)."""
+    out: dict[str, dict[str, Decimal]] = {}
+    for r in await s.execute(select(model_sleeves).where(model_sleeves.c.tenant_id == tenant)):
+        out.setdefault(r.model_id, {})[r.child_model_id] = r.weight
+    return out
+
+
+def expanded_targets(model_ids: Iterable[str], own: dict[str, dict[str, Decimal]],
+                     graph: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+    """Security targets of each model, sleeves expanded (`own` must cover their descendants)."""
+    return {m: quantized(expand(m, own, graph)) if graph.get(m) else dict(own.get(m, {})) for m in model_ids}
+
+
+async def model_targets_of(s: AsyncSession, tenant: str, model_ids: Iterable[str]) -> dict[str, dict[str, Decimal]]:
+    """Each model's security targets as its accounts see them: own weights plus expanded sleeves."""
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    graph = await sleeve_graph(s, tenant)
+    own = await own_targets_of(s, tenant, descendants(ids, graph) if graph else ids)
+    return expanded_targets(ids, own, graph)
 
 
 async def existing_model_ids(s: AsyncSession, tenant: str, model_ids: Iterable[str]) -> set[str]:
@@ -128,9 +162,41 @@ async def model_policies_of(s: AsyncSession, tenant: str, model_ids: Iterable[st
     return {r.model_id: dict(r.policy or {}) for r in rows}
 
 
+async def _lock_models(s: AsyncSession, tenant: str) -> None:
+    """Serialize model writes of a tenant: two concurrent writes could otherwise close a cycle
+    neither sees (A -> B in one transaction, B -> A in another)."""
+    await s.execute(text("SELECT pg_advisory_xact_lock(hashtext('drift_monitor.models:' || :t))"), {"t": tenant})
+
+
+async def _check_sleeves(s: AsyncSession, tenant: str, model_id: str, sleeves: dict[str, Decimal],
+                         graph: dict[str, dict[str, Decimal]]) -> None:
+    """422 unless every sleeve exists and the graph with `model_id`'s new sleeves expands (no
+    cycle, not too deep) for the model and every model containing it."""
+    unknown = sorted(set(sleeves) - await existing_model_ids(s, tenant, sleeves) - {model_id})
+    if unknown:
+        raise Invalid(f"unknown sleeve models: {', '.join(unknown)}", models=unknown)
+    graph[model_id] = dict(sleeves)
+    # The targets do not matter for the shape; every model involved is known.
+    shape = {m: {} for m in descendants([model_id], graph) | ancestors([model_id], graph) | {model_id}}
+    for m in sorted({model_id} | ancestors([model_id], graph)):
+        try:
+            expand(m, shape, graph)
+        except SleeveError as e:
+            raise Invalid(str(e), model_id=model_id) from None
+
+
 async def upsert_model(s: AsyncSession, tenant: str, model_id: str, name: str,
-                       targets: dict[str, Decimal], policy: dict[str, Any] | None = None) -> bool:
-    """Create or replace a model; True if it was created. Accounts on a changed model re-sync."""
+                       targets: dict[str, Decimal], policy: dict[str, Any] | None = None,
+                       sleeves: dict[str, Decimal] | None = None) -> bool:
+    """Create or replace a model (own targets and sleeves); True if it was created. Accounts on
+    a changed model, and on every model containing it as a sleeve, re-sync. Invalid (422) for an
+    unknown sleeve, a cycle or nesting deeper than MAX_DEPTH."""
+    sleeves = dict(sleeves or {})
+    await _lock_models(s, tenant)
+    graph = await sleeve_graph(s, tenant)
+    old_sleeves = dict(graph.get(model_id, {}))
+    if sleeves != old_sleeves or model_id in sleeves:
+        await _check_sleeves(s, tenant, model_id, sleeves, graph)
     old_policy = (await model_policies_of(s, tenant, [model_id])).get(model_id)
     new_policy = policy if policy is not None else (old_policy or {})
     stmt = pg_insert(model_portfolios).values(tenant_id=tenant, model_id=model_id, name=name, policy=new_policy)
@@ -140,23 +206,43 @@ async def upsert_model(s: AsyncSession, tenant: str, model_id: str, name: str,
             set_={"name": stmt.excluded.name, "policy": stmt.excluded.policy, "updated_at": func.now()},
         ).returning(literal_column("xmax = 0"))  # true when the row was inserted, not updated
     )).scalar_one()
-    old = (await model_targets_of(s, tenant, [model_id]))[model_id]
-    if old == targets and (old_policy or {}) == new_policy:
+    old = (await own_targets_of(s, tenant, [model_id]))[model_id]
+    targets_changed = old != targets or old_sleeves != sleeves
+    if not targets_changed and (old_policy or {}) == new_policy:
         return bool(created)
-    await s.execute(delete(model_targets).where(
-        model_targets.c.tenant_id == tenant, model_targets.c.model_id == model_id))
-    if targets:
-        await s.execute(insert(model_targets), [
-            {"tenant_id": tenant, "model_id": model_id, "symbol": sym, "weight": w}
-            for sym, w in sorted(targets.items())])
+    if old != targets:
+        await s.execute(delete(model_targets).where(
+            model_targets.c.tenant_id == tenant, model_targets.c.model_id == model_id))
+        if targets:
+            await s.execute(insert(model_targets), [
+                {"tenant_id": tenant, "model_id": model_id, "symbol": sym, "weight": w}
+                for sym, w in sorted(targets.items())])
+    if old_sleeves != sleeves:
+        await s.execute(delete(model_sleeves).where(
+            model_sleeves.c.tenant_id == tenant, model_sleeves.c.model_id == model_id))
+        if sleeves:
+            await s.execute(insert(model_sleeves), [
+                {"tenant_id": tenant, "model_id": model_id, "child_model_id": c, "weight": w}
+                for c, w in sorted(sleeves.items())])
+    # A policy is not inherited through sleeves; targets are, by every model containing this one.
+    affected = sorted({model_id} | (ancestors([model_id], graph) if targets_changed else set()))
     # Lock the affected accounts in key order (the tick handler locks in the same order).
     ids = (await s.execute(select(accounts.c.account_id).where(
-        accounts.c.tenant_id == tenant, accounts.c.model_id == model_id)
+        accounts.c.tenant_id == tenant, accounts.c.model_id.in_(affected))
         .order_by(accounts.c.account_id).with_for_update())).scalars().all()
     if ids:
         await s.execute(update(accounts).where(
-            accounts.c.tenant_id == tenant, accounts.c.model_id == model_id).values(**bump()))
+            accounts.c.tenant_id == tenant, accounts.c.model_id.in_(affected)).values(**bump()))
     return bool(created)
+
+
+async def existing_advisor_ids(s: AsyncSession, tenant: str, advisor_ids: Iterable[str]) -> set[str]:
+    ids = sorted(set(advisor_ids))
+    if not ids:
+        return set()
+    rows = await s.execute(select(advisors.c.advisor_id).where(
+        advisors.c.tenant_id == tenant, advisors.c.advisor_id.in_(ids)))
+    return set(rows.scalars())
 
 
 # ---------------------------------------------------------------- accounts
@@ -165,6 +251,7 @@ async def upsert_model(s: AsyncSession, tenant: str, model_id: str, name: str,
 def _account_values(tenant: str, a: AccountIn) -> dict[str, Any]:
     return {
         "tenant_id": tenant, "account_id": a.account_id, "household_id": a.household_id,
+        "advisor_id": a.advisor_id,
         "account_type": a.account_type, "model_id": a.model_id, "cash_usd": a.cash_usd,
         "cash_reserve_usd": a.cash_reserve_usd, "restricted": list(a.restricted),
         "never_buy": list(a.never_buy), "esg_excluded": list(a.esg_excluded),
@@ -213,8 +300,11 @@ async def write_lots(s: AsyncSession, tenant: str, account_id: str, new_lots: Se
 
 
 async def load_books(s: AsyncSession, tenant: str, account_ids: Sequence[str] | None = None, *,
-                     household_id: str | None = None, for_update: bool = False) -> dict[str, Book]:
-    """Accounts (all of the tenant's, or the ids given, or one household's) with lots and targets.
+                     household_id: str | None = None, advisor_id: str | None = None,
+                     after: str | None = None, limit: int | None = None,
+                     for_update: bool = False) -> dict[str, Book]:
+    """Accounts (all of the tenant's, or the ids given, or one household's or advisor's) with lots
+    and targets; `after` / `limit` page through them in account_id order (keyset pagination).
 
     With `for_update` the account rows are locked in account_id order, so two transactions that
     lock overlapping sets cannot deadlock.
@@ -222,6 +312,12 @@ async def load_books(s: AsyncSession, tenant: str, account_ids: Sequence[str] | 
     q = select(accounts).where(accounts.c.tenant_id == tenant).order_by(accounts.c.account_id)
     if household_id is not None:
         q = q.where(accounts.c.household_id == household_id)
+    if advisor_id is not None:
+        q = q.where(accounts.c.advisor_id == advisor_id)
+    if after is not None:
+        q = q.where(accounts.c.account_id > after)
+    if limit is not None:
+        q = q.limit(limit)
     if for_update:
         q = q.with_for_update()
     rows: list[Row[Any]] = []

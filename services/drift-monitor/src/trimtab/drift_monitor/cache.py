@@ -39,7 +39,7 @@ import pandas as pd
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .book import Book, load_books
+from .book import Book, expanded_targets, load_books, sleeve_graph
 from .domain.engine import DriftEngine, EngineAccount
 from .domain.policy import ARMED
 from .domain.rules import effective_targets, resolve_policy
@@ -186,9 +186,11 @@ async def load_engine(s: AsyncSession, tenant: str, eng: DriftEngine) -> None:
         eng.set_price(r.symbol, float(r.price_usd))
     m_policy = {r.model_id: dict(r.policy or {}) for r in await s.execute(
         select(model_portfolios.c.model_id, model_portfolios.c.policy).where(model_portfolios.c.tenant_id == tenant))}
-    m_targets: dict[str, dict[str, Decimal]] = {m: {} for m in m_policy}
+    own: dict[str, dict[str, Decimal]] = {m: {} for m in m_policy}
     for r in await s.execute(select(model_targets).where(model_targets.c.tenant_id == tenant)):
-        m_targets.setdefault(r.model_id, {})[r.symbol] = r.weight
+        own.setdefault(r.model_id, {})[r.symbol] = r.weight
+    # Accounts on a sleeve model drift against its expanded targets.
+    m_targets = expanded_targets(own, own, await sleeve_graph(s, tenant))
     wd = {r.account_id: float(r.total) for r in await s.execute(
         select(withdrawals.c.account_id, func.sum(withdrawals.c.amount_usd).label("total"))
         .where(withdrawals.c.tenant_id == tenant, withdrawals.c.status == "open").group_by(withdrawals.c.account_id))}

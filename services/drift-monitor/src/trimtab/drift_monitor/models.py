@@ -1,5 +1,6 @@
-"""Tables of the drift-monitor schema: the book (households, model portfolios, accounts, tax
-lots), the latest prices seen on market.ticks.v1, the drifts raised and the executions applied.
+"""Tables of the drift-monitor schema: the book (advisors, households, model portfolios and their
+sleeves, accounts, tax lots), the latest prices seen on market.ticks.v1, the drifts raised and
+the executions applied.
 
 Every row carries its tenant, and every key starts with it. `accounts.revision` goes up on every
 change to an account, its lots, its withdrawals, its model's targets or policy, or its drift state.
@@ -44,15 +45,31 @@ ID_LEN = 64
 LOT_ID_LEN = 200  # bought lots take the OMS client_order_id, whose length we do not control
 SYMBOL_LEN = 16
 
+advisors = Table(
+    "advisors",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("advisor_id", String(ID_LEN), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "advisor_id"),
+)
+
 households = Table(
     "households",
     metadata,
     Column("tenant_id", String(ID_LEN), nullable=False),
     Column("household_id", String(ID_LEN), nullable=False),
     Column("name", String(200), nullable=True),
+    Column("advisor_id", String(ID_LEN), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "household_id"),
+    ForeignKeyConstraint(["tenant_id", "advisor_id"],
+                         [f"{SCHEMA}.advisors.tenant_id", f"{SCHEMA}.advisors.advisor_id"]),
 )
+Index("ix_households_advisor", households.c.tenant_id, households.c.advisor_id)
 
 model_portfolios = Table(
     "model_portfolios",
@@ -80,12 +97,34 @@ model_targets = Table(
     CheckConstraint("weight >= 0 AND weight <= 1", name="weight_range"),
 )
 
+#: Sleeves: a model's weight in another model (expanded to security targets, domain/sleeves.py).
+model_sleeves = Table(
+    "model_sleeves",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("model_id", String(ID_LEN), nullable=False),
+    Column("child_model_id", String(ID_LEN), nullable=False),
+    Column("weight", Numeric(12, 10), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "model_id", "child_model_id"),
+    ForeignKeyConstraint(["tenant_id", "model_id"],
+                         [f"{SCHEMA}.model_portfolios.tenant_id", f"{SCHEMA}.model_portfolios.model_id"],
+                         ondelete="CASCADE"),
+    # A model in use as a sleeve cannot disappear under its parents.
+    # Named: the naming convention (first column) would give both foreign keys the same name.
+    ForeignKeyConstraint(["tenant_id", "child_model_id"],
+                         [f"{SCHEMA}.model_portfolios.tenant_id", f"{SCHEMA}.model_portfolios.model_id"],
+                         name="fk_model_sleeves_child_model"),
+    CheckConstraint("weight > 0 AND weight <= 1", name="sleeve_weight_range"),
+    CheckConstraint("model_id <> child_model_id", name="sleeve_not_self"),
+)
+
 accounts = Table(
     "accounts",
     metadata,
     Column("tenant_id", String(ID_LEN), nullable=False),
     Column("account_id", String(ID_LEN), nullable=False),
     Column("household_id", String(ID_LEN), nullable=True),
+    Column("advisor_id", String(ID_LEN), nullable=True),
     Column("account_type", String(16), nullable=False),
     Column("model_id", String(ID_LEN), nullable=False),
     Column("cash_usd", Numeric(20, 6), nullable=False),
@@ -112,12 +151,15 @@ accounts = Table(
     PrimaryKeyConstraint("tenant_id", "account_id"),
     ForeignKeyConstraint(["tenant_id", "model_id"],
                          [f"{SCHEMA}.model_portfolios.tenant_id", f"{SCHEMA}.model_portfolios.model_id"]),
+    ForeignKeyConstraint(["tenant_id", "advisor_id"],
+                         [f"{SCHEMA}.advisors.tenant_id", f"{SCHEMA}.advisors.advisor_id"]),
     CheckConstraint("account_type IN ('taxable', 'tax_deferred', 'tax_exempt')", name="account_type"),
     CheckConstraint("drift_state IN ('armed', 'pending', 'executing')", name="drift_state"),
     CheckConstraint("cash_reserve_usd >= 0", name="reserve_nonnegative"),
 )
 Index("ix_accounts_household", accounts.c.tenant_id, accounts.c.household_id)
 Index("ix_accounts_model", accounts.c.tenant_id, accounts.c.model_id)
+Index("ix_accounts_advisor", accounts.c.tenant_id, accounts.c.advisor_id, accounts.c.account_id)
 Index("ix_accounts_changed", accounts.c.tenant_id, accounts.c.changed_xid)
 
 lots = Table(

@@ -58,27 +58,39 @@ class PolicyIn(_In):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+SleeveWeight = Annotated[Decimal, Field(gt=0, le=1, decimal_places=10)]
+
+
 class ModelIn(_In):
     model_id: Id
     name: str = Field(min_length=1, max_length=200)
-    #: Target weight by symbol; what is left of 1 is the cash target.
-    targets: dict[Symbol, Weight] = Field(max_length=500)
+    #: Target weight by symbol; what is left of 1 (after the sleeves) is the cash target.
+    targets: dict[Symbol, Weight] = Field(default_factory=dict, max_length=500)
+    #: Sleeves: weight by model id, e.g. {"us_core": 0.6, "income": 0.4}. Each sleeve's targets
+    #: are multiplied by its weight and added to the security targets (nested at most 4 levels).
+    models: dict[Id, SleeveWeight] = Field(default_factory=dict, max_length=50)
     #: The model's drift policy (accounts override it field by field); omitted = keep / defaults.
     policy: PolicyIn | None = None
 
-    @field_validator("targets")
-    @classmethod
-    def _sum_at_most_one(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
-        total = sum(v.values(), Decimal(0))
+    @model_validator(mode="after")
+    def _sum_at_most_one(self) -> ModelIn:
+        total = sum(self.targets.values(), Decimal(0)) + sum(self.models.values(), Decimal(0))
         if total > 1:
-            raise ValueError(f"target weights sum to {total}, more than 1")
-        return v
+            raise ValueError(f"target and sleeve weights sum to {total}, more than 1")
+        if self.model_id in self.models:
+            raise ValueError(f"model {self.model_id} cannot be a sleeve of itself")
+        return self
 
 
 class ModelOut(BaseModel):
     model_id: str
     name: str
+    #: The model's own security weights.
     targets: dict[str, DecimalStr]
+    #: Sleeve weights by model id.
+    models: dict[str, DecimalStr]
+    #: Security targets with every sleeve expanded: what accounts on this model drift against.
+    expanded_targets: dict[str, DecimalStr]
     cash_target_weight: DecimalStr
     #: The policy fields the model sets (accounts inherit them).
     policy: dict[str, Any]
@@ -121,6 +133,8 @@ class TaxRatesIn(_In):
 class AccountIn(_In):
     account_id: Id
     household_id: Id | None = None
+    #: The advisor responsible (must exist: POST /v1/advisors).
+    advisor_id: Id | None = None
     account_type: AccountType = "taxable"
     model_id: Id
     cash_usd: Usd
@@ -193,6 +207,7 @@ class TaxRatesOut(BaseModel):
 class AccountOut(BaseModel):
     account_id: str
     household_id: str | None
+    advisor_id: str | None
     account_type: str
     model_id: str
     cash_usd: DecimalStr
@@ -238,12 +253,33 @@ class BulkOut(BaseModel):
 class HouseholdIn(_In):
     household_id: Id
     name: str | None = Field(default=None, max_length=200)
+    #: The household's advisor (must exist); omitted keeps the current one.
+    advisor_id: Id | None = None
 
 
 class HouseholdOut(BaseModel):
     household_id: str
     name: str | None
+    advisor_id: str | None
     account_ids: list[str]
+
+
+# ---------------------------------------------------------------- advisors
+
+
+class AdvisorIn(_In):
+    advisor_id: Id
+    name: str = Field(min_length=1, max_length=200)
+    #: A plain syntactic check (local@domain.tld); deliverability is not this service's business.
+    email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AdvisorOut(BaseModel):
+    advisor_id: str
+    name: str
+    email: str
+    created_at: datetime
+    updated_at: datetime
 
 
 # ---------------------------------------------------------------- drift

@@ -7,6 +7,8 @@ report of the rejected rows: a good row is never lost because of a bad one.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,15 +29,19 @@ from .book import (
     Book,
     bump,
     existing_account_ids,
+    existing_advisor_ids,
     existing_model_ids,
+    expanded_targets,
     insert_accounts,
     load_books,
     load_prices,
     lot_from_in,
-    model_targets_of,
+    own_targets_of,
+    sleeve_graph,
     upsert_model,
     write_lots,
 )
+from .domain.sleeves import descendants
 from .firing import decide, fire_due
 from .models import accounts, cash_flows, households, model_portfolios, withdrawals
 from .schemas import (
@@ -62,7 +68,8 @@ from .snapshots import Prices, drift_view, policy_out
 def account_out(book: Book) -> AccountOut:
     a = book.account
     return AccountOut(
-        account_id=a.account_id, household_id=a.household_id, account_type=a.account_type,
+        account_id=a.account_id, household_id=a.household_id, advisor_id=a.advisor_id,
+        account_type=a.account_type,
         model_id=a.model_id, cash_usd=a.cash_usd, cash_reserve_usd=a.cash_reserve_usd,
         restricted=list(a.restricted or []), never_buy=list(a.never_buy or []),
         esg_excluded=list(a.esg_excluded or []),
@@ -86,7 +93,7 @@ def account_out(book: Book) -> AccountOut:
 async def put_model(rt: ServiceRuntime, tenant: str, body: ModelIn) -> tuple[ModelOut, bool]:
     async with rt.uow() as uow:
         created = await upsert_model(uow.session, tenant, body.model_id, body.name, dict(body.targets),
-                                     None if body.policy is None else body.policy.stored())
+                                     None if body.policy is None else body.policy.stored(), dict(body.models))
         await uow.commit()
     return await get_model(rt, tenant, body.model_id), created
 
@@ -98,9 +105,14 @@ async def list_models(rt: ServiceRuntime, tenant: str, model_id: str | None = No
         q = q.where(model_portfolios.c.model_id == model_id)
     async with rt.sessionmaker() as s:
         rows = (await s.execute(q)).all()
-        targets = await model_targets_of(s, tenant, [r.model_id for r in rows])
-    return [ModelOut(model_id=r.model_id, name=r.name, targets=dict(sorted(targets[r.model_id].items())),
-                     cash_target_weight=Decimal(1) - sum(targets[r.model_id].values(), Decimal(0)),
+        ids = [r.model_id for r in rows]
+        graph = await sleeve_graph(s, tenant)
+        own = await own_targets_of(s, tenant, descendants(ids, graph))
+    expanded = expanded_targets(ids, own, graph)
+    return [ModelOut(model_id=r.model_id, name=r.name, targets=dict(sorted(own[r.model_id].items())),
+                     models=dict(sorted(graph.get(r.model_id, {}).items())),
+                     expanded_targets=dict(sorted(expanded[r.model_id].items())),
+                     cash_target_weight=Decimal(1) - sum(expanded[r.model_id].values(), Decimal(0)),
                      policy=dict(r.policy or {}), updated_at=r.updated_at) for r in rows]
 
 
@@ -114,11 +126,20 @@ async def get_model(rt: ServiceRuntime, tenant: str, model_id: str) -> ModelOut:
 # ---------------------------------------------------------------- households
 
 
+async def _check_advisor(s: AsyncSession, tenant: str, advisor_id: str | None) -> None:
+    if advisor_id is not None and not await existing_advisor_ids(s, tenant, [advisor_id]):
+        raise Invalid(f"unknown advisor {advisor_id}; create it with POST /v1/advisors", advisor_id=advisor_id)
+
+
 async def create_household(rt: ServiceRuntime, tenant: str, body: HouseholdIn) -> HouseholdOut:
     async with rt.uow() as uow:
-        stmt = pg_insert(households).values(tenant_id=tenant, household_id=body.household_id, name=body.name)
-        await uow.session.execute(stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "household_id"], set_={"name": stmt.excluded.name}))
+        await _check_advisor(uow.session, tenant, body.advisor_id)
+        stmt = pg_insert(households).values(tenant_id=tenant, household_id=body.household_id, name=body.name,
+                                            advisor_id=body.advisor_id)
+        set_: dict[str, Any] = {"name": stmt.excluded.name}
+        if body.advisor_id is not None:
+            set_["advisor_id"] = stmt.excluded.advisor_id
+        await uow.session.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "household_id"], set_=set_))
         await uow.commit()
     return await get_household(rt, tenant, body.household_id)
 
@@ -133,7 +154,8 @@ async def get_household(rt: ServiceRuntime, tenant: str, household_id: str) -> H
         ids = (await s.execute(select(accounts.c.account_id).where(
             accounts.c.tenant_id == tenant, accounts.c.household_id == household_id)
             .order_by(accounts.c.account_id))).scalars().all()
-    return HouseholdOut(household_id=row.household_id, name=row.name, account_ids=list(ids))
+    return HouseholdOut(household_id=row.household_id, name=row.name, advisor_id=row.advisor_id,
+                        account_ids=list(ids))
 
 
 # ---------------------------------------------------------------- accounts
@@ -145,6 +167,7 @@ async def create_account(rt: ServiceRuntime, tenant: str, body: AccountIn) -> Ac
         if not await existing_model_ids(s, tenant, [body.model_id]):
             raise Invalid(f"unknown model {body.model_id}; create it with POST /v1/models",
                           model_id=body.model_id)
+        await _check_advisor(s, tenant, body.advisor_id)
         if await existing_account_ids(s, tenant, [body.account_id]):
             raise Conflict(f"account {body.account_id} already exists")
         try:
@@ -164,11 +187,35 @@ async def get_account(rt: ServiceRuntime, tenant: str, account_id: str) -> Accou
     return account_out(book)
 
 
-async def list_accounts(rt: ServiceRuntime, tenant: str, household_id: str | None) -> list[AccountOut]:
+def encode_cursor(account_id: str) -> str:
+    """Opaque keyset cursor: the last account id of a page."""
+    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        out = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        out = ""
+    if not out:
+        raise Invalid("invalid cursor", cursor=cursor)
+    return out
+
+
+async def list_accounts(rt: ServiceRuntime, tenant: str, household_id: str | None, advisor_id: str | None = None,
+                        limit: int | None = None, cursor: str | None = None) -> tuple[list[AccountOut], str | None]:
+    """One page of accounts in account_id order, and the cursor of the next page (None at the end)."""
     assert rt.sessionmaker is not None
+    after = None if cursor is None else decode_cursor(cursor)
     async with rt.sessionmaker() as s:
-        books = await load_books(s, tenant, household_id=household_id)
-    return [account_out(b) for _, b in sorted(books.items())]
+        # One row more than asked tells whether there is a next page.
+        books = await load_books(s, tenant, household_id=household_id, advisor_id=advisor_id, after=after,
+                                 limit=None if limit is None else limit + 1)
+    page = [account_out(b) for _, b in sorted(books.items())]
+    if limit is not None and len(page) > limit:
+        page = page[:limit]
+        return page, encode_cursor(page[-1].account_id)
+    return page, None
 
 
 async def replace_lots(rt: ServiceRuntime, tenant: str, account_id: str, body: LotsIn) -> AccountOut:
@@ -213,6 +260,7 @@ async def bulk_import(rt: ServiceRuntime, tenant: str, rows: list[dict[str, Any]
         s = uow.session
         exists = await existing_account_ids(s, tenant, [a.account_id for _, a in valid])
         models = await existing_model_ids(s, tenant, [a.model_id for _, a in valid])
+        advisor_ids = await existing_advisor_ids(s, tenant, [a.advisor_id for _, a in valid if a.advisor_id])
         good: list[AccountIn] = []
         for i, a in valid:
             if a.account_id in exists:
@@ -221,6 +269,9 @@ async def bulk_import(rt: ServiceRuntime, tenant: str, rows: list[dict[str, Any]
             elif a.model_id not in models:
                 rejected.append(BulkRejected(index=i, account_id=a.account_id,
                                              errors=[f"model_id: unknown model {a.model_id}"]))
+            elif a.advisor_id is not None and a.advisor_id not in advisor_ids:
+                rejected.append(BulkRejected(index=i, account_id=a.account_id,
+                                             errors=[f"advisor_id: unknown advisor {a.advisor_id}"]))
             else:
                 good.append(a)
         try:

@@ -9,8 +9,9 @@ CSV layouts (lists are `;`-separated, custom targets `SYM:weight;SYM:weight`, em
   `policy.<field>` column per policy field (`null` switches a band off). No lots: see `lots`.
 - lots: account_id, lot_id, symbol, shares, cost_basis_usd_per_share, acquired_on (appended to
   existing accounts).
-- models: model_id, name, symbol, weight, one row per target, plus optional `policy.<field>`
-  columns (taken from the model's first row). A model is all-or-nothing: if any of its rows is
+- models: model_id, name, symbol, weight, sleeve: one row per target (symbol + weight) or per
+  sleeve (sleeve = the child model's id + weight), plus optional `policy.<field>` columns (taken
+  from the model's first row). Models are imported children first when a file holds both. A model is all-or-nothing: if any of its rows is
   bad, every row of that model is rejected (a model missing a target would be a wrong model).
 JSON Lines: one object per line, the API's shapes (AccountIn without lots, LotRowIn, ModelIn).
 """
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 
+from trimtab.shared.errors import Invalid
 from trimtab.shared.runtime import ServiceRuntime
 
 from .book import (
@@ -34,7 +36,8 @@ from .book import (
     existing_account_ids,
     load_books,
     model_policies_of,
-    model_targets_of,
+    own_targets_of,
+    sleeve_graph,
     upsert_model,
 )
 from .models import accounts, lots, model_portfolios
@@ -44,11 +47,11 @@ Kind = Literal["accounts", "lots", "models"]
 Format = Literal["csv", "jsonl"]
 MAX_ROWS = 200_000
 LIST_COLS = ("restricted", "never_buy", "esg_excluded")
-ACCOUNT_COLS = ("account_id", "household_id", "account_type", "model_id", "cash_usd", "cash_reserve_usd",
+ACCOUNT_COLS = ("account_id", "household_id", "advisor_id", "account_type", "model_id", "cash_usd", "cash_reserve_usd",
                 *LIST_COLS, "custom_targets", "tax_short_term", "tax_long_term")
 POLICY_COLS = tuple(f"policy.{k}" for k in PolicyIn.model_fields)
 LOT_COLS = ("account_id", "lot_id", "symbol", "shares", "cost_basis_usd_per_share", "acquired_on")
-MODEL_COLS = ("model_id", "name", "symbol", "weight")
+MODEL_COLS = ("model_id", "name", "symbol", "weight", "sleeve")
 
 
 class LotRowIn(LotIn):
@@ -209,6 +212,7 @@ class _ModelRow(_In):
     name: str
     symbol: str | None = None
     weight: Decimal | None = None
+    sleeve: str | None = None
 
 
 async def _import_models(rt: ServiceRuntime, tenant: str, fmt: Format,
@@ -232,11 +236,18 @@ async def _import_models(rt: ServiceRuntime, tenant: str, fmt: Format,
                 if isinstance(mid, str) and mid:
                     poisoned.setdefault(mid, []).append(f"line {n}")
                 continue
-            lines, m = grouped.setdefault(r.model_id, ([], {"model_id": r.model_id, "name": r.name, "targets": {}}))
+            lines, m = grouped.setdefault(r.model_id, ([], {"model_id": r.model_id, "name": r.name, "targets": {},
+                                                            "models": {}}))
             lines.append(n)
             if pol and "policy" not in m:
                 m["policy"] = pol
-            if r.symbol is not None:
+            if r.sleeve is not None and r.symbol is not None:
+                poisoned.setdefault(r.model_id, []).append(f"line {n}: both symbol and sleeve")
+            elif r.sleeve is not None:
+                if r.sleeve in m["models"]:
+                    poisoned.setdefault(r.model_id, []).append(f"line {n}: sleeve {r.sleeve} repeated")
+                m["models"][r.sleeve] = str(r.weight) if r.weight is not None else None
+            elif r.symbol is not None:
                 if r.symbol in m["targets"]:
                     poisoned.setdefault(r.model_id, []).append(f"line {n}: {r.symbol} repeated")
                 m["targets"][r.symbol] = str(r.weight) if r.weight is not None else None
@@ -247,19 +258,45 @@ async def _import_models(rt: ServiceRuntime, tenant: str, fmt: Format,
             else:
                 models.append((lines, m))
     accepted: list[str] = []
-    for lines, raw in models:
+    for lines, raw in _children_first(models):
         m = _validate(ModelIn, lines[0], raw, "model_id", rejected)
         if m is None:
             mid = raw.get("model_id") if isinstance(raw.get("model_id"), str) else None
             rejected += [ImportRejected(line=n, key=mid, errors=["see the model's first line"]) for n in lines[1:]]
             continue
-        async with rt.uow() as uow:
-            await upsert_model(uow.session, tenant, m.model_id, m.name, dict(m.targets),
-                               None if m.policy is None else m.policy.stored())
-            await uow.commit()
+        try:
+            async with rt.uow() as uow:
+                await upsert_model(uow.session, tenant, m.model_id, m.name, dict(m.targets),
+                                   None if m.policy is None else m.policy.stored(), dict(m.models))
+                await uow.commit()
+        except Invalid as e:  # unknown sleeve, cycle, too deep: this model only
+            rejected += [ImportRejected(line=n, key=m.model_id, errors=[e.detail]) for n in lines]
+            continue
         accepted.append(m.model_id)
     return ImportOut(kind="models", accepted=len(accepted), accepted_keys=accepted,
                      rejected=sorted(rejected, key=lambda x: x.line))
+
+
+def _children_first(models: list[tuple[list[int], dict[str, Any]]]) -> list[tuple[list[int], dict[str, Any]]]:
+    """File order, except that a model comes after the sleeves it names from the same file
+    (a cycle keeps file order; upsert_model then refuses it)."""
+    by_id = {m.get("model_id"): k for k, (_, m) in enumerate(models)}
+    order: list[int] = []
+    done: set[int] = set()
+
+    def visit(k: int, path: frozenset[int]) -> None:
+        if k in done or k in path:
+            return
+        children = models[k][1].get("models")
+        for c in children if isinstance(children, dict) else {}:
+            if c in by_id:
+                visit(by_id[c], path | {k})
+        done.add(k)
+        order.append(k)
+
+    for k in range(len(models)):
+        visit(k, frozenset())
+    return [models[k] for k in order]
 
 
 # ---------------------------------------------------------------- export
@@ -284,17 +321,22 @@ async def export_rows(rt: ServiceRuntime, tenant: str, kind: Kind, fmt: Format) 
         if kind == "models":
             ms = (await s.execute(select(model_portfolios).where(model_portfolios.c.tenant_id == tenant)
                                   .order_by(model_portfolios.c.model_id))).all()
-            targets = await model_targets_of(s, tenant, [m.model_id for m in ms])
+            targets = await own_targets_of(s, tenant, [m.model_id for m in ms])
+            graph = await sleeve_graph(s, tenant)
             policies = await model_policies_of(s, tenant, [m.model_id for m in ms])
             if fmt == "jsonl":
                 return _jsonl([{"model_id": m.model_id, "name": m.name,
                                 "targets": {k: str(v) for k, v in sorted(targets[m.model_id].items())},
+                                "models": {k: str(v) for k, v in sorted(graph.get(m.model_id, {}).items())},
                                 "policy": policies.get(m.model_id) or {}} for m in ms])
             out = []
             for m in ms:
                 pol = {f"policy.{k}": ("null" if v is None else v) for k, v in (policies.get(m.model_id) or {}).items()}
-                for k, (sym, w) in enumerate(sorted(targets[m.model_id].items()) or [(None, None)]):
-                    out.append({"model_id": m.model_id, "name": m.name, "symbol": sym, "weight": w, **(pol if k == 0 else {})})
+                entries = ([(sym, w, None) for sym, w in sorted(targets[m.model_id].items())]
+                           + [(None, w, c) for c, w in sorted(graph.get(m.model_id, {}).items())])
+                for k, (sym, w, c) in enumerate(entries or [(None, None, None)]):
+                    out.append({"model_id": m.model_id, "name": m.name, "symbol": sym, "weight": w, "sleeve": c,
+                                **(pol if k == 0 else {})})
             return _csv(MODEL_COLS + POLICY_COLS, out)
         books = await load_books(s, tenant)
     if kind == "lots":
@@ -306,7 +348,8 @@ async def export_rows(rt: ServiceRuntime, tenant: str, kind: Kind, fmt: Format) 
     for a_id, b in sorted(books.items()):
         a = b.account
         rec: dict[str, Any] = {
-            "account_id": a_id, "household_id": a.household_id, "account_type": a.account_type,
+            "account_id": a_id, "household_id": a.household_id, "advisor_id": a.advisor_id,
+            "account_type": a.account_type,
             "model_id": a.model_id, "cash_usd": str(a.cash_usd), "cash_reserve_usd": str(a.cash_reserve_usd),
             "restricted": list(a.restricted or []), "never_buy": list(a.never_buy or []),
             "esg_excluded": list(a.esg_excluded or []), "custom_targets": a.custom_targets,
@@ -316,7 +359,7 @@ async def export_rows(rt: ServiceRuntime, tenant: str, kind: Kind, fmt: Format) 
         if fmt == "jsonl":
             rows.append({k: v for k, v in rec.items() if v is not None})
             continue
-        flat = {k: rec[k] for k in ACCOUNT_COLS[:6]}
+        flat = {k: rec[k] for k in ACCOUNT_COLS[:7]}
         flat |= {k: ";".join(rec[k]) for k in LIST_COLS}
         flat["custom_targets"] = ";".join(f"{k}:{v}" for k, v in (a.custom_targets or {}).items()) or None
         flat["tax_short_term"], flat["tax_long_term"] = rec["tax_rates"]["short_term"], rec["tax_rates"]["long_term"]
