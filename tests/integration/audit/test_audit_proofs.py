@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.integration.audit.test_audit import NOW, one_tick_chain
 from tests.support import auth, running, settings, token, wait_consumers_assigned
-from trimtab.audit import handlers
+from trimtab.audit import handlers, offline
 from trimtab.audit.app import Settings, create
 from trimtab.audit.checkpoints import Checkpointer
-from trimtab.audit.domain import merkle
+from trimtab.audit.domain import frames, merkle
 from trimtab.audit.domain.checkpoint import Checkpoint, Signer, verify_checkpoint
 from trimtab.audit.offline import State, verify_log
 from trimtab.shared.db import async_url
@@ -389,3 +389,38 @@ async def test_the_cli_verifies_over_http(audit, tmp_path):
     assert rep["ok"] is True and rep["first_bad_seq"] is None and rep["records_checked"] > 0
     files = (tmp_path / "cli" / "checkpoints.jsonl").read_text().splitlines()
     assert len(files) == 1
+
+
+async def test_the_parallel_verifier_and_the_binary_pages(audit, db, tmp_path):
+    """The verifier's bulk path as it runs on a large log (record pages re-hashed in two worker
+    processes, pages of 2 records) names an altered envelope; records.bin is per tenant."""
+    app, client = audit
+    seqs = await append(app, ticks(5))
+    await append(app, ticks(1, tenant="t2"))
+    await sign(client)
+    cp, key, _ = await latest(client)
+    async with verifier_client(app) as vc, verifier_client(app, "t2") as other:
+        body = (await vc.get("/v1/audit/records.bin", params={"after_seq": seqs[0] - 1, "limit": 3})).content
+        got = [r[0] for r in frames.records(body)]
+        assert got == seqs[:3]
+        assert all(r[4] == "t1" for r in frames.records(
+            (await vc.get("/v1/audit/records.bin", params={"limit": 50_000})).content))
+        assert all(r[4] == "t2" for r in frames.records(
+            (await other.get("/v1/audit/records.bin", params={"limit": 50_000})).content))
+        leaves = (await vc.get("/v1/audit/leaves.bin", params={"start": 0, "end": cp.tree_size})).content
+        assert len(leaves) == 40 * cp.tree_size
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(offline, "RECORD_PAGE", 2)
+            rep = await verify_log(vc, State(tmp_path / "p"), public_key=key, workers=2, parallel_from=0)
+            assert rep.ok and rep.records_checked >= 5, rep.to_json()
+            row = await _row(db, seqs[2])
+            try:
+                async with superuser_edit(db) as c:
+                    await c.execute(text("UPDATE audit.records SET envelope = :e WHERE seq = :s"),
+                                    {"e": bytes(row["envelope"]).replace(b'"P2"', b'"P7"'), "s": seqs[2]})
+                rep = await verify_log(vc, State(tmp_path / "p"), public_key=key, workers=2, parallel_from=0)
+                assert (rep.ok, rep.first_bad_seq) == (False, seqs[2]), rep.to_json()
+                assert "content altered" in rep.problems[0].reason
+            finally:
+                await _put_back(db, row)

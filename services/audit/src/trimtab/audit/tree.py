@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .domain import merkle
 from .domain.merkle import NodeId
-from .models import SCHEMA, records, tree_nodes
+from .models import SCHEMA, records
 
 _FETCH = text(f"""
 SELECT n.level, n.idx, n.hash FROM "{SCHEMA}".tree_nodes n
@@ -46,20 +45,28 @@ async def _fetch(s: AsyncSession, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
     return got
 
 
+_INSERT_NODES = text(f"""
+INSERT INTO "{SCHEMA}".tree_nodes (level, idx, hash)
+SELECT * FROM unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[]), CAST(:hashes AS bytea[]))
+""")
+
+
 async def append_leaves(s: AsyncSession, first_index: int, leaves: list[bytes]) -> int:
     """Store leaves first_index, first_index + 1, ... and every node they complete (the caller
-    holds the append lock); how many nodes. The left siblings any new leaf can need are the
-    complete subtrees of the tree's right edge (`decompose(0, size)`): one read, O(log n) rows."""
-    known = await _fetch(s, merkle.decompose(0, first_index))
-    made: list[tuple[int, int, bytes]] = []
-    for k, leaf in enumerate(leaves):
-        index = first_index + k
-        new = [(0, index, leaf), *merkle.completed_nodes(index, leaf, lambda lv, i: known[(lv, i)])]
-        for lv, i, h in new:
-            known[(lv, i)] = h
-        made.extend(new)
-    await s.execute(insert(tree_nodes), [{"level": lv, "idx": i, "hash": h} for lv, i, h in made])
-    return len(made)
+    holds the append lock); how many nodes. The left siblings any new leaf can need are on the
+    tree's right edge (`decompose(0, size)`, at most 64 nodes): read once per run, kept up to date
+    in memory while the run's leaves are added, and everything written with one insert."""
+    frontier = merkle.Frontier(first_index, await _fetch(s, merkle.decompose(0, first_index)))
+    levels: list[int] = []
+    idxs: list[int] = []
+    hashes: list[bytes] = []
+    for leaf in leaves:
+        for lv, i, h in frontier.append(leaf):
+            levels.append(lv)
+            idxs.append(i)
+            hashes.append(h)
+    await s.execute(_INSERT_NODES, {"levels": levels, "idxs": idxs, "hashes": hashes})
+    return len(levels)
 
 
 async def size(s: AsyncSession) -> int:

@@ -210,6 +210,54 @@ def completed_nodes(index: int, leaf: bytes, node_at: Callable[[int, int], bytes
     return out
 
 
+class Frontier:
+    """The right edge of a tree: the complete subtrees `decompose(0, size)`, O(log n) hashes.
+
+    That is all an append needs (every left sibling a new leaf can meet is on it) and all a tree
+    head needs, so a writer loads it once and then adds any number of leaves in memory, and a
+    verifier computes the root of a million streamed leaves without keeping them."""
+
+    def __init__(self, size: int = 0, nodes: Mapping[NodeId, bytes] | None = None) -> None:
+        self.size = size
+        edge = decompose(0, size)
+        if edge and nodes is None:
+            raise ValueError("a non-empty frontier needs its nodes")
+        self._edge: list[tuple[int, int, bytes]] = [(lv, i, nodes[(lv, i)]) for lv, i in edge] if nodes else []
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add the next leaf; the nodes it completes, the leaf itself (level 0) first."""
+        index = self.size
+        self.size += 1
+        out = [(0, index, leaf)]
+        h, level, i = leaf, 0, index
+        edge = self._edge
+        while i & 1:
+            lv, li, left = edge.pop()
+            if (lv, li) != (level, i - 1):  # pragma: no cover - the edge is the decomposition
+                raise AssertionError(f"frontier out of step: {(lv, li)} is not the sibling of {(level, i)}")
+            h = hashlib.sha256(NODE_PREFIX + left + h).digest()
+            level, i = level + 1, i >> 1
+            out.append((level, i, h))
+        edge.append((level, i, h))
+        return out
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Add leaves without reporting the nodes (a verifier that only wants the root)."""
+        sha, prefix = hashlib.sha256, NODE_PREFIX
+        edge, index = self._edge, self.size
+        for h in leaves:
+            level, i = 0, index
+            while i & 1:
+                h = sha(prefix + edge.pop()[2] + h).digest()
+                level, i = level + 1, i >> 1
+            edge.append((level, i, h))
+            index += 1
+        self.size = index
+
+    def root(self) -> bytes:
+        return combine([h for _, _, h in self._edge])
+
+
 def siblings_needed(index: int) -> list[NodeId]:
     """The stored nodes `completed_nodes(index, ...)` reads: the left siblings on its way up."""
     out, level, i = [], 0, index

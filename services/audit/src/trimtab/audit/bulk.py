@@ -1,0 +1,41 @@
+"""Bulk reads for the offline verifier, built by the database in the binary forms of
+domain/frames.py: one `string_agg` per page, so neither side spends Python time per column."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import SCHEMA
+
+_LEAVES = text(f"""
+SELECT coalesce(string_agg(int8send(seq) || leaf_hash, ''::bytea ORDER BY seq), ''::bytea)
+  FROM "{SCHEMA}".records WHERE seq > :start AND seq <= :end
+""")
+# The inner query picks the page (index range scan on (tenant_id, seq)); the outer one frames it.
+_RECORDS = text(f"""
+SELECT coalesce(string_agg(
+         int8send(seq) || uuid_send(event_id) || uuid_send(correlation_id)
+         || int2send(octet_length(event_type)::smallint) || convert_to(event_type, 'UTF8')
+         || int2send(octet_length(tenant_id)::smallint) || convert_to(tenant_id, 'UTF8')
+         || int4send(octet_length(envelope)) || envelope, ''::bytea ORDER BY seq), ''::bytea) AS body,
+       count(*) AS n, max(seq) AS last_seq
+  FROM (SELECT seq, event_id, correlation_id, event_type, tenant_id, envelope
+          FROM "{SCHEMA}".records
+         WHERE tenant_id = :tenant AND seq > :after AND seq <= :max_seq
+         ORDER BY seq LIMIT :limit) r
+""")
+
+
+async def leaves(s: AsyncSession, start: int, end: int) -> bytes:
+    """Entries (seq, leaf hash) of the records with leaf index in [start, end), in seq order."""
+    return bytes((await s.execute(_LEAVES, {"start": start, "end": end})).scalar_one())
+
+
+async def records(s: AsyncSession, tenant_id: str, after_seq: int, max_seq: int,
+                  limit: int) -> tuple[bytes, int, int | None]:
+    """The tenant's records with after_seq < seq <= max_seq (at most `limit`) as record frames,
+    how many, and the last seq."""
+    r = (await s.execute(_RECORDS, {"tenant": tenant_id, "after": after_seq, "max_seq": max_seq,
+                                    "limit": limit})).one()
+    return bytes(r.body), int(r.n), r.last_seq

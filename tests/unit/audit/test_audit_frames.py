@@ -1,0 +1,104 @@
+"""The append's in-memory right edge (merkle.Frontier) and the verifier's binary bulk forms
+(domain/frames.py): the frontier makes exactly the nodes and roots of the reference tree, from
+empty or resumed at any size; leaf pages name the missing seqs; a record page names the record
+whose envelope, leaf or columns were changed."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trimtab.audit.domain import frames, merkle
+
+
+def _leaves(n: int) -> list[bytes]:
+    return [merkle.leaf_hash(b"leaf %d" % i) for i in range(n)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), data=st.data())
+def test_frontier_makes_the_stored_tree_from_any_resumed_size(n, data):
+    leaves = _leaves(n)
+    t = merkle.Tree(leaves)
+    k = data.draw(st.integers(0, n))
+    f = merkle.Frontier(k, {node: t.node(node) for node in merkle.decompose(0, k)})
+    made = [node for leaf in leaves[k:] for node in f.append(leaf)]
+    # Every node a store needs for leaves k.., each once, with the reference tree's hash.
+    want = {(0, i, leaves[i]) for i in range(k, n)} | {
+        (lv, i, h) for lv in range(1, len(t.levels)) for i, h in enumerate(t.levels[lv])
+        if ((i + 1) << lv) > k}
+    assert sorted(made) == sorted(want) and len(made) == len(want)
+    assert f.root() == merkle.root(leaves) == t.root()
+    g = merkle.Frontier(k, {node: t.node(node) for node in merkle.decompose(0, k)})
+    g.extend(leaves[k:])
+    assert (g.size, g.root()) == (n, t.root())
+
+
+def test_frontier_needs_its_nodes():
+    with pytest.raises(ValueError):
+        merkle.Frontier(3)
+
+
+def _leaf_body(entries: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(struct.pack(">Q", s) + h for s, h in entries)
+
+
+def test_leaf_pages_give_the_hashes_and_name_the_missing_seqs():
+    hs = _leaves(6)
+    full = _leaf_body([(i + 1, h) for i, h in enumerate(hs)])
+    assert frames.leaves(full, 0, 6) == (b"".join(hs), [])
+    gappy = _leaf_body([(2, hs[1]), (3, hs[2]), (5, hs[4])])  # seqs 1, 4 and 6 gone
+    blob, missing = frames.leaves(gappy, 0, 6)
+    assert missing == [1, 4, 6]
+    assert blob == bytes(32) + hs[1] + hs[2] + bytes(32) + hs[4] + bytes(32)
+    with pytest.raises(frames.FrameError):  # not whole entries
+        frames.leaves(full[:-1], 0, 6)
+    with pytest.raises(frames.FrameError):  # out of order
+        frames.leaves(_leaf_body([(1, hs[0]), (3, hs[2]), (2, hs[1])]), 0, 3)
+    with pytest.raises(frames.FrameError):  # outside the range asked for
+        frames.leaves(_leaf_body([(7, hs[0])]), 0, 6)
+
+
+def _record(seq: int, env: bytes, eid: uuid.UUID, cid: uuid.UUID, etype: str = "PriceTicked",
+            tenant: str = "t1") -> bytes:
+    et, tn = etype.encode(), tenant.encode()
+    return (struct.pack(">Q", seq) + eid.bytes + cid.bytes + struct.pack(">H", len(et)) + et
+            + struct.pack(">H", len(tn)) + tn + struct.pack(">I", len(env)) + env)
+
+
+def _envelope(eid: uuid.UUID, cid: uuid.UUID, n: int) -> bytes:
+    return (b'{"correlation_id":"%s","event_id":"%s","event_type":"PriceTicked","n":%d,"tenant_id":"t1"}'
+            % (str(cid).encode(), str(eid).encode(), n))
+
+
+def test_record_pages_name_the_altered_record():
+    ids = [(uuid.uuid4(), uuid.uuid4()) for _ in range(5)]
+    envs = [_envelope(e, c, i) for i, (e, c) in enumerate(ids)]
+    leaves = b"".join(hashlib.sha256(b"\x00" + x).digest() for x in envs)
+    body = b"".join(_record(i + 1, envs[i], *ids[i]) for i in range(5))
+    assert frames.check_records(body, 0, leaves, 5) == (5, 5, [])
+    assert frames.check_records(body, 0, leaves, 3)[:2] == (3, 5)  # beyond the signed size: skipped
+    # The leaves of a later part of the log only (a page's slice).
+    assert frames.check_records(b"".join(_record(i + 1, envs[i], *ids[i]) for i in (3, 4)), 3, leaves[96:], 5) \
+        == (2, 5, [])
+
+    altered = body.replace(b'"n":2', b'"n":9')
+    _, _, problems = frames.check_records(altered, 0, leaves, 5)
+    assert [p[0] for p in problems] == [3] and "content altered" in problems[0][1]
+
+    other = uuid.uuid4()  # the column moved to another event id; the bytes still hash right
+    moved = b"".join(_record(i + 1, envs[i], other if i == 1 else ids[i][0], ids[i][1]) for i in range(5))
+    _, _, problems = frames.check_records(moved, 0, leaves, 5)
+    assert problems == [(2, "the record's columns disagree with its envelope: event_id")]
+    wrong_tenant = b"".join(_record(i + 1, envs[i], *ids[i], tenant="t2" if i == 4 else "t1") for i in range(5))
+    assert [p[0] for p in frames.check_records(wrong_tenant, 0, leaves, 5)[2]] == [5]
+
+    swapped = b"".join(_record(i + 1, envs[j], *ids[j]) for i, j in enumerate([0, 2, 1, 3, 4]))
+    assert [p[0] for p in frames.check_records(swapped, 0, leaves, 5)[2]] == [2, 3]
+    with pytest.raises(frames.FrameError):
+        frames.check_records(body[:-3], 0, leaves, 5)
