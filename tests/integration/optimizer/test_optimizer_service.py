@@ -331,3 +331,58 @@ async def test_stale_open_proposal_expires(service, producer, kafka_bootstrap):
     [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
     assert decided.parse(RebalanceDecided).decision == "expired"
     assert decided.correlation_id == drift.correlation_id and decided.causation_id == proposed.event_id
+
+
+async def test_advisor_override_is_revalidated_then_approved_once(service, producer, kafka_bootstrap):
+    _, client = service
+    account = "acc-override"
+    _, proposed = await propose(producer, kafka_bootstrap, drifted(account))
+    pid = proposed.parse(RebalanceProposed).proposal_id
+    await send(producer, explanation_of(proposed), account)
+    await send(producer, risk_of(proposed), account)
+    await wait_state(client, pid, "ready")
+    url = f"/v1/proposals/{pid}/override"
+    advisor = auth(subject="ana@firm")
+
+    def sell(lot: str, shares: int) -> dict:
+        return {"symbol": "VTI", "side": "sell", "shares": str(shares), "est_price_usd": "0",
+                "est_notional_usd": "0", "lots": [{"lot_id": f"{account}-{lot}", "shares": str(shares)}]}
+
+    def buy(symbol: str, shares: int) -> dict:
+        return {"symbol": symbol, "side": "buy", "shares": str(shares), "est_price_usd": "0",
+                "est_notional_usd": "0"}
+
+    # Each edit breaks one rule and is refused with the rule named; nothing is decided.
+    bad = {
+        "wash sale": [sell("vti-2", 60), buy("VTI", 5)],  # vti-2 is at a loss (basis 270 > 250)
+        "lot oversold": [sell("vti-1", 181)],
+        "not a lot of": [{**sell("vti-1", 10), "symbol": "BND"}],
+        "below the reserve": [buy("VNQ", 1000)],  # $85,000 of buys against $1,000 of cash
+    }
+    for rule, orders in bad.items():
+        r = await client.post(url, headers=advisor, json={"reason": "client call", "orders": orders})
+        assert r.status_code == 422 and rule in r.text, (rule, r.text)
+    no_reason = await client.post(url, headers=advisor, json={"orders": [buy("VNQ", 1)]})
+    assert no_reason.status_code == 422
+    assert (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["state"] == "ready"
+
+    edited = [sell("vti-2", 60), buy("VNQ", 20), buy("BND", 30)]
+    key = {"Idempotency-Key": f"override-{pid}"}
+    body = {"reason": "client prefers a smaller trade", "orders": edited}
+    first = await client.post(url, headers=advisor | key, json=body)
+    second = await client.post(url, headers=advisor | key, json=body)
+    assert first.status_code == second.status_code == 200, first.text
+    assert second.headers.get("Idempotent-Replayed") == "true" and first.json() == second.json()
+    out = first.json()
+    assert out["state"] == "overridden" and out["decision"]["reason"] == "client prefers a smaller trade"
+    # Priced from the snapshot, not from the request's zeros.
+    by_symbol = {o["symbol"]: o for o in out["orders"]}
+    assert Decimal(by_symbol["VTI"]["est_notional_usd"]) == Decimal("15000.00")
+    assert Decimal(by_symbol["VNQ"]["est_notional_usd"]) == Decimal("1700.00")
+    [approved] = await events_of(kafka_bootstrap, "trades.approved.v1", pid)
+    orders = approved.parse(TradesApproved).orders
+    assert {(o.symbol, o.side, o.shares) for o in orders} == {
+        ("VTI", "sell", Decimal(60)), ("VNQ", "buy", Decimal(20)), ("BND", "buy", Decimal(30))}
+    assert all(o.client_order_id == client_order_id(pid, o.symbol, o.side) for o in orders)
+    [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    assert decided.parse(RebalanceDecided).decision == "overridden"

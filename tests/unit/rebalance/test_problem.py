@@ -20,9 +20,11 @@ from .conftest import drifted_account
 
 
 def test_buckets() -> None:
-    assert [bucket(n, SECURITY_BUCKETS) for n in (1, 8, 9, 20, 33, 256, 300)] == [8, 8, 16, 32, 64, 256, 512]
-    assert [bucket(n, LOTS_PER_SECURITY_BUCKETS) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
-    assert Shape.for_sizes(20, 3) == Shape(32, 4, 0)
+    assert [bucket(n, SECURITY_BUCKETS) for n in (1, 8, 9, 20, 33, 256, 300, 500, 600)] == \
+        [8, 8, 16, 24, 48, 256, 384, 512, 1024]
+    assert [bucket(n, LOTS_PER_SECURITY_BUCKETS) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 3, 6, 64, 128]
+    assert Shape.for_sizes(20, 3) == Shape(24, 3, 0)
+    assert Shape.for_sizes(500, 1, 15, 3, True) == Shape(512, 1, 16, 4, True)
 
 
 def test_one_compiled_problem_per_shape_is_reused() -> None:
@@ -50,3 +52,12 @@ def test_fast_path_gives_cvxpys_solution(n: int, gains: bool) -> None:
 def test_factor_shapes_compile_with_a_fast_path() -> None:
     prob = compiled(Shape(8, 1, 4))
     assert prob.problem.is_dpp() and prob.fast is not None
+
+
+def test_shapes_with_groups_and_impact_compile_with_a_fast_path() -> None:
+    # The impact term brings power cones: the fast path must pass them to Clarabel as cvxpy does.
+    prob = compiled(Shape(8, 2, 4, 2, True))
+    assert prob.problem.is_dpp() and prob.fast is not None
+    # The factor loadings are an n x k Parameter: nothing of size n x n exists in the problem.
+    sizes = [p.size for p in prob.problem.parameters()]
+    assert max(sizes) <= 8 * 4 and "factor_scale" in prob.p

@@ -17,7 +17,7 @@ from . import decisions
 from .domain.lifecycle import DecisionKind
 from .engine import Engine
 from .models import proposals
-from .schemas import ApproveIn, ProposalOut, ProposalSummary, RejectIn, StateName
+from .schemas import ApproveIn, OverrideIn, ProposalOut, ProposalSummary, RejectIn, StateName
 
 router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(requires("proposals:read"))]
@@ -65,11 +65,13 @@ async def get_proposal(proposal_id: uuid.UUID, principal: Reader, request: Reque
 
 
 async def _decide(request: Request, principal: Principal, proposal_id: uuid.UUID,
-                  kind: DecisionKind, body: ApproveIn | RejectIn, key: str | None) -> JSONResponse:
+                  kind: DecisionKind, body: ApproveIn | RejectIn | OverrideIn,
+                  key: str | None) -> JSONResponse:
     req_hash = decisions.request_hash(principal, request.method, request.url.path,
                                       body.model_dump(mode="json"))
+    orders = list(body.orders) if isinstance(body, OverrideIn) else None
     result = await decisions.decide(_runtime(request), principal, proposal_id, kind, body.reason,
-                                    idempotency_key=key, req_hash=req_hash)
+                                    idempotency_key=key, req_hash=req_hash, orders=orders)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONResponse(result.body, status_code=result.status_code, headers=headers)
 
@@ -88,6 +90,14 @@ async def approve(proposal_id: uuid.UUID, principal: Decider, request: Request,
 async def reject(proposal_id: uuid.UUID, body: RejectIn, principal: Decider, request: Request,
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return await _decide(request, principal, proposal_id, "rejected", body, idempotency_key)
+
+
+@router.post("/proposals/{proposal_id}/override", response_model=ProposalOut, tags=["decisions"],
+             summary="Replace a ready proposal's orders with the advisor's (re-validated: lots, "
+                     "wash sales, restrictions, cash, turnover) and approve them; reason required")
+async def override(proposal_id: uuid.UUID, body: OverrideIn, principal: Decider, request: Request,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return await _decide(request, principal, proposal_id, "overridden", body, idempotency_key)
 
 
 @router.post("/rebalance/what-if", response_model=RebalanceProposed, tags=["what-if"],

@@ -20,10 +20,12 @@ from sqlalchemy.dialects.postgresql import insert
 from trimtab.shared.auth import Principal
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.errors import Conflict, Invalid, NotFound
+from trimtab.shared.events import AccountSnapshot, Order
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import proposals
 from .domain.lifecycle import Decision, DecisionKind, TransitionError
+from .domain.override import validate_override
 from .models import idempotency_keys
 from .schemas import ProposalOut
 
@@ -43,6 +45,7 @@ def request_hash(principal: Principal, method: str, path: str, body: dict[str, A
 async def decide(
     runtime: ServiceRuntime, principal: Principal, proposal_id: uuid.UUID, kind: DecisionKind,
     reason: str | None, *, idempotency_key: str | None, req_hash: str,
+    orders: list[Order] | None = None,
 ) -> DecisionResult:
     if kind in ("rejected", "overridden") and not (reason or "").strip():
         raise Invalid(f"a decision {kind!r} needs a reason")
@@ -59,8 +62,12 @@ async def decide(
                     raise Invalid("this Idempotency-Key was used for a different request")
                 return DecisionResult(stored.status_code, stored.response, replayed=True)
         decision = Decision(kind, principal.subject, automatic=False, reason=reason)
+        if orders is not None:
+            # Re-validated against the proposal's own snapshot, inside the lock.
+            orders = validate_override(AccountSnapshot.model_validate(row.snapshot), orders)
         try:
-            row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row))
+            row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row),
+                                                 orders=orders)
         except TransitionError as e:
             raise Conflict(str(e), state=row.state) from None
         body = ProposalOut.from_row(row).model_dump(mode="json")

@@ -181,9 +181,12 @@ async def _maybe_decide_automatically(uow: UnitOfWork, row: Row[Any],
 
 
 async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
-                         make_env: EnvelopeFactory, now: datetime | None = None) -> Row[Any]:
+                         make_env: EnvelopeFactory, now: datetime | None = None,
+                         orders: Sequence[Order] | None = None) -> Row[Any]:
     """Move the proposal to the decision's state and publish RebalanceDecided (+ TradesApproved).
 
+    An override carries the advisor's `orders` (validated by the caller): they replace the
+    proposal's and are the ones approved for trading.
     Raises `lifecycle.TransitionError` if the proposal cannot take this decision now.
     """
     new = lifecycle.decide(lifecycle_of(row), decision)
@@ -195,12 +198,17 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
     if decision.kind == "approved":
         approved = with_client_order_ids(row.proposal_id, [Order.model_validate(o) for o in row.orders])
         values["orders"] = [o.model_dump(mode="json") for o in approved]
+    elif decision.kind == "overridden":
+        if orders is None:
+            raise ValueError("an override carries its orders")
+        approved = with_client_order_ids(row.proposal_id, orders)
+        values["orders"] = [o.model_dump(mode="json") for o in approved]
     row = await _update(uow, row, **values)
     uow.publish(make_env(RebalanceDecided(
         proposal_id=row.proposal_id, account_id=row.account_id, decision=decision.kind,
         decided_by=decision.decided_by, automatic=decision.automatic, reason=decision.reason,
         decided_at=now)), key=row.account_id)
-    if decision.kind == "approved":
+    if decision.kind in ("approved", "overridden") and approved:
         uow.publish(make_env(TradesApproved(
             proposal_id=row.proposal_id, account_id=row.account_id,
             approved_by=decision.decided_by, orders=approved,

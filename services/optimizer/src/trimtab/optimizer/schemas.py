@@ -31,6 +31,14 @@ class RejectIn(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class OverrideIn(BaseModel):
+    """The advisor's orders replacing the proposal's (prices and costs are recomputed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+    orders: list[Order] = Field(max_length=1000)
+
+
 class DecisionOut(BaseModel):
     decision: Literal["approved", "rejected", "overridden", "expired"]
     decided_by: str

@@ -16,6 +16,7 @@ import numpy as np
 
 from trimtab.shared.events import AccountSnapshot
 
+from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
 from .errors import InvalidSnapshot
 
 #: Shares below this are treated as nothing (float noise from Decimal conversion).
@@ -66,6 +67,26 @@ class RebalanceInput:
     max_turnover: float | None = None
     #: Lots made up for shares the snapshot holds without lot detail (basis = price: no gain).
     untracked_lots: tuple[str, ...] = field(default=())
+    # ---- from the `RebalanceContext` (defaults: identity risk, no impact, no budgets) ----
+    #: Wash-sale group per security (substantially identical securities); default its symbol.
+    wash_group: tuple[str, ...] | None = None
+    #: Normalized risk model of the drift term: a^T (L L^T + diag(s)) a. None: identity.
+    risk_loadings: np.ndarray | None = None
+    risk_specific: np.ndarray | None = None
+    #: (n, G) 0/1 membership of substitute groups with two or more securities here: their band
+    #: applies to the group's total weight (a swap inside the group is no drift).
+    band_groups: np.ndarray | None = None
+    #: Market impact coefficient per security, in weight: b sigma sqrt(V0 / ADV).
+    impact_coef: np.ndarray | None = None
+    #: Loss lots past the harvest thresholds (their loss benefit counts); gains are always True.
+    lot_harvestable: np.ndarray | None = None
+    #: Household wash-sale bans from trades of the last 30 days (not a choice of this solve).
+    wash_no_buy: np.ndarray | None = None
+    wash_no_sell_lot: np.ndarray | None = None
+    tax_budget_usd: float | None = None
+    gain_cap_usd: float | None = None
+    mode: str = "both"
+    withdrawal_usd: float = 0.0
 
     # ------------------------------------------------------------------ sizes
 
@@ -112,6 +133,66 @@ class RebalanceInput:
         return self.cash_reserve_usd / self.value_usd
 
     @property
+    def withdrawal_weight(self) -> float:
+        return self.withdrawal_usd / self.value_usd
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Wash-sale group of each security."""
+        return self.wash_group if self.wash_group is not None else self.symbols
+
+    @cached_property
+    def loadings(self) -> np.ndarray:
+        if self.risk_loadings is None:
+            return _frozen(np.zeros((self.n_securities, 0)))
+        return self.risk_loadings
+
+    @cached_property
+    def specific(self) -> np.ndarray:
+        if self.risk_specific is None:
+            return _frozen(np.ones(self.n_securities))
+        return self.risk_specific
+
+    @cached_property
+    def band_membership(self) -> np.ndarray:
+        if self.band_groups is None:
+            return _frozen(np.zeros((self.n_securities, 0)))
+        return self.band_groups
+
+    @cached_property
+    def impact(self) -> np.ndarray:
+        return self.impact_coef if self.impact_coef is not None else _frozen(np.zeros(self.n_securities))
+
+    @cached_property
+    def harvestable(self) -> np.ndarray:
+        if self.lot_harvestable is None:
+            return _frozen(np.ones(self.n_lots, dtype=bool))
+        return self.lot_harvestable
+
+    @cached_property
+    def lot_tax_objective(self) -> np.ndarray:
+        """The tax term's coefficient: the true tax, with the benefit of unharvestable losses 0."""
+        t = self.lot_tax_per_weight
+        return _frozen(np.where(self.harvestable, t, np.maximum(t, 0.0)))
+
+    @cached_property
+    def lot_gain_per_weight(self) -> np.ndarray:
+        """Realized gain per unit weight sold (1 - b/p), 0 outside taxable accounts."""
+        if self.account_type != "taxable":
+            return _frozen(np.zeros(self.n_lots))
+        return _frozen(1.0 - self.lot_basis_usd_per_share / self.lot_price_usd)
+
+    @cached_property
+    def no_buy(self) -> np.ndarray:
+        return self.wash_no_buy if self.wash_no_buy is not None else _frozen(np.zeros(self.n_securities, bool))
+
+    @cached_property
+    def no_sell_lot(self) -> np.ndarray:
+        if self.wash_no_sell_lot is not None:
+            return self.wash_no_sell_lot
+        return _frozen(np.zeros(self.n_lots, bool))
+
+    @property
     def cash_target_weight(self) -> float:
         """Cash the account should hold: the reserve, or the model's implied cash if larger."""
         return max(self.reserve_weight, 1.0 - float(self.target_weight.sum()))
@@ -156,8 +237,8 @@ def _f(x: object) -> float:
     return float(x)  # Decimal -> float, exact to double precision
 
 
-def from_snapshot(snapshot: AccountSnapshot) -> RebalanceInput:
-    """Validate `snapshot` and turn it into arrays; raises `InvalidSnapshot` on any inconsistency."""
+def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = None) -> RebalanceInput:
+    """Validate `snapshot` (and `context`) and turn them into arrays; `InvalidSnapshot` if malformed."""
     secs: dict[str, object] = {}
     for s in snapshot.securities:
         if s.symbol in secs:
@@ -176,7 +257,13 @@ def from_snapshot(snapshot: AccountSnapshot) -> RebalanceInput:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
     held = {sym for sym, p in positions.items() if float(p.shares) > SHARES_EPS or p.lots}
-    symbols = tuple(sorted(held | set(snapshot.targets)))
+    universe = held | set(snapshot.targets)
+    ctx = context or EMPTY_CONTEXT
+    # Substitutes the snapshot prices join the problem when their group is held or targeted:
+    # a harvested loss needs somewhere to keep its exposure.
+    sub_groups = {ctx.info(s).substitute_group for s in universe} - {None}
+    universe |= {s for s in secs if ctx.info(s).substitute_group in sub_groups}
+    symbols = tuple(sorted(universe))
     missing = [s for s in symbols if s not in secs]
     if missing:
         raise InvalidSnapshot(f"no price for {missing}", symbols=missing)
@@ -248,4 +335,102 @@ def from_snapshot(snapshot: AccountSnapshot) -> RebalanceInput:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
-    return inp
+    return apply_context(inp, context or EMPTY_CONTEXT)
+
+
+#: The specific variance a substitute keeps of its own when it stands in for another member of
+#: its group (a fraction of the group's smallest): a swap inside the group costs only this.
+SUBSTITUTE_RESIDUAL = 0.02
+
+
+def _risk(inp: RebalanceInput, ctx: RebalanceContext) -> tuple[np.ndarray | None, np.ndarray | None,
+                                                                np.ndarray | None]:
+    """Normalized loadings and specific variances (model columns, then one per substitute group),
+    and the substitute groups' band membership."""
+    n = inp.n_securities
+    fm = ctx.factor_model
+    if fm is None:
+        L, d = np.zeros((n, 0)), np.ones(n)
+    else:
+        row = {s: k for k, s in enumerate(fm.symbols)}
+        L = np.zeros((n, fm.n_factors))
+        d = np.zeros(n)
+        known = [i for i, s in enumerate(inp.symbols) if s in row]
+        for i in known:
+            L[i], d[i] = fm.loadings[row[inp.symbols[i]]], fm.specific_var[row[inp.symbols[i]]]
+        total = (L**2).sum(axis=1) + d
+        # Normalize so the average security's variance is 1: drift weight 1 then means the same
+        # under a risk model as under the identity (a unit of squared weight deviation).
+        scale = float(total[known].mean()) if known and total[known].mean() > 0 else 1.0
+        L, d = L / np.sqrt(scale), d / scale
+        unknown = [i for i in range(n) if inp.symbols[i] not in row]
+        d[unknown] = 1.0  # no model row: the average security's variance, uncorrelated
+    subs: dict[str, list[int]] = {}
+    for i, s in enumerate(inp.symbols):
+        g = ctx.info(s).substitute_group
+        if g is not None:
+            subs.setdefault(g, []).append(i)
+    multi = [members for _, members in sorted(subs.items()) if len(members) >= 2]
+    if not multi and fm is None:
+        return None, None, None
+    cols, M = [], np.zeros((n, len(multi)))
+    for j, members in enumerate(multi):
+        shared = (1.0 - SUBSTITUTE_RESIDUAL) * float(d[members].min())
+        col = np.zeros(n)
+        col[members] = np.sqrt(shared)
+        d[members] -= shared
+        cols.append(col)
+        M[members, j] = 1.0
+    if cols:
+        L = np.hstack([L, np.column_stack(cols)])
+    return _frozen(L), _frozen(d), (_frozen(M) if multi else None)
+
+
+def apply_context(inp: RebalanceInput, ctx: RebalanceContext) -> RebalanceInput:
+    """`inp` with the context's data: risk model, impact, groups, wash-sale bans, mandate."""
+    from dataclasses import replace
+
+    n, m = inp.n_securities, inp.n_lots
+    groups = tuple(ctx.info(s).wash_group or s for s in inp.symbols)
+    L, d, M = _risk(inp, ctx)
+    impact = np.zeros(n)
+    for i, s in enumerate(inp.symbols):
+        info = ctx.info(s)
+        if info.sigma_daily and info.adv_usd:
+            impact[i] = ctx.impact_b * info.sigma_daily * np.sqrt(inp.value_usd / info.adv_usd)
+    loss = inp.lot_basis_usd_per_share - inp.lot_price_usd  # per share, > 0 for a loss
+    loss_usd = loss * inp.lot_shares
+    loss_pct = np.divide(loss, inp.lot_basis_usd_per_share, out=np.zeros(m),
+                         where=inp.lot_basis_usd_per_share > 0)
+    harvestable = (loss <= 0) | ((loss_usd >= ctx.harvest_min_loss_usd) & (loss_pct >= ctx.harvest_min_loss_pct))
+    # Household wash-sale windows (30 days before the trade date; the 30 days after are the
+    # next proposals' business, through this same feed).
+    def recent(t_date: date) -> bool:
+        return 0 <= (inp.trade_date - t_date).days <= WASH_WINDOW_DAYS
+
+    group_of = {s: g for s, g in zip(inp.symbols, groups, strict=True)}
+    lossy_groups = {ctx.info(t.symbol).wash_group or t.symbol for t in ctx.recent_trades
+                    if t.side == "sell" and t.realized_loss and recent(t.trade_date)}
+    bought_groups = {ctx.info(t.symbol).wash_group or t.symbol for t in ctx.recent_trades
+                     if t.side == "buy" and recent(t.trade_date)}
+    no_buy = np.array([g in lossy_groups for g in groups], dtype=bool)
+    # A lot of this account acquired inside the window is a recent buy of its group for every
+    # *other* loss lot of the group (a lot is not its own replacement).
+    own_recent: dict[str, set[int]] = {}
+    for lot in range(m):
+        if recent(inp.lot_acquired_on[lot]) and inp.lot_ids[lot] not in inp.untracked_lots:
+            own_recent.setdefault(group_of[inp.symbols[inp.lot_security[lot]]], set()).add(lot)
+    no_sell = np.zeros(m, dtype=bool)
+    for lot in range(m):
+        if loss[lot] <= 0:
+            continue
+        g = groups[inp.lot_security[lot]]
+        if g in bought_groups or own_recent.get(g, set()) - {lot}:
+            no_sell[lot] = True
+    return replace(
+        inp, wash_group=groups, risk_loadings=L, risk_specific=d, band_groups=M,
+        impact_coef=_frozen(impact) if impact.any() else None,
+        lot_harvestable=_frozen(harvestable), wash_no_buy=_frozen(no_buy),
+        wash_no_sell_lot=_frozen(no_sell), tax_budget_usd=ctx.tax_budget_usd,
+        gain_cap_usd=ctx.gain_cap_usd, mode=ctx.mode, withdrawal_usd=float(ctx.withdrawal_usd),
+    )

@@ -41,6 +41,26 @@ def linear_cost_weight(inp: RebalanceInput, sell_shares: np.ndarray, buy_shares:
     return float(inp.cost_rate @ buy_w + inp.cost_rate[inp.lot_security] @ sell_w)
 
 
+def active_risk(inp: RebalanceInput, a: np.ndarray) -> float:
+    """a^T (L L^T + diag(d)) a in factor form; ||a||^2 without a risk model."""
+    fa = inp.loadings.T @ a
+    return float(fa @ fa + (inp.specific * a) @ a)
+
+
+def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
+    """Deviation beyond the band: per security, or per substitute group for its members."""
+    M = inp.band_membership
+    grouped = M.sum(axis=1) > 0
+    single = np.maximum(np.abs(a[~grouped]) - inp.band_abs, 0.0).sum()
+    group = np.maximum(np.abs(M.T @ a) - inp.band_abs, 0.0).sum()
+    return float(single + group)
+
+
+def impact_weight(inp: RebalanceInput, t: np.ndarray) -> float:
+    """Market impact b sigma sqrt(V0 / ADV) |t|^(3/2), as a fraction of V0."""
+    return float(inp.impact @ np.abs(t) ** 1.5)
+
+
 def evaluate(
     inp: RebalanceInput,
     weights: Mapping[str, float],
@@ -52,11 +72,11 @@ def evaluate(
     V0 = inp.value_usd
     t = trade_weight(inp, sell_shares, buy_shares)
     a = inp.pre_weight + t - inp.target_weight
-    drift = float(a @ a) + tuning.band_penalty * float(np.maximum(np.abs(a) - inp.band_abs, 0.0).sum())
+    drift = active_risk(inp, a) + tuning.band_penalty * band_excess(inp, a)
     sell_w = sell_shares * inp.lot_price_usd / V0
     buy_w = buy_shares * inp.price_usd / V0
-    cost = linear_cost_weight(inp, sell_shares, buy_shares)
-    tax = float(inp.lot_tax_per_weight @ sell_w)
+    cost = linear_cost_weight(inp, sell_shares, buy_shares) + impact_weight(inp, t)
+    tax = float(inp.lot_tax_objective @ sell_w)
     # Idle cash before costs, as in the problem (costs never count as "investing" cash).
     idle = max(inp.cash_weight - float(t.sum()) - inp.cash_target_weight, 0.0)
     reg = (tuning.regularization * float((t * t / reg_tau(inp, tuning)).sum())

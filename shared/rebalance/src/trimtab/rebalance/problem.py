@@ -10,18 +10,26 @@ problem well scaled whatever the account's size:
 Objective (every coefficient a Parameter; driver weights are folded into them, which keeps the
 problem DPP: a Parameter may multiply a Parameter-free expression, not another Parameter)::
 
-    || quad_scale * trade + quad_offset ||^2             drift g ||w0 + t - w_target||^2 plus the
-                                                         regularizer eps ||t / sqrt(tau)||^2,
-                                                         completed into one square (up to a constant)
-  + || factor_scale^T trade + factor_offset ||^2         drift in factor form (k > 0 only)
-  + band_weight * sum(excess)                            drift: |a| beyond the band
-  + lin_sell . sell + lin_buy . buy                      cost, tax and the tie-break
+    || quad_scale * trade + quad_offset ||^2             drift g ||sqrt(d) a||^2 (d = 1 without a
+                                                         risk model) plus the regularizer
+                                                         eps ||t / sqrt(tau)||^2, completed into
+                                                         one square (up to a constant)
+  + || factor_scale^T trade + factor_offset ||^2         drift g ||F^T a||^2 in factor form: F is an
+                                                         n x k Parameter (k small), never n x n
+  + band_weight * (sum(excess) + sum(group_excess))      drift: |a| beyond the band, per security
+                                                         and per substitute group
+  + lin_sell . sell + lin_buy . buy                      linear cost, tax and the tie-break
+  + impact . |trade|^(3/2)                               market impact (cvxportfolio's 3/2 law):
+                                                         power cones, in shapes with
+                                                         ``Shape.impact`` only
   + cash_weight * idle                                   cash: drag above the cash target
 
 Constraints: ``sell <= sell_cap`` (lot weight, 0 if not allowed), ``buy <= buy_cap`` (0 if not
-buyable), cash spent (trades plus linear costs) ``<= cash_floor_rhs`` (reserve), the hinge and idle
-definitions, gross turnover ``<= turnover_cap``. All bounds are Parameters, so restrictions,
-bans and relaxed drivers never change the problem's shape.
+buyable: restrictions, wash-sale bans, buy-only / sell-only modes), cash spent (trades plus linear
+costs) ``<= cash_floor_rhs`` (reserve and withdrawal), the hinge and idle definitions, gross
+turnover ``<= turnover_cap``, tax ``tax_row . sell <= tax_cap`` (annual tax budget) and net gain
+``gain_row . sell <= gain_cap`` (hard gain cap). All bounds are Parameters, so restrictions,
+bans, modes, budgets and relaxed drivers never change the problem's shape.
 
 Shapes are padded into buckets (securities 8/16/32/64..., lot slots per security 1/2/4/8...),
 so a handful of compiled problems serve every account; padded entries have zero bounds.
@@ -49,9 +57,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECURITY_BUCKETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
-LOTS_PER_SECURITY_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-FACTOR_BUCKETS: tuple[int, ...] = (0, 4, 8, 16, 32)
+SECURITY_BUCKETS: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+LOTS_PER_SECURITY_BUCKETS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 16, 32, 64)
+FACTOR_BUCKETS: tuple[int, ...] = (0, 4, 8, 16, 24, 32)
+GROUP_BUCKETS: tuple[int, ...] = (0, 2, 4, 8, 16)
+#: Stands in for "no bound" in a cap Parameter: a tax or gain row times the sells is at most the
+#: gross weight sold (<= a few), so 10 never binds, and a larger number would hurt the scaling.
+NO_BOUND = 10.0
 
 #: The objective is multiplied by this inside the solver only: terms are ~1e-4 in weight units,
 #: which would sit at the solver's absolute tolerance.
@@ -86,16 +98,22 @@ class Shape:
     n_securities: int
     lots_per_security: int
     n_factors: int = 0
+    #: Substitute groups whose band applies to their total weight.
+    n_groups: int = 0
+    #: With the market impact term (power cones): only for accounts with sigma and ADV data,
+    #: since the cones make a solve several times slower.
+    impact: bool = False
 
     @property
     def n_slots(self) -> int:
         return self.n_securities * self.lots_per_security
 
     @classmethod
-    def for_sizes(cls, n_securities: int, max_lots_per_security: int, n_factors: int = 0) -> Shape:
+    def for_sizes(cls, n_securities: int, max_lots_per_security: int, n_factors: int = 0,
+                  n_groups: int = 0, impact: bool = False) -> Shape:
         return cls(bucket(max(n_securities, 1), SECURITY_BUCKETS),
                    bucket(max(max_lots_per_security, 1), LOTS_PER_SECURITY_BUCKETS),
-                   bucket(n_factors, FACTOR_BUCKETS))
+                   bucket(n_factors, FACTOR_BUCKETS), bucket(n_groups, GROUP_BUCKETS), impact)
 
 
 @dataclass(frozen=True)
@@ -117,8 +135,16 @@ class ProblemData:
     sell_cap: np.ndarray
     buy_cap: np.ndarray
     turnover_cap: float
+    impact: np.ndarray | None = None
+    tax_row: np.ndarray | None = None
+    tax_cap: float = NO_BOUND
+    gain_row: np.ndarray | None = None
+    gain_cap: float = NO_BOUND
     factor_scale: np.ndarray | None = None
     factor_offset: np.ndarray | None = None
+    group_member: np.ndarray | None = None
+    group_lo: np.ndarray | None = None
+    group_hi: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +174,7 @@ class CompiledProblem:
         self.shape = shape
         self._lock = threading.Lock()
         n, k, f, m = shape.n_securities, shape.lots_per_security, shape.n_factors, shape.n_slots
+        g = shape.n_groups
         P = cp.Parameter
         self.p = {
             "quad_scale": P(n, nonneg=True), "quad_offset": P(n),
@@ -157,10 +184,18 @@ class CompiledProblem:
             "cost_sell": P(m, nonneg=True), "cash_drag_rhs": P(), "cash_floor_rhs": P(),
             "sell_cap": P(m, nonneg=True), "buy_cap": P(n, nonneg=True),
             "turnover_cap": P(nonneg=True),
+            "tax_row": P(m), "tax_cap": P(), "gain_row": P(m),
+            "gain_cap": P(),
         }
         if f:
             self.p["factor_scale"] = P((n, f))
             self.p["factor_offset"] = P(f)
+        if shape.impact:
+            self.p["impact"] = P(n, nonneg=True)
+        if g:
+            self.p["group_member"] = P((n, g), nonneg=True)
+            self.p["group_lo"] = P(g)
+            self.p["group_hi"] = P(g)
         p = self.p
         self.sell = cp.Variable(m, nonneg=True, name="sell")
         self.buy = cp.Variable(n, nonneg=True, name="buy")
@@ -168,6 +203,14 @@ class CompiledProblem:
         idle = cp.Variable(nonneg=True, name="idle")
         slots_to_security = sp.kron(sp.eye(n), np.ones((1, k))).tocsr()
         trade = self.buy - slots_to_security @ self.sell
+        impact_cons = []
+        if shape.impact:
+            # |t|^(3/2) <= impact as one 3-d power cone per security: impact^(2/3) 1^(1/3) >= |t|
+            # (cp.power(cp.abs(t), 1.5) would need two second-order cones and more per security).
+            # A polyhedral envelope of tangents was tried: fewer iterations, but the extra rows
+            # made each one slower than the cones.
+            impact = cp.Variable(n, nonneg=True, name="impact")
+            impact_cons = [cp.PowCone3D(impact, np.ones(n), trade, 2.0 / 3.0)]
         spent = cp.sum(trade) + p["cost_buy"] @ self.buy + p["cost_sell"] @ self.sell
         objective = (
             cp.sum_squares(cp.multiply(p["quad_scale"], trade) + p["quad_offset"])
@@ -175,9 +218,14 @@ class CompiledProblem:
             + p["lin_sell"] @ self.sell + p["lin_buy"] @ self.buy
             + p["cash_weight"] * idle
         )
+        if shape.impact:
+            objective = objective + p["impact"] @ impact
         if f:
             objective = objective + cp.sum_squares(p["factor_scale"].T @ trade + p["factor_offset"])
         constraints = [
+            *impact_cons,
+            p["tax_row"] @ self.sell <= p["tax_cap"],
+            p["gain_row"] @ self.sell <= p["gain_cap"],
             excess - trade >= p["band_lo"],
             excess + trade >= p["band_hi"],
             # Idle cash is measured before costs: otherwise burning cash on round trips would
@@ -188,6 +236,12 @@ class CompiledProblem:
             self.buy <= p["buy_cap"],
             cp.sum(self.sell) + cp.sum(self.buy) <= p["turnover_cap"],
         ]
+        if g:
+            group_excess = cp.Variable(g, nonneg=True, name="group_excess")
+            group_trade = p["group_member"].T @ trade
+            objective = objective + p["band_weight"] * cp.sum(group_excess)
+            constraints += [group_excess - group_trade >= p["group_lo"],
+                            group_excess + group_trade >= p["group_hi"]]
         self.problem = cp.Problem(cp.Minimize(OBJECTIVE_SCALE * objective), constraints)
         assert self.problem.is_dpp(), "the rebalancing problem must stay DPP"
         self.compile_ms = 0.0
@@ -240,7 +294,10 @@ class CompiledProblem:
         """
         if self.fast is not None:
             t0 = time.perf_counter()
-            status, sell, buy, obj = self.fast.solve(self.theta(data))
+            theta = self.theta(data)
+            status, sell, buy, obj = self.fast.solve(theta)
+            if status == "clarabel:InsufficientProgress":
+                status, sell, buy, obj = self.fast.solve(theta, loose=True)
             elapsed = (time.perf_counter() - t0) * 1e3
             if status in _INFEASIBLE:
                 raise ProblemInfeasible(status)
@@ -282,14 +339,17 @@ class CompiledProblem:
 
 def _neutral_data(shape: Shape) -> ProblemData:
     """Parameter values of an empty account: used to compile."""
-    n, m, f = shape.n_securities, shape.n_slots, shape.n_factors
+    n, m, f, g = shape.n_securities, shape.n_slots, shape.n_factors, shape.n_groups
     z_n, z_m = np.zeros(n), np.zeros(m)
     return ProblemData(
         quad_scale=np.ones(n), quad_offset=z_n, band_lo=z_n - 0.05, band_hi=z_n - 0.05,
         band_weight=1.0, lin_sell=z_m, lin_buy=z_n, cash_weight=0.0,
         cost_buy=z_n, cost_sell=z_m, cash_drag_rhs=0.0, cash_floor_rhs=0.0, sell_cap=z_m,
-        buy_cap=z_n, turnover_cap=4.0,
+        buy_cap=z_n, turnover_cap=4.0, impact=z_n if shape.impact else None, tax_row=z_m, tax_cap=NO_BOUND, gain_row=z_m,
+        gain_cap=NO_BOUND,
         factor_scale=np.zeros((n, f)) if f else None, factor_offset=np.zeros(f) if f else None,
+        group_member=np.zeros((n, g)) if g else None, group_lo=np.zeros(g) - 0.05 if g else None,
+        group_hi=np.zeros(g) - 0.05 if g else None,
     )
 
 

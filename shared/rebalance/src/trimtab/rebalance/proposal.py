@@ -24,9 +24,10 @@ from trimtab.shared.events import (
 )
 from trimtab.shared.money import dec, usd
 
+from .context import EMPTY_CONTEXT, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights
 from .inputs import RebalanceInput, from_snapshot
-from .objective import evaluate
+from .objective import evaluate, trade_weight
 from .rounding import RoundedTrades, round_trades
 from .solve import solve_continuous
 from .version import CVXPY_VERSION, OPTIMIZER_VERSION
@@ -59,6 +60,12 @@ class Proposal:
     dropped: tuple[str, ...] = field(default=())
     #: Decisions worth telling a reviewer (wash-sale resolutions, rounding repairs).
     notes: tuple[str, ...] = field(default=())
+    #: Realized gains by term, harvested losses and the tax on each (see `tax_breakdown`).
+    tax: Mapping[str, Decimal] = field(default_factory=dict)
+    #: Estimated cost by kind: half spread, commission, market impact, total.
+    costs: Mapping[str, Decimal] = field(default_factory=dict)
+    #: Hash of the `RebalanceContext` (None when the snapshot alone was used): replay needs both.
+    context_hash: str | None = None
 
     def to_event(self, *, drift_id: uuid.UUID | None = None) -> RebalanceProposed:
         return RebalanceProposed(
@@ -70,10 +77,13 @@ class Proposal:
         )
 
 
-def default_proposal_id(snapshot_hash: str, weights: Mapping[str, float]) -> uuid.UUID:
-    """Deterministic in (snapshot, optimizer version, driver weights): a replay gets the same id."""
+def default_proposal_id(snapshot_hash: str, weights: Mapping[str, float],
+                        context_hash: str | None = None) -> uuid.UUID:
+    """Deterministic in (snapshot, context, optimizer version, driver weights): a replay gets
+    the same id."""
     key = ",".join(f"{k}={weights[k]!r}" for k in sorted(weights))
-    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{snapshot_hash}|{OPTIMIZER_VERSION}|{key}")
+    ctx = f"|{context_hash}" if context_hash else ""
+    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{snapshot_hash}|{OPTIMIZER_VERSION}|{key}{ctx}")
 
 
 def _exact_lot_shares(snapshot: AccountSnapshot) -> dict[str, Decimal]:
@@ -148,12 +158,54 @@ def estimated_tax_usd(inp: RebalanceInput, snapshot: AccountSnapshot, orders: li
     return total
 
 
+def tax_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order]) -> dict[str, Decimal]:
+    """Lot arithmetic in the snapshot's Decimals: gains (net, by term), losses harvested (a
+    positive number), and the tax of each term; `tax_total_usd` equals `estimated_tax_usd`."""
+    basis = {lot.lot_id: lot.cost_basis_usd_per_share for pos in snapshot.positions for lot in pos.lots}
+    price = {s.symbol: s.price_usd for s in snapshot.securities}
+    index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
+    taxable = snapshot.account_type == "taxable"
+    out = {k: Decimal(0) for k in ("short_term_gain_usd", "long_term_gain_usd", "harvested_loss_usd",
+                                   "short_term_tax_usd", "long_term_tax_usd")}
+    for o in orders:
+        for li in o.lots:
+            k = index[li.lot_id]
+            term = "long_term" if inp.lot_long_term[k] else "short_term"
+            gain = li.shares * (price[o.symbol] - basis.get(li.lot_id, price[o.symbol]))
+            out[f"{term}_gain_usd"] += gain
+            if gain < 0:
+                out["harvested_loss_usd"] -= gain
+            if taxable:
+                out[f"{term}_tax_usd"] += gain * getattr(snapshot.tax_rates, term)
+    # The total from the unrounded terms: it must equal `estimated_tax_usd` to the cent.
+    total = out["short_term_tax_usd"] + out["long_term_tax_usd"]
+    rounded = {k: usd(v) for k, v in out.items()}
+    rounded["tax_total_usd"] = usd(total)
+    return rounded
+
+
+def cost_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order],
+                   sell: object, buy: object) -> dict[str, Decimal]:
+    """Half spread and commission from the snapshot's Decimals; impact from the model (float)."""
+    securities = {s.symbol: s for s in snapshot.securities}
+    spread = sum((o.shares * o.est_price_usd * securities[o.symbol].half_spread_bps / Decimal(10_000)
+                  for o in orders), Decimal(0))
+    commission = sum((o.shares * securities[o.symbol].commission_usd_per_share for o in orders), Decimal(0))
+    t = trade_weight(inp, sell, buy)  # type: ignore[arg-type]
+    impact = float(inp.impact @ abs(t) ** 1.5) * inp.value_usd
+    out = {"half_spread_usd": usd(spread), "commission_usd": usd(commission),
+           "impact_usd": usd(Decimal(repr(impact)))}
+    out["total_usd"] = out["half_spread_usd"] + out["commission_usd"] + out["impact_usd"]
+    return out
+
+
 def propose(
     snapshot: AccountSnapshot,
     *,
     drivers: Mapping[str, float] | None = None,
     proposal_id: uuid.UUID | None = None,
     tuning: Tuning = DEFAULT_TUNING,
+    context: RebalanceContext | None = None,
 ) -> Proposal:
     """Optimize, round and report one account.
 
@@ -162,7 +214,9 @@ def propose(
     break a constraint.
     """
     weights = proposal_weights(drivers)
-    inp = from_snapshot(snapshot)
+    context = context or EMPTY_CONTEXT
+    inp = from_snapshot(snapshot, context)
+    context_hash = None if context == EMPTY_CONTEXT else canonical_hash(context.to_json())
     continuous = solve_continuous(inp, weights, tuning=tuning)
     rounded = round_trades(inp, weights, continuous, tuning)
     orders = build_orders(inp, snapshot, rounded)
@@ -180,7 +234,7 @@ def propose(
         rounded.final_continuous.solve_ms if rounded.final_continuous is not continuous else 0.0)
     status = continuous.status
     return Proposal(
-        proposal_id=proposal_id or default_proposal_id(h, weights),
+        proposal_id=proposal_id or default_proposal_id(h, weights, context_hash),
         account_id=snapshot.account_id,
         snapshot=snapshot,
         snapshot_hash=h,
@@ -200,5 +254,8 @@ def propose(
         dropped=rounded.dropped,
         notes=continuous.notes + rounded.notes
         + tuple(f"dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for s in rounded.dropped),
+        tax=tax_breakdown(inp, snapshot, orders),
+        costs=cost_breakdown(inp, snapshot, orders, rounded.sell_shares, rounded.buy_shares),
+        context_hash=context_hash,
     )
 

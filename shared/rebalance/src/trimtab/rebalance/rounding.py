@@ -11,13 +11,16 @@
    per security) is repaired by trimming the largest buys by the few shares needed (closer to the
    optimum than re-solving without them), then by selling whole shares more from the chosen lots.
    What cannot be repaired raises `InfeasibleProblem("rounding")`: never silent bad orders.
+4. The re-check also covers the context's constraints: wash-sale groups and household bans,
+   buy-only / sell-only, tax budget and gain cap (a budget overshot by rounding is re-solved
+   with a tighter budget), and the withdrawal.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -107,7 +110,7 @@ def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
                  whole: np.ndarray, min_usd: float, notes: list[str]) -> None:
     """Trim buys, then sell whole shares more, until cash after trades covers the reserve."""
     def short() -> float:
-        return inp.cash_reserve_usd - cash_after_usd(inp, sell, buy)
+        return inp.cash_reserve_usd + inp.withdrawal_usd - cash_after_usd(inp, sell, buy)
 
     if short() <= 1e-6:
         return
@@ -123,8 +126,10 @@ def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
         notes.append(f"{inp.symbols[i]}: buy trimmed so cash stays above the reserve")
     if short() <= 1e-6:
         return
+    # Selling more raises tax: lots with the least tax per dollar first (losses, then high basis).
     candidates = [lot for lot in range(inp.n_lots) if sol.sell_shares[lot] > SHARE_TOL and not whole[lot]]
-    for lot in sorted(candidates, key=lambda lot: (-inp.lot_basis_usd_per_share[lot], lot)):
+    for lot in sorted(candidates, key=lambda lot: (inp.lot_tax_per_weight[lot],
+                                                   -inp.lot_basis_usd_per_share[lot], lot)):
         gap = short()
         if gap <= 1e-6:
             break
@@ -150,10 +155,24 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
         bad.append("restricted security traded")
     if any(buy[i] > 0 for i in bans.no_buy) or any(sell[lot] > 0 for lot in bans.no_sell_lots):
         bad.append("banned trade")
-    loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_tax_per_weight < 0),
+    loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_gain_usd_per_share < 0),
                             minlength=inp.n_securities)
-    if ((loss_sold > 0) & (buy > 0)).any():
-        bad.append("wash sale: a security bought and sold at a loss")
+    groups = np.array(inp.groups, dtype=object)
+    washed = set(groups[loss_sold > 0]) & set(groups[buy > 0])
+    if washed:
+        bad.append(f"wash sale: loss sold and bought in group {sorted(washed)}")
+    if (buy[inp.no_buy] > 0).any() or (sell[inp.no_sell_lot] > 0).any():
+        bad.append("wash sale against the household's last 30 days")
+    if inp.mode == "buy_only" and (sell > 0).any():
+        bad.append("sale in a buy-only account")
+    if inp.mode == "sell_only" and (buy > 0).any():
+        bad.append("buy in a sell-only account")
+    tax_usd = float(inp.lot_tax_rate @ (sell * inp.lot_gain_usd_per_share))
+    if inp.tax_budget_usd is not None and tax_usd > inp.tax_budget_usd + 0.01:
+        bad.append(f"tax ${tax_usd:,.2f} above the budget ${inp.tax_budget_usd:,.2f}")
+    gain_usd = float(sell @ inp.lot_gain_usd_per_share) if inp.account_type == "taxable" else 0.0
+    if inp.gain_cap_usd is not None and gain_usd > inp.gain_cap_usd + 0.01:
+        bad.append(f"net gain ${gain_usd:,.2f} above the cap ${inp.gain_cap_usd:,.2f}")
     if ((sold > 0) & (buy > 0)).any():
         bad.append("a security both bought and sold")
     if inp.max_turnover is not None:
@@ -161,18 +180,15 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
         if turnover > inp.max_turnover + 1e-9:
             bad.append(f"turnover {turnover:.6f} above {inp.max_turnover}")
     cash = cash_after_usd(inp, sell, buy)
-    if cash < inp.cash_reserve_usd - 1e-6:
-        bad.append(f"cash after trades ${cash:,.2f} below the reserve ${inp.cash_reserve_usd:,.2f}")
+    need = inp.cash_reserve_usd + inp.withdrawal_usd
+    if cash < need - 1e-6:
+        bad.append(f"cash after trades ${cash:,.2f} below the reserve plus withdrawal ${need:,.2f}")
     return bad
 
 
-def round_trades(
-    inp: RebalanceInput,
-    weights: Mapping[str, float],
-    continuous: ContinuousSolution,
-    tuning: Tuning,
-) -> RoundedTrades:
-    """Whole-share trades from `continuous` (solved under `weights`), re-checked and repaired."""
+def _round_and_repair(inp: RebalanceInput, weights: Mapping[str, float], continuous: ContinuousSolution,
+                      tuning: Tuning) -> tuple[np.ndarray, np.ndarray, np.ndarray, ContinuousSolution,
+                                               Bans, list[str], list[str]]:
     notes: list[str] = []
     dropped: list[str] = []
     sol = continuous
@@ -198,11 +214,50 @@ def round_trades(
     else:  # pragma: no cover - bans grow every round, so this cannot loop past n
         raise InfeasibleProblem("rounding", "minimum-notional rounding did not settle")
     _repair_cash(inp, sol, sell, buy, whole, tuning.min_trade_usd, notes)
-    problems = check(inp, sell, buy, bans)
+    return sell, buy, whole, sol, bans, dropped, notes
+
+
+#: Re-solves allowed to bring whole-share orders back under a tax budget or gain cap.
+BUDGET_RETRIES = 3
+
+
+def round_trades(
+    inp: RebalanceInput,
+    weights: Mapping[str, float],
+    continuous: ContinuousSolution,
+    tuning: Tuning,
+) -> RoundedTrades:
+    """Whole-share trades from `continuous` (solved under `weights`), re-checked and repaired.
+
+    Rounding a sale up to keep the cash reserve can realize a little more gain than a binding tax
+    budget or gain cap allows; then the problem is re-solved with the budget tightened by the
+    overshoot (and a margin) and rounded again, at most `BUDGET_RETRIES` times.
+    """
+    solve_inp, sol = inp, continuous
+    for attempt in range(BUDGET_RETRIES + 1):
+        sell, buy, whole, final, bans, dropped, notes = _round_and_repair(solve_inp, weights, sol, tuning)
+        problems = check(inp, sell, buy, bans)
+        over = [p for p in problems if "above the budget" in p or "above the cap" in p]
+        if not problems or len(over) != len(problems) or attempt == BUDGET_RETRIES:
+            break
+        tax_usd = float(inp.lot_tax_rate @ (sell * inp.lot_gain_usd_per_share))
+        gain_usd = float(sell @ inp.lot_gain_usd_per_share)
+        changes = {}
+        if inp.tax_budget_usd is not None and tax_usd > inp.tax_budget_usd:
+            changes["tax_budget_usd"] = solve_inp.tax_budget_usd - 1.5 * (tax_usd - inp.tax_budget_usd) - 1.0
+        if inp.gain_cap_usd is not None and gain_usd > inp.gain_cap_usd:
+            changes["gain_cap_usd"] = solve_inp.gain_cap_usd - 1.5 * (gain_usd - inp.gain_cap_usd) - 1.0
+        solve_inp = replace(solve_inp, **changes)
+        try:
+            sol = solve_continuous(solve_inp, weights, tuning=tuning, bans=continuous.bans)
+        except InfeasibleProblem:
+            break
     if problems:
         raise InfeasibleProblem("rounding", "whole-share orders fail the re-check: " + "; ".join(problems),
                                 account_id=inp.account_id, violations=problems)
+    if solve_inp is not inp:
+        notes.append("tax budget / gain cap tightened for rounding")
     if any(np.isnan(sell)) or any(np.isnan(buy)):  # pragma: no cover - defensive
         raise RebalanceError("rounding produced NaN shares")
     return RoundedTrades(sell_shares=sell, buy_shares=buy, whole_lot=whole, continuous=continuous,
-                         final_continuous=sol, dropped=tuple(dropped), notes=tuple(notes))
+                         final_continuous=final, dropped=tuple(dropped), notes=tuple(notes))

@@ -3,18 +3,27 @@
 `solve_trades` is the function the explainer calls once per coalition of drivers; `propose`
 (in `proposal.py`) calls `solve_continuous` and then rounds.
 
-Wash sales (first version, no substitutes yet): selling a lot at a loss and buying the same
-security in one proposal would disallow the loss, so it is not allowed. With the tax driver on,
-the convex problem happily does exactly that (harvest and buy back), so after each solve every
-security that is both bought and sold at a loss is resolved as OPTIMIZER.md describes: solve the
-two convex cases (ban its buys; or ban its loss lots) and keep the better, one security at a
-time, largest harvested loss first.
+Wash sales. Bans that come from the household's last 30 days (a loss sold in a wash group: no
+buys of the group; a recent buy in the group: no loss sales of it) are bounds set before
+solving (`inputs.apply_context`). Inside one proposal, selling a loss in a wash group and buying
+the group is the one disjunction the convex problem cannot express. For every group where both
+are possible, the first solve bans the group's buys ("harvest"); then, all other groups fixed:
+
+- the groups that sold no loss and end below target switch to "keep" (ban their loss lots,
+  allow buys): the first solution stays feasible, so this can only improve the objective;
+- the groups that harvested but end below target are tried in "keep" too, all at once, and the
+  better solution (by the exact numpy objective) is kept.
+
+So a solve costs one to three convex solves (the explainer pays it per coalition), where trying
+both cases per group would cost two per group. The result never both sells a loss and buys in
+one wash group. A harvested loss keeps its exposure through a substitute (another wash group of
+the same substitute group, which shares the risk model's group factor: see `inputs._risk`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,7 +31,7 @@ from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
 from .inputs import RebalanceInput
 from .objective import evaluate, lot_tie_break, reg_tau
-from .problem import ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
+from .problem import NO_BOUND, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
 
 #: A weight below this (fraction of V0) counts as no trade when deciding wash-sale conflicts.
 ACTIVE_WEIGHT = 1e-7
@@ -60,14 +69,23 @@ class ContinuousSolution:
 
 
 def shape_of(inp: RebalanceInput) -> Shape:
-    return Shape.for_sizes(inp.n_securities, inp.max_lots_per_security)
+    return Shape.for_sizes(inp.n_securities, inp.max_lots_per_security, inp.loadings.shape[1],
+                           inp.band_membership.shape[1], bool(inp.impact.any()))
+
+
+#: A per-security band no trade can reach: members of substitute groups are banded as a group.
+_NO_BAND = 4.0
+
+#: Constraints `assemble` can relax when diagnosing infeasibility, in the order they are tried.
+RELAXABLE: tuple[str, ...] = ("tax_budget", "gain_cap", "max_turnover", "mode", "wash_sale")
 
 
 def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, shape: Shape,
-             bans: Bans = Bans()) -> ProblemData:
+             bans: Bans = Bans(), relax: frozenset[str] = frozenset()) -> ProblemData:
     """Parameter values for `inp` under driver `weights` (validated), padded to `shape`."""
     n, N, K = inp.n_securities, shape.n_securities, shape.lots_per_security
     slots = inp.lot_security * K + inp.lot_rank
+    V0 = inp.value_usd
 
     def pad_n(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
         out = np.full(N, fill)
@@ -89,22 +107,54 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     buyable[list(bans.no_buy)] = False
     allowed = ~blocked[inp.lot_security]
     allowed[list(bans.no_sell_lots)] = False
+    if "wash_sale" not in relax:
+        buyable &= ~inp.no_buy
+        allowed &= ~inp.no_sell_lot
+    if "mode" not in relax:
+        if inp.mode == "buy_only":
+            allowed[:] = False
+        elif inp.mode == "sell_only":
+            buyable[:] = False
 
     lot_cost = inp.cost_rate[inp.lot_security]
     cw = inp.cash_weight
-    floor = inp.reserve_weight if cash_on else min(cw, 0.0)
-    turnover = inp.max_turnover if inp.max_turnover is not None else max(4.0, 2.0 + 2.0 * abs(cw))
-    # g a^2 + r t^2 = (g + r) (t + g dev / (g + r))^2 + const, a = dev + t: one square per
+    floor = inp.reserve_weight + inp.withdrawal_weight if cash_on else min(cw, 0.0)
+    turnover = inp.max_turnover if inp.max_turnover is not None and "max_turnover" not in relax \
+        else max(4.0, 2.0 + 2.0 * abs(cw))
+    # g d a^2 + r t^2 = (g d + r) (t + g d dev / (g d + r))^2 + const, a = dev + t: one square per
     # security instead of two (the constant does not move the optimum; `evaluate` reports it).
+    # d = 1 without a risk model; with one, d is the normalized specific variance and the
+    # factor part g ||L^T a||^2 is its own square below.
     reg = tuning.regularization / reg_tau(inp, tuning)
-    quad = g_drift + reg
+    gd = g_drift * inp.specific
+    quad = gd + reg
+    L, M = inp.loadings, inp.band_membership
+    grouped = M.sum(axis=1) > 0
+    band_lo = np.where(grouped, -_NO_BAND, dev - inp.band_abs)
+    band_hi = np.where(grouped, -_NO_BAND, -dev - inp.band_abs)
+    factor_scale = factor_offset = group_member = group_lo = group_hi = None
+    if shape.n_factors:
+        factor_scale = np.zeros((N, shape.n_factors))
+        factor_scale[:n, :L.shape[1]] = np.sqrt(g_drift) * L
+        factor_offset = np.zeros(shape.n_factors)
+        factor_offset[:L.shape[1]] = np.sqrt(g_drift) * (L.T @ dev)
+    if shape.n_groups:
+        G = M.shape[1]
+        group_member = np.zeros((N, shape.n_groups))
+        group_member[:n, :G] = M
+        gdev = M.T @ dev
+        group_lo = np.full(shape.n_groups, -inp.band_abs)
+        group_hi = np.full(shape.n_groups, -inp.band_abs)
+        group_lo[:G], group_hi[:G] = gdev - inp.band_abs, -gdev - inp.band_abs
+    tax_cap = NO_BOUND if inp.tax_budget_usd is None or "tax_budget" in relax else inp.tax_budget_usd / V0
+    gain_cap = NO_BOUND if inp.gain_cap_usd is None or "gain_cap" in relax else inp.gain_cap_usd / V0
     return ProblemData(
         quad_scale=pad_n(np.sqrt(quad), np.sqrt(tuning.regularization)),
-        quad_offset=pad_n(g_drift * dev / np.sqrt(quad)),
-        band_lo=pad_n(dev - inp.band_abs, -inp.band_abs),
-        band_hi=pad_n(-dev - inp.band_abs, -inp.band_abs),
+        quad_offset=pad_n(gd * dev / np.sqrt(quad)),
+        band_lo=pad_n(band_lo, -inp.band_abs),
+        band_hi=pad_n(band_hi, -inp.band_abs),
         band_weight=g_drift * tuning.band_penalty,
-        lin_sell=pad_m(g_cost * lot_cost + g_tax * inp.lot_tax_per_weight + lot_tie_break(inp, tuning)),
+        lin_sell=pad_m(g_cost * lot_cost + g_tax * inp.lot_tax_objective + lot_tie_break(inp, tuning)),
         lin_buy=pad_n(g_cost * inp.cost_rate + tuning.tie_break),
         cash_weight=g_cash,
         cost_buy=pad_n(inp.cost_rate),
@@ -114,10 +164,11 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         sell_cap=pad_m(inp.lot_weight * allowed),
         buy_cap=pad_n(buyable.astype(float)),
         turnover_cap=turnover,
-        # Factor form of the drift term: compiled when the shape has factors; the risk service's
-        # loadings are not wired in yet, so it contributes nothing (identity risk for now).
-        factor_scale=np.zeros((N, shape.n_factors)) if shape.n_factors else None,
-        factor_offset=np.zeros(shape.n_factors) if shape.n_factors else None,
+        impact=pad_n(g_cost * inp.impact) if shape.impact else None,
+        tax_row=pad_m(inp.lot_tax_per_weight), tax_cap=tax_cap,
+        gain_row=pad_m(inp.lot_gain_per_weight), gain_cap=gain_cap,
+        factor_scale=factor_scale, factor_offset=factor_offset,
+        group_member=group_member, group_lo=group_lo, group_hi=group_hi,
     )
 
 
@@ -147,51 +198,60 @@ class _Run:
     solve_ms: float = 0.0
     solves: int = 0
 
-    def solve(self, bans: Bans, *, relax_turnover: bool = False) -> RawSolution:
-        data = assemble(self.inp, self.weights, self.tuning, self.shape, bans)
-        if relax_turnover:
-            data = replace(data, turnover_cap=max(4.0, 2.0 + 2.0 * abs(self.inp.cash_weight)))
+    def solve(self, bans: Bans, relax: frozenset[str] = frozenset()) -> RawSolution:
+        data = assemble(self.inp, self.weights, self.tuning, self.shape, bans, relax)
         self.solves += 1
         raw = compiled(self.shape).solve(data)
         self.solve_ms += raw.solve_ms
         return raw
 
+    def objective(self, raw: RawSolution) -> float:
+        sell, buy = _to_shares(self.inp, self.shape, raw)
+        return evaluate(self.inp, self.weights, sell, buy, self.tuning)["total"]
+
     def solve_or_diagnose(self, bans: Bans) -> RawSolution:
+        """Solve; if infeasible, name the constraint: the first whose relaxation alone is feasible."""
         try:
             return self.solve(bans)
         except ProblemInfeasible:
             pass
         inp = self.inp
-        short_usd = inp.cash_reserve_usd - inp.cash_usd
-        if inp.max_turnover is not None:
+        active = {
+            "tax_budget": inp.tax_budget_usd is not None,
+            "gain_cap": inp.gain_cap_usd is not None,
+            "max_turnover": inp.max_turnover is not None,
+            "mode": inp.mode != "both",
+            "wash_sale": bool(inp.no_buy.any() or inp.no_sell_lot.any() or bans.no_sell_lots),
+        }
+        need_usd = inp.cash_reserve_usd + inp.withdrawal_usd - inp.cash_usd
+        what = "the withdrawal" if inp.withdrawal_usd > 0 else "the cash reserve"
+        details = {
+            "tax_budget": f"raising {what} (${need_usd:,.2f} short) realizes more tax than the "
+                          f"budget of ${inp.tax_budget_usd or 0:,.2f}",
+            "gain_cap": f"raising {what} realizes more net gains than the cap of "
+                        f"${inp.gain_cap_usd or 0:,.2f}",
+            "max_turnover": f"raising {what} (short ${need_usd:,.2f}) needs more turnover than "
+                            f"the policy's {inp.max_turnover}",
+            "mode": f"raising {what} needs sales, and the account is {inp.mode}",
+            "wash_sale": f"raising {what} needs loss sales the wash-sale rule forbids",
+        }
+        for name in RELAXABLE:
+            if not active[name]:
+                continue
             try:
-                self.solve(bans, relax_turnover=True)
+                self.solve(bans, frozenset({name}))
             except ProblemInfeasible:
-                pass
-            else:
-                raise InfeasibleProblem(
-                    "max_turnover",
-                    f"raising the cash reserve (short ${short_usd:,.2f}) needs more turnover than "
-                    f"the policy's {inp.max_turnover}", account_id=inp.account_id) from None
+                continue
+            raise InfeasibleProblem(name, details[name], account_id=inp.account_id) from None
+        if inp.withdrawal_usd > 0:
+            raise InfeasibleProblem(
+                "withdrawal", f"the withdrawal of ${inp.withdrawal_usd:,.2f} plus the reserve of "
+                f"${inp.cash_reserve_usd:,.2f} cannot be raised from what may be sold "
+                f"(cash ${inp.cash_usd:,.2f})", account_id=inp.account_id) from None
         raise InfeasibleProblem(
             "cash_reserve",
             f"the cash reserve of ${inp.cash_reserve_usd:,.2f} cannot be raised from what may be "
             f"sold (cash ${inp.cash_usd:,.2f})", account_id=inp.account_id) from None
-
-
-def _wash_conflicts(inp: RebalanceInput, raw: RawSolution, shape: Shape) -> list[tuple[float, int]]:
-    """(harvested loss in weight, security) for each security both bought and sold at a loss."""
-    slots = inp.lot_security * shape.lots_per_security + inp.lot_rank
-    sold_w = raw.sell[slots]
-    harvesting = (sold_w > ACTIVE_WEIGHT) & (inp.lot_tax_per_weight < 0)
-    out = []
-    for i in np.flatnonzero(raw.buy[: inp.n_securities] > ACTIVE_WEIGHT):
-        lots = harvesting & (inp.lot_security == i)
-        if lots.any():
-            loss = float(-(sold_w[lots] * (1 - inp.lot_basis_usd_per_share[lots] / inp.lot_price_usd[lots])).sum())
-            out.append((loss, int(i)))
-    out.sort(key=lambda c: (-c[0], c[1]))
-    return out
 
 
 _HARVESTED = "wash-sale rule: loss harvested, not bought back"
@@ -207,48 +267,90 @@ def _wash_notes(notes: list[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _resolve_wash_sales(
-    run: _Run, raw: RawSolution, bans: Bans, conflicts: list[tuple[float, int]],
-    notes: list[tuple[str, str]],
-) -> tuple[RawSolution, Bans]:
-    """One round of wash-sale resolution over all conflicting securities at once.
+@dataclass(frozen=True)
+class _Groups:
+    """The wash groups that face the harvest-or-buy choice, with their members and loss lots."""
 
-    A net seller of a security harvests and does not buy (selling its loss lots first is what it
-    would do anyway). For net buyers the two cases are solved for all of them together: harvest
-    and skip the buy, or keep the loss lots and buy; the better objective wins. A round can expose
-    new conflicts, so the caller repeats until none is left. Deciding per security instead would
-    cost two solves per security, which the explainer pays for every coalition of drivers.
-    """
+    names: tuple[str, ...]
+    members: dict[str, np.ndarray]
+    loss_lots: dict[str, np.ndarray]
+
+    def bans(self, harvest: frozenset[str]) -> Bans:
+        no_buy = frozenset(int(i) for g in harvest for i in self.members[g])
+        keep = [g for g in self.names if g not in harvest]
+        no_sell = frozenset(int(lot) for g in keep for lot in self.loss_lots[g])
+        return Bans(no_buy=no_buy, no_sell_lots=no_sell)
+
+
+def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     inp = run.inp
+    groups = np.array(inp.groups, dtype=object)
+    restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
+    buyable = ~restricted & ~inp.no_buy
+    buyable[list(bans.no_buy)] = False
+    sellable = ~restricted[inp.lot_security] & ~inp.no_sell_lot
+    sellable[list(bans.no_sell_lots)] = False
+    if inp.mode == "buy_only":
+        sellable[:] = False
+    if inp.mode == "sell_only":
+        buyable[:] = False
+    loss = (inp.lot_gain_usd_per_share < 0) & sellable
+    names, members, loss_lots = [], {}, {}
+    for g in sorted(set(groups[inp.lot_security[loss]])):
+        idx = np.flatnonzero(groups == g)
+        if buyable[idx].any():
+            names.append(g)
+            members[g] = idx
+            loss_lots[g] = np.flatnonzero(loss & np.isin(inp.lot_security, idx))
+    return _Groups(tuple(names), members, loss_lots)
+
+
+def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> tuple[RawSolution, Bans]:
+    """Solve with the wash-sale disjunction decided per group (see the module docstring)."""
+    inp = run.inp
+    choice = _choice_groups(run, bans)
+    harvest = frozenset(choice.names)
+    first_bans = bans | choice.bans(harvest)
+    raw = run.solve_or_diagnose(first_bans)
+    if not choice.names:
+        return raw, first_bans
     slots = inp.lot_security * run.shape.lots_per_security + inp.lot_rank
-    trade_w = raw.buy[: inp.n_securities] - np.bincount(
-        inp.lot_security, weights=raw.sell[slots], minlength=inp.n_securities)
-    sellers = frozenset(i for _, i in conflicts if trade_w[i] <= 0)
-    buyers = [i for _, i in conflicts if trade_w[i] > 0]
-    base = bans | Bans(no_buy=sellers)
-    notes.extend((_HARVESTED, inp.symbols[i]) for i in sorted(sellers))
-    if not buyers:
-        return run.solve(base), base
-    loss_lots = frozenset(int(lot) for lot in np.flatnonzero(
-        np.isin(inp.lot_security, buyers) & (inp.lot_tax_per_weight < 0)))
-    options: list[tuple[float, int, Bans, RawSolution, str]] = []
-    for rank, (extra, verb) in enumerate((
-        (Bans(no_sell_lots=loss_lots), _KEPT),
-        (Bans(no_buy=frozenset(buyers)), _HARVESTED),
-    )):
+
+    def traded(raw: RawSolution) -> tuple[np.ndarray, np.ndarray]:
+        sold_w = raw.sell[slots]
+        trade_w = raw.buy[: inp.n_securities] - np.bincount(inp.lot_security, weights=sold_w,
+                                                            minlength=inp.n_securities)
+        return sold_w, trade_w
+
+    sold_w, trade_w = traded(raw)
+    post_dev = inp.pre_weight + trade_w - inp.target_weight
+    below = {g: float(post_dev[choice.members[g]].sum()) < -1e-4 for g in choice.names}
+    harvested = {g: bool((sold_w[choice.loss_lots[g]] > ACTIVE_WEIGHT).any()) for g in choice.names}
+    sure = frozenset(g for g in choice.names if not harvested[g] and below[g])
+    maybe = frozenset(g for g in choice.names if harvested[g] and below[g])
+    best, best_harvest = raw, harvest
+    if sure:
         try:
-            cand = run.solve(base | extra)
+            best = run.solve(bans | choice.bans(harvest - sure))
+            best_harvest = harvest - sure
         except ProblemInfeasible:
-            continue
-        sell, buy = _to_shares(inp, run.shape, cand)
-        options.append((evaluate(inp, run.weights, sell, buy, run.tuning)["total"], rank,
-                        base | extra, cand, verb))
-    if not options:
-        raise InfeasibleProblem("wash_sale", "no feasible wash-sale resolution for "
-                                f"{[inp.symbols[i] for i in buyers]}", account_id=inp.account_id)
-    _, _, chosen, best, verb = min(options, key=lambda o: (o[0], o[1]))
-    notes.extend((verb, inp.symbols[i]) for i in sorted(buyers))
-    return best, chosen
+            pass
+    if maybe:
+        try:
+            cand = run.solve(bans | choice.bans(best_harvest - maybe))
+            if run.objective(cand) < run.objective(best):
+                best, best_harvest = cand, best_harvest - maybe
+        except ProblemInfeasible:
+            pass
+    sold_w, _ = traded(best)
+    for g in choice.names:
+        for i in choice.members[g]:
+            sold_i = bool((sold_w[(inp.lot_security == i) & (inp.lot_gain_usd_per_share < 0)] > ACTIVE_WEIGHT).any())
+            if g in best_harvest and sold_i:
+                notes.append((_HARVESTED, inp.symbols[i]))
+            elif g not in best_harvest and best.buy[i] > ACTIVE_WEIGHT:
+                notes.append((_KEPT, inp.symbols[i]))
+    return best, bans | choice.bans(best_harvest)
 
 
 def solve_continuous(
@@ -265,13 +367,8 @@ def solve_continuous(
     """
     weights = validate_weights(driver_weights)
     run = _Run(inp, weights, tuning, shape_of(inp))
-    raw = run.solve_or_diagnose(bans)
     notes: list[tuple[str, str]] = []
-    for _ in range(inp.n_securities):
-        conflicts = _wash_conflicts(inp, raw, run.shape)
-        if not conflicts:
-            break
-        raw, bans = _resolve_wash_sales(run, raw, bans, conflicts, notes)
+    raw, bans = _resolve_wash_sales(run, bans, notes)
     sell, buy = _to_shares(inp, run.shape, raw)
     trade = buy - np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
     terms = evaluate(inp, weights, sell, buy, tuning)

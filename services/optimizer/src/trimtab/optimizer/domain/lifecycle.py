@@ -165,7 +165,8 @@ def decide(lc: Lifecycle, decision: Decision) -> Lifecycle:
 
 
 def execute(lc: Lifecycle) -> Lifecycle:
-    """Fills complete an approved proposal; any other state is a transition error."""
-    if lc.state != State.APPROVED:
+    """Fills complete an approved (or overridden: approved with edited orders) proposal; any
+    other state is a transition error."""
+    if lc.state not in (State.APPROVED, State.OVERRIDDEN):
         raise TransitionError(lc.state, "execute")
     return replace(lc, state=State.EXECUTED)
