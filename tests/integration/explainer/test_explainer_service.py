@@ -15,7 +15,7 @@ from tests.support import auth, read_events, running, settings, wait_consumers_a
 from tests.unit.rebalance.conftest import drifted_account
 from trimtab.explainer.app import Settings, create
 from trimtab.explainer.handlers import explanation_id_for
-from trimtab.rebalance import propose
+from trimtab.rebalance import explain, explanation_payload, propose
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import ExplanationCreated, RebalanceProposed, topic_of
 from trimtab.shared.kafka import encode_headers, start_producer
@@ -86,23 +86,64 @@ async def test_a_proposal_is_explained_stored_and_announced(service, kafka_boots
     assert {o.symbol for o in p.orders} <= {t.symbol for t in e.trades}
     for t in e.trades:  # efficiency, on the wire
         assert abs(t.base_shares + sum(t.contributions_shares.values()) - t.trade_shares) <= Decimal("1e-5")
+    # The event carries the optimizer's drivers: exactly what a replay (the audit service's)
+    # recomputes with `explain(proposal)`.
+    assert e.drivers == ["drift", "cost", "tax", "cash", "restrictions"]
+    assert e.trades == explanation_payload(explain(p)).trades
 
     r = await client.get(f"/v1/explanations/{p.proposal_id}", headers=auth(TENANT, ["explain:read"]))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["explanation_id"] == str(e.explanation_id)
     assert body["correlation_id"] == str(env.correlation_id)
-    assert body["drivers"] == ["drift", "cost", "tax", "cash", "restrictions"]
-    assert body["resolves"] == e.resolves >= 32
+    assert body["drivers"] == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    assert body["event_drivers"] == e.drivers
+    assert body["resolves"] == e.resolves >= 2 ** 6 - 7  # at most 7 provably idle coalitions unsolved
     by_symbol = {t["symbol"]: t for t in body["trades"]}
     for o in p.orders:
         t = by_symbol[o.symbol]
         assert Decimal(t["price_usd"]) == o.est_price_usd
         total_usd = sum(Decimal(v) for v in t["contributions_usd"].values())
         assert abs(total_usd - Decimal(t["trade_usd"])) <= Decimal("0.05")
+        assert set(t["contributions_shares"]) == set(body["drivers"])
+        total = Decimal(t["base_shares"]) + sum(Decimal(v) for v in t["contributions_shares"].values())
+        assert abs(total - Decimal(t["trade_shares"])) <= Decimal("1e-5")
+        assert t["wash_sale"]  # every order has a wash-sale status
+    # Counterfactuals of the largest orders (the service's default bound), each a real search.
+    largest = sorted(p.orders, key=lambda o: (-o.est_notional_usd, o.symbol))[:8]
+    for o in largest:
+        cfs = {c["parameter"]: c for c in by_symbol[o.symbol]["counterfactuals"]}
+        assert "band" in cfs and cfs["band"]["resolves"] > 0
+        assert cfs["band"]["threshold"] is None or Decimal(cfs["band"]["threshold"]) > Decimal(cfs["band"]["current"])
+    assert "Would not trade if:" in e.narrative_advisor and "Wash sale:" in e.narrative_advisor
     n = await client.get(f"/v1/explanations/{p.proposal_id}/narrative", headers=auth(TENANT))
     assert n.status_code == 200
     assert n.json()["advisor"] == e.narrative_advisor and n.json()["client"] == e.narrative_client
+
+
+async def test_charts_are_served_deterministically_and_unknown_names_are_404(service, kafka_bootstrap):
+    _, client = service
+    env = proposed(7)
+    p = env.parse(RebalanceProposed)
+    await produce(kafka_bootstrap, [(env, p.account_id)])
+    await explained(kafka_bootstrap, {env.event_id})
+    url = f"/v1/explanations/{p.proposal_id}/charts"
+    listed = (await client.get(url, headers=auth(TENANT))).json()["charts"]
+    sym = sorted(o.symbol for o in p.orders)[0]
+    assert {"summary.svg", "summary.png", f"trade-{sym}.svg", f"trade-{sym}.png"} <= set(listed)
+    svg = await client.get(f"{url}/summary.svg", headers=auth(TENANT))
+    assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+    assert svg.content.lstrip().startswith(b"<?xml") and b"<svg" in svg.content
+    png = await client.get(f"{url}/trade-{sym}.png", headers=auth(TENANT))
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    for name, first in (("summary.svg", svg.content), (f"trade-{sym}.png", png.content)):
+        again = await client.get(f"{url}/{name}", headers=auth(TENANT))
+        assert again.content == first  # same bytes every time
+    for bad in ("nope.svg", "trade-ZZZZ.png", "summary.gif"):
+        r = await client.get(f"{url}/{bad}", headers=auth(TENANT))
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(f"{url}/summary.svg", headers=auth(OTHER))).status_code == 404
 
 
 async def test_other_tenants_and_missing_scopes_see_nothing(service, kafka_bootstrap):

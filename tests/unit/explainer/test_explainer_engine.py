@@ -66,5 +66,42 @@ def test_the_app_consumes_proposals_and_serves_explanations() -> None:
     runtime = app.state.runtime
     assert runtime.topics_consumed == ["rebalance.proposed.v1"]
     paths = set(app.openapi()["paths"])
-    assert {"/v1/explanations/{proposal_id}", "/v1/explanations/{proposal_id}/narrative"} <= paths
-    assert Settings().explainer_processes == 0
+    assert {"/v1/explanations/{proposal_id}", "/v1/explanations/{proposal_id}/narrative",
+            "/v1/explanations/{proposal_id}/charts", "/v1/explanations/{proposal_id}/charts/{name}"} <= paths
+    assert Settings().explainer_processes == 0 and Settings().explainer_counterfactual_orders == 8
+
+
+def test_the_worker_stores_counterfactuals_and_wash_sale_status(proposed) -> None:  # type: ignore[no-untyped-def]
+    out = explain_proposal(proposed.model_dump(mode="json"), str(uuid.uuid4()), counterfactual_orders=2)
+    assert out.payload is not None
+    # The event carries the optimizer's drivers (what the audit replay recomputes), the stored
+    # detail the six explained ones.
+    assert out.payload.drivers == ["drift", "cost", "tax", "cash", "restrictions"]
+    assert out.details["_drivers"] == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    largest = sorted(proposed.orders, key=lambda o: (-o.est_notional_usd, o.symbol))[:2]
+    with_cf = {s for s, d in out.details.items() if s != "_drivers" and d.get("counterfactuals")}
+    assert with_cf == {o.symbol for o in largest}
+    for o in proposed.orders:
+        assert out.details[o.symbol]["wash_sale"]
+    trades = _trades(out.payload.model_dump(mode="json"), out.details)
+    cf = next(t for t in trades if t.symbol == largest[0].symbol).counterfactuals
+    assert {c.parameter for c in cf} >= {"band"} and all(c.resolves > 0 for c in cf)
+
+
+def test_charts_render_from_a_stored_row(proposed) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from trimtab.explainer.api import _chart_trades, _drivers, _names
+    from trimtab.rebalance.charts import render
+
+    out = explain_proposal(proposed.model_dump(mode="json"), str(uuid.uuid4()))
+    assert out.payload is not None
+    row = SimpleNamespace(payload=out.payload.model_dump(mode="json"), details=out.details)
+    trades = _chart_trades(row)
+    assert {t.symbol for t in trades} == {t.symbol for t in out.payload.trades}
+    assert "summary.svg" in _names(row)
+    drivers = _drivers(row.payload, row.details)
+    assert drivers == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    assert set(trades[0].contributions_usd) == set(drivers)
+    body, media_type = render("summary.svg", trades, drivers, "t")
+    assert media_type == "image/svg+xml" and b"<svg" in body

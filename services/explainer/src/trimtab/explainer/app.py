@@ -29,13 +29,18 @@ class Settings(ServiceSettings):
     service_name: str = Field(default="explainer", validation_alias="SERVICE_NAME")
     #: Worker processes for explanations; 0 = one worker thread in the service process.
     explainer_processes: int = Field(default=0, validation_alias="EXPLAINER_PROCESSES", ge=0)
+    #: Counterfactuals (band, price, tax rate) for this many of the largest orders; 0 = none.
+    #: Each order costs about 30 re-solves (bisection), hence a bound.
+    explainer_counterfactual_orders: int = Field(default=8, validation_alias="EXPLAINER_COUNTERFACTUAL_ORDERS",
+                                                 ge=0)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
-    engine = ExplainEngine(settings.explainer_processes)
+    engine = ExplainEngine(settings.explainer_processes,
+                           counterfactual_orders=settings.explainer_counterfactual_orders)
     runtime.handle("RebalanceProposed")(partial(handlers.on_rebalance_proposed, engine=engine))
     warming: dict[str, asyncio.Task[None]] = {}
 
@@ -57,8 +62,9 @@ def create(settings: Settings | None = None) -> FastAPI:
 
     app = create_app(runtime, [api.router], title="Trimtab explainer",
                      description="Exact Shapley attribution of every rebalancing proposal to its "
-                                 "drivers (drift, cost, tax, cash, restrictions), with advisor and "
-                                 "client narratives; consumes rebalance.proposed.v1, publishes "
+                                 "drivers (drift, cost, tax: harvesting losses and avoiding gains, "
+                                 "cash, restrictions), with counterfactuals, charts and advisor "
+                                 "and client narratives; consumes rebalance.proposed.v1, publishes "
                                  "explanation.created.v1.")
     app.state.engine = engine
     return app

@@ -1,6 +1,7 @@
 """Where explanations run: off the event loop, in a worker thread or worker processes.
 
-An explanation re-solves the proposal 2^K times (K drivers): CPU work that must not block the
+An explanation re-solves the proposal 2^K times (K = 6 drivers), plus the bisections of its
+counterfactuals (about 10 solves per order and parameter): CPU work that must not block the
 event loop. `explainer_processes = 0` (default) runs them in one worker thread;
 `n > 0` in n worker processes (parallel explanations; the GIL stops threads from solving in
 parallel). Each worker compiles its problems and JITs shap on first use; `warm()` pays that
@@ -18,6 +19,7 @@ import multiprocessing
 import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from trimtab.shared.events import ExplanationCreated, RebalanceProposed
@@ -45,30 +47,29 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def explain_proposal(proposal_json: dict[str, Any], explanation_id: str) -> Outcome:
-    """Explain one proposal (in a worker); the only code that calls the rebalancing library."""
+def explain_proposal(proposal_json: dict[str, Any], explanation_id: str, *,
+                     counterfactual_orders: int = 0) -> Outcome:
+    """Explain one proposal (in a worker); the only code that calls the rebalancing library.
+
+    Six drivers (tax split into harvesting losses and avoiding gains); counterfactuals for the
+    `counterfactual_orders` largest orders (0: none).
+    """
     proposal = RebalanceProposed.model_validate(proposal_json)
     try:
         from trimtab.rebalance import RebalanceError, explain, explanation_payload
+        from trimtab.rebalance.explain import EXPLAIN_DRIVERS, explanation_details
     except Exception as e:  # noqa: BLE001 - a library that cannot load fails this one explanation
         return Outcome(failure=Failure("internal_error", f"{type(e).__name__}: {e}"))
     try:
-        ex = explain(proposal)
+        ex = explain(proposal, drivers=EXPLAIN_DRIVERS, counterfactuals=counterfactual_orders > 0,
+                     max_counterfactual_orders=counterfactual_orders, prune=True)
         payload = explanation_payload(ex, explanation_id=uuid.UUID(explanation_id))
     except RebalanceError as e:
         return Outcome(failure=Failure(_kind(e), e.detail))
     except Exception as e:  # noqa: BLE001 - a bug must fail this explanation, not the consumer
         log.exception("explaining proposal %s failed unexpectedly", proposal.proposal_id)
         return Outcome(failure=Failure("internal_error", f"{type(e).__name__}: {e}"))
-    details = {
-        t.symbol: {
-            "price_usd": repr(t.price_usd),
-            "trade_usd": f"{t.trade_usd:.2f}",
-            "contributions_usd": {d: f"{v:.2f}" for d, v in t.contributions_usd.items()},
-        }
-        for t in ex.trades
-    }
-    return Outcome(payload=payload, details=details, elapsed_ms=ex.elapsed_ms)
+    return Outcome(payload=payload, details=explanation_details(ex), elapsed_ms=ex.elapsed_ms)
 
 
 def _warm() -> bool:
@@ -82,8 +83,9 @@ def _warm() -> bool:
 class ExplainEngine:
     """Runs explanations off the event loop; start() before use, stop() at shutdown."""
 
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(self, processes: int = 0, *, counterfactual_orders: int = 0) -> None:
         self._processes = processes
+        self._counterfactual_orders = counterfactual_orders
         self._executor: Executor | None = None
 
     def start(self) -> None:
@@ -105,8 +107,9 @@ class ExplainEngine:
 
     async def explain(self, proposal: RebalanceProposed, *, explanation_id: uuid.UUID) -> Outcome:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._require(), explain_proposal,
-                                          proposal.model_dump(mode="json"), str(explanation_id))
+        return await loop.run_in_executor(self._require(), partial(
+            explain_proposal, proposal.model_dump(mode="json"), str(explanation_id),
+            counterfactual_orders=self._counterfactual_orders))
 
     def stop(self) -> None:
         if self._executor is not None:

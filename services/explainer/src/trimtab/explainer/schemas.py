@@ -10,6 +10,20 @@ from pydantic import BaseModel
 from trimtab.shared.money import DecimalStr
 
 
+class CounterfactualOut(BaseModel):
+    """At `threshold` (or beyond, in `direction`) of `parameter` the order would not happen;
+    `threshold` null: no value up to `searched_to` stops it."""
+
+    parameter: str  # band (fraction), price (dollars), tax_rate (long-term, fraction)
+    side: str
+    current: DecimalStr
+    threshold: DecimalStr | None
+    change_pct: DecimalStr | None
+    searched_to: DecimalStr
+    direction: str
+    resolves: int
+
+
 class TradeExplanationOut(BaseModel):
     symbol: str
     price_usd: DecimalStr | None
@@ -19,6 +33,9 @@ class TradeExplanationOut(BaseModel):
     contributions_shares: dict[str, DecimalStr]
     trade_usd: DecimalStr | None
     contributions_usd: dict[str, DecimalStr]
+    #: what would have had to differ for the order not to happen (largest orders only)
+    counterfactuals: list[CounterfactualOut] = []
+    wash_sale: str | None = None
 
 
 class ExplanationOut(BaseModel):
@@ -29,12 +46,18 @@ class ExplanationOut(BaseModel):
     optimizer_version: str
     proposal_optimizer_version: str
     method: str
+    #: the explained drivers (tax split into harvesting losses and avoiding gains): `trades`
     drivers: list[str]
+    #: the drivers of the attribution the `ExplanationCreated` event carries (the optimizer's
+    #: own, tax whole: what the audit replay recomputes)
+    event_drivers: list[str]
     resolves: int
     elapsed_ms: DecimalStr | None
     trades: list[TradeExplanationOut]
     narrative_advisor: str
     narrative_client: str
+    #: the charts of this explanation, under .../charts/{name}
+    charts: list[str] = []
     correlation_id: uuid.UUID
     created_at: datetime
 
@@ -46,3 +69,9 @@ class NarrativeOut(BaseModel):
     advisor: str
     #: for the client: the same in plain language
     client: str
+
+
+class ChartsOut(BaseModel):
+    proposal_id: uuid.UUID
+    #: summary.svg, summary.png, trade-{symbol}.svg, trade-{symbol}.png
+    charts: list[str]

@@ -9,7 +9,7 @@ import asyncio
 import math
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -50,6 +50,8 @@ from .schemas import (
     WhatIfIn,
     WhatIfOut,
 )
+from .score_attribution import ScoreAttributionOut
+from .score_attribution import attribution as score_attribution
 from .service import RiskModels, model_info
 
 router = APIRouter(prefix="/v1", tags=["risk"])
@@ -190,6 +192,26 @@ async def account_risk(account_id: str, principal: Reader, request: Request) -> 
                           assessed_at=row.created_at, tolerance_score=tolerance, flags=row.flags,
                           current=measures_out(cur), proposed=measures_out(prop),
                           model=model_info(model))
+
+
+@router.get("/accounts/{account_id}/risk/attribution", response_model=ScoreAttributionOut,
+            summary="Which exposures and market conditions drive the account's risk score (SHAP)")
+async def account_risk_attribution(account_id: str, principal: Reader, request: Request,
+                                   portfolio: Literal["current", "proposed"] = "current"
+                                   ) -> ScoreAttributionOut:
+    models = _models(request)
+    async with request.app.state.runtime.sessionmaker() as s:
+        row = (await s.execute(select(assessments).where(
+            assessments.c.tenant_id == principal.tenant_id, assessments.c.account_id == account_id)
+            .order_by(assessments.c.created_at.desc()).limit(1))).first()
+        if row is None:
+            raise NotFound(f"no assessed portfolio of account {account_id}")
+        model = await models.get(s, principal.tenant_id)
+    weights = {k: Decimal(v) for k, v in (row.pre_weights if portfolio == "current" else row.post_weights).items()}
+    # shap over up to 2^14 coalitions: CPU work, off the event loop.
+    out = await asyncio.to_thread(score_attribution, model, weights, models.limits)
+    return ScoreAttributionOut(account_id=account_id, proposal_id=row.proposal_id, portfolio=portfolio,
+                               model=model_info(model), **out)
 
 
 @router.put("/accounts/{account_id}/risk-profile", response_model=RiskProfileOut,

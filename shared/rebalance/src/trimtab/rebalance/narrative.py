@@ -5,14 +5,17 @@ this trade), the weight before and after against target in percentage points, th
 with their term and realized gain or loss, the tax and cost estimates and, if the risk service
 assessed the proposal, volatility before and after.
 
+The advisor also reads each order's wash-sale status (`wash_sale_status`) and, when they were
+computed, its counterfactuals: the band, price and tax rate at which it would not have happened.
+
 Client: the same facts in plain language, main reason first, no jargon (no "drift", no
-"Shapley", no basis points). Both texts depend only on their inputs, so a replay reproduces
-them byte for byte.
+"Shapley", no basis points), and the price move that would have made a trade unnecessary. Both
+texts depend only on their inputs, so a replay reproduces them byte for byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,7 @@ from .inputs import RebalanceInput
 from .version import OPTIMIZER_VERSION
 
 if TYPE_CHECKING:
+    from .counterfactual import Counterfactual
     from .explain import TradeExplanation
 
 #: A driver is named as a reason when it moves at least this share of the order's dollars.
@@ -41,17 +45,23 @@ _CLIENT_REASON = {
     ("cost", "buy"): "keeping trading costs down",
     ("restrictions", "sell"): "the restrictions on your account",
     ("restrictions", "buy"): "the restrictions on your account",
+    ("tax_losses", "sell"): "realizing a loss that can lower your taxes",
+    ("tax_losses", "buy"): "reinvesting money from sales that lower your taxes",
+    ("tax_gains", "sell"): "selling where it costs little or no tax",
+    ("tax_gains", "buy"): "buying instead of selling holdings that would owe tax",
 }
 #: What held an order back, where that is worth telling a client.
 _CLIENT_HELD_BACK = {
     ("tax", "sell"): "to limit taxes on gains",
+    ("tax_gains", "sell"): "to limit taxes on gains",
     ("cash", "buy"): "to keep your cash reserve in place",
     ("restrictions", "sell"): "because of the restrictions on your account",
     ("restrictions", "buy"): "because of the restrictions on your account",
 }
 _ADVISOR_NAME = {
     "drift": "drift to target", "tax": "tax", "cash": "cash reserve/drag", "cost": "trading cost",
-    "restrictions": "restrictions",
+    "restrictions": "restrictions", "tax_losses": "tax: harvesting losses",
+    "tax_gains": "tax: avoiding gains",
 }
 
 
@@ -109,8 +119,62 @@ def _weights(proposal: Any, sym: str) -> tuple[float, float]:
     return pre, post
 
 
+def wash_sale_status(inp: RebalanceInput, orders: Sequence[Order], notes: Sequence[str], *,
+                     household_known: bool = False) -> dict[str, str]:
+    """Per order, its wash-sale status in words, from the lots sold, the wash groups and the
+    optimizer's notes (which record the harvest-or-buy decision of a group)."""
+    index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
+    group_of = dict(zip(inp.symbols, inp.groups, strict=True))
+    bought = {o.symbol for o in orders if o.side == "buy"}
+    kept = {s.strip() for n in notes if n.startswith("wash-sale rule: loss lots kept")
+            for s in n.split(":", 2)[2].split(",")}
+    where = ("in this proposal or in the household's last 30 days" if household_known
+             else "in this proposal (the household's other trades were not given)")
+    out: dict[str, str] = {}
+    for o in orders:
+        group = group_of.get(o.symbol, o.symbol)
+        members = sorted(s for s, g in group_of.items() if g == group)
+        if o.side == "sell":
+            loss = sum(float(li.shares) * float(inp.lot_gain_usd_per_share[index[li.lot_id]])
+                       for li in o.lots if li.lot_id in index
+                       and inp.lot_gain_usd_per_share[index[li.lot_id]] < 0)
+            if loss >= 0:
+                out[o.symbol] = "not applicable (no loss realized)"
+            elif bought & set(members):
+                out[o.symbol] = (f"WASH SALE: a loss of {_usd(-loss)} is realized and "
+                                 f"{', '.join(sorted(bought & set(members)))} is bought")
+            else:
+                out[o.symbol] = (f"clean: loss of {_usd(-loss)} realized, no purchase of "
+                                 f"{', '.join(members)} {where}")
+        elif o.symbol in kept:
+            out[o.symbol] = (f"clean: loss lots of {', '.join(members)} are kept so that this "
+                             f"purchase does not wash a loss")
+        else:
+            out[o.symbol] = f"clean: no loss sold in {', '.join(members)} {where}"
+    return out
+
+
+def _counterfactual_text(c: Counterfactual) -> str:
+    """One counterfactual for the advisor."""
+    if c.parameter == "band":
+        if c.threshold is None:
+            return f"no band up to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
+        return f"band >= {_pct(c.threshold)} (now {_pct(c.current)})"
+    if c.parameter == "price":
+        rel = "<=" if c.direction == "below" else ">="
+        if c.threshold is None:
+            return (f"no price move to {_usd(c.searched_to)} stops it (now {_usd(c.current)})")
+        return f"price {rel} {_usd(c.threshold)} ({c.change_pct:+.1f}%, now {_usd(c.current)})"
+    rel = ">=" if c.direction == "above" else "<="
+    if c.threshold is None:
+        return f"no long-term tax rate to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
+    return f"long-term tax rate {rel} {_pct(c.threshold)} (now {_pct(c.current)})"
+
+
 def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeExplanation],
-                      risk: RiskAssessed | None) -> str:
+                      risk: RiskAssessed | None, *,
+                      counterfactuals: Mapping[str, Sequence[Counterfactual]] | None = None,
+                      wash_sale: Mapping[str, str] | None = None) -> str:
     orders = _order_map(proposal.orders)
     by_symbol = {t.symbol: t for t in trades}
     index = {s: i for i, s in enumerate(inp.symbols)}
@@ -144,6 +208,11 @@ def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[Trade
                 lines.append("  Reasons ($ toward this trade): " + "; ".join(parts) + ".")
         for lot_line in _lot_lines(inp, o):
             lines.append("  Lot " + lot_line + ".")
+        if wash_sale and sym in wash_sale:
+            lines.append(f"  Wash sale: {wash_sale[sym]}.")
+        cfs = (counterfactuals or {}).get(sym)
+        if cfs:
+            lines.append("  Would not trade if: " + "; ".join(_counterfactual_text(c) for c in cfs) + ".")
     untouched = []
     for j in np.flatnonzero(inp.restricted):
         sym = inp.symbols[j]
@@ -165,7 +234,8 @@ def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[Trade
 
 
 def client_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeExplanation],
-                     risk: RiskAssessed | None) -> str:
+                     risk: RiskAssessed | None, *,
+                     counterfactuals: Mapping[str, Sequence[Counterfactual]] | None = None) -> str:
     orders = _order_map(proposal.orders)
     by_symbol = {t.symbol: t for t in trades}
     if not orders:
@@ -200,6 +270,12 @@ def client_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeE
         if con:
             lines.append(f"We {o.side} less than we otherwise would "
                          f"{_CLIENT_HELD_BACK[(con[0], o.side)]}.")
+        price = [c for c in (counterfactuals or {}).get(sym, ()) if c.parameter == "price"
+                 and c.threshold is not None and c.change_pct is not None]
+        if price:
+            move = "lower" if price[0].change_pct < 0 else "higher"  # type: ignore[operator]
+            lines.append(f"Had the price of {sym} been about {abs(price[0].change_pct):.1f}% "  # type: ignore[arg-type]
+                         f"{move}, we would not suggest this {noun}.")
     tax = float(proposal.est_tax_usd)
     if tax < 0:
         lines.append(f"These sales realize losses that may lower your taxes by about {_usd(-tax, cents=False)}.")
