@@ -7,7 +7,8 @@ audit record the time from that tick to each stage of every account's chain. All
 automatic approval, so no human is in the loop.
 
 Figures: p50/p99 ms per stage (tick → drift, proposal, risk, explanation, decision, approved
-trades, audited) and the time until every account's chain is audited.
+trades, audited) and the time until every account's chain is audited. The explainer runs with
+counterfactuals for the two largest orders of each proposal (EXPLAINER_COUNTERFACTUAL_ORDERS=2).
 `--json`: one JSON object of the figures as the last line.
 """
 
@@ -47,7 +48,8 @@ def main() -> int:
     _, prices = price_on("sp500", date(2019, 12, 31))
     book = [replace(acc, automation="automatic", band_abs=Decimal("0.02"))
             for acc in build_book(a.accounts, date(2019, 12, 31), prices, lambda d: price_on("sp500", d)[1])]
-    with Stack(database_name="trimtab_bench_e2e") as stack:
+    # As in the demo: counterfactuals for the 2 largest orders per proposal (service default 8).
+    with Stack(database_name="trimtab_bench_e2e", extra_env={"EXPLAINER_COUNTERFACTUAL_ORDERS": "2"}) as stack:
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=120)
         dm = httpx.Client(base_url=stack.url("drift-monitor"), headers=h, timeout=600)
         _check(md.post("/v1/securities/reference"))

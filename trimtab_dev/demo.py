@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     stop_on_sigterm()
     say("Trimtab demo: starting the stack")
-    with Stack(database_name="trimtab_demo", extra_env={"DRIFT_MIN_INTERVAL_S": "3600"}) as stack:
+    # Counterfactuals for the two largest orders of each proposal (the service default is 8):
+    # each costs ~30 re-solves, and the demo explains a few hundred proposals on two cores.
+    env = {"DRIFT_MIN_INTERVAL_S": "3600", "EXPLAINER_COUNTERFACTUAL_ORDERS": "2"}
+    with Stack(database_name="trimtab_demo", extra_env=env) as stack:
         h = _headers()
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=60)
         dm = httpx.Client(base_url=stack.url("drift-monitor"), headers=h, timeout=120)
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"replaying the real COVID crash, 2 Jan to 23 Mar 2020, at {args.speed:g} trading days/s")
         rp = replay(md, date(2020, 1, 2), date(2020, 3, 23), args.speed)
         say(f"  {rp['days_done']} trading days, {rp['ticks_published']} ticks; waiting for the pipeline to settle")
-        n_records = wait_quiet(stack.url("audit"), h, quiet_s=8, timeout_s=300)
+        stack.wait_caught_up(timeout_s=600, settle_s=3)
+        n_records = wait_quiet(stack.url("audit"), h, quiet_s=5, timeout_s=300)
         advisor.stop_flag.set()
         advisor.join(5)
         asyncio.run_coroutine_threadsafe(oms.stop(), loop).result(30)

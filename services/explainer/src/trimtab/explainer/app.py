@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 class Settings(ServiceSettings):
     service_name: str = Field(default="explainer", validation_alias="SERVICE_NAME")
+    #: an explanation costs hundreds of solves: batching saves nothing and would hold every
+    #: result of a run until the slowest is done.
+    consumer_batch_size: int = Field(default=1, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
     #: Worker processes for explanations; 0 = one worker thread in the service process.
     explainer_processes: int = Field(default=0, validation_alias="EXPLAINER_PROCESSES", ge=0)
     #: Counterfactuals (band, price, tax rate) for this many of the largest orders; 0 = none.

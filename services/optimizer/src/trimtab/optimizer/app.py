@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 class Settings(ServiceSettings):
     service_name: str = Field(default="optimizer", validation_alias="SERVICE_NAME")
+    #: a few solves per proposal: small runs keep proposals flowing while saving commits.
+    consumer_batch_size: int = Field(default=8, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
     #: Open proposals (not yet decided) older than this are expired; 0 disables the sweep.
     proposal_ttl_s: float = Field(default=86_400.0, validation_alias="PROPOSAL_TTL_S", ge=0)
     #: Seconds between TTL sweeps.

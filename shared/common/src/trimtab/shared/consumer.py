@@ -202,6 +202,10 @@ class EventConsumer:
                 continue
             if c.assignment():
                 self.assigned.set()
+            for tp, records in batch.items():  # backlog as fetched, so lag shows work in hand
+                hw = c.highwater(tp)
+                if hw is not None:
+                    self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - records[0].offset)
             for tp, records in batch.items():
                 await self._process_partition(records)
                 await self._commit_offset(tp, records[-1].offset + 1)
