@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from trimtab.shared.auth import decode_token, mint_token
 from trimtab.shared.canonical import canonical_hash, canonical_json
 from trimtab.shared.config import ServiceSettings
@@ -81,4 +81,3 @@ def test_tokens_carry_tenant_and_scopes_and_are_verified() -> None:
     other = ServiceSettings.model_validate({"JWT_SECRET": "another-secret-of-sufficient-length-123456"})
     with pytest.raises(Unauthorized):
         decode_token(s, mint_token(other, subject="a", tenant_id="f"))
-    assert uuid.UUID(str(uuid.uuid4()))

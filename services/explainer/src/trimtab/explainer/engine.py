@@ -13,16 +13,14 @@ service records, not a crash.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import multiprocessing
 import uuid
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from trimtab.shared.events import ExplanationCreated, RebalanceProposed
+from trimtab.shared.workers import CpuWorkers
 
 log = logging.getLogger(__name__)
 
@@ -84,39 +82,19 @@ class ExplainEngine:
     """Runs explanations off the event loop; start() before use, stop() at shutdown."""
 
     def __init__(self, processes: int = 0, *, counterfactual_orders: int = 0) -> None:
-        self._processes = processes
+        self._workers = CpuWorkers(processes, name="explainer")
         self._counterfactual_orders = counterfactual_orders
-        self._executor: Executor | None = None
 
     def start(self) -> None:
-        if self._processes > 0:
-            # spawn: a forked child of a process running an event loop and Kafka clients would
-            # inherit their sockets and locks.
-            self._executor = ProcessPoolExecutor(
-                self._processes, mp_context=multiprocessing.get_context("spawn"))
-        else:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="explainer")
+        self._workers.start()
 
     async def warm(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.gather(*(loop.run_in_executor(self._require(), _warm)
-                                   for _ in range(max(1, self._processes))))
-        except Exception:  # noqa: BLE001 - warming is an optimization; an explanation reports errors
-            log.warning("could not warm the explainer", exc_info=True)
+        await self._workers.warm(_warm)
 
     async def explain(self, proposal: RebalanceProposed, *, explanation_id: uuid.UUID) -> Outcome:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._require(), partial(
+        return await self._workers.run(partial(
             explain_proposal, proposal.model_dump(mode="json"), str(explanation_id),
             counterfactual_orders=self._counterfactual_orders))
 
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-
-    def _require(self) -> Executor:
-        if self._executor is None:
-            raise RuntimeError("engine not started")
-        return self._executor
+        self._workers.stop()

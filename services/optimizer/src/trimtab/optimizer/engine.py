@@ -17,15 +17,13 @@ solve is a result the service records, not a crash.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import multiprocessing
 import uuid
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from trimtab.shared.events import AccountSnapshot, RebalanceProposed
+from trimtab.shared.workers import CpuWorkers
 
 log = logging.getLogger(__name__)
 
@@ -97,40 +95,20 @@ class Engine:
     """Runs proposals off the event loop; start() before use, stop() at shutdown."""
 
     def __init__(self, solver_processes: int = 0) -> None:
-        self._processes = solver_processes
-        self._executor: Executor | None = None
+        self._workers = CpuWorkers(solver_processes, name="optimizer-solve")
 
     def start(self) -> None:
-        if self._processes > 0:
-            # spawn: a forked child of a process running an event loop and Kafka clients would
-            # inherit their sockets and locks.
-            self._executor = ProcessPoolExecutor(
-                self._processes, mp_context=multiprocessing.get_context("spawn"))
-        else:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="optimizer-solve")
+        self._workers.start()
 
     async def warm(self) -> None:
         """Load the solver stack in the workers so the first proposal is not paying for imports."""
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.gather(*(loop.run_in_executor(self._require(), _warm)
-                                   for _ in range(max(1, self._processes))))
-        except Exception:  # noqa: BLE001 - warming is an optimization; a solve reports the error
-            log.warning("could not warm the solver", exc_info=True)
+        await self._workers.warm(_warm)
 
     async def propose(self, snapshot: AccountSnapshot, *, proposal_id: uuid.UUID,
                       drift_id: uuid.UUID | None = None) -> Outcome:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._require(), _solve, snapshot.model_dump(mode="json"), str(proposal_id),
+        return await self._workers.run(
+            _solve, snapshot.model_dump(mode="json"), str(proposal_id),
             str(drift_id) if drift_id else None)
 
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-
-    def _require(self) -> Executor:
-        if self._executor is None:
-            raise RuntimeError("engine not started")
-        return self._executor
+        self._workers.stop()

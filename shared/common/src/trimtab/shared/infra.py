@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -154,7 +153,3 @@ async def ensure_database(url: str, *, recreate: bool = False) -> None:
                 await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-
-
-def which(cmd: str) -> str | None:
-    return shutil.which(cmd)

@@ -1,0 +1,58 @@
+"""CPU work off the event loop: one worker thread by default, or N spawned processes.
+
+The optimizer's solves and the explainer's re-solves are CPU-bound and would stall the event
+loop (health checks, consumers). A thread keeps one compiled problem per shape in-process; more
+processes use more cores (the GIL stops threads from solving in parallel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CpuWorkers:
+    """`start()` before use, `stop()` at shutdown; `run(fn, *args)` awaits `fn(*args)` in a worker.
+
+    With processes, `fn` and its arguments must be picklable (module-level functions, JSON-like
+    data).
+    """
+
+    def __init__(self, processes: int, *, name: str) -> None:
+        self._processes = processes
+        self._name = name
+        self._executor: Executor | None = None
+
+    def start(self) -> None:
+        if self._processes > 0:
+            # spawn: a forked child of a process running an event loop and Kafka clients would
+            # inherit their sockets and locks.
+            self._executor = ProcessPoolExecutor(
+                self._processes, mp_context=multiprocessing.get_context("spawn"))
+        else:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError(f"{self._name} workers not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def warm(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` once in every worker (imports, compiles), so the first real job does not
+        pay for them. Warming is an optimization: a failure is logged, not raised."""
+        try:
+            await asyncio.gather(*(self.run(fn) for _ in range(max(1, self._processes))))
+        except Exception:
+            log.warning("could not warm the %s workers", self._name, exc_info=True)
+
+    def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
