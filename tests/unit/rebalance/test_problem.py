@@ -14,7 +14,7 @@ from trimtab.rebalance.problem import (
     bucket,
     compiled,
 )
-from trimtab.rebalance.solve import assemble, shape_of
+from trimtab.rebalance.solve import Bans, _sellable, _to_shares, assemble, canonical_lot_split, shape_of
 
 from .conftest import drifted_account
 
@@ -41,12 +41,36 @@ def test_fast_path_gives_cvxpys_solution(n: int, gains: bool) -> None:
     shape = shape_of(inp)
     prob = compiled(shape)
     assert prob.fast is not None, "the probed affine map must pass its self-check"
-    data = assemble(inp, validate_weights(DEFAULT_DRIVER_WEIGHTS), DEFAULT_TUNING, shape)
+    weights = validate_weights(DEFAULT_DRIVER_WEIGHTS)
+    data = assemble(inp, weights, DEFAULT_TUNING, shape)
     fast = prob.solve(data)
     slow = prob._solve_cvxpy(data)
     assert fast.status == "optimal"
-    np.testing.assert_allclose(fast.sell, slow.sell, atol=1e-7)
     np.testing.assert_allclose(fast.buy, slow.buy, atol=1e-7)
+    # Without gains every lot of a security is interchangeable: the solvers may split a sale
+    # differently among them (a face of optima); the canonical split makes the shares agree.
+    sellable = _sellable(inp, weights, Bans())
+    (fs, fb), (ss, sb) = _to_shares(inp, shape, fast), _to_shares(inp, shape, slow)
+    tol = 1e-7 * inp.value_usd / inp.lot_price_usd
+    np.testing.assert_array_less(np.abs(canonical_lot_split(inp, fs, sellable)
+                                        - canonical_lot_split(inp, ss, sellable)), tol + 1e-9)
+    if gains:  # distinct lots: the optimum is unique at the lot level too
+        np.testing.assert_allclose(fast.sell, slow.sell, atol=1e-7)
+
+
+def test_canonical_lot_split_fills_interchangeable_lots_in_rank_order() -> None:
+    inp = from_snapshot(drifted_account(6, gains=False, lots_per_security=3))
+    sellable = np.ones(inp.n_lots, dtype=bool)
+    lots0 = np.flatnonzero(inp.lot_security == 0)
+    sell = np.zeros(inp.n_lots)
+    sell[lots0] = inp.lot_shares[lots0] * 0.5  # half of each lot: the same total either way
+    out = canonical_lot_split(inp, sell, sellable)
+    total = float(sell[lots0].sum())
+    assert out[lots0].sum() == pytest.approx(total)
+    assert out[lots0[0]] == pytest.approx(min(total, inp.lot_shares[lots0[0]]))
+    sellable[lots0[0]] = False  # a banned lot is never given a sale it was not given
+    out = canonical_lot_split(inp, sell, sellable)
+    assert out[lots0[0]] == sell[lots0[0]]
 
 
 def test_factor_shapes_compile_with_a_fast_path() -> None:

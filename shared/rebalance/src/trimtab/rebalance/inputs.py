@@ -142,6 +142,16 @@ class RebalanceInput:
         return self.wash_group if self.wash_group is not None else self.symbols
 
     @cached_property
+    def group_code(self) -> np.ndarray:
+        """Wash-sale group of each security as an integer (codes follow the sorted group names)."""
+        return _frozen(np.unique(np.array(self.groups, dtype=object), return_inverse=True)[1].ravel())
+
+    @cached_property
+    def lot_rank_order(self) -> np.ndarray:
+        """Lot indices sorted by (security, basis): interchangeable lots end up adjacent."""
+        return _frozen(np.lexsort((np.arange(self.n_lots), self.lot_basis_usd_per_share, self.lot_security)))
+
+    @cached_property
     def loadings(self) -> np.ndarray:
         if self.risk_loadings is None:
             return _frozen(np.zeros((self.n_securities, 0)))

@@ -295,9 +295,10 @@ class CompiledProblem:
         if self.fast is not None:
             t0 = time.perf_counter()
             theta = self.theta(data)
-            status, sell, buy, obj = self.fast.solve(theta)
-            if status == "clarabel:InsufficientProgress":
-                status, sell, buy, obj = self.fast.solve(theta, loose=True)
+            for attempt in range(len(self.fast.attempts)):
+                status, sell, buy, obj = self.fast.solve(theta, attempt=attempt)
+                if status != "clarabel:InsufficientProgress":
+                    break
             elapsed = (time.perf_counter() - t0) * 1e3
             if status in _INFEASIBLE:
                 raise ProblemInfeasible(status)

@@ -23,7 +23,7 @@ the same substitute group, which shares the risk model's group factor: see `inpu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -154,7 +154,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         band_lo=pad_n(band_lo, -inp.band_abs),
         band_hi=pad_n(band_hi, -inp.band_abs),
         band_weight=g_drift * tuning.band_penalty,
-        lin_sell=pad_m(g_cost * lot_cost + g_tax * inp.lot_tax_objective + lot_tie_break(inp, tuning)),
+        lin_sell=pad_m(lin_sell_per_lot(inp, weights, tuning)),
         lin_buy=pad_n(g_cost * inp.cost_rate + tuning.tie_break),
         cash_weight=g_cash,
         cost_buy=pad_n(inp.cost_rate),
@@ -172,6 +172,12 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     )
 
 
+def lin_sell_per_lot(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning) -> np.ndarray:
+    """The objective's linear coefficient of each lot's sale: cost, tax (or benefit), tie-break."""
+    return (weights["cost"] * inp.cost_rate[inp.lot_security] + weights["tax"] * inp.lot_tax_objective
+            + lot_tie_break(inp, tuning))
+
+
 def _to_shares(inp: RebalanceInput, shape: Shape, raw: RawSolution) -> tuple[np.ndarray, np.ndarray]:
     V0 = inp.value_usd
     slots = inp.lot_security * shape.lots_per_security + inp.lot_rank
@@ -187,6 +193,48 @@ def _to_shares(inp: RebalanceInput, shape: Shape, raw: RawSolution) -> tuple[np.
     return sell, buy
 
 
+def _sellable(inp: RebalanceInput, weights: Mapping[str, float], bans: Bans) -> np.ndarray:
+    """Per lot: may the solver sell it (restrictions, bans, wash-sale bounds, mode)?"""
+    ok = ~inp.no_sell_lot.copy()
+    if weights["restrictions"] > 0:
+        ok &= ~inp.restricted[inp.lot_security]
+    ok[list(bans.no_sell_lots)] = False
+    if inp.mode == "buy_only":
+        ok[:] = False
+    return ok
+
+
+def canonical_lot_split(inp: RebalanceInput, sell: np.ndarray, sellable: np.ndarray) -> np.ndarray:
+    """The same sales, with lots that are interchangeable in the problem filled in a fixed order.
+
+    Lots of one security with the same basis, tax rate and harvest treatment have identical
+    coefficients everywhere in the problem, so the optimum does not say how to split a sale
+    among them: an interior-point solver returns some point of that optimal face, which moves
+    with its settings. Here each such class's total is re-assigned to its lots in rank order
+    (lowest index first, each up to its size): the objective, every constraint and the
+    security's trade are unchanged, and the split no longer depends on the solver.
+    """
+    order = inp.lot_rank_order
+    sec, basis = inp.lot_security[order], inp.lot_basis_usd_per_share[order]
+    if not ((sec[1:] == sec[:-1]) & (basis[1:] == basis[:-1])).any():
+        return sell  # no two lots of a security share a basis: nothing is interchangeable
+    keys = np.stack([inp.lot_security.astype(float), sellable.astype(float), inp.lot_basis_usd_per_share,
+                     inp.lot_tax_per_weight, inp.lot_tax_objective, inp.lot_gain_per_weight], axis=1)
+    _, cls, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    cls = cls.ravel()
+    if (counts == 1).all():
+        return sell
+    out = sell.copy()
+    for c in np.flatnonzero(counts > 1):
+        lots = np.flatnonzero(cls == c)
+        left = float(sell[lots].sum())
+        for lot in lots:
+            take = min(left, float(inp.lot_shares[lot]))
+            out[lot] = take
+            left -= take
+    return out
+
+
 @dataclass
 class _Run:
     """Accumulates solver time and count over the solves of one `solve_continuous` call."""
@@ -197,9 +245,25 @@ class _Run:
     shape: Shape
     solve_ms: float = 0.0
     solves: int = 0
+    _data: dict[frozenset[str], ProblemData] = field(default_factory=dict, repr=False)
+
+    def data(self, bans: Bans, relax: frozenset[str] = frozenset()) -> ProblemData:
+        """`assemble(..., bans, relax)`, from a per-run cache: bans only zero caps."""
+        base = self._data.get(relax)
+        if base is None:
+            base = self._data[relax] = assemble(self.inp, self.weights, self.tuning, self.shape, Bans(), relax)
+        if not bans.no_buy and not bans.no_sell_lots:
+            return base
+        sell_cap, buy_cap = base.sell_cap.copy(), base.buy_cap.copy()
+        if bans.no_sell_lots:
+            lots = np.fromiter(bans.no_sell_lots, dtype=np.int64)
+            sell_cap[self.inp.lot_security[lots] * self.shape.lots_per_security + self.inp.lot_rank[lots]] = 0.0
+        if bans.no_buy:
+            buy_cap[np.fromiter(bans.no_buy, dtype=np.int64)] = 0.0
+        return replace(base, sell_cap=sell_cap, buy_cap=buy_cap)
 
     def solve(self, bans: Bans, relax: frozenset[str] = frozenset()) -> RawSolution:
-        data = assemble(self.inp, self.weights, self.tuning, self.shape, bans, relax)
+        data = self.data(bans, relax)
         self.solves += 1
         raw = compiled(self.shape).solve(data)
         self.solve_ms += raw.solve_ms
@@ -284,7 +348,7 @@ class _Groups:
 
 def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     inp = run.inp
-    groups = np.array(inp.groups, dtype=object)
+    code = inp.group_code
     restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
     buyable = ~restricted & ~inp.no_buy
     buyable[list(bans.no_buy)] = False
@@ -295,14 +359,25 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     if inp.mode == "sell_only":
         buyable[:] = False
     loss = (inp.lot_gain_usd_per_share < 0) & sellable
-    names, members, loss_lots = [], {}, {}
-    for g in sorted(set(groups[inp.lot_security[loss]])):
-        idx = np.flatnonzero(groups == g)
-        if buyable[idx].any():
-            names.append(g)
-            members[g] = idx
-            loss_lots[g] = np.flatnonzero(loss & np.isin(inp.lot_security, idx))
-    return _Groups(tuple(names), members, loss_lots)
+    if not loss.any() or not buyable.any():
+        return _Groups((), {}, {})
+    if inp.tax_budget_usd is None and inp.gain_cap_usd is None:
+        # A loss lot whose sale earns nothing net (its linear coefficient >= 0: no harvest
+        # benefit in this objective, e.g. the explainer's coalitions without `tax_losses`) is
+        # never sold *and* its own security bought at the optimum: shrinking both legs of that
+        # round trip leaves the trade, and so every other term, unchanged, costs no more, and
+        # frees cash and turnover. (A tax budget or gain cap could make the loss's offset worth
+        # a round trip, hence the condition.) In a one-security wash group such a lot poses no
+        # choice.
+        alone = (np.bincount(code) == 1)[code[inp.lot_security]]
+        loss &= ~alone | (lin_sell_per_lot(inp, run.weights, run.tuning) < 0)
+    lot_code = code[inp.lot_security]
+    candidates = np.intersect1d(lot_code[loss], code[buyable])
+    names = tuple(inp.groups[int(np.flatnonzero(code == c)[0])] for c in candidates)
+    members = {g: np.flatnonzero(code == c) for g, c in zip(names, candidates, strict=True)}
+    loss_lots = {g: np.flatnonzero(loss & (lot_code == c)) for g, c in zip(names, candidates, strict=True)}
+    order = sorted(range(len(names)), key=lambda j: names[j])
+    return _Groups(tuple(names[j] for j in order), members, loss_lots)
 
 
 def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> tuple[RawSolution, Bans]:
@@ -370,6 +445,7 @@ def solve_continuous(
     notes: list[tuple[str, str]] = []
     raw, bans = _resolve_wash_sales(run, bans, notes)
     sell, buy = _to_shares(inp, run.shape, raw)
+    sell = canonical_lot_split(inp, sell, _sellable(inp, weights, bans))
     trade = buy - np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
     terms = evaluate(inp, weights, sell, buy, tuning)
     return ContinuousSolution(
