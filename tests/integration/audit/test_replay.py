@@ -5,15 +5,25 @@ not follow from its snapshot is named as different."""
 from __future__ import annotations
 
 import uuid
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.integration.optimizer.snapshots import drifted
 from tests.support import auth, running, settings, wait_consumers_assigned
 from tests.unit.rebalance.conftest import drifted_account
 from trimtab.audit.app import Settings, create
-from trimtab.rebalance import explain, explanation_payload, propose
+from trimtab.rebalance import (
+    HouseholdTrade,
+    RebalanceContext,
+    explain,
+    explanation_payload,
+    propose,
+)
 from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import OptimizerContext
 from trimtab.shared.kafka import encode_headers, start_producer
 from trimtab.shared.outbox import kafka_headers
 
@@ -87,3 +97,33 @@ async def test_replay_names_outputs_that_do_not_follow_from_the_snapshot(audit, 
     rep = await _replay(client, tenant, doctored.proposal_id)
     assert rep["identical"] is False and rep["proposal_identical"] is False
     assert any(d.startswith("orders:") for d in rep["differences"])
+
+
+async def test_replay_of_a_context_driven_proposal_uses_its_recorded_context(audit, kafka_bootstrap):
+    """A proposal solved with a context (a household buy banning a loss sale, a withdrawal) and
+    non-default driver weights replays identically from the record alone; the same orders recorded
+    without their context do not follow from the snapshot and are named as different."""
+    app, client = audit
+    tenant = f"rp-{uuid.uuid4().hex[:6]}"
+    snap = drifted("ACC").model_copy(update={"household_id": "hh-rp"})
+    ctx = RebalanceContext(recent_trades=(HouseholdTrade("ACC-2", "VTI", "buy", date(2024, 4, 25)),),
+                           withdrawal_usd=3000.0)
+    weights = {"drift": 1.0, "cost": 1.0, "tax": 0.5, "cash": 1.0, "restrictions": 1.0}
+    p = propose(snap, context=ctx, drivers=weights)
+    assert "ACC-vti-2" not in {li.lot_id for o in p.orders for li in o.lots}  # the context mattered
+    proposal = p.to_event().model_copy(update={
+        "context": OptimizerContext.model_validate(ctx.to_json()),
+        "driver_weights": {k: Decimal(repr(v)) for k, v in p.driver_weights.items()}})
+    explanation = explanation_payload(explain(proposal, context=ctx, driver_weights=p.driver_weights))
+    first = Envelope.new(proposal, producer="optimizer", tenant_id=tenant)
+    second = first.caused(explanation, producer="explainer")
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", first), ("explanation.created.v1", second)])
+    rep = await _replay(client, tenant, proposal.proposal_id, with_explanation=True)
+    assert rep["proposal_identical"] and rep["explanation_identical"] is True, rep["differences"]
+    assert rep["identical"] is True
+
+    stripped = proposal.model_copy(update={"proposal_id": uuid.uuid4(), "context": None, "driver_weights": None})
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", Envelope.new(stripped, producer="optimizer",
+                                                                            tenant_id=tenant))])
+    rep = await _replay(client, tenant, stripped.proposal_id)
+    assert rep["identical"] is False and any(d.startswith("orders:") for d in rep["differences"])

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -22,6 +23,8 @@ from trimtab.shared.events import (
     DriftDetected,
     ExplanationCreated,
     Fill,
+    HouseholdTrade,
+    OptimizerContext,
     RebalanceDecided,
     RebalanceProposed,
     RiskAssessed,
@@ -386,3 +389,69 @@ async def test_advisor_override_is_revalidated_then_approved_once(service, produ
     assert all(o.client_order_id == client_order_id(pid, o.symbol, o.side) for o in orders)
     [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
     assert decided.parse(RebalanceDecided).decision == "overridden"
+
+
+async def test_drift_context_and_household_trades_shape_the_proposal(service, producer, kafka_bootstrap):
+    """A fill in one account of a household reaches the optimizer's ledger; the next drift of
+    another account of the household is solved with those trades (the wash-sale rule: no loss
+    sale of a security the household just bought) and with its own context (a withdrawal), and
+    the proposal carries the exact context and the driver weights; what-if takes a context too;
+    overrides are re-validated under the recorded context."""
+    _, client = service
+    hh = f"hh-{uuid.uuid4().hex[:8]}"
+    other = drifted(f"{hh}-b").model_copy(update={"household_id": hh})
+    _, proposed_b = await propose(producer, kafka_bootstrap, other)
+    pb = proposed_b.parse(RebalanceProposed)
+    assert pb.context is None and pb.driver_weights  # nothing known yet beyond the snapshot
+    buy = HouseholdTrade(account_id=other.account_id, symbol="VTI", side="buy", trade_date=date(2024, 4, 25))
+    executed = TradesExecuted(execution_id=f"ex-{hh}", proposal_id=pb.proposal_id, account_id=other.account_id,
+                              fills=[Fill(client_order_id="manual-1", symbol="VTI", side="buy", shares=Decimal(5),
+                                          price_usd=Decimal(250), executed_at="2024-04-25T15:00:00Z")])
+    await send(producer, Envelope.new(executed, producer="oms", tenant_id=TENANT), other.account_id)
+
+    account = drifted(f"{hh}-a").model_copy(update={"household_id": hh})
+    given = OptimizerContext(withdrawal_usd=Decimal("3000"))
+    # what-if with a context: polled until the fill has reached the ledger.
+    body = {"snapshot": account.model_dump(mode="json"), "context": given.model_dump(mode="json")}
+    deadline = time.monotonic() + 30
+    while True:
+        r = await client.post("/v1/rebalance/what-if", headers=auth(scopes=["proposals:read"]), json=body)
+        assert r.status_code == 200, r.text
+        what_if = RebalanceProposed.model_validate(r.json())
+        if what_if.context is not None and what_if.context.recent_trades:
+            break
+        assert time.monotonic() < deadline, "the household's fill never reached the optimizer's ledger"
+        await asyncio.sleep(0.2)
+    assert (await client.get("/v1/proposals", headers=auth(), params={"account_id": account.account_id})).json() == []
+
+    drift = drift_env(account)
+    payload = drift.parse(DriftDetected).model_copy(update={"context": given})
+    drift = Envelope.new(payload, producer="drift-monitor", tenant_id=TENANT)
+    await send(producer, drift, account.account_id)
+    [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1",
+                                 proposal_id_for(TENANT, payload.drift_id))
+    p = proposed.parse(RebalanceProposed)
+    assert p.context is not None and p.context.recent_trades == [buy]
+    assert p.context.withdrawal_usd == Decimal("3000") and p.driver_weights == pb.driver_weights
+    sold_lots = {li.lot_id for o in p.orders if o.side == "sell" for li in o.lots}
+    # VTI lot 2 is at a loss (basis 270 > 250): without the household's buy it is harvested.
+    assert f"{account.account_id}-vti-2" not in sold_lots and f"{account.account_id}-vti-1" in sold_lots
+    assert f"{other.account_id}-vti-2" in {li.lot_id for o in pb.orders for li in o.lots}
+    net = sum(((o.est_notional_usd if o.side == "sell" else -o.est_notional_usd) - o.est_cost_usd
+               for o in p.orders), Decimal(0))
+    assert account.cash_usd + net >= Decimal("3000")  # the withdrawal is raised
+    assert [(o.symbol, o.side, o.shares) for o in what_if.orders] == [(o.symbol, o.side, o.shares) for o in p.orders]
+    stored = await wait_state(client, p.proposal_id, "proposed")
+    assert stored["context"] == p.context.model_dump(mode="json")
+
+    # An advisor's override selling the loss lot is a wash sale against the household's buy.
+    r = await client.post(f"/v1/proposals/{p.proposal_id}/override", headers=auth(subject="ana@firm"), json={
+        "reason": "harvest", "orders": [{
+            "symbol": "VTI", "side": "sell", "shares": "40", "est_price_usd": "0", "est_notional_usd": "0",
+            "lots": [{"lot_id": f"{account.account_id}-vti-2", "shares": "40"}]}]})
+    assert r.status_code == 422 and "household" in r.text, r.text
+
+    # A malformed context is refused with a 422 (problem+json), nothing solved.
+    bad = {"snapshot": account.model_dump(mode="json"),
+           "context": {"factor_model": {"symbols": ["VTI"], "loadings": [[1.0]], "specific_var": [1.0, 2.0]}}}
+    assert (await client.post("/v1/rebalance/what-if", headers=auth(), json=bad)).status_code == 422

@@ -62,14 +62,28 @@ def _diff(label: str, recorded: Any, replayed: Any, out: list[str]) -> bool:
 
 
 def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated | None) -> dict[str, Any]:
-    """Pure CPU work (runs in a worker thread): re-solve and re-explain; the comparison parts."""
-    from trimtab.rebalance import OPTIMIZER_VERSION, explain, explanation_payload, propose
+    """Pure CPU work (runs in a worker thread): re-solve and re-explain; the comparison parts.
+
+    Both run with the context and driver weights the proposal records (an older proposal records
+    neither: the snapshot alone under the default weights, as it was solved)."""
+    from trimtab.rebalance import (
+        OPTIMIZER_VERSION,
+        RebalanceContext,
+        explain,
+        explanation_payload,
+        propose,
+    )
 
     diffs: list[str] = []
     hash_ok = canonical_hash(proposed.snapshot) == proposed.snapshot_hash
     if not hash_ok:
         diffs.append("snapshot does not match its recorded hash")
-    again = propose(proposed.snapshot, proposal_id=proposed.proposal_id).to_event(drift_id=proposed.drift_id)
+    context = (RebalanceContext.from_json(proposed.context.model_dump(mode="json"))
+               if proposed.context is not None else None)
+    weights = ({k: float(v) for k, v in proposed.driver_weights.items()}
+               if proposed.driver_weights is not None else None)
+    again = propose(proposed.snapshot, proposal_id=proposed.proposal_id, context=context,
+                    drivers=weights).to_event(drift_id=proposed.drift_id)
     same = _diff("orders", _orders(proposed.orders), _orders(again.orders), diffs)
     same &= _diff("est_tax_usd", str(proposed.est_tax_usd), str(again.est_tax_usd), diffs)
     same &= _diff("est_cost_usd", str(proposed.est_cost_usd), str(again.est_cost_usd), diffs)
@@ -77,7 +91,8 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
                   {k: str(v) for k, v in again.post_weights.items()}, diffs)
     expl_same: bool | None = None
     if explained is not None:
-        ex = explanation_payload(explain(proposed), explanation_id=explained.explanation_id)
+        ex = explanation_payload(explain(proposed, context=context, driver_weights=weights),
+                                 explanation_id=explained.explanation_id)
         expl_same = _diff("attributions", [t.model_dump(mode="json") for t in explained.trades],
                           [t.model_dump(mode="json") for t in ex.trades], diffs)
     return {"hash_ok": hash_ok, "proposal_identical": bool(same), "explanation_identical": expl_same,

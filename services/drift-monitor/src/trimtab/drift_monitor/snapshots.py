@@ -19,6 +19,7 @@ from trimtab.shared.events import (
     DriftDetected,
     DriftPolicy,
     LotSnapshot,
+    OptimizerContext,
     PositionSnapshot,
     SecuritySnapshot,
     TaxRates,
@@ -84,6 +85,15 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
     )
 
 
+def optimizer_context(book: Book) -> OptimizerContext | None:
+    """What the policy tells the optimizer beyond the snapshot: the tax a proposal may realize
+    (`max_tax_usd` -> the context's tax budget). Open withdrawals are not repeated here: they are
+    already in the snapshot's `cash_reserve_usd` (the context's `withdrawal_usd` would be raised
+    on top of it). None when the policy sets nothing the snapshot does not carry."""
+    max_tax = book.policy.max_tax_usd
+    return None if max_tax is None else OptimizerContext(tax_budget_usd=max_tax)
+
+
 def drift_event(book: Book, prices: Prices, result: Evaluation, rule: str, as_of: datetime,
                 drift_id: uuid.UUID) -> DriftDetected:
     return DriftDetected(
@@ -93,7 +103,7 @@ def drift_event(book: Book, prices: Prices, result: Evaluation, rule: str, as_of
         weights={s: _w(w) for s, w in result.weights.items()},
         deviations={s: _w(d) for s, d in result.deviations.items()},
         max_abs_deviation=_w(result.max_abs_deviation),
-        rule=rule, breached=list(result.breached),
+        rule=rule, breached=list(result.breached), context=optimizer_context(book),
     )
 
 

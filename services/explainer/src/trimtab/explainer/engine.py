@@ -45,6 +45,17 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+def recorded_problem(proposal: RebalanceProposed) -> tuple[Any, dict[str, float] | None]:
+    """(RebalanceContext or None, driver weights as floats or None) recorded on the proposal."""
+    from trimtab.rebalance import RebalanceContext
+
+    context = (RebalanceContext.from_json(proposal.context.model_dump(mode="json"))
+               if proposal.context is not None else None)
+    weights = ({k: float(v) for k, v in proposal.driver_weights.items()}
+               if proposal.driver_weights is not None else None)
+    return context, weights
+
+
 def explain_proposal(proposal_json: dict[str, Any], explanation_id: str, *,
                      counterfactual_orders: int = 0) -> Outcome:
     """Explain one proposal (in a worker); the only code that calls the rebalancing library.
@@ -59,8 +70,15 @@ def explain_proposal(proposal_json: dict[str, Any], explanation_id: str, *,
     except Exception as e:  # noqa: BLE001 - a library that cannot load fails this one explanation
         return Outcome(failure=Failure("internal_error", f"{type(e).__name__}: {e}"))
     try:
+        # The problem the optimizer solved: its recorded context and driver weights (older
+        # proposals record neither: the snapshot alone, under the default weights).
+        context, weights = recorded_problem(proposal)
+    except (ValueError, KeyError, TypeError) as e:
+        return Outcome(failure=Failure("invalid_context", f"{type(e).__name__}: {e}"))
+    try:
         ex = explain(proposal, drivers=EXPLAIN_DRIVERS, counterfactuals=counterfactual_orders > 0,
-                     max_counterfactual_orders=counterfactual_orders, prune=True)
+                     max_counterfactual_orders=counterfactual_orders, prune=True,
+                     context=context, driver_weights=weights)
         payload = explanation_payload(ex, explanation_id=uuid.UUID(explanation_id))
     except RebalanceError as e:
         return Outcome(failure=Failure(_kind(e), e.detail))

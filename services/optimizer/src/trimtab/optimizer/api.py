@@ -13,11 +13,19 @@ from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid, NotFound, TrimtabError
 from trimtab.shared.events import AccountSnapshot, RebalanceProposed
 
-from . import decisions
+from . import decisions, household
 from .domain.lifecycle import DecisionKind
 from .engine import Engine
 from .models import proposals
-from .schemas import ApproveIn, OverrideIn, ProposalOut, ProposalSummary, RejectIn, StateName
+from .schemas import (
+    ApproveIn,
+    OverrideIn,
+    ProposalOut,
+    ProposalSummary,
+    RejectIn,
+    StateName,
+    WhatIfIn,
+)
 
 router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(requires("proposals:read"))]
@@ -101,13 +109,17 @@ async def override(proposal_id: uuid.UUID, body: OverrideIn, principal: Decider,
 
 
 @router.post("/rebalance/what-if", response_model=RebalanceProposed, tags=["what-if"],
-             summary="Solve a snapshot and return the proposal it would give; nothing is stored")
-async def what_if(snapshot: AccountSnapshot, principal: Reader, request: Request) -> RebalanceProposed:
+             summary="Solve a snapshot (optionally with a context: {snapshot, context}) and return the "
+                     "proposal it would give, with the context it used; nothing is stored")
+async def what_if(body: AccountSnapshot | WhatIfIn, principal: Reader, request: Request) -> RebalanceProposed:
     engine: Engine = request.app.state.engine
-    outcome = await engine.propose(snapshot, proposal_id=uuid.uuid4())
+    snapshot, given = (body.snapshot, body.context) if isinstance(body, WhatIfIn) else (body, None)
+    async with _runtime(request).sessionmaker() as s:
+        context = await household.context_for(s, principal.tenant_id, snapshot, given)
+    outcome = await engine.propose(snapshot, proposal_id=uuid.uuid4(), context=context)
     if outcome.failure is not None:
         f = outcome.failure
-        err = Invalid if f.kind in ("infeasible", "invalid_snapshot") else SolveFailed
+        err = Invalid if f.kind in ("infeasible", "invalid_snapshot", "invalid_context") else SolveFailed
         raise err(f.reason, kind=f.kind, constraint=f.constraint)
     assert outcome.proposal is not None
     return outcome.proposal

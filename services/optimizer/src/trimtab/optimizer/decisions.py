@@ -64,7 +64,8 @@ async def decide(
         decision = Decision(kind, principal.subject, automatic=False, reason=reason)
         if orders is not None:
             # Re-validated against the proposal's own snapshot, inside the lock.
-            orders = validate_override(AccountSnapshot.model_validate(row.snapshot), orders)
+            orders = validate_override(AccountSnapshot.model_validate(row.snapshot), orders,
+                                       context=(row.payload or {}).get("context"))
         try:
             row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row),
                                                  orders=orders)

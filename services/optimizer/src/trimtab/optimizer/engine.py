@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from trimtab.shared.events import AccountSnapshot, RebalanceProposed
+from trimtab.shared.events import AccountSnapshot, OptimizerContext, RebalanceProposed
 from trimtab.shared.workers import CpuWorkers
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,33 @@ class Outcome:
     failure: Failure | None = None
 
 
-def _solve(snapshot_json: dict[str, Any], proposal_id: str, drift_id: str | None) -> Outcome:
-    """Run one proposal (in a worker); the only code that calls the rebalancing library."""
+def _solve(snapshot_json: dict[str, Any], proposal_id: str, drift_id: str | None,
+           context_json: dict[str, Any] | None = None) -> Outcome:
+    """Run one proposal (in a worker); the only code that calls the rebalancing library.
+
+    The event records the context exactly as the library used it (`RebalanceContext.to_json`,
+    null when empty) and the driver weights, so the explainer and a replay re-solve the same problem.
+    """
     snapshot = AccountSnapshot.model_validate(snapshot_json)
     pid = uuid.UUID(proposal_id)
     try:
         # Imported here (in the worker, inside the try): a library that cannot even load fails
         # this proposal with a typed reason like any other failure; it never trades.
-        from trimtab.rebalance import InfeasibleProblem, RebalanceError, propose
+        from trimtab.rebalance import InfeasibleProblem, RebalanceContext, RebalanceError, propose
     except Exception as e:  # noqa: BLE001
         return Outcome(failure=Failure("internal_error", f"{type(e).__name__}: {e}"))
     try:
-        p = propose(snapshot, proposal_id=pid)
-        proposal = p.to_event(drift_id=uuid.UUID(drift_id) if drift_id else None)
+        context = RebalanceContext.from_json(context_json) if context_json else None
+    except (ValueError, KeyError, TypeError) as e:
+        return Outcome(failure=Failure("invalid_context", f"{type(e).__name__}: {e}"))
+    if context == RebalanceContext():
+        context = None
+    try:
+        p = propose(snapshot, proposal_id=pid, context=context)
+        proposal = p.to_event(drift_id=uuid.UUID(drift_id) if drift_id else None).model_copy(update={
+            "context": None if context is None else OptimizerContext.model_validate(context.to_json()),
+            "driver_weights": {k: Decimal(repr(float(w))) for k, w in sorted(p.driver_weights.items())},
+        })
     except InfeasibleProblem as e:
         return Outcome(failure=Failure("infeasible", e.detail, e.constraint, _strs(e.extra)))
     except RebalanceError as e:
@@ -105,10 +120,12 @@ class Engine:
         await self._workers.warm(_warm)
 
     async def propose(self, snapshot: AccountSnapshot, *, proposal_id: uuid.UUID,
-                      drift_id: uuid.UUID | None = None) -> Outcome:
+                      drift_id: uuid.UUID | None = None,
+                      context: OptimizerContext | None = None) -> Outcome:
         return await self._workers.run(
             _solve, snapshot.model_dump(mode="json"), str(proposal_id),
-            str(drift_id) if drift_id else None)
+            str(drift_id) if drift_id else None,
+            context.model_dump(mode="json") if context is not None else None)
 
     def stop(self) -> None:
         self._workers.stop()

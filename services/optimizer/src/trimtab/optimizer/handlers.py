@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import (
+    AccountSnapshot,
     DriftDetected,
     ExplanationCreated,
     RiskAssessed,
@@ -21,7 +22,7 @@ from trimtab.shared.events import (
 )
 from trimtab.shared.outbox import UnitOfWork
 
-from . import proposals
+from . import household, proposals
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine) -
         log.info("drift %s already has a proposal", drift.drift_id)
         return
     proposal_id = proposals.proposal_id_for(env.tenant_id, drift.drift_id)
-    outcome = await engine.propose(drift.snapshot, proposal_id=proposal_id, drift_id=drift.drift_id)
+    # The drift's context (mandate, market data) plus the household's trades of the wash-sale window.
+    context = await household.context_for(uow.session, env.tenant_id, drift.snapshot, drift.context)
+    outcome = await engine.propose(drift.snapshot, proposal_id=proposal_id, drift_id=drift.drift_id,
+                                   context=context)
     if outcome.failure is not None:
         log.warning("drift %s: no proposal: %s", drift.drift_id, outcome.failure.reason)
         await proposals.record_failure(uow, env, drift, proposal_id, outcome.failure)
@@ -85,11 +89,21 @@ async def _attach(env: Envelope, uow: UnitOfWork, proposal_id, part, payload,  #
 
 
 async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
+    """Fills of a proposal advance it; every fill (a manual trade's too) goes into the household
+    ledger the wash-sale rule of later proposals reads."""
     executed: TradesExecuted = _parse(env, TradesExecuted)
     if executed.proposal_id is None:
-        return  # fills not from a proposal (e.g. a manual trade): the drift monitor's business
+        # Not from a proposal (e.g. a manual trade): the household and lot bases are the ones of
+        # the account's latest snapshot, if the optimizer has seen one.
+        snapshot = await household.latest_snapshot(uow, env.tenant_id, executed.account_id)
+        await household.record_fills(uow, env.tenant_id, executed.account_id, executed.execution_id,
+                                     executed.fills, snapshot=snapshot, proposal_id=None)
+        return
     row = await proposals.load_for_update(uow, env.tenant_id, executed.proposal_id)
     if row is None:
         log.warning("fills %s for unknown proposal %s: ignored", executed.execution_id, executed.proposal_id)
         return
+    await household.record_fills(uow, env.tenant_id, row.account_id, executed.execution_id, executed.fills,
+                                 snapshot=AccountSnapshot.model_validate(row.snapshot),
+                                 proposal_id=row.proposal_id)
     await proposals.record_fills(uow, row, executed.execution_id, executed.fills)

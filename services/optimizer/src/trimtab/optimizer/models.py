@@ -1,4 +1,5 @@
-"""Tables of the optimizer schema: proposals with their lifecycle, and API idempotency keys.
+"""Tables of the optimizer schema: proposals with their lifecycle, API idempotency keys, and the
+households' executed trades (the wash-sale rule's 30-day memory).
 
 A proposal row keeps everything needed to replay and audit it: the input snapshot and its hash,
 the published `RebalanceProposed` payload, the risk assessment and explanation as they arrived,
@@ -11,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -85,3 +87,32 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "key"),
 )
+
+#: Every fill the optimizer learns of (`TradesExecuted`), by household: the wash-sale rule looks
+#: 30 days back across every account of the household, so each new proposal's context carries the
+#: household's recent trades from here. One row per fill; a redelivered execution adds nothing.
+household_trades = Table(
+    "household_trades",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("execution_id", String(200), nullable=False),
+    #: The fill's position in its execution report.
+    Column("seq", Integer, nullable=False),
+    #: Null when the account's household is not known (the account is then its own household).
+    Column("household_id", String(64), nullable=True),
+    Column("proposal_id", UUID(as_uuid=True), nullable=True),
+    Column("symbol", String(16), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("executed_at", DateTime(timezone=True), nullable=False),
+    #: executed_at's date in UTC: the trade date the wash-sale window counts in.
+    Column("trade_date", Date, nullable=False),
+    #: A sell of at least one lot below its cost basis (only those start a wash-sale window).
+    Column("realized_loss", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id", "execution_id", "seq"),
+)
+Index("ix_household_trades_household_date", household_trades.c.tenant_id, household_trades.c.household_id,
+      household_trades.c.trade_date)
+Index("ix_household_trades_account_date", household_trades.c.tenant_id, household_trades.c.account_id,
+      household_trades.c.trade_date)

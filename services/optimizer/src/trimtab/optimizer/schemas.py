@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trimtab.shared.events import (
     AccountSnapshot,
     ExplanationCreated,
+    OptimizerContext,
     Order,
     RiskAssessed,
     SolverInfo,
@@ -37,6 +38,16 @@ class OverrideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
     orders: list[Order] = Field(max_length=1000)
+
+
+class WhatIfIn(BaseModel):
+    """A what-if with a context: the snapshot and what to solve it with beyond it. (A bare
+    `AccountSnapshot` body is a what-if without one.) The household's recent trades the optimizer
+    knows of are added to the context's, as for a drift."""
+
+    model_config = ConfigDict(extra="forbid")
+    snapshot: AccountSnapshot
+    context: OptimizerContext | None = None
 
 
 class DecisionOut(BaseModel):
@@ -86,6 +97,9 @@ class ProposalOut(ProposalSummary):
     risk: RiskAssessed | None
     explanation: ExplanationCreated | None
     fills: list[dict[str, Any]]
+    #: The context the proposal was solved with (null: the snapshot alone) and its driver weights.
+    context: OptimizerContext | None = None
+    driver_weights: dict[str, DecimalStr] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ProposalOut:
@@ -96,6 +110,7 @@ class ProposalOut(ProposalSummary):
             "post_weights": payload.get("post_weights", {}),
             "objective": payload.get("objective", {}), "solver": payload.get("solver"),
             "risk": row.risk, "explanation": row.explanation, "fills": row.fills or [],
+            "context": payload.get("context"), "driver_weights": payload.get("driver_weights"),
         })
 
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .money import DecimalStr
 
 AccountType = Literal["taxable", "tax_deferred", "tax_exempt"]
 AutomationLevel = Literal["propose_only", "advisor_approval", "automatic"]
 Side = Literal["buy", "sell"]
+RebalanceMode = Literal["both", "buy_only", "sell_only"]
 
 
 class _Model(BaseModel):
@@ -94,6 +95,83 @@ class AccountSnapshot(_Model):
     as_of: datetime
 
 
+# The optimizer's context: what a rebalance needs beyond the snapshot. It mirrors
+# `trimtab.rebalance.RebalanceContext.to_json()` field for field (`RebalanceContext.from_json`
+# reads this model's JSON as is). Money and fractions are decimal strings like everywhere else;
+# only the factor model's matrix is JSON numbers (risk-model figures, not money, and a
+# 500 x 15 matrix of strings would triple the event). Every field has the empty context's value
+# as its default, so `{}` is the empty context.
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SecurityContext(_Model):
+    """Per security: market-impact inputs and wash-sale / substitute groups."""
+
+    #: Daily return volatility (0.02 = 2 % a day).
+    sigma_daily: DecimalStr | None = Field(default=None, ge=0)
+    #: Average daily traded value, dollars.
+    adv_usd: DecimalStr | None = Field(default=None, gt=0)
+    #: Substantially identical securities share a wash group (a loss in one and a buy of any
+    #: other within 30 days is a wash sale); absent: the security is its own group.
+    wash_group: str | None = Field(default=None, min_length=1, max_length=64)
+    #: Securities that can stand in for each other's exposure (a harvested loss is replaced from it).
+    substitute_group: str | None = Field(default=None, min_length=1, max_length=64)
+    #: Household mode (asset location): the yearly tax cost of holding one dollar of it in a
+    #: taxable account (0.01665 = 1.665 % a year); absent: derived from its asset class.
+    tax_drag: DecimalStr | None = None
+
+
+class FactorModelContext(_Model):
+    """A factor risk model: one row of loadings per symbol (k columns) and specific variances."""
+
+    name: str = Field(default="factor-model", max_length=100)
+    symbols: list[str] = Field(min_length=1)
+    loadings: list[list[_Finite]]
+    specific_var: list[Annotated[_Finite, Field(ge=0)]]
+
+    @model_validator(mode="after")
+    def _shapes(self) -> FactorModelContext:
+        n = len(self.symbols)
+        if len(self.loadings) != n or len(self.specific_var) != n:
+            raise ValueError("factor model: one row of loadings and one specific variance per symbol")
+        if len({len(row) for row in self.loadings}) > 1:
+            raise ValueError("factor model: every row of loadings has the same number of factors")
+        return self
+
+
+class HouseholdTrade(_Model):
+    """A trade of the wash-sale window (30 days) in any account of the household."""
+
+    account_id: str = Field(min_length=1, max_length=64)
+    symbol: str = Field(min_length=1, max_length=16)
+    side: Side
+    trade_date: date
+    #: For sells: the sale realized a loss (only loss sales start a wash-sale window).
+    realized_loss: bool = False
+
+
+class OptimizerContext(_Model):
+    """What the optimizer uses beyond the snapshot (the JSON of `RebalanceContext`)."""
+
+    securities: dict[str, SecurityContext] = Field(default_factory=dict)
+    factor_model: FactorModelContext | None = None
+    recent_trades: list[HouseholdTrade] = Field(default_factory=list, max_length=10_000)
+    #: Net tax (gains minus the benefit of losses) the rest of the year may still realize, dollars.
+    tax_budget_usd: DecimalStr | None = None
+    #: Hard cap on net realized gains (gains minus losses), dollars.
+    gain_cap_usd: DecimalStr | None = Field(default=None, ge=0)
+    mode: RebalanceMode = "both"
+    #: Cash to raise on top of the snapshot's `cash_reserve_usd`, dollars.
+    withdrawal_usd: DecimalStr = Field(default=Decimal("0"), ge=0)
+    #: A loss lot is harvestable when its loss is at least this many dollars ...
+    harvest_min_loss_usd: DecimalStr = Field(default=Decimal("0"), ge=0)
+    #: ... and at least this fraction of its basis (0.05 = 5 %).
+    harvest_min_loss_pct: DecimalStr = Field(default=Decimal("0"), ge=0, le=1)
+    #: Market-impact coefficient b in b sigma sqrt(V0 / ADV) |t|^(3/2).
+    impact_b: DecimalStr = Field(default=Decimal("1"), ge=0)
+
+
 class DriftDetected(_Model):
     drift_id: uuid.UUID
     account_id: str
@@ -104,6 +182,9 @@ class DriftDetected(_Model):
     max_abs_deviation: DecimalStr
     rule: str
     breached: list[str]
+    #: What the producer knows beyond the snapshot (mandate: tax budget, mode, ...). Optional;
+    #: the optimizer adds the household's recent trades it knows of before it solves.
+    context: OptimizerContext | None = None
 
 
 # ---------------------------------------------------------------- rebalance.proposed.v1
@@ -147,6 +228,12 @@ class RebalanceProposed(_Model):
     est_cost_usd: DecimalStr
     est_tax_usd: DecimalStr
     solver: SolverInfo
+    #: The exact context the proposal was solved with (null: the snapshot alone). A replay or an
+    #: explanation needs it to re-solve the same problem. Optional; absent from older producers.
+    context: OptimizerContext | None = None
+    #: The objective's driver weights the proposal was solved with (absent: the defaults of
+    #: `solver.optimizer_version`).
+    driver_weights: dict[str, DecimalStr] | None = None
 
 
 # ---------------------------------------------------------------- risk.assessed.v1 / alerts

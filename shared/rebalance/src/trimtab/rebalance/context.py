@@ -39,6 +39,10 @@ class SecurityInfo:
     adv_usd: float | None = None
     wash_group: str | None = None
     substitute_group: str | None = None
+    #: Household mode (asset location): the yearly tax cost of holding one dollar of this security
+    #: in a taxable account (e.g. 0.045 * 0.37 for a bond fund yielding 4.5 % taxed as ordinary
+    #: income). None: derived from the security's asset class (`household.tax_drag_rate`).
+    tax_drag: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +144,8 @@ class RebalanceContext:
             return None if x is None else float(x)
 
         secs = {s: SecurityInfo(sigma_daily=num(v.get("sigma_daily")), adv_usd=num(v.get("adv_usd")),
-                                wash_group=v.get("wash_group"), substitute_group=v.get("substitute_group"))
+                                wash_group=v.get("wash_group"), substitute_group=v.get("substitute_group"),
+                                tax_drag=num(v.get("tax_drag")))
                 for s, v in (data.get("securities") or {}).items()}
         fm = data.get("factor_model")
         trades = tuple(HouseholdTrade(account_id=t["account_id"], symbol=t["symbol"], side=t["side"],

@@ -5,13 +5,15 @@ the optimizer's own orders pass (`trimtab.rebalance.rounding.check` on the snaps
 lots exist, belong to the security and are not oversold; restricted securities untouched; no wash
 sale (a loss sold and the security bought, a loss lot sold next to a recent buy); cash after
 trades and costs at least the reserve; maximum turnover. Prices, notionals and costs are
-recomputed from the snapshot (the client's numbers are not trusted). Pure: no I/O.
+recomputed from the snapshot (the client's numbers are not trusted). The proposal's recorded context
+applies too (household wash sales, mode, tax budget, gain cap, withdrawal). Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -24,13 +26,19 @@ class OverrideRejected(Invalid):
     title = "Override rejected"
 
 
-def validate_override(snapshot: AccountSnapshot, orders: Sequence[Order]) -> list[Order]:
-    """The edited orders, priced from the snapshot; `OverrideRejected` listing every violation."""
-    from trimtab.rebalance import from_snapshot
+def validate_override(snapshot: AccountSnapshot, orders: Sequence[Order],
+                      context: Mapping[str, Any] | None = None) -> list[Order]:
+    """The edited orders, priced from the snapshot; `OverrideRejected` listing every violation.
+
+    `context` is the JSON of the context the proposal was solved with (`RebalanceProposed.context`):
+    the household's recent trades (wash sales), the mode, tax budget, gain cap and withdrawal
+    apply to the advisor's orders as they did to the optimizer's.
+    """
+    from trimtab.rebalance import RebalanceContext, from_snapshot
     from trimtab.rebalance.rounding import check
     from trimtab.rebalance.solve import Bans
 
-    inp = from_snapshot(snapshot)
+    inp = from_snapshot(snapshot, RebalanceContext.from_json(context) if context else None)
     index = {s: i for i, s in enumerate(inp.symbols)}
     lot_index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
     securities = {s.symbol: s for s in snapshot.securities}
