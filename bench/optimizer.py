@@ -9,8 +9,9 @@
    resolution, rounding, re-check, Decimal orders) for its share of the accounts. Prints
    accounts per second (wall clock, both workers), and p50/p99 of the per-account solver time
    (every convex solve the account needed) and of the whole `propose` call.
-2. 500 securities with a 15-factor risk model (one lot each, same constraints): median
-   `solve_continuous` time (all the solves of one account) and of one compiled solve.
+2. 500 securities with a 15-factor risk model (one lot each, same constraints): median of one
+   compiled solve (`n500_p50_ms`, the issue's "per solve") and of `solve_continuous` (all the
+   solves one account needed: wash-sale resolution).
 3. Fresh: the same problems (the same parameter values) built as a new cvxpy problem with
    constants and solved with Clarabel each time, as code without compilation would: median time
    and the ratio fresh / compiled for one solve.
@@ -282,8 +283,9 @@ def main() -> int:
         "accounts_per_s": round(tp["accounts_per_s"], 1),
         "solve_p50_ms": round(tp["solve_p50_ms"], 3), "solve_p99_ms": round(tp["solve_p99_ms"], 3),
         "propose_p50_ms": round(tp["propose_p50_ms"], 3), "propose_p99_ms": round(tp["propose_p99_ms"], 3),
-        "n500_p50_ms": round(big["solve_continuous_p50_ms"], 2),
-        "n500_one_solve_p50_ms": round(big["one_solve_p50_ms"], 2),
+        # The figure is per solve: one compiled solve of the final problem, median.
+        "n500_p50_ms": round(big["one_solve_p50_ms"], 2),
+        "n500_all_solves_p50_ms": round(big["solve_continuous_p50_ms"], 2),
         "n500_no_impact_p50_ms": round(big_ni["solve_continuous_p50_ms"], 2),
         "n500_no_impact_one_solve_p50_ms": round(big_ni["one_solve_p50_ms"], 2),
         "fresh_ratio": round(ratio, 2), "fresh_ratio_n500": round(ratio500, 2),

@@ -10,11 +10,13 @@ broker imports. The public API:
 - `explain(proposal, *, driver_weights=None, risk=None) -> Explanation`
 - `explanation_payload(explanation) -> ExplanationCreated`
 - `warm_up()` / `warm_up_explainer()` to pay compile and JIT costs at service start.
+- `propose_household(snapshots, household_targets=None, *, context=None) -> HouseholdProposal`:
+  one problem over every account of a household, with asset location (`household.py`).
 
 Module map: context (data beyond the snapshot), inputs (snapshot -> arrays), drivers (names,
 weights, tuning), problem (the compiled DPP problem and its cache), fastpath (direct Clarabel calls), solve (one solve, wash sales),
-objective (terms in numpy), rounding (whole shares, re-checks), proposal, explain, narrative,
-errors, version.
+objective (terms in numpy), rounding (whole shares, re-checks), proposal, household (household
+mode, asset location), explain, narrative, errors, version.
 """
 
 from .context import FactorModel, HouseholdTrade, RebalanceContext, SecurityInfo
@@ -39,6 +41,12 @@ from .explain import (
     shapley_values,
     warm_up_explainer,
 )
+from .household import (
+    AccountOrders,
+    HouseholdProposal,
+    propose_household,
+    warm_up_household,
+)
 from .inputs import RebalanceInput, from_snapshot
 from .problem import Shape, warm_up
 from .proposal import Proposal, propose
@@ -52,4 +60,5 @@ __all__ = [
     "RebalanceError", "RebalanceInput", "Shape", "SolverFailed", "TradeExplanation", "Tuning",
     "explain", "explanation_payload", "from_snapshot", "propose", "shapley_values",
     "solve_continuous", "solve_trades", "warm_up", "warm_up_explainer",
+    "AccountOrders", "HouseholdProposal", "propose_household", "warm_up_household",
 ]

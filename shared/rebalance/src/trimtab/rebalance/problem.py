@@ -295,10 +295,7 @@ class CompiledProblem:
         if self.fast is not None:
             t0 = time.perf_counter()
             theta = self.theta(data)
-            for attempt in range(len(self.fast.attempts)):
-                status, sell, buy, obj = self.fast.solve(theta, attempt=attempt)
-                if status != "clarabel:InsufficientProgress":
-                    break
+            status, sell, buy, obj = self.fast.solve_first(theta)
             elapsed = (time.perf_counter() - t0) * 1e3
             if status in _INFEASIBLE:
                 raise ProblemInfeasible(status)
