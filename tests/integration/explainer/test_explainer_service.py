@@ -98,7 +98,9 @@ async def test_a_proposal_is_explained_stored_and_announced(service, kafka_boots
     assert body["correlation_id"] == str(env.correlation_id)
     assert body["drivers"] == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
     assert body["event_drivers"] == e.drivers
-    assert body["resolves"] == e.resolves >= 2 ** 6 - 7  # at most 7 provably idle coalitions unsolved
+    # No restricted security: `restrictions` is structurally null, so half of the 2^6 coalitions
+    # equal another and are not solved; each of the other 32 takes at least one solve.
+    assert body["resolves"] == e.resolves >= 2 ** 5
     by_symbol = {t["symbol"]: t for t in body["trades"]}
     for o in p.orders:
         t = by_symbol[o.symbol]
