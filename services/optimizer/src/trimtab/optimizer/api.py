@@ -1,9 +1,11 @@
-"""Thin HTTP routes of the optimizer (`/v1`): proposals, advisor decisions, what-if solves."""
+"""Thin HTTP routes of the optimizer (`/v1`): proposals, advisor decisions, what-if solves
+(one account, or a household in household mode)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections import Counter
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -15,10 +17,12 @@ from trimtab.shared.events import AccountSnapshot, RebalanceProposed
 
 from . import decisions, household
 from .domain.lifecycle import DecisionKind
-from .engine import Engine
+from .engine import Engine, Failure
 from .models import proposals
 from .schemas import (
     ApproveIn,
+    HouseholdWhatIfIn,
+    HouseholdWhatIfOut,
     OverrideIn,
     ProposalOut,
     ProposalSummary,
@@ -118,8 +122,52 @@ async def what_if(body: AccountSnapshot | WhatIfIn, principal: Reader, request: 
         context = await household.context_for(s, principal.tenant_id, snapshot, given)
     outcome = await engine.propose(snapshot, proposal_id=uuid.uuid4(), context=context)
     if outcome.failure is not None:
-        f = outcome.failure
-        err = Invalid if f.kind in ("infeasible", "invalid_snapshot", "invalid_context") else SolveFailed
-        raise err(f.reason, kind=f.kind, constraint=f.constraint)
+        _raise(outcome.failure)
+    assert outcome.proposal is not None
+    return outcome.proposal
+
+
+def _raise(f: Failure) -> NoReturn:
+    """A failed solve as problem+json: 422 for what the request can fix (with the constraint
+    and, for a household, the accounts it names), 500 for a solver or internal failure."""
+    invalid = f.kind in ("infeasible", "invalid_snapshot", "invalid_context", "invalid_drivers")
+    err = Invalid if invalid else SolveFailed
+    extra = {"account_ids": list(f.account_ids)} if f.account_ids else {}
+    raise err(f.reason, kind=f.kind, constraint=f.constraint, **extra)
+
+
+@router.post("/households/what-if", response_model=HouseholdWhatIfOut, tags=["what-if"],
+             summary="Solve every account of a household as one portfolio (household targets, asset "
+                     "location) and return per-account orders and the household's figures, with the "
+                     "context used; nothing is stored")
+async def household_what_if(body: HouseholdWhatIfIn, principal: Reader, request: Request) -> HouseholdWhatIfOut:
+    hh = body.household_id
+    strangers = [s.account_id for s in body.snapshots if s.household_id not in (None, hh)]
+    if strangers:
+        raise Invalid(f"snapshots of accounts outside household {hh}: {', '.join(strangers)}",
+                      kind="invalid_household", account_ids=strangers)
+    counts = Counter(s.account_id for s in body.snapshots)
+    twice = sorted(a for a, n in counts.items() if n > 1)
+    if twice:
+        raise Invalid(f"accounts listed more than once: {', '.join(twice)}", kind="invalid_household",
+                      account_ids=twice)
+    unknown = sorted(set(body.withdrawals_usd or {}) - set(counts))
+    if unknown:
+        raise Invalid(f"withdrawals for accounts not in the request: {', '.join(unknown)}",
+                      kind="invalid_household", account_ids=unknown)
+    if body.context is not None and body.context.withdrawal_usd > 0 and len(body.snapshots) > 1:
+        raise Invalid("context.withdrawal_usd is one account's: give a household's withdrawals per "
+                      "account in withdrawals_usd", kind="invalid_context")
+    engine: Engine = request.app.state.engine
+    async with _runtime(request).sessionmaker() as s:
+        context = await household.household_context_for(s, principal.tenant_id, hh, body.snapshots,
+                                                        body.context)
+    outcome = await engine.propose_household(
+        hh, body.snapshots, targets=body.targets, context=context,
+        drivers=dict(body.drivers) if body.drivers is not None else None,
+        withdrawals_usd=body.withdrawals_usd,
+        location_multipliers=dict(body.location_multipliers) if body.location_multipliers is not None else None)
+    if outcome.failure is not None:
+        _raise(outcome.failure)
     assert outcome.proposal is not None
     return outcome.proposal

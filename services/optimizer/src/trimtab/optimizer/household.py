@@ -101,3 +101,27 @@ async def context_for(session: Any, tenant_id: str, snapshot: AccountSnapshot,
                       base: OptimizerContext | None) -> OptimizerContext | None:
     """The context to solve `snapshot` with: `base` plus the household's recent trades."""
     return merge_context(base, await recent_trades(session, tenant_id, snapshot))
+
+
+async def household_recent_trades(session: Any, tenant_id: str, household_id: str,
+                                  snapshots: Sequence[AccountSnapshot]) -> list[HouseholdTrade]:
+    """The trades of a household (any of `snapshots`' accounts, or recorded under
+    `household_id`) in the 30 days up to the latest snapshot's date, each distinct trade once.
+    The window runs from the earliest snapshot's date, so every account's own window is covered
+    (the library keeps, per account, the trades of its own window)."""
+    days = [s.as_of.date() for s in snapshots]
+    ids = sorted({s.account_id for s in snapshots})
+    t = household_trades.c
+    q = (select(t.account_id, t.symbol, t.side, t.trade_date, t.realized_loss).distinct()
+         .where(t.tenant_id == tenant_id, or_(t.household_id == household_id, t.account_id.in_(ids)),
+                t.trade_date >= min(days) - timedelta(days=WASH_WINDOW_DAYS), t.trade_date <= max(days)))
+    rows: Sequence[Row[Any]] = (await session.execute(q)).all()
+    return [HouseholdTrade(account_id=r.account_id, symbol=r.symbol, side=r.side, trade_date=r.trade_date,
+                           realized_loss=r.realized_loss) for r in rows]
+
+
+async def household_context_for(session: Any, tenant_id: str, household_id: str,
+                                snapshots: Sequence[AccountSnapshot],
+                                base: OptimizerContext | None) -> OptimizerContext | None:
+    """The context to solve a household with: `base` plus every account's recent trades."""
+    return merge_context(base, await household_recent_trades(session, tenant_id, household_id, snapshots))

@@ -131,3 +131,112 @@ def _common(row: Any) -> dict[str, Any]:
         "correlation_id": row.correlation_id, "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+# ------------------------------------------------------------------ household what-if
+
+#: The most accounts one household what-if solves (the compiled problem grows with them).
+MAX_HOUSEHOLD_ACCOUNTS = 20
+
+HouseholdDriver = Literal["drift", "cost", "tax", "cash", "restrictions", "location"]
+AccountTypeName = Literal["taxable", "tax_deferred", "tax_exempt"]
+
+
+class HouseholdWhatIfIn(BaseModel):
+    """Every account of one household, solved as one portfolio (household mode, asset location).
+
+    Each snapshot must belong to `household_id` (its `household_id` equal to it, or null).
+    The household's recent trades the optimizer knows of (every account's fills of the last 30
+    days) are added to `context`'s, as for a single-account what-if."""
+
+    model_config = ConfigDict(extra="forbid")
+    household_id: str = Field(min_length=1, max_length=64)
+    snapshots: list[AccountSnapshot] = Field(
+        min_length=1, max_length=MAX_HOUSEHOLD_ACCOUNTS,
+        description=f"One snapshot per account of the household (1 to {MAX_HOUSEHOLD_ACCOUNTS}, "
+                    "account ids unique); every security priced the same in every snapshot.")
+    targets: dict[str, DecimalStr] | None = Field(
+        default=None, description="Household target weights by symbol, fractions of the household's "
+                                  "total value (0.4 = 40 %), summing to at most 1; absent: the "
+                                  "value-weighted average of the accounts' own targets.")
+    context: OptimizerContext | None = Field(
+        default=None, description="What to solve with beyond the snapshots (impact data, wash and "
+                                  "substitute groups, factor model, tax budget and gain cap for the "
+                                  "household, mode). `withdrawal_usd` only with one account: use "
+                                  "`withdrawals_usd` otherwise.")
+    drivers: dict[HouseholdDriver, DecimalStr] | None = Field(
+        default=None, description="Driver weight overrides (nonnegative; cash and restrictions must stay "
+                                  "on). `location` (default 1) counts years of yearly tax drag saved "
+                                  "against one-time taxes and costs.")
+    withdrawals_usd: dict[str, DecimalStr] | None = Field(
+        default=None, description="Cash to raise per account id on top of its reserve, US dollars.")
+    location_multipliers: dict[AccountTypeName, DecimalStr] | None = Field(
+        default=None, description="Location charge per account type, as a multiple of a security's "
+                                  "taxable tax drag (defaults: taxable 1, tax_deferred 0, tax_exempt 0).")
+
+
+class HouseholdAccountOut(BaseModel):
+    """One account's part of a household what-if."""
+
+    account_id: str
+    account_type: AccountTypeName
+    orders: list[Order] = Field(description="Whole-share orders; sells name their lots (`lots`).")
+    est_tax_usd: DecimalStr = Field(description="Estimated tax of the account's sells, US dollars "
+                                                "(negative: a tax benefit of harvested losses; 0 "
+                                                "outside taxable accounts).")
+    est_cost_usd: DecimalStr = Field(description="Estimated trading cost, US dollars.")
+    tax_breakdown_usd: dict[str, DecimalStr] = Field(
+        description="Realized gains by term, harvested losses and their tax, US dollars.")
+    cost_breakdown_usd: dict[str, DecimalStr] = Field(
+        description="Half spread, commission, market impact and total, US dollars.")
+    pre_weights: dict[str, DecimalStr] = Field(description="The account's weights before, fractions of "
+                                                           "the account's value.")
+    post_weights: dict[str, DecimalStr] = Field(description="The account's weights after, fractions of "
+                                                            "the account's value.")
+    cash_before_usd: DecimalStr
+    cash_after_usd: DecimalStr
+    location_drag_before_usd_per_year: DecimalStr = Field(
+        description="Yearly tax drag of the account's holdings before, US dollars a year.")
+    location_drag_after_usd_per_year: DecimalStr = Field(
+        description="Yearly tax drag of the account's holdings after, US dollars a year.")
+    snapshot_hash: str = Field(description="Canonical hash of the account's snapshot as given.")
+
+
+class DroppedOrder(BaseModel):
+    account_id: str
+    symbol: str
+
+
+class HouseholdWhatIfOut(BaseModel):
+    """The proposal household mode would give (nothing is stored)."""
+
+    proposal_id: uuid.UUID = Field(description="Deterministic: the same inputs give the same id.")
+    household_id: str
+    accounts: list[HouseholdAccountOut]
+    pre_weights: dict[str, DecimalStr] = Field(description="Household weights before, fractions of the "
+                                                           "household's value.")
+    post_weights: dict[str, DecimalStr] = Field(description="Household weights after, fractions of the "
+                                                            "household's value.")
+    target_weights: dict[str, DecimalStr] = Field(description="Household target, fractions of the "
+                                                              "household's value.")
+    est_tax_usd: DecimalStr = Field(description="Estimated tax of the household's sells, US dollars.")
+    est_cost_usd: DecimalStr = Field(description="Estimated trading cost of the household, US dollars.")
+    location_drag_before_usd_per_year: DecimalStr = Field(
+        description="The household's yearly tax drag from asset location before, US dollars a year.")
+    location_drag_after_usd_per_year: DecimalStr = Field(
+        description="The household's yearly tax drag from asset location after, US dollars a year.")
+    objective: dict[str, DecimalStr] = Field(
+        description="Objective by term (drift, cost, tax, cash, location, regularization, total) on "
+                    "the final orders, and `<term>_continuous` on the continuous optimum; unitless "
+                    "(fractions of the household's value).")
+    driver_weights: dict[str, DecimalStr]
+    dropped_orders: list[DroppedOrder] = Field(
+        description="Orders under the minimum notional dropped in rounding (the household re-solved "
+                    "without them).")
+    notes: list[str]
+    solver: SolverInfo
+    snapshot_hashes: dict[str, str] = Field(description="Canonical hash of each snapshot, by account id.")
+    context: OptimizerContext | None = Field(
+        description="The exact context solved with (the caller's plus the household's recent trades "
+                    "from the optimizer's ledger); null: the snapshots alone.")
+    context_hash: str | None = Field(description="Canonical hash of the context as the library used it.")
