@@ -169,3 +169,22 @@ def test_nothing_to_do_gives_no_orders() -> None:
                          targets={"A": 0.5, "B": 0.5})
     p = propose(snap)
     assert p.orders == () and p.est_cost_usd == 0 and p.est_tax_usd == 0
+
+
+def test_event_carries_tax_and_cost_breakdowns_drift_and_notes() -> None:
+    snap = drifted_account(10, gains=True, seed=4, reserve=2_000)
+    p = propose(snap)
+    e = RebalanceProposed.model_validate_json(p.to_event().model_dump_json())
+    assert e.tax_breakdown is not None and e.cost_breakdown is not None
+    assert e.tax_breakdown["tax_total_usd"] == e.est_tax_usd
+    assert e.tax_breakdown["short_term_tax_usd"] + e.tax_breakdown["long_term_tax_usd"] \
+        == pytest.approx(e.est_tax_usd, abs=Decimal("0.01"))
+    assert e.cost_breakdown["total_usd"] == e.est_cost_usd
+    targets = snap.targets
+    for s, w in e.post_weights.items():
+        assert e.post_drift[s] == w - targets.get(s, Decimal(0))
+        assert e.pre_drift[s] == e.pre_weights[s] - targets.get(s, Decimal(0))
+    assert e.notes == list(p.notes)
+    # The band: every deviation beyond it before is at most the band after (the optimizer's promise).
+    band = snap.policy.band_abs
+    assert all(abs(d) <= band + Decimal("0.001") for d in e.post_drift.values())

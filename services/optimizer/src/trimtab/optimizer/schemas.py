@@ -100,6 +100,15 @@ class ProposalOut(ProposalSummary):
     #: The context the proposal was solved with (null: the snapshot alone) and its driver weights.
     context: OptimizerContext | None = None
     driver_weights: dict[str, DecimalStr] | None = None
+    #: Realized gains by term, losses harvested and the tax of each term, USD (null: older proposals).
+    tax_breakdown: dict[str, DecimalStr] | None = None
+    #: Estimated cost by kind (half spread, commission, market impact, total), USD.
+    cost_breakdown: dict[str, DecimalStr] | None = None
+    #: Weight minus target per symbol, fractions of the account's value, before and after.
+    pre_drift: dict[str, DecimalStr] | None = None
+    post_drift: dict[str, DecimalStr] | None = None
+    #: Wash-sale decisions, rounding repairs and dropped orders, in words.
+    notes: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ProposalOut:
@@ -111,6 +120,8 @@ class ProposalOut(ProposalSummary):
             "objective": payload.get("objective", {}), "solver": payload.get("solver"),
             "risk": row.risk, "explanation": row.explanation, "fills": row.fills or [],
             "context": payload.get("context"), "driver_weights": payload.get("driver_weights"),
+            **{k: payload.get(k) for k in ("tax_breakdown", "cost_breakdown", "pre_drift", "post_drift",
+                                           "notes")},
         })
 
 

@@ -234,6 +234,18 @@ class RebalanceProposed(_Model):
     #: The objective's driver weights the proposal was solved with (absent: the defaults of
     #: `solver.optimizer_version`).
     driver_weights: dict[str, DecimalStr] | None = None
+    #: Realized gains by term (`short_term_gain_usd`, `long_term_gain_usd`), losses harvested
+    #: (`harvested_loss_usd`, positive), the tax of each term and `tax_total_usd` (= `est_tax_usd`),
+    #: all USD from the lot arithmetic. Optional; absent from older producers.
+    tax_breakdown: dict[str, DecimalStr] | None = None
+    #: Estimated cost by kind, USD: `half_spread_usd`, `commission_usd`, `impact_usd`, `total_usd`.
+    cost_breakdown: dict[str, DecimalStr] | None = None
+    #: Weight minus target per symbol (fractions of the account's value), before and after.
+    pre_drift: dict[str, DecimalStr] | None = None
+    post_drift: dict[str, DecimalStr] | None = None
+    #: What a reviewer should know: wash-sale decisions, rounding repairs, orders dropped under
+    #: the minimum notional.
+    notes: list[str] | None = None
 
 
 # ---------------------------------------------------------------- risk.assessed.v1 / alerts

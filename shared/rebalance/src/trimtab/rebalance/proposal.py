@@ -74,7 +74,15 @@ class Proposal:
             pre_weights=dict(self.pre_weights), post_weights=dict(self.post_weights),
             objective=dict(self.objective), est_cost_usd=self.est_cost_usd,
             est_tax_usd=self.est_tax_usd, solver=self.solver,
+            tax_breakdown=dict(self.tax) or None, cost_breakdown=dict(self.costs) or None,
+            pre_drift=self.drift(self.pre_weights), post_drift=self.drift(self.post_weights),
+            notes=list(self.notes),
         )
+
+    def drift(self, weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
+        """Weight minus target per symbol (a symbol without a target has target 0)."""
+        targets = self.snapshot.targets
+        return {s: w - targets.get(s, Decimal(0)) for s, w in weights.items()}
 
 
 def default_proposal_id(snapshot_hash: str, weights: Mapping[str, float],
