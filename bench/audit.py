@@ -26,6 +26,14 @@ and runs the audit service in-process. Then:
    from an empty state against the service in-process: signature, every leaf hash, the root, and
    every record's envelope re-hashed (all records belong to the benchmark tenant).
 
+`--only append` stops after step 2 (no checkpoint, proofs or verifier), `--only kafka` after the
+Kafka drain; with a small `--records` that is a quick append measurement. `--profile FILE` writes
+cProfile statistics of this process during the Kafka drain (the service's consumer runs in it).
+`kafka_runs` is how many transactions the drain took (distinct `xmin` of its records). During the
+drain the CPU seconds of the three parties sharing the cores are reported too:
+`cpu_service_s` (this process: the consumer), `cpu_broker_s` (Tansu), `cpu_db_s` (the PostgreSQL
+backends connected to the benchmark's database).
+
 `--json`: one JSON object of the figures as the last line.
 """
 
@@ -33,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import os
 import random
 import statistics
 import sys
@@ -151,8 +161,8 @@ async def append_direct(app, n: int) -> float:
 
 
 async def append_batched(app, n: int, batch: int) -> float:
-    """The same records, `batch` events per transaction (markers included): what a batching
-    consumer would do; the shared consumer handles one event per transaction today."""
+    """The same records, `batch` events per transaction (markers included): what the consumer
+    does with a run, without the broker."""
     rt = app.state.runtime
     envs = [tick(i) for i in range(n)]
     t0 = time.perf_counter()
@@ -180,10 +190,29 @@ async def publish(bootstrap: str, n: int) -> tuple[list[Envelope], float]:
     return envs, n / (time.perf_counter() - t0)
 
 
-async def drain_kafka(app, start: int, n: int, timeout_s: float) -> tuple[float, float]:
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of the live processes among `pids` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def _db_pids(app) -> list[int]:
+    async with app.state.runtime.sessionmaker() as s:
+        return list((await s.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars())
+
+
+async def drain_kafka(app, start: int, n: int, timeout_s: float) -> tuple[float, float, int]:
     """Wait until the consumer has recorded the n published events; (rate by the records' own
     recorded_at span, i.e. first to last append under the lock; rate by wall time from the
-    consumers' assignment, which includes fetching from the broker)."""
+    consumers' assignment, which includes fetching from the broker; how many transactions)."""
     rt = app.state.runtime
     await asyncio.wait_for(asyncio.gather(*(c.assigned.wait() for c in rt.consumers)), 60)
     t0 = time.perf_counter()
@@ -197,10 +226,11 @@ async def drain_kafka(app, start: int, n: int, timeout_s: float) -> tuple[float,
             raise TimeoutError(f"only {now - start} of {n} recorded in {timeout_s} s")
         await asyncio.sleep(0.05)
     async with rt.sessionmaker() as s:
-        span = (await s.execute(text(
-            "SELECT extract(epoch FROM max(recorded_at) - min(recorded_at)) FROM audit.records WHERE seq > :s"),
-            {"s": start})).scalar_one()
-    return (n - 1) / float(span), n / wall
+        # xmin is the inserting transaction: one per consumer run.
+        span, runs = (await s.execute(text(
+            "SELECT extract(epoch FROM max(recorded_at) - min(recorded_at)), count(DISTINCT xmin::text) "
+            "FROM audit.records WHERE seq > :s"), {"s": start})).one()
+    return (n - 1) / float(span), n / wall, int(runs)
 
 
 async def run(a: argparse.Namespace, url: str) -> dict[str, object]:
@@ -213,7 +243,8 @@ async def run(a: argparse.Namespace, url: str) -> dict[str, object]:
             "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_PARTITIONS": 4,
             "KAFKA_GROUP_PREFIX": f"bench-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "WARNING",
             "AUDIT_SIGNING_KEY_FILE": str(tmp / "key"), "AUDIT_CHECKPOINT_DIR": str(tmp / "checkpoints"),
-            "AUDIT_CHECKPOINT_INTERVAL_S": 0})
+            "AUDIT_CHECKPOINT_INTERVAL_S": 0,
+            **({"CONSUMER_BATCH_SIZE": a.consumer_batch} if a.consumer_batch else {})})
         app = create(settings)
         async with app.router.lifespan_context(app):
             rt = app.state.runtime
@@ -231,16 +262,35 @@ async def run(a: argparse.Namespace, url: str) -> dict[str, object]:
         async with app.router.lifespan_context(app):
             rt = app.state.runtime
             say(f"the service's consumer appending the {a.kafka_appends:,} events")
-            rate, wall = await drain_kafka(app, a.records, a.kafka_appends, 600)
+            pids = {"service": [os.getpid()], "broker": [broker.process.pid] if broker.process else [],
+                    "db": await _db_pids(app)}
+            cpu0 = {k: _cpu_s(v) for k, v in pids.items()}
+            prof = cProfile.Profile() if a.profile else None
+            if prof:
+                prof.enable()
+            rate, wall, figures["kafka_runs"] = await drain_kafka(app, a.records, a.kafka_appends, 600)
+            if prof:
+                prof.disable()
+                prof.dump_stats(a.profile)
+                say(f"  profile of the drain written to {a.profile}")
+            pids["db"] = sorted(set(pids["db"]) | set(await _db_pids(app)))
+            for k, v in pids.items():
+                figures[f"cpu_{k}_s"] = round(_cpu_s(v) - cpu0.get(k, 0.0), 2)
             figures["append_per_s"], figures["append_kafka_wall_per_s"] = round(rate, 1), round(wall, 1)
             say(f"  {figures['append_per_s']:,} events/s (first to last record); "
                 f"{figures['append_kafka_wall_per_s']:,} events/s from assignment to the last")
+            say(f"  {figures['kafka_runs']} transactions; CPU during the drain: service {figures['cpu_service_s']} s, broker {figures['cpu_broker_s']} s, "
+                f"database {figures['cpu_db_s']} s")
+            if a.only == "kafka":
+                return figures
             say(f"appending {a.appends:,} events directly (same unit of work, no broker)")
             figures["append_direct_per_s"] = round(await append_direct(app, a.appends), 1)
             say(f"  {figures['append_direct_per_s']:,} events/s")
             say(f"appending {a.kafka_appends:,} events in transactions of {a.batch} (batched append)")
             figures["append_batch_per_s"] = round(await append_batched(app, a.kafka_appends, a.batch), 1)
             say(f"  {figures['append_batch_per_s']:,} events/s")
+            if a.only == "append":
+                return figures
 
             cp = await app.state.checkpointer.sign()
             size = cp.tree_size
@@ -298,6 +348,11 @@ def main() -> int:
     ap.add_argument("--appends", type=int, default=1_000, help="events appended one per transaction (direct)")
     ap.add_argument("--batch", type=int, default=500, help="events per transaction in the batched append")
     ap.add_argument("--proofs", type=int, default=1_000, help="inclusion proofs timed")
+    ap.add_argument("--consumer-batch", type=int, default=None,
+                    help="the service's CONSUMER_BATCH_SIZE (default: the audit setting's default)")
+    ap.add_argument("--only", choices=["all", "append", "kafka"], default="all",
+                    help="append: stop after the append rates; kafka: after the Kafka drain")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile statistics of the Kafka drain to FILE")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     db = resolve_database(ROOT / ".trimtab")  # runs its own event loop: outside ours

@@ -376,3 +376,52 @@ async def test_another_tenant_sees_none_of_t1s_records(audit, kafka_bootstrap):
     assert (await client.get("/v1/audit/records/999999999", headers=auth("t1", READ))).status_code == 404
     assert (await client.get(f"/v1/audit/records/{2**63}", headers=auth("t1", READ))).status_code == 422
     assert (await client.get("/v1/audit/records", headers=auth("t1", READ), params={"limit": 0})).status_code == 422
+
+
+async def test_a_run_is_traced_by_the_consumer_without_a_span_per_message(audit, db, kafka_bootstrap):
+    """Audit turns off the aiokafka instrumentation's per-message "receive" span (it cost as much
+    CPU as appending the message); the consumer's own span per run, or per single event, still
+    traces every event it records."""
+    import aiokafka
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    app, _ = audit
+    # The instrumentation is on in this process (the service's startup installs it), so a
+    # per-message span would be made if the consumer asked for it.
+    assert hasattr(aiokafka.AIOKafkaConsumer.getmany, "__wrapped__")
+    ended: list[Any] = []
+
+    class Keep(SpanProcessor):
+        active = True
+
+        def on_end(self, span: Any) -> None:
+            if self.active:
+                ended.append(span)
+
+    keep = Keep()
+    otel_trace.get_tracer_provider().add_span_processor(keep)
+    try:
+        envs = [Envelope.new(PriceTicked(symbol="RUN", price_usd=Decimal("10") + i, as_of=NOW),
+                             producer="market-data", tenant_id="t1", trace={}) for i in range(6)]
+        await send(kafka_bootstrap, *[(e, "RUN") for e in envs])  # one key: one partition, in order
+        ids = [e.event_id for e in envs]
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            async with db.connect() as c:
+                seqs = list((await c.execute(text(
+                    "SELECT seq FROM audit.records WHERE event_id = ANY(:ids) ORDER BY seq"), {"ids": ids})).scalars())
+            if len(seqs) == len(envs) or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        keep.active = False
+    assert len(seqs) == len(envs)
+    async with db.connect() as c:
+        order = list((await c.execute(text("SELECT event_id FROM audit.records WHERE seq = ANY(:s) ORDER BY seq"),
+                                      {"s": seqs})).scalars())
+    assert order == ids  # partition order is record order
+    ours = [s for s in ended if s.attributes.get("trimtab.consumer") == "audit"]
+    assert ours and all(s.kind == otel_trace.SpanKind.CONSUMER for s in ours)
+    receive = [s for s in ended if s.name.endswith(" receive") and s.attributes.get("messaging.client.id") == "audit"]
+    assert receive == []

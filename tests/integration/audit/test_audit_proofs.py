@@ -424,3 +424,39 @@ async def test_the_parallel_verifier_and_the_binary_pages(audit, db, tmp_path):
                 assert "content altered" in rep.problems[0].reason
             finally:
                 await _put_back(db, row)
+
+
+async def test_a_run_is_all_or_nothing_and_recorded_at_ascends(audit, db):
+    """A run's records and nodes are written with COPY inside the run's transaction: abandoned,
+    it leaves no record and no node behind; committed, its rows carry the database's time of
+    insertion (the column default), ascending with seq and after the record before it."""
+    app, _ = audit
+    rt = app.state.runtime
+    lost = ticks(9)
+    async with rt.uow() as uow:
+        got = await handlers.append(uow.session, lost)
+        assert len(got) == 9
+        inside = (await uow.session.execute(text("SELECT count(*) FROM audit.records WHERE event_id = ANY(:ids)"),
+                                            {"ids": [e.event_id for e in lost]})).scalar_one()
+        assert inside == 9
+        # no commit: leaving the block rolls the run back
+    leaves = [hashlib.sha256(b"\x00" + e.to_bytes()).digest() for e in lost]
+    async with db.connect() as c:
+        assert (await c.execute(text("SELECT count(*) FROM audit.records WHERE event_id = ANY(:ids)"),
+                                {"ids": [e.event_id for e in lost]})).scalar_one() == 0
+        assert (await c.execute(text("SELECT count(*) FROM audit.tree_nodes WHERE level = 0 AND hash = ANY(:h)"),
+                                {"h": leaves})).scalar_one() == 0
+
+    kept = ticks(9)
+    async with rt.uow() as uow:
+        got = await handlers.append(uow.session, kept)
+        await uow.commit()
+    async with db.connect() as c:
+        rows = (await c.execute(text(
+            "SELECT seq, recorded_at, event_id FROM audit.records WHERE seq >= :a - 1 AND seq <= :b ORDER BY seq"),
+            {"a": got[0], "b": got[-1]})).all()
+        nodes = (await c.execute(text("SELECT count(*) FROM audit.tree_nodes WHERE level = 0 AND hash = ANY(:h)"),
+                                 {"h": [hashlib.sha256(b"\x00" + e.to_bytes()).digest() for e in kept]})).scalar_one()
+    assert [r.event_id for r in rows[-9:]] == [e.event_id for e in kept] and nodes == 9
+    times = [r.recorded_at for r in rows]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)

@@ -26,7 +26,9 @@ def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra,
-                             park_keys=False)  # the record does not depend on per-key order
+                             park_keys=False,  # the record does not depend on per-key order
+                             # one span per run (linking the events' producers), not one per message
+                             receive_spans=False)
     # Every event type, each on its own topic, in the one consumer group "audit": the record
     # must hold everything, and one group keeps one consumer's marker per event.
     # A run of events of one partition is appended in one call: one lock, one head read, one

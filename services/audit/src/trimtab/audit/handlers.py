@@ -4,9 +4,9 @@ next leaf of the Merkle tree (whose completed interior nodes are stored in the s
 Audit treats all event types alike, so one batch handler is registered for all of them (app.py).
 It emits nothing; the consumer commits the records together with their processed-event markers.
 `append` takes any number of events, and its cost per run is fixed: one lock, one read of the
-head and of any already-recorded ids, one read of the tree's right edge, one insert of all the
-records and one of all the tree nodes (arrays unnested in the database, not a statement with a
-bind parameter per value). Per event it only serializes the envelope once and hashes.
+head and of any already-recorded ids, one read of the tree's right edge, one COPY of all the
+records and one of all the tree nodes. Per event it only serializes the envelope once, derives
+the indexed columns and hashes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from . import tree
 from .domain import chain
 from .domain.record import facts_of
 from .models import SCHEMA
+from .pgcopy import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,9 @@ UNION ALL
 SELECT false, seq, NULL, event_id, envelope FROM "{SCHEMA}".records
  WHERE event_id = ANY(CAST(:ids AS uuid[]))
 """)
-# One statement for the whole run: its parameters are 15 arrays, so the statement text (and the
-# server's prepared plan) is the same for every run size. clock_timestamp(), not now(): now() is
-# the transaction's start, which may be before the previous record's commit; the time under the
-# lock keeps recorded_at ascending (unnest yields the rows in array order).
-_INSERT = text(f"""
-INSERT INTO "{SCHEMA}".records (seq, event_id, topic, event_type, tenant_id, correlation_id,
-    causation_id, occurred_at, recorded_at, proposal_id, account_id, payload_valid, envelope,
-    leaf_hash, prev_hash, chain_hash)
-SELECT seq, event_id, topic, event_type, tenant_id, correlation_id, causation_id, occurred_at,
-       clock_timestamp(), proposal_id, account_id, payload_valid, envelope, leaf_hash, prev_hash,
-       chain_hash
-  FROM unnest(CAST(:seq AS bigint[]), CAST(:event_id AS uuid[]), CAST(:topic AS text[]),
-              CAST(:event_type AS text[]), CAST(:tenant_id AS text[]), CAST(:correlation_id AS uuid[]),
-              CAST(:causation_id AS uuid[]), CAST(:occurred_at AS timestamptz[]),
-              CAST(:proposal_id AS uuid[]), CAST(:account_id AS text[]), CAST(:payload_valid AS boolean[]),
-              CAST(:envelope AS bytea[]), CAST(:leaf_hash AS bytea[]), CAST(:prev_hash AS bytea[]),
-              CAST(:chain_hash AS bytea[]))
-    AS r(seq, event_id, topic, event_type, tenant_id, correlation_id, causation_id, occurred_at,
-         proposal_id, account_id, payload_valid, envelope, leaf_hash, prev_hash, chain_hash)
-""")
+#: The columns a run's COPY writes; recorded_at is left to its default, clock_timestamp(), taken
+#: by the database as each row is inserted (under the lock, in seq order, so it ascends with seq;
+#: not now(), which is the transaction's start and may precede the previous record's commit).
 _COLUMNS = ("seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
             "occurred_at", "proposal_id", "account_id", "payload_valid", "envelope", "leaf_hash",
             "prev_hash", "chain_hash")
@@ -91,8 +75,10 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
             seq, prev = r.seq, bytes(r.chain_hash)
         else:
             existing[r.event_id] = r
-    cols: dict[str, list] = {c: [] for c in _COLUMNS}
+    rows: list[tuple] = []
+    leaves: list[bytes] = []
     seen: set = set()
+    first = seq + 1
     for env in envs:
         data = env.to_bytes()  # the one serialization: the bytes hashed are the bytes stored
         old = existing.get(env.event_id)
@@ -109,13 +95,12 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
         leaf = chain.leaf_hash(data)
         link = chain.chain_hash(prev, leaf)
         f = facts_of(env)
-        for c, v in zip(_COLUMNS, (seq, f.event_id, f.topic, f.event_type, f.tenant_id, f.correlation_id,
-                                   f.causation_id, f.occurred_at, f.proposal_id, f.account_id,
-                                   f.payload_valid, data, leaf, prev, link), strict=True):
-            cols[c].append(v)
+        rows.append((seq, f.event_id, f.topic, f.event_type, f.tenant_id, f.correlation_id, f.causation_id,
+                     f.occurred_at, f.proposal_id, f.account_id, f.payload_valid, data, leaf, prev, link))
+        leaves.append(leaf)
         prev = link
-    if not cols["seq"]:
+    if not rows:
         return []
-    await s.execute(_INSERT, cols)
-    await tree.append_leaves(s, cols["seq"][0] - 1, cols["leaf_hash"])
-    return cols["seq"]
+    await copy_rows(s, "records", _COLUMNS, rows)
+    await tree.append_leaves(s, first - 1, leaves)
+    return list(range(first, seq + 1))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 
@@ -44,7 +45,10 @@ records = Table(
     Column("correlation_id", UUID(as_uuid=True), nullable=False),
     Column("causation_id", UUID(as_uuid=True), nullable=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    #: Filled by the database as each row is inserted (clock_timestamp(), not now(): now() is the
+    #: transaction's start, which may be before the previous record's commit). Rows are inserted
+    #: under the append lock in seq order, so recorded_at ascends with seq.
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     #: Extracted from the payload so "everything about this proposal / account" is an index scan.
     Column("proposal_id", UUID(as_uuid=True), nullable=True),
     Column("account_id", String(64), nullable=True),

@@ -10,9 +10,11 @@ from trimtab.shared.config import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = Field(default="audit", validation_alias="SERVICE_NAME")
     #: Events per transaction in the consumer (shared default 100). An append's fixed cost (lock,
-    #: head, right edge, two inserts, commit) is paid once per run, so longer runs mean a higher
-    #: sustained rate; one poll brings at most 500 records, so more than that changes nothing.
-    consumer_batch_size: int = Field(default=500, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
+    #: head, right edge, markers, two COPYs, commit and its WAL flush) is paid once per run, so
+    #: longer runs mean a higher sustained rate. One poll brings up to this many records, but a
+    #: partition's fetch (1 MiB) holds about 1,500 envelopes, so runs of a backlog are ~1,000-1,250
+    #: events and more than 2,000 changes nothing (docs/audit.md, performance).
+    consumer_batch_size: int = Field(default=2000, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
     #: The Ed25519 signing key, base64 of the 32 raw private bytes. In production it comes from a
     #: secret store and the database role never sees it. When unset, the key file below is used.
     audit_signing_key: str | None = Field(default=None, validation_alias="AUDIT_SIGNING_KEY")

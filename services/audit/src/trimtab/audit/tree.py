@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .domain import merkle
 from .domain.merkle import NodeId
 from .models import SCHEMA, records
+from .pgcopy import copy_rows
 
 _FETCH = text(f"""
 SELECT n.level, n.idx, n.hash FROM "{SCHEMA}".tree_nodes n
@@ -45,28 +46,18 @@ async def _fetch(s: AsyncSession, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
     return got
 
 
-_INSERT_NODES = text(f"""
-INSERT INTO "{SCHEMA}".tree_nodes (level, idx, hash)
-SELECT * FROM unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[]), CAST(:hashes AS bytea[]))
-""")
-
-
 async def append_leaves(s: AsyncSession, first_index: int, leaves: list[bytes]) -> int:
     """Store leaves first_index, first_index + 1, ... and every node they complete (the caller
-    holds the append lock); how many nodes. The left siblings any new leaf can need are on the
-    tree's right edge (`decompose(0, size)`, at most 64 nodes): read once per run, kept up to date
-    in memory while the run's leaves are added, and everything written with one insert."""
+    holds the append lock and has begun the transaction); how many nodes. The left siblings any
+    new leaf can need are on the tree's right edge (`decompose(0, size)`, at most 64 nodes): read
+    once per run, kept up to date in memory while the run's leaves are added, and everything
+    written with one COPY."""
     frontier = merkle.Frontier(first_index, await _fetch(s, merkle.decompose(0, first_index)))
-    levels: list[int] = []
-    idxs: list[int] = []
-    hashes: list[bytes] = []
+    rows: list[tuple[int, int, bytes]] = []
     for leaf in leaves:
-        for lv, i, h in frontier.append(leaf):
-            levels.append(lv)
-            idxs.append(i)
-            hashes.append(h)
-    await s.execute(_INSERT_NODES, {"levels": levels, "idxs": idxs, "hashes": hashes})
-    return len(levels)
+        rows.extend(frontier.append(leaf))
+    await copy_rows(s, "tree_nodes", ("level", "idx", "hash"), rows)
+    return len(rows)
 
 
 async def size(s: AsyncSession) -> int:

@@ -38,6 +38,7 @@ class ServiceRuntime:
         migrations_dir: Path,
         infra: InfraTables | None = None,
         park_keys: bool = True,
+        receive_spans: bool = True,
     ) -> None:
         self.settings = settings
         self.schema = schema
@@ -45,6 +46,8 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.infra = infra or infra_tables(metadata)
         self.park_keys = park_keys
+        #: False: no per-message "receive" span from the aiokafka instrumentation (consumer.py).
+        self.receive_spans = receive_spans
         self._handlers: dict[str, dict[str, Handler]] = {}
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -115,7 +118,7 @@ class ServiceRuntime:
                 sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
                 session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
-                batch_size=s.consumer_batch_size,
+                batch_size=s.consumer_batch_size, receive_spans=self.receive_spans,
             )
             await c.start()
             self.consumers.append(c)
