@@ -1,4 +1,5 @@
-"""Composition root of the optimizer: settings, solver engine, handlers, TTL sweep, routes.
+"""Composition root of the optimizer: settings, solver engine, handlers, TTL sweep, price-move
+expiry, routes.
 
 Run with `uvicorn --factory trimtab.optimizer.app:create`. Nothing runs at import time.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -18,11 +20,13 @@ from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import api, handlers, proposals
+from . import api, handlers, prices, proposals
 from .engine import Engine
 from .models import SCHEMA, infra, metadata
 
 log = logging.getLogger(__name__)
+#: The consumer group (suffix) of the optimizer's tick handler.
+PRICES_CONSUMER = "optimizer-prices"
 
 
 class Settings(ServiceSettings):
@@ -31,6 +35,10 @@ class Settings(ServiceSettings):
     consumer_batch_size: int = Field(default=8, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
     #: Open proposals (not yet decided) older than this are expired; 0 disables the sweep.
     proposal_ttl_s: float = Field(default=86_400.0, validation_alias="PROPOSAL_TTL_S", ge=0)
+    #: Open proposals expire when the price of an ordered symbol moved more than this fraction
+    #: (0.02 = 2 %) either way from the order's estimated price since the snapshot; 0 disables.
+    proposal_max_price_move: Decimal = Field(default=prices.DEFAULT_MAX_MOVE,
+                                             validation_alias="PROPOSAL_MAX_PRICE_MOVE", ge=0)
     #: Seconds between TTL sweeps.
     proposal_sweep_s: float = Field(default=60.0, validation_alias="PROPOSAL_SWEEP_S", gt=0)
     #: Worker processes for solves; 0 = one worker thread in the service process.
@@ -61,10 +69,15 @@ def create(settings: Settings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, schema=SCHEMA, metadata=metadata,
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
     engine = Engine(settings.solver_processes)
-    runtime.handle("DriftDetected")(partial(handlers.on_drift_detected, engine=engine))
-    runtime.handle("RiskAssessed")(handlers.on_risk_assessed)
-    runtime.handle("ExplanationCreated")(handlers.on_explanation_created)
+    move = settings.proposal_max_price_move
+    runtime.handle("DriftDetected")(partial(handlers.on_drift_detected, engine=engine, max_price_move=move))
+    runtime.handle("RiskAssessed")(partial(handlers.on_risk_assessed, max_price_move=move))
+    runtime.handle("ExplanationCreated")(partial(handlers.on_explanation_created, max_price_move=move))
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)
+    # Ticks in a consumer group of their own: a burst of ticks never waits behind solves (nor
+    # solves behind ticks), and a run of ticks is one upsert and one query (handle_batch).
+    runtime.handle_batch(["PriceTicked"], consumer=PRICES_CONSUMER)(
+        partial(handlers.on_price_ticks, max_price_move=move))
 
     sweeper: dict[str, asyncio.Task[None]] = {}
 

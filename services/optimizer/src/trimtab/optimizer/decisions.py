@@ -6,12 +6,18 @@ decision and its events; a retry with the same key and the same request gets tha
 response back and changes nothing; the same key on a different request is refused (422).
 The proposal row is locked before the key is looked up, so two concurrent requests with one key
 run one after the other and the second sees the first's stored response.
+
+Price guard: an approval (or an override, which approves edited orders) is refused with 409 when
+the latest known price of an ordered symbol moved more than `PROPOSAL_MAX_PRICE_MOVE` since the
+snapshot, even if the tick has not reached the tick handler's expiry yet; the proposal is expired
+in the same request (committed before the 409), so every later decision sees it expired.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -23,11 +29,15 @@ from trimtab.shared.errors import Conflict, Invalid, NotFound
 from trimtab.shared.events import AccountSnapshot, Order
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import proposals
+from . import prices, proposals
 from .domain.lifecycle import Decision, DecisionKind, TransitionError
 from .domain.override import validate_override
 from .models import idempotency_keys
 from .schemas import ProposalOut
+
+
+class PricesMoved(Conflict):
+    title = "Prices moved since the snapshot"
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,12 @@ def request_hash(principal: Principal, method: str, path: str, body: dict[str, A
 async def decide(
     runtime: ServiceRuntime, principal: Principal, proposal_id: uuid.UUID, kind: DecisionKind,
     reason: str | None, *, idempotency_key: str | None, req_hash: str,
-    orders: list[Order] | None = None,
+    orders: list[Order] | None = None, max_price_move: Decimal | None = None,
 ) -> DecisionResult:
+    """Take an advisor's decision. `max_price_move` defaults to the service's
+    `PROPOSAL_MAX_PRICE_MOVE` (`runtime.settings`); 0 turns the price guard off."""
+    if max_price_move is None:
+        max_price_move = getattr(runtime.settings, "proposal_max_price_move", prices.DEFAULT_MAX_MOVE)
     if kind in ("rejected", "overridden") and not (reason or "").strip():
         raise Invalid(f"a decision {kind!r} needs a reason")
     async with runtime.uow() as uow:
@@ -66,6 +80,16 @@ async def decide(
             # Re-validated against the proposal's own snapshot, inside the lock.
             orders = validate_override(AccountSnapshot.model_validate(row.snapshot), orders,
                                        context=(row.payload or {}).get("context"))
+        if kind in ("approved", "overridden"):
+            expired, moves = await proposals.expire_if_prices_moved(
+                uow, row, max_price_move, proposals.continuing(row), orders=orders)
+            if expired is not None:
+                # Expired for good (committed), then refused. The key stores nothing: a retry
+                # with it finds the proposal expired and is refused (409) as well.
+                await uow.commit()
+                raise PricesMoved(f"not approved, the proposal expired: {expired.decision_reason}",
+                                  state=expired.state, price_moves=[m.as_json() for m in moves],
+                                  max_price_move=str(max_price_move))
         try:
             row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row),
                                                  orders=orders)

@@ -2,12 +2,15 @@
 
 The shared consumer has already recorded the event id when a handler runs (a redelivery never
 gets here) and commits after it returns: the proposal's state, the events it emits and that
-marker commit together. Handlers never commit.
+marker commit together. Handlers never commit. `max_price_move` is the optimizer's
+`PROPOSAL_MAX_PRICE_MOVE` (app.py binds it): a proposal whose prices moved further since its
+snapshot expires instead of being decided (prices.py).
 """
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from pydantic import ValidationError
 
@@ -17,12 +20,13 @@ from trimtab.shared.events import (
     AccountSnapshot,
     DriftDetected,
     ExplanationCreated,
+    PriceTicked,
     RiskAssessed,
     TradesExecuted,
 )
 from trimtab.shared.outbox import UnitOfWork
 
-from . import household, proposals
+from . import household, prices, proposals
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,8 @@ def _parse(env: Envelope, model):  # type: ignore[no-untyped-def]
         raise PermanentEventError(f"{env.event_type} {env.event_id} is invalid: {e}") from None
 
 
-async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine) -> None:
+async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
+                            max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
     """Solve the drifted account's snapshot and store + publish the proposal (or its failure)."""
     drift: DriftDetected = _parse(env, DriftDetected)
     if drift.snapshot.account_id != drift.account_id:
@@ -56,22 +61,25 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine) -
         await proposals.record_failure(uow, env, drift, proposal_id, outcome.failure)
         return
     assert outcome.proposal is not None
-    await proposals.record_proposal(uow, env, drift, outcome.proposal)
+    await proposals.record_proposal(uow, env, drift, outcome.proposal, max_price_move=max_price_move)
 
 
-async def on_risk_assessed(env: Envelope, uow: UnitOfWork) -> None:
+async def on_risk_assessed(env: Envelope, uow: UnitOfWork, *,
+                           max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
     risk: RiskAssessed = _parse(env, RiskAssessed)
-    await _attach(env, uow, risk.proposal_id, "risk", risk.model_dump(mode="json"))
+    await _attach(env, uow, risk.proposal_id, "risk", risk.model_dump(mode="json"),
+                  max_price_move=max_price_move)
 
 
-async def on_explanation_created(env: Envelope, uow: UnitOfWork) -> None:
+async def on_explanation_created(env: Envelope, uow: UnitOfWork, *,
+                                 max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
     explanation: ExplanationCreated = _parse(env, ExplanationCreated)
     await _attach(env, uow, explanation.proposal_id, "explanation", explanation.model_dump(mode="json"),
-                  snapshot_hash=explanation.snapshot_hash)
+                  snapshot_hash=explanation.snapshot_hash, max_price_move=max_price_move)
 
 
 async def _attach(env: Envelope, uow: UnitOfWork, proposal_id, part, payload,  # type: ignore[no-untyped-def]
-                  snapshot_hash: str | None = None) -> None:
+                  snapshot_hash: str | None = None, *, max_price_move: Decimal) -> None:
     row = await proposals.load_for_update(uow, env.tenant_id, proposal_id)
     # Unknown (another tenant's id, another deployment's proposal) or about something else
     # than what was proposed: such a part must not make a proposal ready. Dead-lettering would
@@ -85,7 +93,7 @@ async def _attach(env: Envelope, uow: UnitOfWork, proposal_id, part, payload,  #
         log.warning("%s %s does not match proposal %s (account %s, snapshot %s): ignored",
                     env.event_type, env.event_id, proposal_id, row.account_id, row.snapshot_hash)
         return
-    await proposals.attach_part(uow, env, row, part, payload)
+    await proposals.attach_part(uow, env, row, part, payload, max_price_move=max_price_move)
 
 
 async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
@@ -107,3 +115,29 @@ async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
                                  snapshot=AccountSnapshot.model_validate(row.snapshot),
                                  proposal_id=row.proposal_id)
     await proposals.record_fills(uow, row, executed.execution_id, executed.fills)
+
+
+async def on_price_ticks(envs: list[Envelope], uow: UnitOfWork, *, max_price_move: Decimal) -> None:
+    """A run of ticks (one transaction): keep the newest price per (tenant, symbol), then expire
+    every open proposal with an order in a symbol whose price moved beyond the limit since the
+    proposal's snapshot. One upsert and one indexed query per run, whatever its length; a tick
+    older than the stored price (late delivery) changes nothing, nor does a redelivered one."""
+    ticks = [(env, _parse(env, PriceTicked)) for env in envs]
+    quotes = prices.newest_per_symbol((env.tenant_id, t) for env, t in ticks)
+    changed = await prices.record_quotes(uow.session, quotes)
+    if max_price_move <= 0 or not changed:
+        return
+    causes: dict[tuple[str, str], Envelope] = {}
+    for env, t in ticks:  # the tick that set each new price: the last one at the newest time
+        k = (env.tenant_id, t.symbol)
+        if k in changed and prices.aware(t.as_of) == changed[k].as_of:
+            causes[k] = env
+    expired = 0
+    for row in await prices.proposals_moved_beyond(uow.session, changed, max_price_move):
+        mine = {s: q for (tenant, s), q in changed.items() if tenant == row.tenant_id}
+        by_symbol = {s: e for (tenant, s), e in causes.items() if tenant == row.tenant_id}
+        if await proposals.expire_for_ticks(uow, row, mine, max_price_move, by_symbol) is not None:
+            expired += 1
+    if expired:
+        log.info("%d tick(s) on %d symbol(s): %d proposal(s) expired on price moves",
+                 len(envs), len(changed), expired)

@@ -1,5 +1,6 @@
-"""Tables of the optimizer schema: proposals with their lifecycle, API idempotency keys, and the
-households' executed trades (the wash-sale rule's 30-day memory).
+"""Tables of the optimizer schema: proposals with their lifecycle, API idempotency keys, the
+households' executed trades (the wash-sale rule's 30-day memory), and the latest price per symbol
+(price-move expiry).
 
 A proposal row keeps everything needed to replay and audit it: the input snapshot and its hash,
 the published `RebalanceProposed` payload, the risk assessment and explanation as they arrived,
@@ -16,12 +17,14 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
@@ -43,6 +46,9 @@ proposals = Table(
     Column("automation", String(32), nullable=False),
     Column("snapshot", JSONB, nullable=False),
     Column("snapshot_hash", String(64), nullable=True),
+    #: The snapshot's `as_of` (a copy out of the JSON): only prices newer than this can expire
+    #: the proposal, and the tick query compares it without reading the whole snapshot.
+    Column("snapshot_as_of", DateTime(timezone=True), nullable=False),
     Column("orders", JSONB, nullable=False),
     Column("order_count", Integer, nullable=False),
     #: The RebalanceProposed payload as published (null for a failed solve: nothing was proposed).
@@ -73,6 +79,14 @@ Index("ix_proposals_tenant_account_created", proposals.c.tenant_id, proposals.c.
 # The TTL sweep scans open proposals only; keep that scan small however many are decided.
 Index("ix_proposals_open_created", proposals.c.created_at,
       postgresql_where=proposals.c.state.in_(["proposed", "assessed", "explained", "ready"]))
+#: The open states (domain.lifecycle.OPEN), as the partial indexes spell them. A query must
+#: repeat them as literals (not bound parameters) for the planner to use those indexes.
+OPEN_STATES = ("proposed", "assessed", "explained", "ready")
+#: The symbols of a proposal's orders as a JSON array (`["VTI", "BND"]`): a tick finds the open
+#: proposals trading its symbol with `ORDER_SYMBOLS ?| array[...]` on the GIN index below.
+ORDER_SYMBOLS = func.jsonb_path_query_array(proposals.c.orders, text("'$[*].symbol'::jsonpath"))
+Index("ix_proposals_open_order_symbols", ORDER_SYMBOLS, postgresql_using="gin",
+      postgresql_where=proposals.c.state.in_(list(OPEN_STATES)))
 
 idempotency_keys = Table(
     "idempotency_keys",
@@ -116,3 +130,16 @@ Index("ix_household_trades_household_date", household_trades.c.tenant_id, househ
       household_trades.c.trade_date)
 Index("ix_household_trades_account_date", household_trades.c.tenant_id, household_trades.c.account_id,
       household_trades.c.trade_date)
+
+#: The newest price the optimizer has seen per symbol (`PriceTicked`), to expire open proposals
+#: whose prices moved too far since their snapshot. An older tick never replaces a newer price.
+latest_prices = Table(
+    "latest_prices",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    Column("price_usd", Numeric(20, 8), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "symbol"),
+)

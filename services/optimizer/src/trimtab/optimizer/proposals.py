@@ -1,9 +1,12 @@
 """Application services of the optimizer: proposals stored, advanced and decided in one unit of work.
 
-Handlers (events), the API (advisors) and the TTL sweep all change proposals through these
-functions, so the lifecycle rules (domain/lifecycle.py) and the events a decision emits are the
-same whoever decides. Every function works inside a caller's `UnitOfWork` and never commits:
-a handler's consumer commits, the API and the sweep commit themselves.
+Handlers (events), the API (advisors), the TTL sweep and price-move expiry (prices.py) all
+change proposals through these functions, so the lifecycle rules (domain/lifecycle.py) and the
+events a decision emits are the same whoever decides. Every function works inside a caller's
+`UnitOfWork` and never commits: a handler's consumer commits, the API and the sweep commit
+themselves. Before any automatic decision, and before an approval, the proposal's prices are
+checked: a proposal whose latest known price moved more than `max_price_move` since its
+snapshot expires instead (see prices.py).
 
 Envelopes: an event caused by a consumed event is `env.caused(...)`; a decision taken later (an
 advisor, the TTL) continues the proposal's chain: the stored correlation id, and causation = the
@@ -16,6 +19,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,6 +37,7 @@ from trimtab.shared.events import (
 )
 from trimtab.shared.outbox import UnitOfWork
 
+from . import prices
 from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
 from .domain.orders import fully_filled, with_client_order_ids
@@ -100,8 +105,10 @@ async def _update(uow: UnitOfWork, row: Row[Any], **values: Any) -> Row[Any]:
 
 
 async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
-                          proposal: RebalanceProposed) -> Row[Any] | None:
-    """Store a solved proposal, publish it, and reject it at once if it has nothing to trade.
+                          proposal: RebalanceProposed, *,
+                          max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> Row[Any] | None:
+    """Store a solved proposal, publish it, and reject it at once if it has nothing to trade
+    (or expire it at once if a price moved too far while it was being solved).
 
     Returns None when the drift already has a proposal (a concurrent duplicate lost the race).
     """
@@ -111,6 +118,7 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
         drift_id=drift.drift_id, state=State.PROPOSED.value,
         automation=drift.snapshot.policy.automation,
         snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=proposal.snapshot_hash,
+        snapshot_as_of=prices.aware(drift.snapshot.as_of),
         orders=[o.model_dump(mode="json") for o in proposal.orders],
         order_count=len(proposal.orders), payload=proposal.model_dump(mode="json"),
         correlation_id=env.correlation_id, proposed_event_id=out.event_id,
@@ -119,7 +127,7 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     if row is None:
         return None
     uow.publish(out, key=proposal.account_id)
-    return await _maybe_decide_automatically(uow, row, caused_by(env))
+    return await _maybe_decide_automatically(uow, row, caused_by(env), max_price_move)
 
 
 async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
@@ -135,7 +143,8 @@ async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
         tenant_id=env.tenant_id, proposal_id=proposal_id, account_id=drift.account_id,
         drift_id=drift.drift_id, state=State.FAILED.value,
         automation=drift.snapshot.policy.automation,
-        snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=None, orders=[],
+        snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=None,
+        snapshot_as_of=prices.aware(drift.snapshot.as_of), orders=[],
         order_count=0, payload=None, failure_kind=failure.kind,
         failure_constraint=failure.constraint, decision="rejected", decided_by=PRODUCER,
         decision_automatic=True, decision_reason=failure.reason, decided_at=now,
@@ -155,7 +164,8 @@ async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
 
 
 async def attach_part(uow: UnitOfWork, env: Envelope, row: Row[Any], part: lifecycle.Part,
-                      payload: dict[str, Any]) -> Row[Any]:
+                      payload: dict[str, Any], *,
+                      max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> Row[Any]:
     """Attach a risk assessment or explanation; decide automatically if that made it ready."""
     result = lifecycle.attach(lifecycle_of(row), part)
     if result.duplicate:
@@ -163,12 +173,19 @@ async def attach_part(uow: UnitOfWork, env: Envelope, row: Row[Any], part: lifec
         return row
     row = await _update(uow, row, state=result.lifecycle.state.value, **{part: payload})
     if result.became_ready:
-        row = await _maybe_decide_automatically(uow, row, caused_by(env))
+        row = await _maybe_decide_automatically(uow, row, caused_by(env), max_price_move)
     return row
 
 
-async def _maybe_decide_automatically(uow: UnitOfWork, row: Row[Any],
-                                      make_env: EnvelopeFactory) -> Row[Any]:
+async def _maybe_decide_automatically(uow: UnitOfWork, row: Row[Any], make_env: EnvelopeFactory,
+                                      max_price_move: Decimal) -> Row[Any]:
+    """The policy's decision, if it takes one; first of all, a proposal whose prices moved too
+    far since its snapshot expires (checked when it is stored and when it becomes ready, so an
+    advisor never sees a stale proposal as ready and the policy never approves one)."""
+    if row.order_count > 0:
+        expired, _ = await expire_if_prices_moved(uow, row, max_price_move, make_env)
+        if expired is not None:
+            return expired
     decision = lifecycle.automatic_decision(
         lifecycle_of(row), order_count=row.order_count, automation=row.automation,
         risk_flags=risk_flags_of(row))
@@ -236,6 +253,46 @@ async def expire_stale(uow: UnitOfWork, *, ttl_s: float, now: datetime | None = 
         await apply_decision(uow, row, decision, continuing(row), now)
         expired.append(row.proposal_id)
     return expired
+
+
+async def expire_if_prices_moved(
+    uow: UnitOfWork, row: Row[Any], max_price_move: Decimal, make_env: EnvelopeFactory,
+    orders: Sequence[Order] | None = None,
+) -> tuple[Row[Any] | None, list[prices.PriceMove]]:
+    """Expire an open proposal if the latest known price of one of its ordered symbols moved
+    more than `max_price_move` since the snapshot; returns (the expired row or None, the moves).
+
+    `orders`: the orders about to be approved, if not the proposal's own (an override). The
+    caller holds the proposal's row lock; a limit of 0 checks nothing.
+    """
+    if not lifecycle_of(row).is_open or max_price_move <= 0:
+        return None, []
+    dumped = None if orders is None else [o.model_dump(mode="json") for o in orders]
+    moves = await prices.moves_of(uow.session, row, max_price_move, dumped)
+    decision = prices.expiry_decision(moves, max_price_move)
+    if decision is None:
+        return None, []
+    log.info("proposal %s expired: %s", row.proposal_id, decision.reason)
+    return await apply_decision(uow, row, decision, make_env), moves
+
+
+async def expire_for_ticks(uow: UnitOfWork, row: Row[Any], quotes: dict[str, prices.Quote],
+                           max_price_move: Decimal, causes: dict[str, Envelope]) -> Row[Any] | None:
+    """Expire an open proposal (locked by the caller) if one of `quotes` (this tenant's newest
+    prices of a tick batch, by symbol) moved beyond the limit since its snapshot. The decision
+    continues the proposal's chain; its causation is the tick of the largest move."""
+    moves = prices.moves_beyond(row.orders, quotes, prices.snapshot_as_of(row), max_price_move)
+    decision = prices.expiry_decision(moves, max_price_move)
+    if decision is None or not lifecycle_of(row).is_open:
+        return None
+    tick = causes[moves[0].symbol]
+
+    def make(payload: BaseModel) -> Envelope:
+        env = continuing(row)(payload)
+        return env.model_copy(update={"causation_id": tick.event_id})
+
+    log.info("proposal %s expired: %s", row.proposal_id, decision.reason)
+    return await apply_decision(uow, row, decision, make)
 
 
 # --------------------------------------------------------------------------- execution
