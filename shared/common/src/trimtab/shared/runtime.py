@@ -49,6 +49,7 @@ class ServiceRuntime:
         #: False: no per-message "receive" span from the aiokafka instrumentation (consumer.py).
         self.receive_spans = receive_spans
         self._handlers: dict[str, dict[str, Handler]] = {}
+        self._batch_sizes: dict[str, int] = {}
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.engine: AsyncEngine | None = None
@@ -70,15 +71,21 @@ class ServiceRuntime:
         return deco
 
     def handle_batch(
-        self, event_types: Sequence[str], consumer: str | None = None
+        self, event_types: Sequence[str], consumer: str | None = None, batch_size: int | None = None
     ) -> Callable[[Callable[[list[Envelope], UnitOfWork], Awaitable[None]]], BatchHandler]:
         """Register `fn(envelopes, uow)` for every type in `event_types`: the consumer hands it
-        all new events of a run in one call (still one transaction with their markers)."""
+        all new events of a run in one call (still one transaction with their markers).
+
+        `batch_size`: the longest run of this consumer (default: CONSUMER_BATCH_SIZE), for a
+        cheap batch handler next to a service-wide small size kept for expensive handlers."""
 
         def deco(fn: Callable[[list[Envelope], UnitOfWork], Awaitable[None]]) -> BatchHandler:
             bh = BatchHandler(fn)
+            name = consumer or self.settings.service_name
             for et in event_types:
-                self._handlers.setdefault(consumer or self.settings.service_name, {})[et] = bh
+                self._handlers.setdefault(name, {})[et] = bh
+            if batch_size is not None:
+                self._batch_sizes[name] = batch_size
             return bh
 
         return deco
@@ -118,7 +125,8 @@ class ServiceRuntime:
                 sessionmaker=self.sessionmaker, infra=self.infra, producer=self.producer,
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
                 session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
-                batch_size=s.consumer_batch_size, receive_spans=self.receive_spans,
+                batch_size=self._batch_sizes.get(name, s.consumer_batch_size),
+                receive_spans=self.receive_spans,
             )
             await c.start()
             self.consumers.append(c)
