@@ -79,13 +79,15 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
 # ------------------------------------------------------------------ building and sending events
 
 
-def one_tick_chain(tenant: str) -> tuple[list[tuple[Envelope, str]], uuid.UUID]:
+def one_tick_chain(tenant: str, *, account_id: str | None = None, household_id: str | None = None,
+                   reason: str | None = None) -> tuple[list[tuple[Envelope, str]], uuid.UUID]:
     """A tick's whole chain with valid payloads: tick → drift → proposal → risk → explanation
-    → decision → approved trades, each caused by the one before. Returns (envelope, key) pairs."""
-    acct = f"ACC-{uuid.uuid4().hex[:6]}"
+    → decision → approved trades, each caused by the one before. Returns (envelope, key) pairs.
+    The account snapshot (drift, proposal) names `household_id`; the decision carries `reason`."""
+    acct = account_id or f"ACC-{uuid.uuid4().hex[:6]}"
     proposal_id = uuid.uuid4()
     snapshot = AccountSnapshot(
-        account_id=acct, cash_usd=Decimal("1000"),
+        account_id=acct, household_id=household_id, cash_usd=Decimal("1000"),
         positions=[PositionSnapshot(symbol="AAA", shares=Decimal("100"), lots=[LotSnapshot(
             lot_id="L1", shares=Decimal("100"), cost_basis_usd_per_share=Decimal("80"),
             acquired_on=date(2022, 5, 1))])],
@@ -120,7 +122,7 @@ def one_tick_chain(tenant: str) -> tuple[list[tuple[Envelope, str]], uuid.UUID]:
         producer="explainer")
     decided = explanation.caused(RebalanceDecided(
         proposal_id=proposal_id, account_id=acct, decision="approved", decided_by="advisor@t1",
-        automatic=False, decided_at=NOW), producer="optimizer")
+        automatic=False, reason=reason, decided_at=NOW), producer="optimizer")
     approved = decided.caused(TradesApproved(
         proposal_id=proposal_id, account_id=acct, approved_by="advisor@t1",
         orders=[order.model_copy(update={"client_order_id": "c-1"})]), producer="optimizer")

@@ -6,9 +6,21 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from trimtab.audit.domain.record import facts_of, mismatched_columns, references, topic_for
+from trimtab.audit.domain.record import (
+    facts_of,
+    household_of,
+    mismatched_columns,
+    references,
+    topic_for,
+)
 from trimtab.shared.envelope import Envelope
-from trimtab.shared.events import RiskAssessed, RiskModelInfo
+from trimtab.shared.events import (
+    AccountSnapshot,
+    DriftDetected,
+    RiskAssessed,
+    RiskModelInfo,
+    SecuritySnapshot,
+)
 
 T0 = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
 
@@ -58,3 +70,40 @@ def test_columns_that_disagree_with_the_envelope_are_named():
     assert mismatched_columns({**stored, "tenant_id": "t2"}, data) == ["tenant_id"]
     assert mismatched_columns({**stored, "proposal_id": None, "event_type": "X"}, data) == ["event_type", "proposal_id"]
     assert mismatched_columns(stored, b"{not json") == ["envelope"]
+
+
+def _drift(household_id: str | None) -> Envelope:
+    snapshot = AccountSnapshot(account_id="ACC-1", household_id=household_id, cash_usd=Decimal("100"),
+                               positions=[], targets={"AAA": Decimal("1")},
+                               securities=[SecuritySnapshot(symbol="AAA", price_usd=Decimal("10"))], as_of=T0)
+    p = DriftDetected(drift_id=uuid.uuid4(), account_id="ACC-1", snapshot=snapshot, total_value_usd=Decimal("100"),
+                      weights={}, deviations={}, max_abs_deviation=Decimal("0.3"), rule="band_abs", breached=["AAA"])
+    return Envelope.new(p, producer="drift-monitor", tenant_id="t1", trace={})
+
+
+def test_the_household_comes_from_the_snapshot_or_the_payload():
+    env = _drift("HH-7")
+    f = facts_of(env)
+    assert (f.account_id, f.household_id, f.payload_valid) == ("ACC-1", "HH-7", True)
+    assert facts_of(_drift(None)).household_id is None
+    # Events that name only the account (RiskAssessed, decisions, trades) carry no household.
+    assert facts_of(_risk(uuid.uuid4())).household_id is None
+    # A payload's own household_id wins; a malformed one falls back to the snapshot's, then None.
+    assert household_of({"household_id": "HH-1", "snapshot": {"household_id": "HH-2"}}) == "HH-1"
+    assert household_of({"household_id": 7, "snapshot": {"household_id": "HH-2"}}) == "HH-2"
+    assert household_of({"household_id": "x" * 65}) is None
+    assert household_of({"household_id": ""}) is None
+    assert household_of({"snapshot": "not an object"}) is None
+    assert household_of({"snapshot": {"household_id": None}}) is None
+    # An invalid payload still has its household indexed, like its account.
+    bad = env.model_copy(update={"payload": {**env.payload, "total_value_usd": "lots"}})
+    assert facts_of(bad).payload_valid is False and facts_of(bad).household_id == "HH-7"
+
+
+def test_a_household_column_that_disagrees_with_the_envelope_is_named():
+    env = _drift("HH-7")
+    stored = facts_of(env).columns()
+    data = env.to_bytes()
+    assert stored["household_id"] == "HH-7" and mismatched_columns(stored, data) == []
+    assert mismatched_columns({**stored, "household_id": "HH-8"}, data) == ["household_id"]
+    assert mismatched_columns({**stored, "household_id": None}, data) == ["household_id"]

@@ -8,6 +8,8 @@ any reader can check the whole log's shape while seeing only their own records.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -227,35 +229,48 @@ async def decision_lineage(
                               records=out, truncated=truncated)
 
 
-@router.get("/export", response_model=None, summary="JSON Lines (with proofs) or an HTML report of the tenant's records",
-            responses={200: {"content": {"application/x-ndjson": {}, "text/html": {}}}})
+_PDF = "application/pdf"
+
+
+@router.get("/export", response_model=None,
+            summary="JSON Lines (with proofs), or an HTML or PDF report, of the tenant's records",
+            responses={200: {"content": {"application/x-ndjson": {}, "text/html": {}, _PDF: {}}}})
 async def export_records(
     principal: Reader, request: Request,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
+    household_id: Annotated[str | None, Query(max_length=64, description=(
+        "records naming the household, and every record of its accounts"))] = None,
     proposal_id: uuid.UUID | None = None,
     since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
     until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
     after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=20_000)] = 1000,
     proofs_: Annotated[bool, Query(alias="proofs")] = True,
-    fmt: Annotated[str, Query(alias="format", pattern="^(jsonl|html)$")] = "jsonl",
-) -> StreamingResponse | HTMLResponse:
+    fmt: Annotated[str, Query(alias="format", pattern="^(jsonl|html|pdf)$")] = "jsonl",
+) -> StreamingResponse | HTMLResponse | Response:
     async with _sessions(request)() as s:
         tgt = await proofs.target(s, None) if proofs_ else None
         rows, nxt = await queries.export(
-            s, principal.tenant_id, account_id=account_id, proposal_id=proposal_id, since=since,
-            until=until, after_seq=after_seq, max_seq=None, limit=limit)
+            s, principal.tenant_id, account_id=account_id, household_id=household_id,
+            proposal_id=proposal_id, since=since, until=until, after_seq=after_seq, max_seq=None, limit=limit)
         paths = {}
         if tgt is not None:
             covered = [r.seq - 1 for r in rows if r.seq <= tgt[0]]
             paths = await tree.inclusion_proofs(s, covered, tgt[0]) if covered else {}
     cp = tgt[2] if tgt else None
+    if fmt == "jsonl":
+        return StreamingResponse(export.jsonl(rows, cp, paths, nxt), media_type="application/x-ndjson")
+    signer = request.app.state.checkpointer.signer
+    filters = {"account_id": account_id, "household_id": household_id, "proposal_id": proposal_id,
+               "since": since, "until": until, "after_seq": after_seq or None}
     if fmt == "html":
-        signer = request.app.state.checkpointer.signer
         return HTMLResponse(export.html_report(rows, cp, paths, signer.public_key, principal.tenant_id,
-                                               filters={"account_id": account_id, "proposal_id": proposal_id,
-                                                        "since": since, "until": until}))
-    return StreamingResponse(export.jsonl(rows, cp, paths, nxt), media_type="application/x-ndjson")
+                                               filters=filters, next_after_seq=nxt))
+    # Seconds of CPU for a large page: off the event loop, which also runs the consumer.
+    body = await asyncio.to_thread(export.pdf_report, rows, cp, paths, signer.public_key,
+                                   principal.tenant_id, filters, nxt)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"trimtab-audit-{principal.tenant_id}")
+    return Response(body, media_type=_PDF, headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
 
 
 @router.get("/public-key", summary="The checkpoint signing public key (base64, raw Ed25519)")

@@ -42,8 +42,8 @@ SELECT false, seq, NULL, event_id, envelope FROM "{SCHEMA}".records
 #: by the database as each row is inserted (under the lock, in seq order, so it ascends with seq;
 #: not now(), which is the transaction's start and may precede the previous record's commit).
 _COLUMNS = ("seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
-            "occurred_at", "proposal_id", "account_id", "payload_valid", "envelope", "leaf_hash",
-            "prev_hash", "chain_hash")
+            "occurred_at", "proposal_id", "account_id", "household_id", "payload_valid", "envelope",
+            "leaf_hash", "prev_hash", "chain_hash")
 
 
 async def on_event(env: Envelope, uow: UnitOfWork) -> None:
@@ -96,7 +96,8 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
         link = chain.chain_hash(prev, leaf)
         f = facts_of(env)
         rows.append((seq, f.event_id, f.topic, f.event_type, f.tenant_id, f.correlation_id, f.causation_id,
-                     f.occurred_at, f.proposal_id, f.account_id, f.payload_valid, data, leaf, prev, link))
+                     f.occurred_at, f.proposal_id, f.account_id, f.household_id, f.payload_valid, data, leaf,
+                     prev, link))
         leaves.append(leaf)
         prev = link
     if not rows:

@@ -52,6 +52,9 @@ records = Table(
     #: Extracted from the payload so "everything about this proposal / account" is an index scan.
     Column("proposal_id", UUID(as_uuid=True), nullable=True),
     Column("account_id", String(64), nullable=True),
+    #: The payload's household (its own `household_id`, else its account snapshot's); most events
+    #: name only the account, so a household's records are these plus its accounts' (queries.py).
+    Column("household_id", String(64), nullable=True),
     Column("payload_valid", Boolean, nullable=False),
     #: The canonical envelope bytes (`Envelope.to_bytes()`): exactly what the leaf hash covers.
     Column("envelope", LargeBinary, nullable=False),
@@ -72,6 +75,8 @@ Index("ix_records_tenant_proposal", records.c.tenant_id, records.c.proposal_id, 
       postgresql_where=records.c.proposal_id.is_not(None))
 Index("ix_records_tenant_account", records.c.tenant_id, records.c.account_id, records.c.seq,
       postgresql_where=records.c.account_id.is_not(None))
+Index("ix_records_tenant_household", records.c.tenant_id, records.c.household_id, records.c.seq,
+      postgresql_where=records.c.household_id.is_not(None))
 
 #: Complete subtree hashes of the RFC 6962 tree over the records' leaves (leaf index = seq - 1):
 #: node (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level). Level 0 repeats each

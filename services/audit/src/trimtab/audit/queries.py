@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, any_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import records
@@ -93,13 +93,31 @@ async def lineage(s: AsyncSession, tenant_id: str, proposal_id: uuid.UUID, limit
     return rows[:limit], len(rows) > limit
 
 
+def household_filter(tenant_id: str, household_id: str) -> Any:
+    """A household's records: those that name it, and every record of an account that any record
+    placed in it. Most events (RiskAssessed, RebalanceDecided, TradesApproved, TradesExecuted, ...)
+    name only the account; the household comes with the account snapshot of DriftDetected and
+    RebalanceProposed. An account that moved between households is in both households' exports."""
+    accounts = (select(records.c.account_id)
+                .where(records.c.tenant_id == tenant_id, records.c.household_id == household_id,
+                       records.c.account_id.is_not(None))
+                .distinct().scalar_subquery())
+    # `= ANY(ARRAY(subquery))`, not `IN (subquery)`: the array is computed once, before the scan,
+    # so both sides of the OR are index conditions (a bitmap OR of the household and account
+    # indexes). With IN the planner guesses the subquery's size and walks every record by seq.
+    return or_(records.c.household_id == household_id, records.c.account_id == any_(func.array(accounts)))
+
+
 async def export(
     s: AsyncSession, tenant_id: str, *, account_id: str | None, proposal_id: uuid.UUID | None,
     since: datetime | None, until: datetime | None, after_seq: int, max_seq: int | None, limit: int,
+    household_id: str | None = None,
 ) -> tuple[list[Any], int | None]:
     q = select(records).where(records.c.tenant_id == tenant_id)
     if account_id is not None:
         q = q.where(records.c.account_id == account_id)
+    if household_id is not None:
+        q = q.where(household_filter(tenant_id, household_id))
     if proposal_id is not None:
         q = q.where(records.c.proposal_id == proposal_id)
     if since is not None:

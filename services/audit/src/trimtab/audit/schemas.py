@@ -21,6 +21,8 @@ class RecordOut(BaseModel):
     recorded_at: datetime
     proposal_id: uuid.UUID | None
     account_id: str | None
+    #: The household the payload names (own `household_id` or its account snapshot's), if any.
+    household_id: str | None = None
     #: False when the payload did not match its event schema (it is recorded all the same).
     payload_valid: bool
     leaf_hash: str

@@ -1,6 +1,7 @@
 """What a record says about its event: the indexed columns, all derived from the envelope bytes.
 
-The columns beside the envelope (tenant, correlation, event type, proposal, account, ...) exist so
+The columns beside the envelope (tenant, correlation, event type, proposal, account, household,
+...) exist so
 queries do not parse every envelope; they are never trusted on their own. Verification derives them
 again from the hashed bytes, so a row moved to another tenant or correlation by editing a column
 is caught even though its hashes still agree.
@@ -25,6 +26,8 @@ from trimtab.shared.events import EVENTS
 
 #: Column width of account_id; a longer value is not a reference this service can index.
 ACCOUNT_ID_MAX = 64
+#: Column width of household_id, likewise.
+HOUSEHOLD_ID_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class RecordFacts:
     occurred_at: datetime
     proposal_id: uuid.UUID | None
     account_id: str | None
+    #: The household a payload names: its own `household_id`, else its account snapshot's
+    #: (DriftDetected, RebalanceProposed). Most events name only the account.
+    household_id: str | None
     payload_valid: bool
 
     def columns(self) -> dict[str, Any]:
@@ -66,6 +72,20 @@ def references(payload: Mapping[str, Any]) -> tuple[uuid.UUID | None, str | None
     return _uuid_or_none(payload.get("proposal_id")), account
 
 
+def _short_id(value: object, max_len: int) -> str | None:
+    return value if isinstance(value, str) and value and len(value) <= max_len else None
+
+
+def household_of(payload: Mapping[str, Any]) -> str | None:
+    """The household a payload names, when well-formed: its top-level `household_id`, else
+    `snapshot.household_id` (the AccountSnapshot of DriftDetected and RebalanceProposed)."""
+    own = _short_id(payload.get("household_id"), HOUSEHOLD_ID_MAX)
+    if own is not None:
+        return own
+    snapshot = payload.get("snapshot")
+    return _short_id(snapshot.get("household_id"), HOUSEHOLD_ID_MAX) if isinstance(snapshot, Mapping) else None
+
+
 def payload_is_valid(env: Envelope) -> bool:
     entry = EVENTS.get(env.event_type)
     if entry is None:
@@ -86,7 +106,7 @@ def facts_of(env: Envelope) -> RecordFacts:
         event_id=env.event_id, event_type=env.event_type, topic=topic_for(env.event_type),
         tenant_id=env.tenant_id, correlation_id=env.correlation_id, causation_id=env.causation_id,
         occurred_at=occurred_at, proposal_id=proposal_id, account_id=account_id,
-        payload_valid=payload_is_valid(env),
+        household_id=household_of(env.payload), payload_valid=payload_is_valid(env),
     )
 
 
