@@ -79,10 +79,12 @@ class _Triplets:
         return _SparseMap(tensor=tensor, indices=(pattern % m).astype(np.int32), indptr=indptr,
                           shape=(m, n))
 
-    def dense(self, dim: int) -> np.ndarray:
+    def vector(self, dim: int) -> sp.csr_array:
+        """theta1 -> a data vector (q or b), as a sparse (rows x D + 1) map: dense, it would be
+        rows x D (6,000 x 21,000 at 500 securities) and its product 60 ms of every solve."""
         r, _, k, v = self._arrays()
-        out = np.zeros((self.shape[0], dim + 1))
-        np.add.at(out, (r, k), v)
+        out = sp.csr_array((v, (r, k)), shape=(self.shape[0], dim + 1))
+        out.sum_duplicates()
         return out
 
 
@@ -132,8 +134,8 @@ class ClarabelFastPath:
             at += size
         self.A = acc["A"].sparse(self.dim)
         self.P = acc["P"].sparse(self.dim)
-        self.q = acc["c"].dense(self.dim)
-        self.b = acc["b"].dense(self.dim)
+        self.q = acc["c"].vector(self.dim)
+        self.b = acc["b"].vector(self.dim)
         dims = base["dims"]
         if dims.psd:  # cvxpy scales PSD data for Clarabel; not needed here, not reproduced
             raise FastPathUnavailable("PSD cones are not supported")
