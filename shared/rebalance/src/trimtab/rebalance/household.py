@@ -88,6 +88,7 @@ from .problem import (
     SOLVER_OPTIONS,
     SOLVERS,
     ProblemInfeasible,
+    ShapeCache,
     bucket,
 )
 from .proposal import (
@@ -599,20 +600,18 @@ def _neutral(s: HouseholdShape) -> dict[str, np.ndarray | float]:
     return out
 
 
-_CACHE: dict[HouseholdShape, CompiledHousehold] = {}
-_CACHE_LOCK = threading.Lock()
+def _build(shape: HouseholdShape) -> CompiledHousehold:
+    prob = CompiledHousehold(shape)
+    prob.compile()
+    return prob
+
+
+_CACHE: ShapeCache[HouseholdShape, CompiledHousehold] = ShapeCache(_build, "household problem")
 
 
 def compiled_household(shape: HouseholdShape) -> CompiledHousehold:
     """The compiled household problem of `shape`, built on first use, kept for the process's life."""
-    with _CACHE_LOCK:
-        prob = _CACHE.get(shape)
-        if prob is None:
-            prob = CompiledHousehold(shape)
-            prob.compile()
-            log.info("compiled household problem %s in %.0f ms", shape, prob.compile_ms)
-            _CACHE[shape] = prob
-        return prob
+    return _CACHE.get(shape)
 
 
 # ---------------------------------------------------------------------------- assembling

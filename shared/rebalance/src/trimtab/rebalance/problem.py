@@ -43,8 +43,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import cvxpy as cp
 import numpy as np
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
     from .fastpath import ClarabelFastPath
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 SECURITY_BUCKETS: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 LOTS_PER_SECURITY_BUCKETS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 16, 32, 64)
@@ -351,20 +354,45 @@ def _neutral_data(shape: Shape) -> ProblemData:
     )
 
 
-_CACHE: dict[Shape, CompiledProblem] = {}
-_CACHE_LOCK = threading.Lock()
+class ShapeCache(Generic[K, V]):
+    """Compiled problems by shape, built on first use and kept for the process's life; safe to
+    share across threads (the build of one shape happens once)."""
+
+    def __init__(self, build: Callable[[K], V], label: str) -> None:
+        self._build, self._label = build, label
+        self._items: dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape: K) -> V:
+        with self._lock:
+            prob = self._items.get(shape)
+            if prob is None:
+                t0 = time.perf_counter()
+                prob = self._items[shape] = self._build(shape)
+                log.info("compiled %s %s in %.0f ms", self._label, shape, (time.perf_counter() - t0) * 1e3)
+            return prob
+
+    def shapes(self) -> list[K]:
+        with self._lock:
+            return sorted(self._items)  # type: ignore[type-var]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _build(shape: Shape) -> CompiledProblem:
+    prob = CompiledProblem(shape)
+    prob.compile()
+    return prob
+
+
+_CACHE: ShapeCache[Shape, CompiledProblem] = ShapeCache(_build, "rebalance problem")
 
 
 def compiled(shape: Shape) -> CompiledProblem:
     """The compiled problem of `shape`, built on first use and kept for the process's life."""
-    with _CACHE_LOCK:
-        prob = _CACHE.get(shape)
-        if prob is None:
-            prob = CompiledProblem(shape)
-            prob.compile()
-            log.info("compiled rebalance problem %s in %.0f ms", shape, prob.compile_ms)
-            _CACHE[shape] = prob
-        return prob
+    return _CACHE.get(shape)
 
 
 def warm_up(shapes: list[Shape] | None = None) -> dict[Shape, float]:
@@ -374,5 +402,4 @@ def warm_up(shapes: list[Shape] | None = None) -> dict[Shape, float]:
 
 
 def cached_shapes() -> list[Shape]:
-    with _CACHE_LOCK:
-        return sorted(_CACHE)
+    return _CACHE.shapes()
