@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from trimtab.market_data.app import Settings, create
-from trimtab.shared.events import PriceTicked
 
 from tests.support import auth, read_events, running, settings
+from trimtab.market_data.app import Settings, create
+from trimtab.shared.events import PriceTicked
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, String, Table, func, select
+
+from tests.integration.shared.probe_registry import PROBES as _PROBES
+from tests.support import read_events
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.db import service_metadata
 from trimtab.shared.envelope import Envelope
@@ -23,9 +26,6 @@ from trimtab.shared.events import PriceTicked
 from trimtab.shared.kafka import encode_headers, start_producer
 from trimtab.shared.outbox import UnitOfWork, infra_tables, kafka_headers
 from trimtab.shared.runtime import ServiceRuntime
-
-from tests.integration.shared.probe_registry import PROBES as _PROBES
-from tests.support import read_events
 
 pytestmark = pytest.mark.integration
 

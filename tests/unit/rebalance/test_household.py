@@ -467,7 +467,7 @@ def test_compiled_once_per_padded_shape() -> None:
     taxable = snap("taxable", "taxable", {"BND": [(400, 100.0, 800)]}, symbols=TWO)
     ira = snap("ira", "tax_deferred", {"VTI": [(240, 250.0, 800)]}, symbols=TWO)
     shape = HouseholdShape.of(household_input([taxable, ira], SIXTY_FORTY))
-    assert shape == HouseholdShape(2, 8, 1)
+    assert shape == HouseholdShape(2, 4, 1)
     first = compiled_household(shape)
     other = snap("ira", "tax_exempt", {"VTI": [(100, 250.0, 800)], "BND": [(10, 100.0, 800)]}, symbols=TWO)
     assert HouseholdShape.of(household_input([taxable, other], SIXTY_FORTY)) == shape

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import NotFound
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import Field
+
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime

@@ -6,6 +6,7 @@ Every row carries its tenant: each firm keeps its own securities master and pric
 from __future__ import annotations
 
 from sqlalchemy import Column, Date, DateTime, Numeric, PrimaryKeyConstraint, String, Table, func
+
 from trimtab.shared.db import service_metadata
 from trimtab.shared.outbox import infra_tables
 

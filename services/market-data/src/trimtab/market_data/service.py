@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import Invalid
 from trimtab.shared.events import PriceTicked

@@ -73,6 +73,11 @@ def shape_of(inp: RebalanceInput) -> Shape:
                            inp.band_membership.shape[1], bool(inp.impact.any()))
 
 
+#: Impact coefficient of padded securities: they cannot trade (zero caps), so it changes no
+#: optimum, but a zero coefficient leaves their impact variable free above the cone's apex, which
+#: costs the interior point iterations (measured: 2.24 -> 1.96 ms a solve at 20 of 24 slots).
+PADDED_IMPACT = 1e-3
+
 #: A per-security band no trade can reach: members of substitute groups are banded as a group.
 _NO_BAND = 4.0
 
@@ -164,7 +169,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         sell_cap=pad_m(inp.lot_weight * allowed),
         buy_cap=pad_n(buyable.astype(float)),
         turnover_cap=turnover,
-        impact=pad_n(g_cost * inp.impact) if shape.impact else None,
+        impact=pad_n(g_cost * inp.impact, PADDED_IMPACT) if shape.impact else None,
         tax_row=pad_m(inp.lot_tax_per_weight), tax_cap=tax_cap,
         gain_row=pad_m(inp.lot_gain_per_weight), gain_cap=gain_cap,
         factor_scale=factor_scale, factor_offset=factor_offset,
