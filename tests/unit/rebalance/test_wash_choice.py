@@ -1,0 +1,82 @@
+"""The wash-sale choice's exact shortcut and the canonical lot split, checked against the
+procedure they shortcut (both claim to change no optimum)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trimtab.rebalance import DEFAULT_TUNING, from_snapshot
+from trimtab.rebalance import solve as solve_module
+from trimtab.rebalance.drivers import validate_weights
+from trimtab.rebalance.objective import evaluate
+from trimtab.rebalance.solve import (
+    Bans,
+    _choice_groups,
+    _Run,
+    canonical_lot_split,
+    shape_of,
+    solve_continuous,
+)
+
+from .conftest import drifted_account
+
+#: Weights under which harvesting earns nothing net: the shortcut applies to every loss lot.
+NO_HARVEST = {"drift": 1.0, "cost": 1.0, "tax": 0.0, "cash": 1e-3, "restrictions": 1.0}
+
+
+def _wash_conflict(inp, sell: np.ndarray, buy: np.ndarray) -> bool:  # type: ignore[no-untyped-def]
+    loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_gain_usd_per_share < 0),
+                            minlength=inp.n_securities)
+    groups = np.array(inp.groups, dtype=object)
+    return bool(set(groups[loss_sold > 1e-9]) & set(groups[buy > 1e-9]))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_shortcut_never_does_worse_than_the_full_choice(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    inp = from_snapshot(drifted_account(16, seed=100 + seed, gains=True, reserve=2_000, lots_per_security=3))
+    weights = validate_weights(NO_HARVEST)
+    run = _Run(inp, weights, DEFAULT_TUNING, shape_of(inp))
+    assert not _choice_groups(run, Bans()).names, "no loss lot earns anything: no group faces the choice"
+    fast = solve_continuous(inp, weights)
+    assert fast.solves == 1
+    assert not _wash_conflict(inp, fast.sell_shares, fast.buy_shares)
+
+    # The full procedure: every group with a sellable loss lot and a buyable member decides.
+    monkeypatch.setattr(solve_module, "lin_sell_per_lot", lambda inp, w, t: np.full(inp.n_lots, -1.0))
+    full = solve_continuous(inp, weights)
+    if full.solves == 1:  # no group had both: nothing to compare
+        return
+    # The relaxation is optimal when it has no conflict; the full choice is a heuristic over
+    # restricted problems, so it can only match or lose (up to solver tolerance).
+    assert fast.objective <= full.objective + 1e-9 * max(1.0, abs(full.objective))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_canonical_split_keeps_every_term_and_fills_in_rank_order(seed: int) -> None:
+    inp = from_snapshot(drifted_account(10, seed=200 + seed, gains=False, lots_per_security=3))
+    weights = validate_weights({**NO_HARVEST, "tax": 1.0})
+    sol = solve_continuous(inp, weights)
+    rng = np.random.default_rng(seed)
+    # Any other split of the same per-class totals (here: random) maps to the same canonical one.
+    other = sol.sell_shares.copy()
+    for i in range(inp.n_securities):
+        lots = inp.lots_of(i)
+        total = other[lots].sum()
+        if total <= 0 or len(lots) < 2:
+            continue
+        share = rng.dirichlet(np.ones(len(lots))) * total
+        if (share <= inp.lot_shares[lots]).all():
+            other[lots] = share
+    sellable = np.ones(inp.n_lots, dtype=bool)
+    again = canonical_lot_split(inp, other, sellable)
+    np.testing.assert_allclose(again, sol.sell_shares, atol=1e-9)
+    a = evaluate(inp, weights, sol.sell_shares, sol.buy_shares, DEFAULT_TUNING)
+    b = evaluate(inp, weights, other, sol.buy_shares, DEFAULT_TUNING)
+    assert a["total"] == pytest.approx(b["total"], abs=1e-12)
+    for i in range(inp.n_securities):  # rank order: a lot is sold only once the earlier ones are whole
+        lots = inp.lots_of(i)
+        sold = sol.sell_shares[lots]
+        for k in range(1, len(lots)):
+            if sold[k] > 1e-9:
+                assert sold[k - 1] >= inp.lot_shares[lots[k - 1]] - 1e-9
