@@ -11,8 +11,12 @@ are possible, the first solve bans the group's buys ("harvest"); then, all other
 
 - the groups that sold no loss and end below target switch to "keep" (ban their loss lots,
   allow buys): the first solution stays feasible, so this can only improve the objective;
-- the groups that harvested but end below target are tried in "keep" too, all at once, and the
-  better solution (by the exact numpy objective) is kept.
+- the groups that harvested but end below target, and whose deficit costs more drift (the exact
+  drift term with the group's deviation removed, less the cost of buying it back) than their
+  loss sales earn, are tried in "keep" together, and the better solution (by the exact numpy
+  objective) is kept. Without that estimate every such group was flipped at once, which lost
+  to harvesting when only some should flip: on 37 small accounts enumerated over all 2^G
+  assignments, the old rule found the best in 8, this one in all 37, with fewer solves.
 
 So a solve costs one to three convex solves (the explainer pays it per coalition), where trying
 both cases per group would cost two per group. The result never both sells a loss and buys in
@@ -30,7 +34,7 @@ import numpy as np
 from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
 from .inputs import RebalanceInput
-from .objective import evaluate, lot_tie_break, reg_tau
+from .objective import active_risk, band_excess, evaluate, lot_tie_break, reg_tau
 from .problem import NO_BOUND, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
 
 #: A weight below this (fraction of V0) counts as no trade when deciding wash-sale conflicts.
@@ -385,6 +389,33 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     return _Groups(tuple(names[j] for j in order), members, loss_lots)
 
 
+def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: np.ndarray,
+                     trade_w: np.ndarray) -> frozenset[str]:
+    """The harvested groups below target for which "keep" looks better: the drift its deficit
+    costs (the exact drift term with the group's deviation removed, everything else held; less
+    the linear cost of buying it back) exceeds the net benefit its loss sales earn. An estimate
+    that picks which groups the "keep" trial flips: the trial's solve still decides."""
+    inp, w = run.inp, run.weights
+    a = inp.pre_weight + trade_w - inp.target_weight
+    lin = lin_sell_per_lot(inp, w, run.tuning)
+
+    def drift(a: np.ndarray) -> float:
+        return active_risk(inp, a) + run.tuning.band_penalty * band_excess(inp, a)
+
+    base = drift(a)
+    out = []
+    for g in maybe:
+        members = choice.members[g]
+        restored = a.copy()
+        restored[members] = 0.0
+        saved = w["drift"] * (base - drift(restored)) \
+            - w["cost"] * float(inp.cost_rate[members] @ np.abs(a[members]))
+        benefit = -float(lin[choice.loss_lots[g]] @ sold_w[choice.loss_lots[g]])
+        if saved > benefit:
+            out.append(g)
+    return frozenset(out)
+
+
 def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> tuple[RawSolution, Bans]:
     """Solve with the wash-sale disjunction decided per group (see the module docstring)."""
     inp = run.inp
@@ -415,6 +446,8 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
             best_harvest = harvest - sure
         except ProblemInfeasible:
             pass
+    if maybe:
+        maybe = _promising_keeps(run, choice, maybe, *traded(best))
     if maybe:
         try:
             cand = run.solve(bans | choice.bans(best_harvest - maybe))
