@@ -7,7 +7,9 @@ Wash sales. Bans that come from the household's last 30 days (a loss sold in a w
 buys of the group; a recent buy in the group: no loss sales of it) are bounds set before
 solving (`inputs.apply_context`). Inside one proposal, selling a loss in a wash group and buying
 the group is the one disjunction the convex problem cannot express. For every group where both
-are possible, the first solve bans the group's buys ("harvest"); then, all other groups fixed:
+are possible, the first solve bans the group's buys ("harvest"), except groups that start in
+"keep" (`_initial_keeps`: below target, no substitute to carry the exposure, and a deficit whose
+drift costs more than harvesting all their loss lots could earn); then, all other groups fixed:
 
 - the groups that sold no loss and end below target switch to "keep" (ban their loss lots,
   allow buys): the first solution stays feasible, so this can only improve the objective;
@@ -389,6 +391,41 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     return _Groups(tuple(names[j] for j in order), members, loss_lots)
 
 
+def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
+    """Groups that start in "keep": below target before trading, with a deficit whose drift
+    (the exact drift term with the group's deviation removed, less the cost of buying it back)
+    costs more than harvesting every loss lot of the group could earn. Only the first solve's
+    assignment: the steps after it still correct it in both directions."""
+    inp, w = run.inp, run.weights
+    a = inp.pre_weight - inp.target_weight
+    lin = lin_sell_per_lot(inp, w, run.tuning)
+
+    def drift(a: np.ndarray) -> float:
+        return active_risk(inp, a) + run.tuning.band_penalty * band_excess(inp, a)
+
+    base = drift(a)
+    M = inp.band_membership
+    out = []
+    for g in choice.names:
+        members = choice.members[g]
+        if float(a[members].sum()) >= 0:
+            continue
+        # A substitute (another wash group sharing a substitute group) can carry the exposure
+        # a harvest gives up: the drift estimate below cannot see that, so such groups start
+        # in "harvest" as before.
+        if M.shape[1] and (M[:, M[members].sum(axis=0) > 0].sum(axis=1) > 0).sum() > len(members):
+            continue
+        restored = a.copy()
+        restored[members] = 0.0
+        saved = w["drift"] * (base - drift(restored)) \
+            - w["cost"] * float(inp.cost_rate[members] @ np.abs(a[members]))
+        lots = choice.loss_lots[g]
+        benefit = -float(np.minimum(lin[lots], 0.0) @ inp.lot_weight[lots])
+        if saved > benefit:
+            out.append(g)
+    return frozenset(out)
+
+
 def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: np.ndarray,
                      trade_w: np.ndarray) -> frozenset[str]:
     """The harvested groups below target for which "keep" looks better: the drift its deficit
@@ -420,7 +457,7 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     """Solve with the wash-sale disjunction decided per group (see the module docstring)."""
     inp = run.inp
     choice = _choice_groups(run, bans)
-    harvest = frozenset(choice.names)
+    harvest = frozenset(choice.names) - _initial_keeps(run, choice)
     first_bans = bans | choice.bans(harvest)
     raw = run.solve_or_diagnose(first_bans)
     if not choice.names:
@@ -437,8 +474,8 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     post_dev = inp.pre_weight + trade_w - inp.target_weight
     below = {g: float(post_dev[choice.members[g]].sum()) < -1e-4 for g in choice.names}
     harvested = {g: bool((sold_w[choice.loss_lots[g]] > ACTIVE_WEIGHT).any()) for g in choice.names}
-    sure = frozenset(g for g in choice.names if not harvested[g] and below[g])
-    maybe = frozenset(g for g in choice.names if harvested[g] and below[g])
+    sure = frozenset(g for g in harvest if not harvested[g] and below[g])
+    maybe = frozenset(g for g in harvest if harvested[g] and below[g])
     best, best_harvest = raw, harvest
     if sure:
         try:
