@@ -230,17 +230,24 @@ class RebalanceInput:
         return _frozen(self.lot_shares * self.lot_price_usd / self.value_usd)
 
     @cached_property
+    def _lots_by_security(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lot indices grouped by security in the input's order, start of each security's run)."""
+        order = np.argsort(self.lot_security, kind="stable")
+        starts = np.searchsorted(self.lot_security[order], np.arange(self.n_securities + 1))
+        return order, starts
+
+    @cached_property
     def lot_rank(self) -> np.ndarray:
         """Position of each lot among its security's lots (its slot in the padded problem)."""
-        rank = np.zeros(self.n_lots, dtype=np.int64)
-        for i in range(self.n_securities):
-            idx = self.lots_of(i)
-            rank[idx] = np.arange(len(idx))
+        order, starts = self._lots_by_security
+        rank = np.empty(self.n_lots, dtype=np.int64)
+        rank[order] = np.arange(self.n_lots) - np.repeat(starts[:-1], np.diff(starts))
         return _frozen(rank)
 
     def lots_of(self, i: int) -> np.ndarray:
         """Lot indices of security i, in the input's order."""
-        return np.flatnonzero(self.lot_security == i)
+        order, starts = self._lots_by_security
+        return order[starts[i]:starts[i + 1]]
 
 
 def _f(x: object) -> float:
