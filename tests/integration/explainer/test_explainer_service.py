@@ -88,7 +88,7 @@ async def test_a_proposal_is_explained_stored_and_announced(service, kafka_boots
         assert abs(t.base_shares + sum(t.contributions_shares.values()) - t.trade_shares) <= Decimal("1e-5")
     # The event carries the optimizer's drivers: exactly what a replay (the audit service's)
     # recomputes with `explain(proposal)`.
-    assert e.drivers == ["drift", "cost", "tax", "cash", "restrictions"]
+    assert e.drivers == ["drift", "risk", "cost", "tax", "cash", "restrictions", "esg"]
     assert e.trades == explanation_payload(explain(p)).trades
 
     r = await client.get(f"/v1/explanations/{p.proposal_id}", headers=auth(TENANT, ["explain:read"]))
@@ -96,7 +96,7 @@ async def test_a_proposal_is_explained_stored_and_announced(service, kafka_boots
     body = r.json()
     assert body["explanation_id"] == str(e.explanation_id)
     assert body["correlation_id"] == str(env.correlation_id)
-    assert body["drivers"] == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    assert body["drivers"] == ["drift", "risk", "cost", "tax_losses", "tax_gains", "cash", "restrictions", "esg"]
     assert body["event_drivers"] == e.drivers
     # No restricted security: `restrictions` is structurally null, so half of the 2^6 coalitions
     # equal another and are not solved; each of the other 32 takes at least one solve.

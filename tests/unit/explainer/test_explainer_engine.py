@@ -76,8 +76,8 @@ def test_the_worker_stores_counterfactuals_and_wash_sale_status(proposed) -> Non
     assert out.payload is not None
     # The event carries the optimizer's drivers (what the audit replay recomputes), the stored
     # detail the six explained ones.
-    assert out.payload.drivers == ["drift", "cost", "tax", "cash", "restrictions"]
-    assert out.details["_drivers"] == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    assert out.payload.drivers == ["drift", "risk", "cost", "tax", "cash", "restrictions", "esg"]
+    assert out.details["_drivers"] == ["drift", "risk", "cost", "tax_losses", "tax_gains", "cash", "restrictions", "esg"]
     largest = sorted(proposed.orders, key=lambda o: (-o.est_notional_usd, o.symbol))[:2]
     with_cf = {s for s, d in out.details.items() if s != "_drivers" and d.get("counterfactuals")}
     assert with_cf == {o.symbol for o in largest}
@@ -101,7 +101,7 @@ def test_charts_render_from_a_stored_row(proposed) -> None:  # type: ignore[no-u
     assert {t.symbol for t in trades} == {t.symbol for t in out.payload.trades}
     assert "summary.svg" in _names(row)
     drivers = _drivers(row.payload, row.details)
-    assert drivers == ["drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions"]
+    assert drivers == ["drift", "risk", "cost", "tax_losses", "tax_gains", "cash", "restrictions", "esg"]
     assert set(trades[0].contributions_usd) == set(drivers)
     body, media_type = render("summary.svg", trades, drivers, "t")
     assert media_type == "image/svg+xml" and b"<svg" in body

@@ -66,7 +66,7 @@ def test_six_drivers_are_efficient_and_agree_with_the_optimizer(name: str) -> No
     snap = ACCOUNTS[name]()
     proposal = propose(snap)
     e = explain(proposal, drivers=EXPLAIN_DRIVERS, prune=True)
-    assert e.drivers == EXPLAIN_DRIVERS and e.coalitions == 64
+    assert e.drivers == EXPLAIN_DRIVERS and e.coalitions == 2 ** len(EXPLAIN_DRIVERS)
     full = solve_trades(from_snapshot(snap), DEFAULT_DRIVER_WEIGHTS)  # the optimizer, tax whole
     for t in e.trades:
         i = from_snapshot(snap).symbols.index(t.symbol)
@@ -134,7 +134,7 @@ def test_the_split_changes_only_the_tax_objective() -> None:
 @pytest.mark.parametrize("name", sorted(ACCOUNTS))
 def test_coalitions_valued_without_a_solve_do_solve_to_no_trade(name: str) -> None:
     inp = from_snapshot(ACCOUNTS[name]())
-    idle = _provably_idle(inp, EXPLAIN_DRIVERS)
+    idle = _provably_idle(inp, EXPLAIN_DRIVERS, DEFAULT_DRIVER_WEIGHTS)
     c = _Coalitions(inp, DEFAULT_DRIVER_WEIGHTS, EXPLAIN_DRIVERS)
     checked = 0
     for on in itertools.product([False, True], repeat=len(EXPLAIN_DRIVERS)):
@@ -142,7 +142,8 @@ def test_coalitions_valued_without_a_solve_do_solve_to_no_trade(name: str) -> No
             w, variant = c(on)
             assert (solve_continuous(variant, w).trade_shares == 0.0).all(), on
             checked += 1
-    assert checked == 8
+    # drift, risk, cash and tax_losses off; the other four drivers free.
+    assert checked == 2 ** (len(EXPLAIN_DRIVERS) - 4)
 
 
 @pytest.mark.parametrize("name", sorted(ACCOUNTS))
@@ -150,16 +151,18 @@ def test_pruning_gives_the_same_values_with_fewer_solves(name: str) -> None:
     inp = from_snapshot(ACCOUNTS[name]())
     full = shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=EXPLAIN_DRIVERS)
     pruned = shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=EXPLAIN_DRIVERS, prune=True)
-    assert full.skipped == 0 and full.coalitions == pruned.coalitions == 64
+    assert full.skipped == 0 and full.coalitions == pruned.coalitions == 2 ** len(EXPLAIN_DRIVERS)
     np.testing.assert_allclose(pruned.values, full.values, atol=1e-9, rtol=1e-9)
     np.testing.assert_array_equal(pruned.full, full.full)
     assert pruned.resolves < full.resolves
     if name == "deferred":
-        # No tax coefficient and nothing restricted: 3 null drivers, 2^3 distinct coalitions, of
-        # which drift and cash both off are idle (the empty one solved): 7 solved, 57 not.
-        assert structurally_null(inp, EXPLAIN_DRIVERS) == {"tax_losses", "tax_gains", "restrictions"}
-        assert pruned.skipped == 57
-        for d in ("tax_losses", "tax_gains", "restrictions"):
+        # No tax coefficient, nothing restricted or screened, no factor model: 5 null drivers,
+        # 2^3 distinct coalitions, of which drift and cash both off are idle (the empty one
+        # solved): 7 solved, 249 not.
+        null = {"tax_losses", "tax_gains", "restrictions", "risk", "esg"}
+        assert structurally_null(inp, EXPLAIN_DRIVERS) == null
+        assert pruned.skipped == 2 ** len(EXPLAIN_DRIVERS) - 7
+        for d in sorted(null):
             assert np.abs(pruned.values[EXPLAIN_DRIVERS.index(d)]).max() < 1e-12  # null (shap float sums)
     else:
         assert pruned.skipped >= 7  # the idle coalitions at least (the empty one is solved)
@@ -172,7 +175,7 @@ def test_drivers_are_checked() -> None:
     with pytest.raises(ValueError, match="tax whole"):
         shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=("drift", "tax_losses"))
     with pytest.raises(ValueError, match="unknown"):
-        shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=("drift", "esg"))
+        shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=("drift", "location"))
 
 
 @pytest.mark.parametrize("name", sorted(ACCOUNTS))

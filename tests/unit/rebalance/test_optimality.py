@@ -53,15 +53,16 @@ def plain_model(inp: RebalanceInput, snap_ctx: RebalanceContext, w: dict[str, fl
     V0, p, n, m = inp.value_usd, inp.price_usd, inp.n_securities, inp.n_lots
     member = np.zeros((n, m))
     member[inp.lot_security, np.arange(m)] = 1.0
-    # Risk: dense covariance of the model, scaled so the average security's variance is 1.
+    # Risk: dense covariance of the model, scaled so the average security's variance is 1; its
+    # systematic part (L L^T) is the risk driver's, the specific part (diag d) drift's.
     fm = snap_ctx.factor_model
     if fm is None:
-        sigma = np.eye(n)
+        specific, systematic = np.eye(n), np.zeros((n, n))
     else:
         order = [fm.symbols.index(s) for s in inp.symbols]
         L, d = fm.loadings[order], fm.specific_var[order]
-        sigma = L @ L.T + np.diag(d)
-        sigma = sigma / np.mean(np.diag(sigma))
+        scale = np.mean(np.diag(L @ L.T + np.diag(d)))
+        specific, systematic = np.diag(d) / scale, L @ L.T / scale
     impact_coef = np.array([snap_ctx.impact_b * i.sigma_daily * np.sqrt(V0 / i.adv_usd)
                             if (i := snap_ctx.info(s)).sigma_daily else 0.0 for s in inp.symbols])
     s = cp.Variable(m, nonneg=True)
@@ -75,7 +76,8 @@ def plain_model(inp: RebalanceInput, snap_ctx: RebalanceContext, w: dict[str, fl
     tax_usd = (inp.lot_gain_usd_per_share * inp.lot_tax_rate) @ s
     post_cash = inp.cash_weight - cp.sum(t) - lin_cost
     objective = (
-        w["drift"] * (cp.quad_form(a, sigma) + tun.band_penalty * cp.sum(cp.pos(cp.abs(a) - inp.band_abs)))
+        w["drift"] * (cp.quad_form(a, specific) + tun.band_penalty * cp.sum(cp.pos(cp.abs(a) - inp.band_abs)))
+        + w["risk"] * cp.quad_form(a, cp.psd_wrap(systematic))
         + w["cost"] * (lin_cost + impact) + w["tax"] * tax_usd / V0
         + w["cash"] * cp.pos(inp.cash_weight - cp.sum(t) - inp.cash_target_weight)
         + tun.regularization * cp.sum(cp.multiply(cp.square(t), 1 / reg_tau(inp, tun)))
@@ -105,17 +107,24 @@ IMPACT = {s: SecurityInfo(sigma_daily=0.015 + 0.002 * k, adv_usd=2e5 * (k + 1)) 
     RebalanceContext(tax_budget_usd=400.0, withdrawal_usd=3_000.0),
     RebalanceContext(gain_cap_usd=1_500.0, factor_model=factor_model()),
 ], ids=["factor", "impact", "factor-impact-withdrawal", "tax-budget", "gain-cap"])
-def test_matches_an_independent_plain_formulation(ctx: RebalanceContext) -> None:
+@pytest.mark.parametrize("risk", [1.0, 4.0, 0.0], ids=["risk-1", "risk-4", "risk-off"])
+def test_matches_an_independent_plain_formulation(ctx: RebalanceContext, risk: float) -> None:
     snap = snapshot()
     inp = from_snapshot(snap, ctx)
     assert (inp.lot_gain_usd_per_share >= 0).all()
-    sol = solve_continuous(inp, ALL_ON)
-    plain = plain_model(inp, ctx, ALL_ON)
+    weights = {**ALL_ON, "risk": risk}
+    sol = solve_continuous(inp, weights)
+    plain = plain_model(inp, ctx, weights)
     np.testing.assert_allclose(sol.trade_shares * inp.price_usd, plain * inp.price_usd,
                                atol=2e-5 * inp.value_usd)
     # The reported objective is the numpy evaluation of the solution (the same function).
     assert sol.terms["total"] == pytest.approx(
-        evaluate(inp, ALL_ON, sol.sell_shares, sol.buy_shares, DEFAULT_TUNING)["total"])
+        evaluate(inp, weights, sol.sell_shares, sol.buy_shares, DEFAULT_TUNING)["total"])
+    if ctx.factor_model is not None and ctx.gain_cap_usd is None and risk != 1.0:
+        # The risk weight acts on the factor model's term (a different weight, a different trade;
+        # with the gain cap binding, the cap decides).
+        other = solve_continuous(inp, ALL_ON).trade_shares
+        assert np.abs((sol.trade_shares - other) * inp.price_usd).max() > 1e-3 * inp.value_usd
 
 
 def test_binding_budgets_bind_in_both_models() -> None:

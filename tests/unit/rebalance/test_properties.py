@@ -32,7 +32,11 @@ def accounts(draw):  # type: ignore[no-untyped-def]
     targets = {s: round(w * scale, 4) for s, w in zip(symbols, raw, strict=True) if w * scale > 1e-4}
     cash = draw(st.floats(0, 20_000))
     restricted = [s for s in symbols if draw(st.booleans()) and draw(st.booleans())]
-    free_value = sum(q * prices[s] for s, lots in holdings.items() if s not in restricted for q, _, _ in lots)
+    # What may be sold: not restricted, and no loss lot of a security with a lot bought in the
+    # last 30 days (the wash-sale rule bans that sale whatever the optimizer does).
+    free_value = sum(q * prices[s] for s, lots in holdings.items() if s not in restricted
+                     for q, basis, _ in lots
+                     if not (basis > prices[s] and any(d <= 30 for _, _, d in lots)))
     reserve = draw(st.floats(0, 1)) * min(cash + 0.5 * free_value, 25_000)
     account_type = draw(st.sampled_from(["taxable", "taxable", "tax_deferred"]))
     max_turnover = draw(st.sampled_from([None, None, 0.5, 2.0]))

@@ -114,3 +114,17 @@ def test_the_wash_sale_choice_finds_the_best_assignment_on_small_accounts(seed: 
     weights = validate_weights({"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0})
     sol = solve_continuous(inp, weights)
     assert sol.objective <= _exact_best(inp, weights) + 1e-9
+
+
+def test_a_group_started_in_keep_still_harvests_when_only_its_loss_can_raise_the_reserve() -> None:
+    # One loss lot, below target (so the estimate starts it in "keep": buy more, sell no loss),
+    # but the reserve can only be raised by selling it: the first solve is infeasible and the
+    # resolution must start again from "harvest" instead of calling the account infeasible.
+    from trimtab.rebalance import propose
+
+    from .conftest import make_snapshot
+
+    snap = make_snapshot(prices={"AA": 5.0}, holdings={"AA": [(1, 5.62, 1)]}, targets={"AA": 0.9375},
+                         cash=1.0, reserve=3.5)
+    p = propose(snap)
+    assert [(o.symbol, o.side, o.shares) for o in p.orders] == [("AA", "sell", 1)]

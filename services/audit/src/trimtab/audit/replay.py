@@ -73,6 +73,7 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
         explanation_payload,
         propose,
     )
+    from trimtab.rebalance.drivers import recorded_weights
 
     diffs: list[str] = []
     hash_ok = canonical_hash(proposed.snapshot) == proposed.snapshot_hash
@@ -80,7 +81,8 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
         diffs.append("snapshot does not match its recorded hash")
     context = (RebalanceContext.from_json(proposed.context.model_dump(mode="json"))
                if proposed.context is not None else None)
-    weights = ({k: float(v) for k, v in proposed.driver_weights.items()}
+    # Weights of an older formulation (no risk or esg driver) read as they behaved then.
+    weights = (recorded_weights({k: float(v) for k, v in proposed.driver_weights.items()})
                if proposed.driver_weights is not None else None)
     again = propose(proposed.snapshot, proposal_id=proposed.proposal_id, context=context,
                     drivers=weights).to_event(drift_id=proposed.drift_id)

@@ -67,11 +67,15 @@ class Book:
         return frozenset(a.never_buy or []) | frozenset(a.esg_excluded or [])
 
     @property
+    def base_targets(self) -> dict[str, Decimal]:
+        """The account's custom targets or its model's, before any exclusion."""
+        custom = self.account.custom_targets
+        return {k: Decimal(str(v)) for k, v in custom.items()} if custom is not None else self.model_targets
+
+    @property
     def targets(self) -> dict[str, Decimal]:
         """Effective targets: custom or the model's, exclusions spread over the rest."""
-        custom = self.account.custom_targets
-        base = {k: Decimal(str(v)) for k, v in custom.items()} if custom is not None else self.model_targets
-        return effective_targets(base, self.excluded)
+        return effective_targets(self.base_targets, self.excluded)
 
     def state(self) -> AccountState:
         a = self.account

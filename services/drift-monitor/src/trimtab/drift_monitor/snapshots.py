@@ -27,7 +27,7 @@ from trimtab.shared.events import (
 from trimtab.shared.money import usd
 
 from .book import Book
-from .domain.rules import Evaluation, Policy, evaluate, relevant_symbols
+from .domain.rules import Evaluation, Policy, effective_targets, evaluate, relevant_symbols
 from .schemas import DriftOut, PolicyOut
 
 WEIGHT_Q = Decimal("0.0000000001")
@@ -62,6 +62,14 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
     targets = book.targets
     policy = book.policy
     symbols = relevant_symbols(shares, targets)
+    # The ESG screen, and what the targets would be without it (for the explainer to say what the
+    # screen changed): sent only when every symbol it would hold is priced here.
+    esg = sorted(set(a.esg_excluded or []))
+    before_esg = effective_targets(book.base_targets, frozenset(a.never_buy or [])) if esg else None
+    if before_esg is not None and all(s in prices for s, w in before_esg.items() if w > 0):
+        symbols = sorted(set(symbols) | {s for s, w in before_esg.items() if w > 0})
+    else:
+        before_esg = None
     by_symbol: dict[str, list[LotSnapshot]] = {}
     for lot in book.lots:
         by_symbol.setdefault(lot.symbol, []).append(LotSnapshot(
@@ -82,6 +90,9 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
                            max_turnover=policy.max_turnover),
         tax_rates=TaxRates(short_term=a.tax_short_term, long_term=a.tax_long_term),
         as_of=as_of,
+        never_buy=sorted(set(a.never_buy or []) - set(a.restricted or [])), esg_excluded=esg,
+        targets_before_esg=({s: w for s, w in sorted(before_esg.items()) if w > 0}
+                            if before_esg is not None else None),
     )
 
 

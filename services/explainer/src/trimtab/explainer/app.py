@@ -65,8 +65,8 @@ def create(settings: Settings | None = None) -> FastAPI:
 
     app = create_app(runtime, [api.router], title="Trimtab explainer",
                      description="Exact Shapley attribution of every rebalancing proposal to its "
-                                 "drivers (drift, cost, tax: harvesting losses and avoiding gains, "
-                                 "cash, restrictions), with counterfactuals, charts and advisor "
+                                 "drivers (drift, factor risk, cost, tax: harvesting losses and "
+                                 "avoiding gains, cash, restrictions, ESG screen), with counterfactuals, charts and advisor "
                                  "and client narratives; consumes rebalance.proposed.v1, publishes "
                                  "explanation.created.v1.")
     app.state.engine = engine

@@ -48,10 +48,12 @@ def _kind(e: Exception) -> str:
 def recorded_problem(proposal: RebalanceProposed) -> tuple[Any, dict[str, float] | None]:
     """(RebalanceContext or None, driver weights as floats or None) recorded on the proposal."""
     from trimtab.rebalance import RebalanceContext
+    from trimtab.rebalance.drivers import recorded_weights
 
     context = (RebalanceContext.from_json(proposal.context.model_dump(mode="json"))
                if proposal.context is not None else None)
-    weights = ({k: float(v) for k, v in proposal.driver_weights.items()}
+    # Weights of an older formulation (no risk or esg driver) read as they behaved then.
+    weights = (recorded_weights({k: float(v) for k, v in proposal.driver_weights.items()})
                if proposal.driver_weights is not None else None)
     return context, weights
 

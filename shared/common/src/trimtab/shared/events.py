@@ -89,10 +89,22 @@ class AccountSnapshot(_Model):
     #: Target weights by symbol (fractions of account value, summing to at most 1).
     targets: dict[str, DecimalStr]
     securities: list[SecuritySnapshot]
+    #: Never traded (compliance restriction list): neither bought nor sold.
     restricted: list[str] = Field(default_factory=list)
     policy: DriftPolicy = DriftPolicy()
     tax_rates: TaxRates = TaxRates()
     as_of: datetime
+    # The screens below are optional and left out of the JSON when empty, so snapshots without
+    # them serialize (and hash) exactly as before the fields existed.
+    #: Never bought (the client's or advisor's "never buy" list); may be sold. Their target in
+    #: `targets` is already 0.
+    never_buy: list[str] = Field(default_factory=list, max_length=500, exclude_if=lambda v: not v)
+    #: Excluded by the client's ESG screen: never bought, and their target in `targets` is 0
+    #: (the model's weight spread over the rest).
+    esg_excluded: list[str] = Field(default_factory=list, max_length=500, exclude_if=lambda v: not v)
+    #: The targets without the ESG screen (only with `esg_excluded`): what the account would hold
+    #: if the screen were lifted. The explainer uses it to say what the screen changed.
+    targets_before_esg: dict[str, DecimalStr] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 # The optimizer's context: what a rebalance needs beyond the snapshot. It mirrors

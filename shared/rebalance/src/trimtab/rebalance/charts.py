@@ -30,11 +30,13 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "svg": "image/svg+xml"}
 #: One color per driver (colorblind-safe palette), in the explanation's driver order.
 COLORS: dict[str, str] = {
     "drift": "#0072B2", "cost": "#999999", "tax": "#D55E00", "tax_losses": "#009E73",
-    "tax_gains": "#D55E00", "cash": "#E69F00", "restrictions": "#CC79A7",
+    "tax_gains": "#D55E00", "cash": "#E69F00", "restrictions": "#CC79A7", "risk": "#56B4E9",
+    "esg": "#000000",
 }
 LABELS: dict[str, str] = {
     "drift": "drift to target", "cost": "trading cost", "tax": "tax", "tax_losses": "harvesting losses",
     "tax_gains": "avoiding gains", "cash": "cash reserve/drag", "restrictions": "restrictions",
+    "risk": "factor risk", "esg": "ESG screen",
 }
 _RC = {
     "font.family": "DejaVu Sans", "font.size": 9.0, "svg.fonttype": "path",

@@ -3,18 +3,25 @@
 A *driver* is one reason to trade. Each has a nonnegative weight; weight 0 switches it off.
 
 - ``drift``: bring the weights back to target (squared deviation, plus a linear penalty beyond
-  the policy band so a breach is always traded back to the band edge).
+  the policy band so a breach is always traded back to the band edge). With a factor risk model
+  the squared deviation is the *specific* part (each security's own variance, and the shared
+  variance of a substitute group); the systematic part is ``risk``.
+- ``risk``: the tracking error of the active weights under the factor model's factors,
+  ||L^T a||^2. No factor model: the term is 0 and the driver changes nothing.
 - ``cost``: linear transaction cost (half spread + commission per share).
 - ``tax``: realized gains cost tax, realized losses pay (harvesting).
 - ``cash``: the cash reserve *and* the drag of cash above what the account should hold. Off means
   the reserve is relaxed to "no worse than today" and idle cash costs nothing.
-- ``restrictions``: restricted securities are neither bought nor sold. Off means they trade
-  freely (used by the explainer to measure what the restriction changed).
+- ``restrictions``: restricted securities are neither bought nor sold, "never buy" securities
+  are not bought. Off means they trade freely (used by the explainer to measure what the
+  restriction changed).
+- ``esg``: securities the client's ESG screen excludes are not bought and their target is 0 (the
+  snapshot's `targets`). Off means the screen is lifted: the targets before the screen
+  (`targets_before_esg`) and no ban, which is how the explainer measures what the screen changed.
 
-Objective drivers (drift, cost, tax, cash drag) are weights; constraint drivers (the reserve,
-restrictions) are on/off bounds. Both are Parameters of the compiled problem, so switching a
-driver never recompiles. A later issue adds more (risk, location, wash-sale substitutes); each
-is one more entry here and one more term in `problem.py`.
+Objective drivers (drift, risk, cost, tax, cash drag) are weights; constraint drivers (the
+reserve, restrictions, the ESG screen) are on/off bounds. All are Parameters of the compiled
+problem, so switching a driver never recompiles. (The household problem adds ``location``.)
 """
 
 from __future__ import annotations
@@ -23,16 +30,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-DRIVERS: tuple[str, ...] = ("drift", "cost", "tax", "cash", "restrictions")
+DRIVERS: tuple[str, ...] = ("drift", "risk", "cost", "tax", "cash", "restrictions", "esg")
 
 #: Drivers that are hard constraints in a proposal: `propose` refuses to switch them off.
-CONSTRAINT_DRIVERS: frozenset[str] = frozenset({"cash", "restrictions"})
+CONSTRAINT_DRIVERS: frozenset[str] = frozenset({"cash", "restrictions", "esg"})
 
 #: Default weights. drift 1 and tax 1 mean a unit of tax (as a fraction of the account) is worth
 #: as much as a squared weight deviation of the same size; cash drag is a small nudge to invest
 #: idle cash, never a reason to overweight a position materially.
 DEFAULT_DRIVER_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0}
+    {"drift": 1.0, "risk": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0, "esg": 1.0}
 )
 
 
@@ -72,6 +79,17 @@ def validate_weights(driver_weights: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"driver weight {name}={value} must be nonnegative")
         out[name] = value
     return out
+
+
+def recorded_weights(recorded: Mapping[str, float] | None) -> dict[str, float]:
+    """The weights a recorded proposal was solved with. Proposals of formulation 3 and before
+    have no ``risk`` (the factor term was weighted by ``drift``) and no ``esg`` (there was no
+    screen): both are read as they behaved then."""
+    merged = dict(DEFAULT_DRIVER_WEIGHTS if recorded is None else recorded)
+    if recorded is not None:
+        merged.setdefault("risk", float(merged.get("drift", 0.0)))
+        merged.setdefault("esg", 1.0)
+    return validate_weights(merged)
 
 
 def proposal_weights(overrides: Mapping[str, float] | None) -> dict[str, float]:

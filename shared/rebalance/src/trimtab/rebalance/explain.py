@@ -8,13 +8,15 @@ coalition re-solves the *same* compiled problem (only Parameters change), so 2^K
 always-on regularizer, so the Shapley values of a trade add up to the trade itself (efficiency),
 which `explain` checks and refuses to break.
 
-Six drivers. The optimizer has one tax term, sum over lots of g_tax * tax_i * sold_i, whose
+The drivers are the optimizer's (`drivers.DRIVERS`: drift, risk, cost, tax, cash, restrictions,
+esg). Switching off "esg" lifts the screen: the coalition solves the input with the targets
+before the screen and no ESG ban (`RebalanceInput.without_esg`). The optimizer has one tax term, sum over lots of g_tax * tax_i * sold_i, whose
 coefficient is negative for a harvestable loss and positive for a gain. `EXPLAIN_DRIVERS` splits
 it into its two halves, ``tax_losses`` (the benefit of harvesting losses) and ``tax_gains`` (the
 cost of realizing gains): switching one off zeroes that half of the coefficient vector
 (`_TaxTermMasked`), both off is g_tax = 0, both on is the optimizer's own term. Every other
 coefficient, bound and the tax-budget row are untouched, so each coalition is still the real
-problem with a term removed (same compiled problem, same solve path). `DRIVERS` (five, tax whole)
+problem with a term removed (same compiled problem, same solve path). `DRIVERS` (tax whole)
 stays available.
 
 `shap`'s exact explainer does the combinatorics; the value function memoizes coalitions.
@@ -41,7 +43,7 @@ from trimtab.shared.events import (
 )
 from trimtab.shared.money import dec
 
-from .drivers import DEFAULT_DRIVER_WEIGHTS, DEFAULT_TUNING, DRIVERS, Tuning, validate_weights
+from .drivers import DEFAULT_TUNING, DRIVERS, Tuning, recorded_weights, validate_weights
 from .errors import ExplanationFailed
 from .inputs import RebalanceInput, from_snapshot
 from .narrative import advisor_narrative, client_narrative, wash_sale_status
@@ -63,8 +65,11 @@ SHARE_PLACES = 6
 DETAILS_DRIVERS = "_drivers"
 #: The two halves of the optimizer's tax term, explained as two drivers.
 TAX_PARTS: tuple[str, str] = ("tax_losses", "tax_gains")
-#: The six drivers the explainer service attributes to (the optimizer's, tax split in two).
-EXPLAIN_DRIVERS: tuple[str, ...] = ("drift", "cost", "tax_losses", "tax_gains", "cash", "restrictions")
+#: The drivers the explainer service attributes to (the optimizer's, tax split in two). Drivers
+#: that cannot matter for an account (no factor model: risk; nothing screened: esg; nothing
+#: restricted: restrictions) are structurally null and cost no solve (`structurally_null`).
+EXPLAIN_DRIVERS: tuple[str, ...] = ("drift", "risk", "cost", "tax_losses", "tax_gains", "cash",
+                                    "restrictions", "esg")
 
 
 class ProposalLike(Protocol):
@@ -181,14 +186,19 @@ class _Coalitions:
 
     def __init__(self, inp: RebalanceInput, weights: Mapping[str, float], drivers: Sequence[str]):
         self.inp, self.weights, self.drivers = inp, dict(weights), tuple(drivers)
-        self._variants: dict[str, RebalanceInput] = {}
+        self._variants: dict[tuple[str, bool], RebalanceInput] = {}
 
-    def _variant(self, keep_losses: bool) -> RebalanceInput:
-        key = "losses" if keep_losses else "gains"
+    def _variant(self, tax: str, esg_on: bool) -> RebalanceInput:
+        """The input of a coalition: the ESG screen lifted when esg is off (its targets before
+        the screen), one half of the tax term masked when only the other half is on."""
+        key = (tax, esg_on)
         if key not in self._variants:
-            coef = RebalanceInput.lot_tax_objective.func(self.inp)  # type: ignore[attr-defined]
-            keep = coef < 0 if keep_losses else coef > 0
-            self._variants[key] = _masked(self.inp, keep)
+            base = self.inp if esg_on else self.inp.without_esg()
+            if tax == "whole":
+                self._variants[key] = base
+            else:
+                coef = RebalanceInput.lot_tax_objective.func(base)  # type: ignore[attr-defined]
+                self._variants[key] = _masked(base, coef < 0 if tax == "losses" else coef > 0)
         return self._variants[key]
 
     def __call__(self, on: Sequence[bool]) -> tuple[dict[str, float], RebalanceInput]:
@@ -197,13 +207,12 @@ class _Coalitions:
         for d, flag in state.items():
             if not flag and d in w:
                 w[d] = 0.0
+        esg_on = state.get("esg", True)
         losses, gains = state.get("tax_losses", True), state.get("tax_gains", True)
         if not losses and not gains:
             w["tax"] = 0.0
-            return w, self.inp
-        if losses and gains:
-            return w, self.inp
-        return w, self._variant(keep_losses=losses)
+        tax = "whole" if losses == gains else ("losses" if losses else "gains")
+        return w, self._variant(tax, esg_on)
 
 
 def exact_shapley(trade: Callable[[tuple[bool, ...]], np.ndarray], k: int) -> np.ndarray:
@@ -226,16 +235,22 @@ def exact_shapley(trade: Callable[[tuple[bool, ...]], np.ndarray], k: int) -> np
 #: The drivers that can make the optimizer trade at all. With all of them off, what is left
 #: (costs, the tax of gains, the tie-break, the always-on regularizer) is nonnegative and zero
 #: only at "no trade", which is feasible (the reserve is relaxed to "no worse than today" when
-#: cash is off): the optimum is exactly no trade, whatever restrictions and costs do.
-_MOTIVES: tuple[frozenset[str], ...] = (frozenset({"drift", "cash", "tax"}),
-                                         frozenset({"drift", "cash", "tax_losses"}))
+#: cash is off): the optimum is exactly no trade, whatever restrictions, screens (targets no
+#: longer matter) and costs do. The harvesting motive is "tax" or its "tax_losses" half.
+_MOTIVES: tuple[str, ...] = ("drift", "risk", "cash")
 
 
-def _provably_idle(inp: RebalanceInput, drivers: Sequence[str]) -> Callable[[tuple[bool, ...]], bool]:
+def _provably_idle(inp: RebalanceInput, drivers: Sequence[str],
+                   weights: Mapping[str, float]) -> Callable[[tuple[bool, ...]], bool]:
     """A test of "this coalition's optimum is no trade", or always False when it cannot be known."""
-    motives = next((m for m in _MOTIVES if m <= set(drivers)), None)
+    motives = (*_MOTIVES, "tax" if "tax" in drivers else "tax_losses")
+    # A motive that is not a player stays at its weight in every coalition: unless it is off or
+    # cannot act on this input, no coalition is provably idle.
+    null = structurally_null(inp, motives)
+    fixed = [m for m in motives if m not in drivers and m not in null
+             and weights.get("tax" if m == "tax_losses" else m, 0.0) > 0]
     # A negative tax budget makes "no trade" infeasible: then the optimizer must say so itself.
-    if motives is None or (inp.tax_budget_usd is not None and inp.tax_budget_usd < 0):
+    if fixed or (inp.tax_budget_usd is not None and inp.tax_budget_usd < 0):
         return lambda on: False
     idx = [i for i, d in enumerate(drivers) if d in motives]
     return lambda on: not any(on[i] for i in idx)
@@ -243,12 +258,15 @@ def _provably_idle(inp: RebalanceInput, drivers: Sequence[str]) -> Callable[[tup
 
 def structurally_null(inp: RebalanceInput, drivers: Sequence[str]) -> frozenset[str]:
     """Drivers whose switch changes no Parameter of any solve for this input: nothing restricted,
-    no tax coefficient (of either sign), no trading cost. A coalition with such a driver on solves
+    no tax coefficient (of either sign), no trading cost, no factor model, no ESG screen. A
+    coalition with such a driver on solves
     the very same problems as without it, so its value is shared, not re-solved (and the driver's
     Shapley value is 0 up to shap's float sums, ~1e-15: the null-player property)."""
     coef = inp.lot_tax_objective
     null = {
-        "restrictions": not inp.restricted.any(),
+        "restrictions": not inp.restricted.any() and not inp.never_buy.any(),
+        "risk": not inp.model_loadings.any(),
+        "esg": not inp.esg_excluded.any(),
         "tax": not coef.any(),
         "tax_losses": not (coef < 0).any(),
         "tax_gains": not (coef > 0).any(),
@@ -292,7 +310,7 @@ def shapley_values(
     coalition = _Coalitions(inp, weights, drivers)
     memo: dict[tuple[bool, ...], np.ndarray] = {}
     notes: dict[tuple[bool, ...], tuple[str, ...]] = {}
-    idle = _provably_idle(inp, drivers) if prune else (lambda on: False)
+    idle = _provably_idle(inp, drivers, weights) if prune else (lambda on: False)
     null = structurally_null(inp, drivers) if prune else frozenset()
     null_idx = [i for i, d in enumerate(drivers) if d in null]
     resolves = skipped = 0
@@ -342,8 +360,7 @@ def shapley_values(
 def _driver_weights_of(proposal: ProposalLike, override: Mapping[str, float] | None) -> dict[str, float]:
     if override is not None:
         return validate_weights(override)
-    recorded = getattr(proposal, "driver_weights", None)
-    return validate_weights(recorded if recorded is not None else DEFAULT_DRIVER_WEIGHTS)
+    return recorded_weights(getattr(proposal, "driver_weights", None))
 
 
 def explain(

@@ -13,9 +13,10 @@ household active weights ``x = w0_H + T - w_target_H``.
 
 Minimize (every coefficient a DPP Parameter; compiled once per padded household shape)::
 
-    g_drift (||L^T x||^2 + ||sqrt(d) x||^2)                    drift, factor form (identity
-      + g_drift * band_penalty * (sum_i (|x_i| - band)+          without a model) and the band
-                                  + sum_G (|sum_G x| - band)+)   hinge, as in `problem.py`
+    g_risk ||L_model^T x||^2                                   risk: the factor model's part
+  + g_drift (||L_groups^T x||^2 + ||sqrt(d) x||^2)             drift: specific and substitute-
+      + g_drift * band_penalty * (sum_i (|x_i| - band)+          group variance (identity without
+                                  + sum_G (|sum_G x| - band)+)   a model) and the band hinge
   + sum_a g_cost (cost_a . buy_a + lot_cost_a . sell_a)        linear costs, per account
   + sum_a g_cost impact_{a,i} |t_{a,i}|^(3/2)                  market impact (optional)
   + sum_a g_tax lot_tax_a . sell_a                             tax: taxable accounts only
@@ -99,7 +100,14 @@ from .proposal import (
     tax_breakdown,
 )
 from .rounding import SHARE_TOL, RoundedTrades, _repair_cash, _round_once, cash_after_usd
-from .solve import ACTIVE_WEIGHT, DUST_USD, DUST_WEIGHT, Bans, ContinuousSolution
+from .solve import (
+    ACTIVE_WEIGHT,
+    DUST_USD,
+    DUST_WEIGHT,
+    Bans,
+    ContinuousSolution,
+    screened_from_buying,
+)
 from .version import CVXPY_VERSION, OPTIMIZER_VERSION
 
 log = logging.getLogger(__name__)
@@ -107,7 +115,7 @@ log = logging.getLogger(__name__)
 ACCOUNT_BUCKETS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
 
 #: Driver names of household mode: the single-account drivers plus the location term.
-HOUSEHOLD_DRIVERS: tuple[str, ...] = ("drift", "cost", "tax", "cash", "restrictions", "location")
+HOUSEHOLD_DRIVERS: tuple[str, ...] = ("drift", "risk", "cost", "tax", "cash", "restrictions", "esg", "location")
 #: Default weight of the location term: one year of tax drag against one-time taxes and costs.
 DEFAULT_LOCATION_WEIGHT = 1.0
 
@@ -636,7 +644,7 @@ def _allowed(hh: HouseholdInput, a: int, weights: Mapping[str, float], bans: Ban
     """(buyable per security, sellable per lot) of account a."""
     inp = hh.accounts[a]
     blocked = inp.restricted if weights["restrictions"] > 0 else np.zeros(inp.n_securities, dtype=bool)
-    buyable = ~blocked
+    buyable = ~blocked & ~screened_from_buying(inp, weights)
     buyable[list(bans.no_buy)] = False
     allowed = ~blocked[inp.lot_security]
     allowed[list(bans.no_sell_lots)] = False
@@ -663,7 +671,8 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
     """Parameter values of the household problem, padded to `shape`."""
     n, N, M = hh.n_securities, shape.n_securities, shape.n_slots
     A = shape.n_accounts
-    g_drift, g_cost, g_tax, g_cash, g_loc = (weights[d] for d in ("drift", "cost", "tax", "cash", "location"))
+    g_drift, g_risk, g_cost, g_tax, g_cash, g_loc = (
+        weights[d] for d in ("drift", "risk", "cost", "tax", "cash", "location"))
     cash_on = g_cash > 0
     data = _neutral(shape)  # padded defaults
     data["reg_scale"] = np.full(A * N, np.sqrt(tuning.regularization))
@@ -725,9 +734,12 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
         data["impact"] = impact
     if shape.n_factors:
         fs = np.zeros((N, shape.n_factors))
-        fs[:n, :L.shape[1]] = np.sqrt(g_drift) * L
+        # The factor model's columns are the "risk" driver's; the substitute groups' are drift's.
+        col_weight = np.where(np.arange(L.shape[1]) < hh.accounts[0].risk_model_factors,
+                              np.sqrt(g_risk), np.sqrt(g_drift))
+        fs[:n, :L.shape[1]] = L * col_weight
         fo = np.zeros(shape.n_factors)
-        fo[:L.shape[1]] = np.sqrt(g_drift) * (L.T @ dev)
+        fo[:L.shape[1]] = col_weight * (L.T @ dev)
         data["factor_scale"], data["factor_offset"] = fs, fo
     if shape.n_groups:
         G = Mb.shape[1]
@@ -743,7 +755,7 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
 # ---------------------------------------------------------------------------- evaluating
 
 
-HOUSEHOLD_TERMS: tuple[str, ...] = ("drift", "cost", "tax", "cash", "location", "regularization")
+HOUSEHOLD_TERMS: tuple[str, ...] = ("drift", "risk", "cost", "tax", "cash", "location", "regularization")
 
 
 def account_trade_weight(hh: HouseholdInput, a: int, sell: np.ndarray, buy: np.ndarray) -> np.ndarray:
@@ -774,7 +786,9 @@ def evaluate_household(hh: HouseholdInput, weights: Mapping[str, float], sells: 
         reg += (tuning.regularization * float((t * t / reg_tau(inp, tuning)).sum())
                 + float(lot_tie_break(inp, tuning) @ sell_w) + tuning.tie_break * float(buy_w.sum()))
     x = hh.pre_weight + T - hh.target_weight
-    fx = hh.loadings.T @ x
+    k_model = hh.accounts[0].risk_model_factors
+    fx = hh.loadings[:, k_model:].T @ x
+    fm = hh.loadings[:, :k_model].T @ x
     Mb = hh.band_membership
     grouped = Mb.sum(axis=1) > 0
     band = (np.maximum(np.abs(x[~grouped]) - hh.band_abs, 0.0).sum()
@@ -783,6 +797,7 @@ def evaluate_household(hh: HouseholdInput, weights: Mapping[str, float], sells: 
     idle = max(hh.cash_weight - float(T.sum()) - hh.cash_target_weight, 0.0)
     terms = {
         "drift": weights.get("drift", 0.0) * drift,
+        "risk": weights.get("risk", 0.0) * float(fm @ fm),
         "cost": weights.get("cost", 0.0) * cost,
         "tax": weights.get("tax", 0.0) * tax,
         "cash": weights.get("cash", 0.0) * idle,
@@ -1076,6 +1091,10 @@ def check_household(hh: HouseholdInput, sells: Sequence[np.ndarray], buys: Seque
         sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
         if restrictions_on and ((sold[inp.restricted] > 0).any() or (buy[inp.restricted] > 0).any()):
             bad.append(f"{who}: restricted security traded")
+        if restrictions_on and (buy[inp.never_buy] > 0).any():
+            bad.append(f"{who}: never-buy security bought")
+        if (buy[inp.esg_excluded] > 0).any():
+            bad.append(f"{who}: ESG-excluded security bought")
         if any(buy[i] > 0 for i in bans[a].no_buy) or any(sell[lot] > 0 for lot in bans[a].no_sell_lots):
             bad.append(f"{who}: banned trade")
         if (buy[inp.no_buy] > 0).any() or (sell[hh.no_sell_lot[a]] > 0).any():

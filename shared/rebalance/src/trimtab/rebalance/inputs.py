@@ -67,12 +67,20 @@ class RebalanceInput:
     max_turnover: float | None = None
     #: Lots made up for shares the snapshot holds without lot detail (basis = price: no gain).
     untracked_lots: tuple[str, ...] = field(default=())
+    #: Screens (None: nothing screened). Never bought (the "restrictions" driver), ESG-excluded:
+    #: never bought (the "esg" driver, whose switch also restores `target_weight_without_esg`).
+    never_buy_mask: np.ndarray | None = None
+    esg_mask: np.ndarray | None = None
+    target_weight_without_esg: np.ndarray | None = None
     # ---- from the `RebalanceContext` (defaults: identity risk, no impact, no budgets) ----
     #: Wash-sale group per security (substantially identical securities); default its symbol.
     wash_group: tuple[str, ...] | None = None
     #: Normalized risk model of the drift term: a^T (L L^T + diag(s)) a. None: identity.
+    #: The first `risk_model_factors` columns of L are the factor model's (the "risk" driver);
+    #: the others are the substitute groups' shared factors (part of "drift").
     risk_loadings: np.ndarray | None = None
     risk_specific: np.ndarray | None = None
+    risk_model_factors: int = 0
     #: (n, G) 0/1 membership of substitute groups with two or more securities here: their band
     #: applies to the group's total weight (a swap inside the group is no drift).
     band_groups: np.ndarray | None = None
@@ -156,6 +164,34 @@ class RebalanceInput:
         if self.risk_loadings is None:
             return _frozen(np.zeros((self.n_securities, 0)))
         return self.risk_loadings
+
+    @property
+    def model_loadings(self) -> np.ndarray:
+        """The factor model's columns of `loadings` (systematic risk: the "risk" driver)."""
+        return self.loadings[:, : self.risk_model_factors]
+
+    @property
+    def group_loadings(self) -> np.ndarray:
+        """The substitute groups' shared-factor columns of `loadings` (part of "drift")."""
+        return self.loadings[:, self.risk_model_factors:]
+
+    @cached_property
+    def never_buy(self) -> np.ndarray:
+        return self.never_buy_mask if self.never_buy_mask is not None else _frozen(np.zeros(self.n_securities, bool))
+
+    @cached_property
+    def esg_excluded(self) -> np.ndarray:
+        return self.esg_mask if self.esg_mask is not None else _frozen(np.zeros(self.n_securities, bool))
+
+    def without_esg(self) -> RebalanceInput:
+        """This input with the ESG screen lifted: nothing excluded, the targets before the screen
+        (the explainer's coalitions with the "esg" driver off)."""
+        from dataclasses import replace
+
+        if self.esg_mask is None:
+            return self
+        target = self.target_weight if self.target_weight_without_esg is None else self.target_weight_without_esg
+        return replace(self, esg_mask=None, target_weight=target, target_weight_without_esg=None)
 
     @cached_property
     def specific(self) -> np.ndarray:
@@ -273,8 +309,9 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
+    before_esg = _screens(snapshot)
     held = {sym for sym, p in positions.items() if float(p.shares) > SHARES_EPS or p.lots}
-    universe = held | set(snapshot.targets)
+    universe = held | set(snapshot.targets) | {s for s, w in before_esg.items() if w > 0}
     ctx = context or EMPTY_CONTEXT
     # Substitutes the snapshot prices join the problem when their group is held or targeted:
     # a harvested loss needs somewhere to keep its exposure.
@@ -324,6 +361,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         return _frozen(np.array(values, dtype=dtype))
 
     restricted_set = set(snapshot.restricted)
+    never_buy, esg = set(snapshot.never_buy), set(snapshot.esg_excluded)
     inp = RebalanceInput(
         account_id=snapshot.account_id,
         account_type=snapshot.account_type,
@@ -347,12 +385,33 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         band_abs=_f(snapshot.policy.band_abs),
         max_turnover=None if snapshot.policy.max_turnover is None else _f(snapshot.policy.max_turnover),
         untracked_lots=tuple(untracked),
+        never_buy_mask=arr([s in never_buy for s in symbols], bool) if never_buy else None,
+        esg_mask=arr([s in esg for s in symbols], bool) if esg else None,
+        target_weight_without_esg=arr([_f(before_esg.get(s, 0)) for s in symbols]) if before_esg else None,
     )
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
     return apply_context(inp, context or EMPTY_CONTEXT)
+
+
+def _screens(snapshot: AccountSnapshot) -> dict[str, object]:
+    """Check the snapshot's screens; the targets before the ESG screen ({} without one)."""
+    esg = set(snapshot.esg_excluded)
+    for sym in sorted(esg | set(snapshot.never_buy)):
+        if float(snapshot.targets.get(sym, 0)) > 0:
+            raise InvalidSnapshot(f"{sym} is screened from buying but has a target", symbol=sym)
+    before = snapshot.targets_before_esg
+    if before is None:
+        return {}
+    if not esg:
+        raise InvalidSnapshot("targets_before_esg without esg_excluded")
+    if any(w < 0 for w in before.values()):
+        raise InvalidSnapshot("a target before the ESG screen is negative")
+    if sum((float(w) for w in before.values()), 0.0) > 1.0 + 1e-9:
+        raise InvalidSnapshot("targets before the ESG screen sum to more than 1")
+    return dict(before)
 
 
 #: The specific variance a substitute keeps of its own when it stands in for another member of
@@ -446,6 +505,7 @@ def apply_context(inp: RebalanceInput, ctx: RebalanceContext) -> RebalanceInput:
             no_sell[lot] = True
     return replace(
         inp, wash_group=groups, risk_loadings=L, risk_specific=d, band_groups=M,
+        risk_model_factors=ctx.factor_model.n_factors if ctx.factor_model is not None else 0,
         impact_coef=_frozen(impact) if impact.any() else None,
         lot_harvestable=_frozen(harvestable), wash_no_buy=_frozen(no_buy),
         wash_no_sell_lot=_frozen(no_sell), tax_budget_usd=ctx.tax_budget_usd,

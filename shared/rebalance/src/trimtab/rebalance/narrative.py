@@ -49,6 +49,10 @@ _CLIENT_REASON = {
     ("tax_losses", "buy"): "reinvesting money from sales that lower your taxes",
     ("tax_gains", "sell"): "selling where it costs little or no tax",
     ("tax_gains", "buy"): "buying instead of selling holdings that would owe tax",
+    ("risk", "sell"): "keeping your portfolio's ups and downs close to your plan's",
+    ("risk", "buy"): "keeping your portfolio's ups and downs close to your plan's",
+    ("esg", "sell"): "your wish not to hold companies your values screen out",
+    ("esg", "buy"): "reinvesting in line with your values screen",
 }
 #: What held an order back, where that is worth telling a client.
 _CLIENT_HELD_BACK = {
@@ -57,11 +61,13 @@ _CLIENT_HELD_BACK = {
     ("cash", "buy"): "to keep your cash reserve in place",
     ("restrictions", "sell"): "because of the restrictions on your account",
     ("restrictions", "buy"): "because of the restrictions on your account",
+    ("esg", "buy"): "because of your values screen",
 }
 _ADVISOR_NAME = {
     "drift": "drift to target", "tax": "tax", "cash": "cash reserve/drag", "cost": "trading cost",
     "restrictions": "restrictions", "tax_losses": "tax: harvesting losses",
-    "tax_gains": "tax: avoiding gains",
+    "tax_gains": "tax: avoiding gains", "risk": "factor risk (tracking error)",
+    "esg": "ESG screen",
 }
 
 
@@ -224,6 +230,18 @@ def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[Trade
         untouched.append(sym)
     if untouched:
         lines.append(f"Restricted, not traded: {', '.join(untouched)}.")
+    never = [inp.symbols[j] for j in np.flatnonzero(inp.never_buy)]
+    if never:
+        lines.append(f"Never bought (account instruction): {', '.join(never)}.")
+    screened = [inp.symbols[j] for j in np.flatnonzero(inp.esg_excluded)]
+    if screened:
+        effects = []
+        for sym in screened:
+            t = by_symbol.get(sym)
+            effect = t.contributions_usd.get("esg", 0.0) if t is not None else 0.0
+            effects.append(f"{sym} (the screen accounts for {_signed_usd(effect)} of its trade)"
+                           if abs(effect) >= 0.5 else sym)
+        lines.append(f"ESG screen, never bought, target 0: {', '.join(effects)}.")
     for note in getattr(proposal, "notes", ()):
         lines.append(f"Note: {note}.")
     solver = getattr(proposal, "solver", None)
@@ -284,6 +302,8 @@ def client_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeE
     lines.append(f"Estimated trading costs: about {_usd(proposal.est_cost_usd, cents=False)}.")
     if any(inp.restricted):
         lines.append("Holdings you asked us not to trade stay as they are.")
+    if any(inp.esg_excluded):
+        lines.append("We do not buy companies your values screen excludes.")
     if risk is not None:
         pre, post = float(risk.pre_vol_annual_pct), float(risk.post_vol_annual_pct)
         trend = ("a little less than" if post < pre - 0.05 else

@@ -15,7 +15,7 @@ import numpy as np
 from .drivers import Tuning
 from .inputs import RebalanceInput
 
-TERMS: tuple[str, ...] = ("drift", "cost", "tax", "cash", "regularization")
+TERMS: tuple[str, ...] = ("drift", "risk", "cost", "tax", "cash", "regularization")
 
 
 def reg_tau(inp: RebalanceInput, tuning: Tuning) -> np.ndarray:
@@ -47,6 +47,20 @@ def active_risk(inp: RebalanceInput, a: np.ndarray) -> float:
     return float(fa @ fa + (inp.specific * a) @ a)
 
 
+def systematic_risk(inp: RebalanceInput, a: np.ndarray) -> float:
+    """||L_model^T a||^2: the factor model's part of `active_risk` (the "risk" driver's term)."""
+    fa = inp.model_loadings.T @ a
+    return float(fa @ fa)
+
+
+def weighted_drift(inp: RebalanceInput, a: np.ndarray, weights: Mapping[str, float], tuning: Tuning) -> float:
+    """drift x (specific and substitute-group variance + band excess) + risk x systematic risk:
+    the objective's terms in the active weights `a`."""
+    specific = active_risk(inp, a) - (systematic := systematic_risk(inp, a))
+    return (weights.get("drift", 0.0) * (specific + tuning.band_penalty * band_excess(inp, a))
+            + weights.get("risk", 0.0) * systematic)
+
+
 def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
     """Deviation beyond the band: per security, or per substitute group for its members."""
     M = inp.band_membership
@@ -72,7 +86,8 @@ def evaluate(
     V0 = inp.value_usd
     t = trade_weight(inp, sell_shares, buy_shares)
     a = inp.pre_weight + t - inp.target_weight
-    drift = active_risk(inp, a) + tuning.band_penalty * band_excess(inp, a)
+    systematic = systematic_risk(inp, a)
+    drift = active_risk(inp, a) - systematic + tuning.band_penalty * band_excess(inp, a)
     sell_w = sell_shares * inp.lot_price_usd / V0
     buy_w = buy_shares * inp.price_usd / V0
     cost = linear_cost_weight(inp, sell_shares, buy_shares) + impact_weight(inp, t)
@@ -83,6 +98,7 @@ def evaluate(
            + float(lot_tie_break(inp, tuning) @ sell_w) + tuning.tie_break * float(buy_w.sum()))
     terms = {
         "drift": weights.get("drift", 0.0) * drift,
+        "risk": weights.get("risk", 0.0) * systematic,
         "cost": weights.get("cost", 0.0) * cost,
         "tax": weights.get("tax", 0.0) * tax,
         "cash": weights.get("cash", 0.0) * idle,

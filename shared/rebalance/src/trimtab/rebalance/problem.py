@@ -14,8 +14,9 @@ problem DPP: a Parameter may multiply a Parameter-free expression, not another P
                                                          risk model) plus the regularizer
                                                          eps ||t / sqrt(tau)||^2, completed into
                                                          one square (up to a constant)
-  + || factor_scale^T trade + factor_offset ||^2         drift g ||F^T a||^2 in factor form: F is an
-                                                         n x k Parameter (k small), never n x n
+  + || factor_scale^T trade + factor_offset ||^2         risk r ||F_model^T a||^2 + drift g ||F_groups^T
+                                                         a||^2 in factor form: F is an n x k
+                                                         Parameter (k small), never n x n
   + band_weight * (sum(excess) + sum(group_excess))      drift: |a| beyond the band, per security
                                                          and per substitute group
   + lin_sell . sell + lin_buy . buy                      linear cost, tax and the tie-break

@@ -153,6 +153,10 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
     sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
     if restrictions_on and ((sold[inp.restricted] > 0).any() or (buy[inp.restricted] > 0).any()):
         bad.append("restricted security traded")
+    if restrictions_on and (buy[inp.never_buy] > 0).any():
+        bad.append("never-buy security bought")
+    if (buy[inp.esg_excluded] > 0).any():
+        bad.append("ESG-excluded security bought")
     if any(buy[i] > 0 for i in bans.no_buy) or any(sell[lot] > 0 for lot in bans.no_sell_lots):
         bad.append("banned trade")
     loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_gain_usd_per_share < 0),

@@ -36,7 +36,7 @@ import numpy as np
 from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
 from .inputs import RebalanceInput
-from .objective import active_risk, band_excess, evaluate, lot_tie_break, reg_tau
+from .objective import evaluate, lot_tie_break, reg_tau, weighted_drift
 from .problem import NO_BOUND, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
 
 #: A weight below this (fraction of V0) counts as no trade when deciding wash-sale conflicts.
@@ -108,13 +108,13 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         out[slots] = values
         return out
 
-    g_drift, g_cost, g_tax, g_cash = (weights[d] for d in ("drift", "cost", "tax", "cash"))
+    g_drift, g_risk, g_cost, g_tax, g_cash = (weights[d] for d in ("drift", "risk", "cost", "tax", "cash"))
     restrictions_on = weights["restrictions"] > 0
     cash_on = g_cash > 0
 
     dev = inp.pre_weight - inp.target_weight
     blocked = inp.restricted if restrictions_on else np.zeros(n, dtype=bool)
-    buyable = ~blocked
+    buyable = ~blocked & ~screened_from_buying(inp, weights)
     buyable[list(bans.no_buy)] = False
     allowed = ~blocked[inp.lot_security]
     allowed[list(bans.no_sell_lots)] = False
@@ -146,9 +146,11 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     factor_scale = factor_offset = group_member = group_lo = group_hi = None
     if shape.n_factors:
         factor_scale = np.zeros((N, shape.n_factors))
-        factor_scale[:n, :L.shape[1]] = np.sqrt(g_drift) * L
+        # The factor model's columns are the "risk" driver's; the substitute groups' are drift's.
+        col_weight = np.where(np.arange(L.shape[1]) < inp.risk_model_factors, np.sqrt(g_risk), np.sqrt(g_drift))
+        factor_scale[:n, :L.shape[1]] = L * col_weight
         factor_offset = np.zeros(shape.n_factors)
-        factor_offset[:L.shape[1]] = np.sqrt(g_drift) * (L.T @ dev)
+        factor_offset[:L.shape[1]] = col_weight * (L.T @ dev)
     if shape.n_groups:
         G = M.shape[1]
         group_member = np.zeros((N, shape.n_groups))
@@ -181,6 +183,15 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         factor_scale=factor_scale, factor_offset=factor_offset,
         group_member=group_member, group_lo=group_lo, group_hi=group_hi,
     )
+
+
+def screened_from_buying(inp: RebalanceInput, weights: Mapping[str, float]) -> np.ndarray:
+    """Per security: kept from buying by a screen: "never buy" (the restrictions driver) or the
+    ESG screen (the esg driver). Sells stay allowed: a screened holding may be sold."""
+    out = inp.never_buy.copy() if weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
+    if weights["esg"] > 0:
+        out |= inp.esg_excluded
+    return out
 
 
 def lin_sell_per_lot(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning) -> np.ndarray:
@@ -361,7 +372,7 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     inp = run.inp
     code = inp.group_code
     restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
-    buyable = ~restricted & ~inp.no_buy
+    buyable = ~restricted & ~inp.no_buy & ~screened_from_buying(inp, run.weights)
     buyable[list(bans.no_buy)] = False
     sellable = ~restricted[inp.lot_security] & ~inp.no_sell_lot
     sellable[list(bans.no_sell_lots)] = False
@@ -401,7 +412,7 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     lin = lin_sell_per_lot(inp, w, run.tuning)
 
     def drift(a: np.ndarray) -> float:
-        return active_risk(inp, a) + run.tuning.band_penalty * band_excess(inp, a)
+        return weighted_drift(inp, a, w, run.tuning)
 
     base = drift(a)
     M = inp.band_membership
@@ -417,7 +428,7 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
             continue
         restored = a.copy()
         restored[members] = 0.0
-        saved = w["drift"] * (base - drift(restored)) \
+        saved = (base - drift(restored)) \
             - w["cost"] * float(inp.cost_rate[members] @ np.abs(a[members]))
         lots = choice.loss_lots[g]
         benefit = -float(np.minimum(lin[lots], 0.0) @ inp.lot_weight[lots])
@@ -437,7 +448,7 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
     lin = lin_sell_per_lot(inp, w, run.tuning)
 
     def drift(a: np.ndarray) -> float:
-        return active_risk(inp, a) + run.tuning.band_penalty * band_excess(inp, a)
+        return weighted_drift(inp, a, w, run.tuning)
 
     base = drift(a)
     out = []
@@ -445,7 +456,7 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
         members = choice.members[g]
         restored = a.copy()
         restored[members] = 0.0
-        saved = w["drift"] * (base - drift(restored)) \
+        saved = (base - drift(restored)) \
             - w["cost"] * float(inp.cost_rate[members] @ np.abs(a[members]))
         benefit = -float(lin[choice.loss_lots[g]] @ sold_w[choice.loss_lots[g]])
         if saved > benefit:
@@ -457,9 +468,17 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     """Solve with the wash-sale disjunction decided per group (see the module docstring)."""
     inp = run.inp
     choice = _choice_groups(run, bans)
-    harvest = frozenset(choice.names) - _initial_keeps(run, choice)
+    keeps = _initial_keeps(run, choice)
+    harvest = frozenset(choice.names) - keeps
     first_bans = bans | choice.bans(harvest)
-    raw = run.solve_or_diagnose(first_bans)
+    try:
+        raw = run.solve(first_bans) if keeps else run.solve_or_diagnose(first_bans)
+    except ProblemInfeasible:
+        # A group started in "keep" may hold the only loss lots that can raise the reserve:
+        # start from harvesting every group, as without the estimate.
+        harvest = frozenset(choice.names)
+        first_bans = bans | choice.bans(harvest)
+        raw = run.solve_or_diagnose(first_bans)
     if not choice.names:
         return raw, first_bans
     slots = inp.lot_security * run.shape.lots_per_security + inp.lot_rank
