@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trimtab.rebalance import DEFAULT_TUNING, from_snapshot
+from trimtab.rebalance import DEFAULT_TUNING, from_snapshot, propose
 from trimtab.rebalance import solve as solve_module
 from trimtab.rebalance.drivers import validate_weights
 from trimtab.rebalance.objective import evaluate
@@ -19,7 +19,7 @@ from trimtab.rebalance.solve import (
     solve_continuous,
 )
 
-from .conftest import drifted_account
+from .conftest import drifted_account, make_snapshot
 
 #: Weights under which harvesting earns nothing net: the shortcut applies to every loss lot.
 NO_HARVEST = {"drift": 1.0, "cost": 1.0, "tax": 0.0, "cash": 1e-3, "restrictions": 1.0}
@@ -120,10 +120,6 @@ def test_a_group_started_in_keep_still_harvests_when_only_its_loss_can_raise_the
     # One loss lot, below target (so the estimate starts it in "keep": buy more, sell no loss),
     # but the reserve can only be raised by selling it: the first solve is infeasible and the
     # resolution must start again from "harvest" instead of calling the account infeasible.
-    from trimtab.rebalance import propose
-
-    from .conftest import make_snapshot
-
     snap = make_snapshot(prices={"AA": 5.0}, holdings={"AA": [(1, 5.62, 1)]}, targets={"AA": 0.9375},
                          cash=1.0, reserve=3.5)
     p = propose(snap)
