@@ -96,6 +96,15 @@ def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
             sell[lot] += add
             missing -= add
             whole[lot] = whole[lot] or abs(sell[lot] - inp.lot_shares[lot]) < SHARE_TOL
+    # Leaving a target-0 holding (a screen, a security dropped from the model): a lot being sold
+    # that the optimum leaves with less than one share, or that would keep less than the minimum
+    # trade, is sold whole, not left as dust (the re-check still applies to the result).
+    for lot in range(inp.n_lots):
+        i = inp.lot_security[lot]
+        rest = inp.lot_shares[lot] - sell[lot]
+        if (inp.target_weight[i] == 0 and s[lot] > SHARE_TOL and not whole[lot] and rest > 0
+                and (inp.lot_shares[lot] - s[lot] < 1.0 or rest * inp.price_usd[i] < tuning.min_trade_usd)):
+            sell[lot], whole[lot] = inp.lot_shares[lot], True
     buy = np.array([_floor(u, t) for u, t in zip(sol.buy_shares, tol, strict=True)])
     return sell, buy, whole
 
