@@ -1,5 +1,6 @@
 """The demo book: model portfolios over the real securities of the shipped price history, and a
-seeded, SYNTHETIC set of client accounts holding them.
+seeded, SYNTHETIC set of client accounts holding them; and the optimizer's reference data for
+those securities (`reference_data`).
 
 Accounts are synthetic (fixed seed, labelled so wherever shown); prices and cost bases are real:
 each lot's basis is the real closing price on its (synthetic) acquisition date.
@@ -11,6 +12,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 MODELS: dict[str, dict[str, Decimal]] = {
     "growth": {"AAPL": "0.16", "MSFT": "0.16", "AMD": "0.08", "UNH": "0.12", "LLY": "0.10",
@@ -91,3 +93,57 @@ def build_book(n_accounts: int, book_date: date, prices: dict[str, Decimal],
             lots=lots,
         ))
     return accounts
+
+
+# ------------------------------------------------------------------ the optimizer's reference data
+
+#: Daily returns behind the volatilities and the factor model: the last 60 trading days.
+RETURNS_WINDOW_DAYS = 60
+#: ASSUMED average daily traded value per security, US dollars: the skfolio price history has no
+#: volumes, so every security gets this one figure (the order of a large-cap S&P 500 stock's in
+#: 2019). Labelled as an assumption wherever the demo shows it; the impact term
+#: b sigma sqrt(V0 / ADV) |t|^(3/2) is small for these accounts whatever figure of that order.
+ASSUMED_ADV_USD = Decimal("500000000")
+#: The statistical factor model: at most this many factors, as many as explain this share of the
+#: returns' variance (the risk service's defaults).
+MAX_FACTORS = 5
+EXPLAINED = 0.8
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """What `PUT /v1/reference/securities` and `PUT /v1/reference/risk-model` take."""
+
+    securities: list[dict[str, str]]
+    risk_model: dict[str, Any]
+    window: tuple[date, date]
+    explained_fraction: float
+
+
+def reference_data(closes: Any, symbols: list[str], as_of: date,
+                   window_days: int = RETURNS_WINDOW_DAYS) -> ReferenceData:
+    """From real closes (a DataFrame by day, one column per symbol; the skfolio data the demo
+    replays): per symbol the std of its last `window_days` daily returns up to `as_of`
+    (sigma_daily, REAL) and the ASSUMED ADV, and a statistical factor model of the same returns'
+    sample covariance (`trimtab.risk.domain.factors.statistical_factors`, the risk service's)."""
+    import numpy as np
+    import pandas as pd
+
+    from trimtab.risk.domain.factors import statistical_factors
+    from trimtab.shared.money import dec
+
+    prices = closes.loc[: pd.Timestamp(as_of), symbols].dropna().tail(window_days + 1)
+    returns = prices.pct_change().dropna()
+    if len(returns) < window_days:
+        raise ValueError(f"only {len(returns)} daily returns up to {as_of}, need {window_days}")
+    r = returns.to_numpy(dtype=float)
+    sigma = r.std(axis=0, ddof=1)
+    fm = statistical_factors(symbols, np.cov(r, rowvar=False, ddof=1), max_factors=MAX_FACTORS,
+                             explained=EXPLAINED)
+    k = fm.exposures.shape[0]
+    securities = [{"symbol": s, "sigma_daily": format(dec(v, 8), "f"), "adv_usd": format(ASSUMED_ADV_USD, "f")}
+                  for s, v in zip(symbols, sigma, strict=True)]
+    model = {"name": f"demo-statistical-{window_days}d-{k}f", "symbols": list(symbols),
+             "loadings": fm.exposures.T.tolist(), "specific_var": fm.specific_var_daily.tolist()}
+    return ReferenceData(securities, model, (returns.index[0].date(), returns.index[-1].date()),
+                         fm.explained_fraction)

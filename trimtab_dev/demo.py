@@ -2,7 +2,11 @@
 
 1. starts Kafka (Tansu), PostgreSQL and the six services as separate processes;
 2. loads the securities master and replays real prices of H2 2019 (the risk model warms up);
-3. loads a demo book: a few hundred SYNTHETIC accounts (seeded) on three model portfolios;
+3. loads the optimizer's reference data: each security's daily volatility (std of its last 60
+   REAL daily returns), an ASSUMED average daily traded value (the prices have no volumes), and a
+   statistical factor model of the same returns (the risk service's `statistical_factors`), so
+   every proposal is solved with a risk model and market impact;
+   then a demo book: a few hundred SYNTHETIC accounts (seeded) on three model portfolios;
 4. replays the real 2020 COVID crash (2 Jan to 23 Mar 2020): portfolios drift, proposals flow
    through risk, explanation and decision; an advisor (this script) approves or rejects the ones
    that need a human; a simulated OMS fills the approved trades;
@@ -25,7 +29,7 @@ import httpx
 from trimtab.shared.auth import mint_token
 from trimtab.shared.config import ServiceSettings
 
-from .book import MODELS, Account, build_book
+from .book import MODELS, RETURNS_WINDOW_DAYS, Account, ReferenceData, build_book, reference_data
 from .chains import STAGES, analyse, fetch_records, pct
 from .oms import OmsSimulator
 from .stack import Stack, say, stop_on_sigterm
@@ -75,6 +79,12 @@ def load_book(dm: httpx.Client, accounts: list[Account]) -> None:
         rejected = body.get("rejected") or []
         if rejected:
             raise RuntimeError(f"demo book rows rejected: {rejected[:3]}")
+
+
+def load_reference(opt: httpx.Client, ref: ReferenceData) -> None:
+    """The securities' reference data and the factor model into the optimizer (before the shock)."""
+    _check(opt.put("/v1/reference/securities", json=ref.securities))
+    _check(opt.put("/v1/reference/risk-model", json=ref.risk_model))
 
 
 class Advisor(threading.Thread):
@@ -167,7 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {rp['days_done']} trading days, {rp['ticks_published']} ticks; waiting for every service to catch up")
         stack.wait_caught_up(timeout_s=180)
 
-        from trimtab.market_data.domain.history import price_on
+        from trimtab.market_data.domain.history import load, price_on
+
+        symbols = sorted({s for targets in MODELS.values() for s in targets})
+        ref = reference_data(load("sp500"), symbols, date(2019, 12, 31))
+        opt = httpx.Client(base_url=stack.url("optimizer"), headers=h, timeout=60)
+        load_reference(opt, ref)
+        k = len(ref.risk_model["loadings"][0])
+        say(f"loading the optimizer's reference data: sigma_daily of {len(symbols)} securities (std of "
+            f"{RETURNS_WINDOW_DAYS} REAL daily returns, {ref.window[0]} to {ref.window[1]}), "
+            f"adv_usd ASSUMED ${int(ref.securities[0]['adv_usd']):,} each (no volume data), "
+            f"factor model {ref.risk_model['name']!r}: {k} statistical factors explaining "
+            f"{ref.explained_fraction:.0%} of the returns' variance")
 
         _, prices = price_on("sp500", date(2019, 12, 31))
         accounts = build_book(args.accounts, date(2019, 12, 31), prices, lambda d: price_on("sp500", d)[1])
@@ -224,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + p["narrative_advisor"].replace("\n", "\n  ")[:1500])
             print(f"its whole chain: GET {stack.url('audit')}/v1/audit/chains/{sample['correlation_id']}")
             print(f"its decision lineage with proofs: GET {stack.url('audit')}/v1/audit/decisions/{p['proposal_id']}")
+            solved = _check(opt.get(f"/v1/proposals/{p['proposal_id']}"))
+            used = solved.get("context") or {}
+            fm = used.get("factor_model") or {}
+            impact = (solved.get("cost_breakdown") or {}).get("impact_usd", "0")
+            print(f"solved with factor model {fm.get('name')!r} ({len(fm.get('symbols', []))} rows of its "
+                  f"symbols), sigma/ADV of {sum(1 for v in used.get('securities', {}).values() if 'adv_usd' in v)} "
+                  f"securities: est. market impact ${impact}, risk term {solved['objective'].get('risk', 'n/a')}")
             rep = _check(audit.post(f"/v1/audit/decisions/{p['proposal_id']}/replay"))
             print(f"replayed from the record (optimizer and explainer re-run on the recorded snapshot): "
                   f"identical={rep['identical']} (orders {rep['proposal_identical']}, "

@@ -1,5 +1,6 @@
 """Thin HTTP routes of the optimizer (`/v1`): proposals, advisor decisions, what-if solves
-(one account, or a household in household mode)."""
+(one account, or a household in household mode), and the reference data every solve's context
+gets (per-security market data, the tenant's factor risk model: reference.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ import uuid
 from collections import Counter
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid, NotFound, TrimtabError
-from trimtab.shared.events import AccountSnapshot, RebalanceProposed
+from trimtab.shared.events import (
+    AccountSnapshot,
+    FactorModelContext,
+    RebalanceProposed,
+    SecurityContext,
+)
 
-from . import decisions, household
+from . import decisions, household, reference
 from .domain.lifecycle import DecisionKind
 from .engine import Engine, Failure
 from .models import proposals
 from .schemas import (
+    MAX_MODEL_FACTORS,
+    MAX_MODEL_SYMBOLS,
     ApproveIn,
     HouseholdWhatIfIn,
     HouseholdWhatIfOut,
@@ -27,13 +35,20 @@ from .schemas import (
     ProposalOut,
     ProposalSummary,
     RejectIn,
+    RiskModelOut,
+    SecuritiesReferenceIn,
+    SecurityReferenceOut,
     StateName,
+    Symbol,
     WhatIfIn,
 )
 
 router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(requires("proposals:read"))]
 Decider = Annotated[Principal, Depends(requires("proposals:decide"))]
+#: Reference data is market data: read with `market:read`, changed with `market:write`.
+MarketReader = Annotated[Principal, Depends(requires("market:read"))]
+MarketWriter = Annotated[Principal, Depends(requires("market:write"))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
@@ -171,3 +186,81 @@ async def household_what_if(body: HouseholdWhatIfIn, principal: Reader, request:
         _raise(outcome.failure)
     assert outcome.proposal is not None
     return outcome.proposal
+
+
+# ------------------------------------------------------------------ reference data
+
+
+def _security_out(row) -> SecurityReferenceOut:  # type: ignore[no-untyped-def]
+    return SecurityReferenceOut.model_validate(
+        {"symbol": row.symbol, "updated_at": row.updated_at,
+         **{f: getattr(row, f) for f in reference.SECURITY_FIELDS}})
+
+
+@router.put("/reference/securities", response_model=list[SecurityReferenceOut], tags=["reference"],
+            summary="Insert or replace the reference data of securities (a list of {symbol, sigma_daily, "
+                    "adv_usd, wash_group, substitute_group, tax_drag}, each field optional): every "
+                    "later solve's context gets them for its snapshot's symbols; all or nothing")
+async def put_reference_securities(body: SecuritiesReferenceIn, principal: MarketWriter,
+                                   request: Request) -> list[SecurityReferenceOut]:
+    items = body.root
+    twice = sorted(s for s, n in Counter(i.symbol for i in items).items() if n > 1)
+    if twice:
+        raise Invalid(f"symbols listed more than once: {', '.join(twice)}", kind="duplicate_symbols",
+                      symbols=twice)
+    pairs = [(i.symbol, SecurityContext.model_validate(i.model_dump(exclude={"symbol"}))) for i in items]
+    async with _runtime(request).uow() as uow:
+        await reference.upsert_securities(uow.session, principal.tenant_id, pairs)
+        rows = await reference.securities(uow.session, principal.tenant_id, [s for s, _ in pairs])
+        await uow.commit()
+    return [_security_out(r) for r in rows]
+
+
+@router.get("/reference/securities", response_model=list[SecurityReferenceOut], tags=["reference"],
+            summary="The tenant's securities reference data, by symbol (page with `after`)")
+async def list_reference_securities(
+    principal: MarketReader, request: Request,
+    after: Annotated[str | None, Query(max_length=16, description="Only symbols after this one")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[SecurityReferenceOut]:
+    async with _runtime(request).sessionmaker() as s:
+        rows = await reference.securities(s, principal.tenant_id, after=after, limit=limit)
+    return [_security_out(r) for r in rows]
+
+
+@router.get("/reference/securities/{symbol}", response_model=SecurityReferenceOut, tags=["reference"])
+async def get_reference_security(symbol: Annotated[Symbol, Path()], principal: MarketReader,
+                                 request: Request) -> SecurityReferenceOut:
+    async with _runtime(request).sessionmaker() as s:
+        rows = await reference.securities(s, principal.tenant_id, [symbol])
+    if not rows:
+        raise NotFound(f"no reference data for {symbol}")
+    return _security_out(rows[0])
+
+
+@router.put("/reference/risk-model", response_model=RiskModelOut, tags=["reference"],
+            summary="Replace the tenant's factor risk model (loadings per symbol, specific variances): "
+                    "solves whose context has no model of their own use its rows of their symbols")
+async def put_risk_model(body: FactorModelContext, principal: MarketWriter, request: Request) -> RiskModelOut:
+    twice = sorted(s for s, n in Counter(body.symbols).items() if n > 1)
+    if twice:
+        raise Invalid(f"factor model: symbols listed more than once: {', '.join(twice[:20])}",
+                      kind="invalid_risk_model", symbols=twice[:100])
+    factors = len(body.loadings[0]) if body.loadings else 0
+    if len(body.symbols) > MAX_MODEL_SYMBOLS or factors > MAX_MODEL_FACTORS:
+        raise Invalid(f"factor model of {len(body.symbols)} symbols x {factors} factors: at most "
+                      f"{MAX_MODEL_SYMBOLS} x {MAX_MODEL_FACTORS}", kind="invalid_risk_model")
+    async with _runtime(request).uow() as uow:
+        updated_at = await reference.put_risk_model(uow.session, principal.tenant_id, body)
+        await uow.commit()
+    return RiskModelOut.model_validate({**body.model_dump(), "updated_at": updated_at})
+
+
+@router.get("/reference/risk-model", response_model=RiskModelOut, tags=["reference"],
+            summary="The tenant's current factor risk model")
+async def get_risk_model(principal: MarketReader, request: Request) -> RiskModelOut:
+    async with _runtime(request).sessionmaker() as s:
+        row = await reference.risk_model(s, principal.tenant_id)
+    if row is None:
+        raise NotFound("no factor risk model")
+    return RiskModelOut.model_validate({**row.model, "updated_at": row.updated_at})

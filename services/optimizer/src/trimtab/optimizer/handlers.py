@@ -52,7 +52,8 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
         log.info("drift %s already has a proposal", drift.drift_id)
         return
     proposal_id = proposals.proposal_id_for(env.tenant_id, drift.drift_id)
-    # The drift's context (mandate, market data) plus the household's trades of the wash-sale window.
+    # The drift's context (mandate), the reference data of its symbols (market data and the
+    # factor model, where the drift has none) and the household's trades of the wash-sale window.
     context = await household.context_for(uow.session, env.tenant_id, drift.snapshot, drift.context)
     outcome = await engine.propose(drift.snapshot, proposal_id=proposal_id, drift_id=drift.drift_id,
                                    context=context)

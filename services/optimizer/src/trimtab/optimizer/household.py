@@ -4,7 +4,8 @@ The wash-sale rule looks 30 days back across every account of a household: a los
 account and the same (or a substantially identical) security bought in another is a wash sale.
 The optimizer sees every fill (`TradesExecuted`) and keeps them here by household, taking the
 household from the snapshot of the proposal the fills belong to; each new proposal's context then
-carries the household's trades of the window, next to whatever context its `DriftDetected` brought.
+carries the household's trades of the window, next to whatever context its `DriftDetected` brought
+and the tenant's reference data of the snapshot's symbols (reference.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from trimtab.shared.events import AccountSnapshot, Fill, HouseholdTrade, OptimizerContext
 from trimtab.shared.outbox import UnitOfWork
 
+from . import reference
 from .models import household_trades, proposals
 
 #: The US wash-sale window, days before the trade date (as `trimtab.rebalance.context`).
@@ -99,7 +101,9 @@ def merge_context(base: OptimizerContext | None, trades: Sequence[HouseholdTrade
 
 async def context_for(session: Any, tenant_id: str, snapshot: AccountSnapshot,
                       base: OptimizerContext | None) -> OptimizerContext | None:
-    """The context to solve `snapshot` with: `base` plus the household's recent trades."""
+    """The context to solve `snapshot` with: `base` plus the tenant's reference data of the
+    snapshot's symbols (`reference.merge_reference`) and the household's recent trades."""
+    base = await reference.with_reference(session, tenant_id, [snapshot], base)
     return merge_context(base, await recent_trades(session, tenant_id, snapshot))
 
 
@@ -123,5 +127,7 @@ async def household_recent_trades(session: Any, tenant_id: str, household_id: st
 async def household_context_for(session: Any, tenant_id: str, household_id: str,
                                 snapshots: Sequence[AccountSnapshot],
                                 base: OptimizerContext | None) -> OptimizerContext | None:
-    """The context to solve a household with: `base` plus every account's recent trades."""
+    """The context to solve a household with: `base` plus the tenant's reference data of every
+    snapshot's symbols and every account's recent trades."""
+    base = await reference.with_reference(session, tenant_id, snapshots, base)
     return merge_context(base, await household_recent_trades(session, tenant_id, household_id, snapshots))

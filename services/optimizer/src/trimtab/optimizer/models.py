@@ -143,3 +143,38 @@ latest_prices = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "symbol"),
 )
+
+#: Reference data per security (reference.py): market-impact inputs, wash-sale and substitute
+#: groups, tax drag, as `SecurityContext` in the event contract (decimal values kept exactly as
+#: given; null: not known). Each drift's context gets the rows of its snapshot's symbols.
+security_reference = Table(
+    "security_reference",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    #: Daily return volatility, a fraction (0.02 = 2 % a day).
+    Column("sigma_daily", Numeric, nullable=True),
+    #: Average daily traded value, US dollars.
+    Column("adv_usd", Numeric, nullable=True),
+    Column("wash_group", String(64), nullable=True),
+    Column("substitute_group", String(64), nullable=True),
+    #: Yearly tax cost of holding one dollar in a taxable account, a fraction a year.
+    Column("tax_drag", Numeric, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "symbol"),
+)
+
+#: The tenant's current factor risk model (`FactorModelContext` JSON, as given): a drift's
+#: context gets its rows of the snapshot's symbols when the drift brings no model of its own.
+risk_models = Table(
+    "risk_models",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("model", JSONB, nullable=False),
+    #: New on every PUT: the key of the parsed model a process keeps (reference.py), so each
+    #: event reads only this, never the (possibly megabytes of) JSON, while the model is unchanged.
+    Column("version", UUID(as_uuid=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id"),
+)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from trimtab.shared.events import (
     AccountSnapshot,
     ExplanationCreated,
+    FactorModelContext,
     OptimizerContext,
     Order,
     RiskAssessed,
+    SecurityContext,
     SolverInfo,
 )
 from trimtab.shared.money import DecimalStr
@@ -42,8 +44,9 @@ class OverrideIn(BaseModel):
 
 class WhatIfIn(BaseModel):
     """A what-if with a context: the snapshot and what to solve it with beyond it. (A bare
-    `AccountSnapshot` body is a what-if without one.) The household's recent trades the optimizer
-    knows of are added to the context's, as for a drift."""
+    `AccountSnapshot` body is a what-if without one.) As for a drift, the tenant's reference data
+    of the snapshot's symbols (where the context has none) and the household's recent trades the
+    optimizer knows of are added to the context's."""
 
     model_config = ConfigDict(extra="forbid")
     snapshot: AccountSnapshot
@@ -149,7 +152,7 @@ def _common(row: Any) -> dict[str, Any]:
 #: The most accounts one household what-if solves (the compiled problem grows with them).
 MAX_HOUSEHOLD_ACCOUNTS = 20
 
-HouseholdDriver = Literal["drift", "cost", "tax", "cash", "restrictions", "location"]
+HouseholdDriver = Literal["drift", "risk", "cost", "tax", "cash", "restrictions", "esg", "location"]
 AccountTypeName = Literal["taxable", "tax_deferred", "tax_exempt"]
 
 
@@ -157,8 +160,9 @@ class HouseholdWhatIfIn(BaseModel):
     """Every account of one household, solved as one portfolio (household mode, asset location).
 
     Each snapshot must belong to `household_id` (its `household_id` equal to it, or null).
-    The household's recent trades the optimizer knows of (every account's fills of the last 30
-    days) are added to `context`'s, as for a single-account what-if."""
+    The tenant's reference data of the snapshots' symbols (where `context` has none) and the
+    household's recent trades the optimizer knows of (every account's fills of the last 30 days)
+    are added to `context`'s, as for a single-account what-if."""
 
     model_config = ConfigDict(extra="forbid")
     household_id: str = Field(min_length=1, max_length=64)
@@ -176,7 +180,7 @@ class HouseholdWhatIfIn(BaseModel):
                                   "household, mode). `withdrawal_usd` only with one account: use "
                                   "`withdrawals_usd` otherwise.")
     drivers: dict[HouseholdDriver, DecimalStr] | None = Field(
-        default=None, description="Driver weight overrides (nonnegative; cash and restrictions must stay "
+        default=None, description="Driver weight overrides (nonnegative; cash, restrictions and esg must stay "
                                   "on). `location` (default 1) counts years of yearly tax drag saved "
                                   "against one-time taxes and costs.")
     withdrawals_usd: dict[str, DecimalStr] | None = Field(
@@ -237,7 +241,7 @@ class HouseholdWhatIfOut(BaseModel):
     location_drag_after_usd_per_year: DecimalStr = Field(
         description="The household's yearly tax drag from asset location after, US dollars a year.")
     objective: dict[str, DecimalStr] = Field(
-        description="Objective by term (drift, cost, tax, cash, location, regularization, total) on "
+        description="Objective by term (drift, risk, cost, tax, cash, location, regularization, total) on "
                     "the final orders, and `<term>_continuous` on the continuous optimum; unitless "
                     "(fractions of the household's value).")
     driver_weights: dict[str, DecimalStr]
@@ -248,6 +252,38 @@ class HouseholdWhatIfOut(BaseModel):
     solver: SolverInfo
     snapshot_hashes: dict[str, str] = Field(description="Canonical hash of each snapshot, by account id.")
     context: OptimizerContext | None = Field(
-        description="The exact context solved with (the caller's plus the household's recent trades "
-                    "from the optimizer's ledger); null: the snapshots alone.")
+        description="The exact context solved with (the caller's plus the tenant's reference data and "
+                    "the household's recent trades from the optimizer's ledger); null: the snapshots alone.")
     context_hash: str | None = Field(description="Canonical hash of the context as the library used it.")
+
+
+# ------------------------------------------------------------------ reference data
+
+#: The most securities one `PUT /v1/reference/securities` takes.
+MAX_REFERENCE_SECURITIES = 10_000
+#: The largest factor model `PUT /v1/reference/risk-model` takes (rows, factors).
+MAX_MODEL_SYMBOLS = 10_000
+MAX_MODEL_FACTORS = 100
+
+Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")]
+
+
+class SecurityReferenceIn(SecurityContext):
+    """One security's reference data: `SecurityContext`'s fields (each optional, null: not known)
+    and its symbol. Stored as given; replaces the symbol's earlier row whole."""
+
+    symbol: Symbol
+
+
+class SecuritiesReferenceIn(RootModel[list[SecurityReferenceIn]]):
+    root: list[SecurityReferenceIn] = Field(min_length=1, max_length=MAX_REFERENCE_SECURITIES)
+
+
+class SecurityReferenceOut(SecurityReferenceIn):
+    updated_at: datetime
+
+
+class RiskModelOut(FactorModelContext):
+    """The tenant's current factor risk model, as given, and when it was stored."""
+
+    updated_at: datetime
