@@ -18,10 +18,12 @@ from trimtab.risk.app import Settings, create
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import (
     AccountSnapshot,
+    PositionSnapshot,
     PriceTicked,
     RebalanceProposed,
     RiskAlerted,
     RiskAssessed,
+    SecuritySnapshot,
     SolverInfo,
     topic_of,
 )
@@ -89,15 +91,23 @@ def tick(sym: str, day: date, price: Decimal, tenant: str = TENANT) -> tuple[Env
 
 
 def proposal(pre: dict[str, str], post: dict[str, str], account: str, tenant: str = TENANT,
-             proposal_id: uuid.UUID | None = None) -> Envelope:
-    snap = AccountSnapshot(account_id=account, cash_usd=Decimal("1000"), positions=[], targets={},
-                           securities=[], as_of=datetime.now(UTC))
+             proposal_id: uuid.UUID | None = None, *, cash_usd: str = "1000",
+             holdings: dict[str, tuple[str, str]] | None = None, targets: dict[str, str] | None = None,
+             est_cost_usd: str = "0") -> Envelope:
+    """`holdings`: symbol -> (shares, price) in the snapshot."""
+    holdings = holdings or {}
+    snap = AccountSnapshot(
+        account_id=account, cash_usd=Decimal(cash_usd),
+        positions=[PositionSnapshot(symbol=s, shares=Decimal(q)) for s, (q, _) in holdings.items()],
+        targets={k: Decimal(v) for k, v in (targets or {}).items()},
+        securities=[SecuritySnapshot(symbol=s, price_usd=Decimal(px)) for s, (_, px) in holdings.items()],
+        as_of=datetime.now(UTC))
     return Envelope.new(RebalanceProposed(
         proposal_id=proposal_id or uuid.uuid4(), account_id=account, snapshot=snap,
         snapshot_hash="sha256:test", orders=[],
         pre_weights={k: Decimal(v) for k, v in pre.items()},
         post_weights={k: Decimal(v) for k, v in post.items()}, objective={},
-        est_cost_usd=Decimal(0), est_tax_usd=Decimal(0),
+        est_cost_usd=Decimal(est_cost_usd), est_tax_usd=Decimal(0),
         solver=SolverInfo(solver="test", status="optimal", solve_ms=Decimal(1),
                           cvxpy_version="-", optimizer_version="-")),
         producer="optimizer", tenant_id=tenant)
@@ -397,3 +407,61 @@ async def test_risk_model_publishes_factors(service, ticked):
     var = (exp ** 2).sum(axis=0) + np.array(f["specific_var_daily"])
     np.testing.assert_allclose(np.sqrt(var * 252), [vols["AAA"], vols["BBB"]], atol=1e-6)  # 4-place pct
     assert body["garch"] == []  # ten returns: GARCH needs 250
+
+
+async def test_the_assessed_event_carries_what_the_service_measured(service, ticked, kafka_bootstrap):
+    """Scores against the tolerance, VaR/CVaR in % and USD, tracking error, concentration,
+    breaches and limits on `risk.assessed.v1`: pre-trade by hand (one symbol), post-trade equal
+    to the service's own what-if analytics and to the stored assessment's measures."""
+    _, client = service
+    account = f"acct-{uuid.uuid4().hex[:6]}"
+    r = await client.put(f"/v1/accounts/{account}/risk-profile", headers=auth(TENANT),
+                         json={"tolerance_score": 12})
+    assert r.status_code == 200, r.text
+    # 400 AAA at 100 + 60,000 cash = 100,000; the proposal costs 25.00: 99,975.00 after
+    env = proposal({"AAA": "0.4", "CASH": "0.6"}, {"AAA": "0.3", "BBB": "0.4"}, account,
+                   cash_usd="60000", holdings={"AAA": ("400", "100")},
+                   targets={"AAA": "0.35", "BBB": "0.25"}, est_cost_usd="25.00")
+    await produce(kafka_bootstrap, [(env, account)])
+    assessed = await read_events(kafka_bootstrap, "risk.assessed.v1",
+                                 until=lambda evs: any(e.causation_id == env.event_id for e in evs))
+    out = next(e for e in assessed if e.causation_id == env.event_id)
+    ra = out.parse(RiskAssessed)
+    assert ra.pre_value_usd == Decimal("100000.00") and ra.post_value_usd == Decimal("99975.00")
+
+    # before: 40 % of AAA, the RiskMetrics recursion by hand
+    sd_pre = 0.4 * math.sqrt(expected_daily_var("AAA"))
+    z95, pdf95 = 1.6448536269514722, math.exp(-1.6448536269514722 ** 2 / 2) / math.sqrt(2 * math.pi)
+    assert ra.pre_score == max(1, round(100 * (1 - math.exp(-z95 * sd_pre * math.sqrt(252)))))
+    assert float(ra.pre_var_95_1d_pct) == pytest.approx(100 * z95 * sd_pre, abs=5e-5)
+    assert float(ra.pre_var_95_1d_usd) == pytest.approx(z95 * sd_pre * 100_000, abs=0.006)
+    assert float(ra.pre_cvar_95_1d_usd) == pytest.approx(sd_pre * pdf95 / 0.05 * 100_000, abs=0.006)
+
+    # after: the service's what-if of the same weights against the same targets
+    r = await client.post("/v1/risk/what-if", headers=auth(TENANT), json={
+        "weights": {"AAA": "0.3", "BBB": "0.4"}, "target_weights": {"AAA": "0.35", "BBB": "0.25"}})
+    assert r.status_code == 200, r.text
+    want = r.json()["measures"]
+    assert ra.post_score == want["score"] and ra.post_vol_annual_pct == Decimal(want["vol_annual_pct"])
+    assert ra.post_var_95_1d_pct == Decimal(want["parametric_pct"]["var_95_1d"])
+    assert float(ra.post_var_95_1d_usd) == pytest.approx(
+        float(want["parametric_pct"]["var_95_1d"]) / 100 * 99_975, abs=0.06)  # 4-place % x value
+    assert float(ra.post_cvar_95_1d_usd) == pytest.approx(
+        float(want["parametric_pct"]["cvar_95_1d"]) / 100 * 99_975, abs=0.06)
+    assert ra.post_tracking_error_annual_pct == Decimal(want["tracking_error_annual_pct"])
+    assert ra.post_largest_symbol == "BBB" and ra.post_largest_weight == Decimal("0.4")
+
+    # against the tolerance: BBB at 40 % is over the 35 % limit, the score rises above 12
+    assert ra.tolerance_score == 12 and ra.post_score > 12 >= 1
+    assert "concentration" in ra.breaches and "above_tolerance" in ra.breaches
+    assert ra.breaches == [f for f in ra.flags if f in
+                           ("vol_increase", "concentration", "sector_concentration", "above_tolerance")]
+    assert ra.limits == {"vol_increase_limit_pct": Decimal("2"), "concentration_limit": Decimal("0.35"),
+                         "sector_limit": Decimal("0.5")}
+
+    # the stored assessment (GET /v1/accounts/{id}/risk) says the same
+    body = (await client.get(f"/v1/accounts/{account}/risk", headers=auth(TENANT))).json()
+    assert body["proposal_id"] == str(ra.proposal_id)
+    assert body["current"]["score"] == ra.pre_score and body["proposed"]["score"] == ra.post_score
+    assert body["proposed"]["parametric_pct"]["var_95_1d"] == format(ra.post_var_95_1d_pct, "f")
+    assert body["current"]["tracking_error_annual_pct"] == format(ra.pre_tracking_error_annual_pct, "f")

@@ -77,7 +77,10 @@ def lifecycle_of(row: Row[Any]) -> Lifecycle:
 
 
 def risk_flags_of(row: Row[Any]) -> list[str]:
-    return list((row.risk or {}).get("flags") or [])
+    """The assessment's flags and its limit breaches (a producer that lists a breach only in
+    `breaches` still stops an automatic approval), each once, flags first."""
+    risk = row.risk or {}
+    return list(dict.fromkeys([*(risk.get("flags") or []), *(risk.get("breaches") or [])]))
 
 
 async def find_by_drift(uow: UnitOfWork, tenant_id: str, drift_id: uuid.UUID) -> Row[Any] | None:

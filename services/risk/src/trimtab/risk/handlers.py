@@ -6,7 +6,9 @@
 - `RebalanceProposed` -> every measure before and after (volatility, score, VaR/CVaR, drawdown,
   beta and tracking error to the snapshot's targets, concentration), checked against the
   account's risk profile (tolerance score, concentration limit), is stored as an assessment and
-  published as `RiskAssessed` (volatilities, model, flags); a proposal with a breach also raises
+  published as `RiskAssessed` (volatilities, model, flags, and what was measured: scores against
+  the tolerance, VaR/CVaR in % and USD, tracking error, concentration, breaches and the limits
+  applied; `assessed.py`); a proposal with a breach also raises
   one `RiskAlerted` carrying the numbers. The proposal's snapshot becomes the account's watched
   portfolio for the early warnings.
 
@@ -26,11 +28,12 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
-from trimtab.shared.events import PriceTicked, RebalanceProposed, RiskAlerted, RiskAssessed
+from trimtab.shared.events import PriceTicked, RebalanceProposed, RiskAlerted
 from trimtab.shared.outbox import UnitOfWork
 
 from .alerting import AlertMonitor
 from .analytics import measures_out, sectors_for
+from .assessed import assessed_event
 from .domain.assessment import Assessment, assess
 from .domain.prices import TickEffect
 from .models import assessments, risk_profiles
@@ -92,11 +95,8 @@ class RiskHandlers:
                         target=p.snapshot.targets or None, sectors=sectors_for(), tolerance=tolerance)
         assert result.pre is not None and result.post is not None
         info = model_info(model)
-        assessed = env.caused(RiskAssessed(
-            proposal_id=p.proposal_id, account_id=p.account_id,
-            pre_vol_annual_pct=result.pre_vol_annual_pct,
-            post_vol_annual_pct=result.post_vol_annual_pct, model=info, flags=list(result.flags),
-        ), producer=PRODUCER)
+        pre_m, post_m = measures_out(result.pre), measures_out(result.post)
+        assessed = env.caused(assessed_event(p, result, info, limits, pre_m, post_m), producer=PRODUCER)
         alert, alert_id = None, uuid.uuid5(ALERT_NAMESPACE, f"{env.tenant_id}:{p.proposal_id}")
         if result.breaches:
             alert = env.caused(RiskAlerted(
@@ -128,8 +128,7 @@ class RiskHandlers:
             event_id=assessed.event_id, alert_id=alert_id if alert else None,
             pre_score=result.pre.score, post_score=result.post.score, tolerance_score=tolerance,
             target_weights={s: format(w, "f") for s, w in p.snapshot.targets.items()},
-            measures={"pre": measures_out(result.pre).model_dump(mode="json"),
-                      "post": measures_out(result.post).model_dump(mode="json")},
+            measures={"pre": pre_m.model_dump(mode="json"), "post": post_m.model_dump(mode="json")},
         ).on_conflict_do_nothing().returning(assessments.c.proposal_id))
         if row.first() is None:
             return  # assessed before, under another event id: its events are already out

@@ -279,6 +279,40 @@ class RiskAssessed(_Model):
     post_vol_annual_pct: DecimalStr
     model: RiskModelInfo
     flags: list[str] = Field(default_factory=list)
+    # What the risk service measured, before (`pre_`) and after (`post_`) the proposed trades.
+    # Optional and left out of the JSON when absent (older producers), so such events serialize
+    # exactly as before the fields existed. A consumer must read an absent field as "not
+    # measured", never as zero or as "no breach".
+    #: Risk score 1-99: about the % of value lost or more in one year out of twenty (docs/risk.md).
+    pre_score: int | None = Field(default=None, ge=1, le=99, exclude_if=lambda v: v is None)
+    post_score: int | None = Field(default=None, ge=1, le=99, exclude_if=lambda v: v is None)
+    #: The client's tolerance on the same scale (absent: the account has no risk profile).
+    tolerance_score: int | None = Field(default=None, ge=1, le=99, exclude_if=lambda v: v is None)
+    #: Account value the USD figures are of: before, the snapshot's cash plus positions at its
+    #: prices; after, that minus the proposal's estimated cost (absent: a position had no price).
+    pre_value_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_value_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Parametric (zero-mean normal) one-day 95 % VaR and CVaR: loss as a positive % of value,
+    #: and in USD (% x value).
+    pre_var_95_1d_pct: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_var_95_1d_pct: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    pre_var_95_1d_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_var_95_1d_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    pre_cvar_95_1d_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_cvar_95_1d_usd: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Annualized tracking error against the snapshot's targets, % (absent: no targets).
+    pre_tracking_error_annual_pct: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_tracking_error_annual_pct: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Largest non-cash position after the trades (weight: fraction of value) and largest sector.
+    post_largest_symbol: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_largest_weight: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_largest_sector: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    post_largest_sector_weight: DecimalStr | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The limits breached (a subset of `flags`; empty: none). Absent: an older producer.
+    breaches: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The limits applied: `vol_increase_limit_pct` (percentage points), `concentration_limit`
+    #: and `sector_limit` (fractions of value); the tolerance is `tolerance_score`.
+    limits: dict[str, DecimalStr] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class RiskAlerted(_Model):

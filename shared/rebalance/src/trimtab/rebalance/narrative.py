@@ -190,8 +190,21 @@ def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[Trade
         f"est. cost {_usd(proposal.est_cost_usd)}, est. tax {_usd(proposal.est_tax_usd)}.",
     ]
     if risk is not None:
+        measured = ""  # score against tolerance and 1-day 95 % VaR, when the event carries them
+        if risk.pre_score is not None and risk.post_score is not None:
+            measured += f"; risk score (1-99) {risk.pre_score} -> {risk.post_score}"
+            if risk.tolerance_score is not None:
+                side = "above" if risk.post_score > risk.tolerance_score else "within"
+                measured += f", {side} the client's tolerance of {risk.tolerance_score}"
+        if risk.pre_var_95_1d_usd is not None and risk.post_var_95_1d_usd is not None:
+            change = risk.post_var_95_1d_usd - risk.pre_var_95_1d_usd
+            measured += (f"; 1-day 95% VaR {_usd(risk.pre_var_95_1d_usd)} -> "
+                         f"{_usd(risk.post_var_95_1d_usd)} ({'+' if change >= 0 else ''}{_usd(change)})")
+        elif risk.pre_var_95_1d_pct is not None and risk.post_var_95_1d_pct is not None:
+            measured += (f"; 1-day 95% VaR {risk.pre_var_95_1d_pct}% -> {risk.post_var_95_1d_pct}% "
+                         "of value")
         lines.append(f"Risk ({risk.model.name} {risk.model.version}): annualized volatility "
-                     f"{risk.pre_vol_annual_pct}% -> {risk.post_vol_annual_pct}%"
+                     f"{risk.pre_vol_annual_pct}% -> {risk.post_vol_annual_pct}%" + measured
                      + (f"; flags: {', '.join(risk.flags)}" if risk.flags else "") + ".")
     if not orders:
         lines.append("No trades: the portfolio is as close to target as its costs, taxes and "
