@@ -531,3 +531,19 @@ def test_round_trips_in_one_account_are_netted_keeping_the_least_taxed_sales() -
     # net trade kept (-20 shares); the gain lot's sale goes first, then 30 of the loss lot's
     assert buy[bnd] == 0.0
     np.testing.assert_allclose(sell, [0.0, 20.0])
+
+
+def test_an_accounts_screens_stay_its_own_buy_bans_in_household_mode() -> None:
+    # The taxable account screens VNQ out (ESG, with its targets before the screen); the IRA
+    # holds and targets VNQ. The household may hold VNQ, the taxable account never buys it.
+    three = ["BND", "VTI", "VNQ"]
+    taxable = snap("taxable", "taxable", {"BND": [(400, 100.0, 800)]}, symbols=three,
+                   targets={"BND": 0.4, "VTI": 0.6}).model_copy(update={
+                       "esg_excluded": ["VNQ"], "never_buy": ["BND"],
+                       "targets_before_esg": {"BND": Decimal("0.3"), "VTI": Decimal("0.5"), "VNQ": Decimal("0.2")}})
+    ira = snap("ira", "tax_deferred", {"VTI": [(240, 250.0, 800)], "VNQ": [(100, 80.0, 800)]}, symbols=three,
+               targets={"BND": 0.3, "VTI": 0.5, "VNQ": 0.2})
+    p = propose_household([taxable, ira])
+    bought = {(a.account_id, o.symbol) for a in p.accounts for o in a.orders if o.side == "buy"}
+    assert ("taxable", "VNQ") not in bought and ("taxable", "BND") not in bought
+    assert p.accounts and all(a.orders for a in p.accounts)  # the household did rebalance

@@ -131,3 +131,57 @@ def test_recorded_weights_of_an_older_formulation_keep_their_behaviour() -> None
     w = recorded_weights(old)
     assert w["risk"] == 2.0 and w["esg"] == 1.0
     assert recorded_weights(None) == dict(DEFAULT_DRIVER_WEIGHTS)
+
+
+@pytest.mark.parametrize("max_turnover", [0.996, 0.998])
+def test_an_exit_sold_whole_never_breaks_the_turnover_limit(max_turnover: float) -> None:
+    # The optimum uses the turnover limit to the full: selling the rest of X would break it, so
+    # the remainder stays (before the check, such proposals failed their re-check).
+    snap = make_snapshot(prices={"A": 1.0, "X": 10.0}, holdings={"A": 10_000, "X": 1_000},
+                         targets={"A": 1.0}, band=0.02, max_turnover=max_turnover)
+    orders = {o.symbol: o for o in propose(snap).orders}
+    assert orders["X"].shares < 1_000
+
+
+def test_an_exit_sold_whole_never_tightens_the_tax_budget() -> None:
+    # 1,000 X at a gain of $9 a share, long term (20 %): all of it would owe $1,800 of tax.
+    snap = make_snapshot(prices={"A": 1, "X": 10}, holdings={"A": 10_000, "X": [(1_000, 1.0, 800)]},
+                         targets={"A": 1.0}, band=0.001)
+    p = propose(snap, context=RebalanceContext(tax_budget_usd=1797.5))
+    orders = {o.symbol: o for o in p.orders}
+    assert orders["X"].shares == 998 and p.est_tax_usd <= Decimal("1797.50")
+    assert not any("tightened" in n for n in p.notes)
+    # Without a budget the exit is whole.
+    assert {o.symbol: o for o in propose(snap).orders}["X"].shares == 1_000
+
+
+def test_targets_before_the_screen_do_not_change_the_proposal() -> None:
+    # X (screened out, not held, not targeted) only joins the problem for the explainer's
+    # coalitions without the screen: the risk model's scale and the orders stay the same.
+    fm = FactorModel(symbols=("A", "B", "X"), loadings=np.array([[0.1, 0.0], [0.12, 0.05], [0.9, 0.6]]),
+                     specific_var=np.array([0.01, 0.02, 0.5]))
+    base = make_snapshot(prices={"A": 100, "B": 50, "X": 10},
+                         holdings={"A": [(600, 60.0, 800)], "B": 400}, targets={"A": 0.5, "B": 0.5},
+                         band=0.02).model_copy(update={"esg_excluded": ["X"]})
+    with_before = base.model_copy(update={"targets_before_esg": {"A": Decimal("0.4"), "B": Decimal("0.4"),
+                                                                  "X": Decimal("0.2")}})
+    ctx = RebalanceContext(factor_model=fm)
+    plain, lifted = propose(base, context=ctx), propose(with_before, context=ctx)
+    assert [(o.symbol, o.side, o.shares) for o in plain.orders] == \
+        [(o.symbol, o.side, o.shares) for o in lifted.orders]
+    assert "X" in from_snapshot(with_before, ctx).symbols
+
+
+def test_lifting_a_screen_on_nothing_held_is_not_null_when_it_moves_the_targets() -> None:
+    # Z is screened but in no problem; the targets before the screen still differ: the esg
+    # driver is a real player, and pruning must agree with the unpruned game.
+    snap = make_snapshot(prices={"A": 100, "B": 100, "Z": 100}, holdings={"A": 500, "B": 500},
+                         targets={"A": 0.5, "B": 0.5}, band=0.05).model_copy(update={
+                             "esg_excluded": ["Z"], "targets_before_esg": {"A": Decimal("0.6"),
+                                                                           "B": Decimal("0.4")}})
+    inp = from_snapshot(snap)
+    assert "esg" not in structurally_null(inp, EXPLAIN_DRIVERS)
+    pruned = shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=EXPLAIN_DRIVERS, prune=True)
+    full = shapley_values(inp, DEFAULT_DRIVER_WEIGHTS, drivers=EXPLAIN_DRIVERS)
+    np.testing.assert_allclose(pruned.values, full.values, atol=1e-9)
+    np.testing.assert_allclose(pruned.full, full.full, atol=1e-9)

@@ -74,6 +74,7 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
         propose,
     )
     from trimtab.rebalance.drivers import recorded_weights
+    from trimtab.rebalance.errors import RebalanceError
 
     diffs: list[str] = []
     hash_ok = canonical_hash(proposed.snapshot) == proposed.snapshot_hash
@@ -84,8 +85,14 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
     # Weights of an older formulation (no risk or esg driver) read as they behaved then.
     weights = (recorded_weights({k: float(v) for k, v in proposed.driver_weights.items()})
                if proposed.driver_weights is not None else None)
-    again = propose(proposed.snapshot, proposal_id=proposed.proposal_id, context=context,
-                    drivers=weights).to_event(drift_id=proposed.drift_id)
+    try:
+        again = propose(proposed.snapshot, proposal_id=proposed.proposal_id, context=context,
+                        drivers=weights).to_event(drift_id=proposed.drift_id)
+    except RebalanceError as e:  # the record no longer solves: that is the replay's answer
+        diffs.append(f"the recorded snapshot does not solve now: {e}")
+        return {"hash_ok": hash_ok, "proposal_identical": False,
+                "explanation_identical": False if explained is not None else None,
+                "differences": diffs, "replay_version": OPTIMIZER_VERSION}
     same = _diff("orders", _orders(proposed.orders), _orders(again.orders), diffs)
     same &= _diff("est_tax_usd", str(proposed.est_tax_usd), str(again.est_tax_usd), diffs)
     same &= _diff("est_cost_usd", str(proposed.est_cost_usd), str(again.est_cost_usd), diffs)
@@ -93,7 +100,12 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
                   {k: str(v) for k, v in again.post_weights.items()}, diffs)
     expl_same: bool | None = None
     if explained is not None:
-        ex = explanation_payload(explain(proposed, context=context, driver_weights=weights),
+        # The explained drivers as recorded; a record made before the risk driver existed
+        # (formulation 3) switched the factor term with drift.
+        drivers = tuple(explained.drivers)
+        follow = {"risk": "drift"} if "risk" not in drivers else None
+        ex = explanation_payload(explain(proposed, context=context, driver_weights=weights,
+                                         drivers=drivers, follow=follow),
                                  explanation_id=explained.explanation_id)
         expl_same = _diff("attributions", [t.model_dump(mode="json") for t in explained.trades],
                           [t.model_dump(mode="json") for t in ex.trades], diffs)

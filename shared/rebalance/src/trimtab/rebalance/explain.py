@@ -184,8 +184,10 @@ def _masked(inp: RebalanceInput, keep: np.ndarray) -> RebalanceInput:
 class _Coalitions:
     """Maps a coalition (on/off per explained driver) to the weights and input it solves."""
 
-    def __init__(self, inp: RebalanceInput, weights: Mapping[str, float], drivers: Sequence[str]):
+    def __init__(self, inp: RebalanceInput, weights: Mapping[str, float], drivers: Sequence[str],
+                 follow: Mapping[str, str] | None = None):
         self.inp, self.weights, self.drivers = inp, dict(weights), tuple(drivers)
+        self.follow = dict(follow or {})
         self._variants: dict[tuple[str, bool], RebalanceInput] = {}
 
     def _variant(self, tax: str, esg_on: bool) -> RebalanceInput:
@@ -206,6 +208,9 @@ class _Coalitions:
         state = dict(zip(self.drivers, on, strict=True))
         for d, flag in state.items():
             if not flag and d in w:
+                w[d] = 0.0
+        for d, leader in self.follow.items():  # switched with its leader (see `shapley_values`)
+            if not state.get(leader, True):
                 w[d] = 0.0
         esg_on = state.get("esg", True)
         losses, gains = state.get("tax_losses", True), state.get("tax_gains", True)
@@ -240,14 +245,15 @@ def exact_shapley(trade: Callable[[tuple[bool, ...]], np.ndarray], k: int) -> np
 _MOTIVES: tuple[str, ...] = ("drift", "risk", "cash")
 
 
-def _provably_idle(inp: RebalanceInput, drivers: Sequence[str],
-                   weights: Mapping[str, float]) -> Callable[[tuple[bool, ...]], bool]:
+def _provably_idle(inp: RebalanceInput, drivers: Sequence[str], weights: Mapping[str, float],
+                   follow: Mapping[str, str] | None = None) -> Callable[[tuple[bool, ...]], bool]:
     """A test of "this coalition's optimum is no trade", or always False when it cannot be known."""
     motives = (*_MOTIVES, "tax" if "tax" in drivers else "tax_losses")
     # A motive that is not a player stays at its weight in every coalition: unless it is off or
     # cannot act on this input, no coalition is provably idle.
     null = structurally_null(inp, motives)
-    fixed = [m for m in motives if m not in drivers and m not in null
+    follow = follow or {}
+    fixed = [m for m in motives if m not in drivers and m not in null and follow.get(m) not in drivers
              and weights.get("tax" if m == "tax_losses" else m, 0.0) > 0]
     # A negative tax budget makes "no trade" infeasible: then the optimizer must say so itself.
     if fixed or (inp.tax_budget_usd is not None and inp.tax_budget_usd < 0):
@@ -266,7 +272,10 @@ def structurally_null(inp: RebalanceInput, drivers: Sequence[str]) -> frozenset[
     null = {
         "restrictions": not inp.restricted.any() and not inp.never_buy.any(),
         "risk": not inp.model_loadings.any(),
-        "esg": not inp.esg_excluded.any(),
+        # Lifting the screen changes the targets too: null only when they are the same.
+        "esg": not inp.esg_excluded.any() and (
+            inp.target_weight_without_esg is None
+            or np.array_equal(inp.target_weight_without_esg, inp.target_weight)),
         "tax": not coef.any(),
         "tax_losses": not (coef < 0).any(),
         "tax_gains": not (coef > 0).any(),
@@ -296,10 +305,13 @@ def shapley_values(
     drivers: Sequence[str] = DRIVERS,
     tuning: Tuning = DEFAULT_TUNING,
     prune: bool = False,
+    follow: Mapping[str, str] | None = None,
 ) -> ShapleyResult:
     """Exact Shapley values (via `shap.explainers.Exact`) of the trade over `drivers`.
 
-    Drivers not in `drivers` stay at their weight in every coalition (they belong to the base).
+    Drivers not in `drivers` stay at their weight in every coalition (they belong to the base),
+    unless `follow` names a player they switch with: ``{"risk": "drift"}`` is the game of
+    formulation 3, whose drift term held the factor risk (the audit replay of such records).
     `prune=True` values two kinds of coalitions without a solve, exactly: those whose optimum is
     provably no trade (`_provably_idle`), and those that differ from another only by
     structurally null drivers (`structurally_null`). `resolves` counts the solves made.
@@ -307,10 +319,11 @@ def shapley_values(
     weights = validate_weights(driver_weights)
     drivers = _check_drivers(drivers)
     k = len(drivers)
-    coalition = _Coalitions(inp, weights, drivers)
+    follow = {d: leader for d, leader in (follow or {}).items() if d not in drivers and leader in drivers}
+    coalition = _Coalitions(inp, weights, drivers, follow)
     memo: dict[tuple[bool, ...], np.ndarray] = {}
     notes: dict[tuple[bool, ...], tuple[str, ...]] = {}
-    idle = _provably_idle(inp, drivers, weights) if prune else (lambda on: False)
+    idle = _provably_idle(inp, drivers, weights, follow) if prune else (lambda on: False)
     null = structurally_null(inp, drivers) if prune else frozenset()
     null_idx = [i for i, d in enumerate(drivers) if d in null]
     resolves = skipped = 0
@@ -374,6 +387,7 @@ def explain(
     counterfactuals: bool = False,
     max_counterfactual_orders: int | None = None,
     prune: bool = False,
+    follow: Mapping[str, str] | None = None,
 ) -> Explanation:
     """Attribute the proposal's continuous trades to the drivers and write both narratives.
 
@@ -390,7 +404,7 @@ def explain(
     _check_context(proposal, context)
     inp = from_snapshot(proposal.snapshot, context)
     weights = _driver_weights_of(proposal, driver_weights)
-    sv = shapley_values(inp, weights, drivers=drivers, tuning=tuning, prune=prune)
+    sv = shapley_values(inp, weights, drivers=drivers, tuning=tuning, prune=prune, follow=follow)
 
     total = sv.base + sv.values.sum(axis=0)
     error = np.abs(total - sv.full) if inp.n_securities else np.zeros(1)

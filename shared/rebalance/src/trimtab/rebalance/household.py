@@ -340,12 +340,15 @@ def household_input(
         own = {sec.symbol: sec for sec in snap.securities}
         securities = [own.get(s, merged[s]) for s in sorted(merged)]
         zero = Decimal(0)
+        # The household's targets replace the account's; its own screens stay buy bans (the
+        # targets before its ESG screen are an explainer's matter, not the household's).
         snap_h = snap.model_copy(update={
-            "targets": {s: targets.get(s, zero) for s in universe}, "securities": securities})
+            "targets": {s: targets.get(s, zero) for s in universe}, "securities": securities,
+            "targets_before_esg": None})
         ctx_a = replace(ctx, withdrawal_usd=float(withdrawals_usd.get(snap.account_id, 0)),
                         tax_budget_usd=None, gain_cap_usd=None)
         rewritten.append(snap_h)
-        inputs.append(from_snapshot(snap_h, ctx_a))
+        inputs.append(from_snapshot(snap_h, ctx_a, screened_targets_ok=True))
     symbols = inputs[0].symbols
     if any(inp.symbols != symbols for inp in inputs):  # pragma: no cover - same universe by construction
         raise InvalidSnapshot("accounts of the household resolved to different security universes")

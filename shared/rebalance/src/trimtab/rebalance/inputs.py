@@ -72,6 +72,9 @@ class RebalanceInput:
     never_buy_mask: np.ndarray | None = None
     esg_mask: np.ndarray | None = None
     target_weight_without_esg: np.ndarray | None = None
+    #: Symbols in the problem only because the targets before the ESG screen name them (not
+    #: held, not targeted): they take no part in the risk model's scale or the substitute groups.
+    screen_only_mask: np.ndarray | None = None
     # ---- from the `RebalanceContext` (defaults: identity risk, no impact, no budgets) ----
     #: Wash-sale group per security (substantially identical securities); default its symbol.
     wash_group: tuple[str, ...] | None = None
@@ -290,8 +293,12 @@ def _f(x: object) -> float:
     return float(x)  # Decimal -> float, exact to double precision
 
 
-def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = None) -> RebalanceInput:
-    """Validate `snapshot` (and `context`) and turn them into arrays; `InvalidSnapshot` if malformed."""
+def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = None, *,
+                  screened_targets_ok: bool = False) -> RebalanceInput:
+    """Validate `snapshot` (and `context`) and turn them into arrays; `InvalidSnapshot` if malformed.
+
+    `screened_targets_ok`: a screened security may carry a target (household mode: the
+    household's targets replace the account's, the account's screens stay buy bans)."""
     secs: dict[str, object] = {}
     for s in snapshot.securities:
         if s.symbol in secs:
@@ -309,14 +316,19 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
-    before_esg = _screens(snapshot)
+    before_esg = _screens(snapshot, screened_targets_ok)
     held = {sym for sym, p in positions.items() if float(p.shares) > SHARES_EPS or p.lots}
-    universe = held | set(snapshot.targets) | {s for s, w in before_esg.items() if w > 0}
+    universe = held | set(snapshot.targets)
     ctx = context or EMPTY_CONTEXT
     # Substitutes the snapshot prices join the problem when their group is held or targeted:
     # a harvested loss needs somewhere to keep its exposure.
     sub_groups = {ctx.info(s).substitute_group for s in universe} - {None}
     universe |= {s for s in secs if ctx.info(s).substitute_group in sub_groups}
+    # The symbols only the targets before the ESG screen name join last: the explainer's
+    # coalitions without the screen need them, and they change nothing else (not the risk
+    # model's normalization, not the substitutes: `_risk` looks at `core` only).
+    core = frozenset(universe)
+    universe |= {s for s, w in before_esg.items() if w > 0}
     symbols = tuple(sorted(universe))
     missing = [s for s in symbols if s not in secs]
     if missing:
@@ -388,6 +400,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         never_buy_mask=arr([s in never_buy for s in symbols], bool) if never_buy else None,
         esg_mask=arr([s in esg for s in symbols], bool) if esg else None,
         target_weight_without_esg=arr([_f(before_esg.get(s, 0)) for s in symbols]) if before_esg else None,
+        screen_only_mask=arr([s not in core for s in symbols], bool) if len(core) < len(symbols) else None,
     )
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
@@ -396,11 +409,11 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     return apply_context(inp, context or EMPTY_CONTEXT)
 
 
-def _screens(snapshot: AccountSnapshot) -> dict[str, object]:
+def _screens(snapshot: AccountSnapshot, screened_targets_ok: bool = False) -> dict[str, object]:
     """Check the snapshot's screens; the targets before the ESG screen ({} without one)."""
     esg = set(snapshot.esg_excluded)
     for sym in sorted(esg | set(snapshot.never_buy)):
-        if float(snapshot.targets.get(sym, 0)) > 0:
+        if float(snapshot.targets.get(sym, 0)) > 0 and not screened_targets_ok:
             raise InvalidSnapshot(f"{sym} is screened from buying but has a target", symbol=sym)
     before = snapshot.targets_before_esg
     if before is None:
@@ -425,15 +438,17 @@ def _risk(inp: RebalanceInput, ctx: RebalanceContext) -> tuple[np.ndarray | None
     and the substitute groups' band membership."""
     n = inp.n_securities
     fm = ctx.factor_model
+    screen_only = inp.screen_only_mask if inp.screen_only_mask is not None else np.zeros(n, bool)
     if fm is None:
         L, d = np.zeros((n, 0)), np.ones(n)
     else:
         row = {s: k for k, s in enumerate(fm.symbols)}
         L = np.zeros((n, fm.n_factors))
         d = np.zeros(n)
-        known = [i for i, s in enumerate(inp.symbols) if s in row]
-        for i in known:
+        modelled = [i for i, s in enumerate(inp.symbols) if s in row]
+        for i in modelled:
             L[i], d[i] = fm.loadings[row[inp.symbols[i]]], fm.specific_var[row[inp.symbols[i]]]
+        known = [i for i in modelled if not screen_only[i]]  # the scale: the account's own symbols
         total = (L**2).sum(axis=1) + d
         # Normalize so the average security's variance is 1: drift weight 1 then means the same
         # under a risk model as under the identity (a unit of squared weight deviation).
@@ -444,7 +459,7 @@ def _risk(inp: RebalanceInput, ctx: RebalanceContext) -> tuple[np.ndarray | None
     subs: dict[str, list[int]] = {}
     for i, s in enumerate(inp.symbols):
         g = ctx.info(s).substitute_group
-        if g is not None:
+        if g is not None and not screen_only[i]:
             subs.setdefault(g, []).append(i)
     multi = [members for _, members in sorted(subs.items()) if len(members) >= 2]
     if not multi and fm is None:

@@ -96,17 +96,32 @@ def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
             sell[lot] += add
             missing -= add
             whole[lot] = whole[lot] or abs(sell[lot] - inp.lot_shares[lot]) < SHARE_TOL
-    # Leaving a target-0 holding (a screen, a security dropped from the model): a lot being sold
-    # that the optimum leaves with less than one share, or that would keep less than the minimum
-    # trade, is sold whole, not left as dust (the re-check still applies to the result).
+    buy = np.array([_floor(u, t) for u, t in zip(sol.buy_shares, tol, strict=True)])
+    return sell, buy, whole
+
+
+def _clear_exits(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray, buy: np.ndarray,
+                 whole: np.ndarray, bans: Bans, tuning: Tuning, notes: list[str]) -> None:
+    """Leaving a target-0 holding (a screen, a security dropped from the model): a lot being sold
+    that the optimum leaves with less than one share, or that would keep less than the minimum
+    trade, is sold whole, not left as dust; unless that breaks a constraint the orders met
+    (turnover, tax budget, gain cap), in which case the lot keeps its remainder."""
+    s = sol.sell_shares
+    before: set[str] | None = None
     for lot in range(inp.n_lots):
         i = inp.lot_security[lot]
         rest = inp.lot_shares[lot] - sell[lot]
-        if (inp.target_weight[i] == 0 and s[lot] > SHARE_TOL and not whole[lot] and rest > 0
+        if not (inp.target_weight[i] == 0 and s[lot] > SHARE_TOL and not whole[lot] and rest > 0
                 and (inp.lot_shares[lot] - s[lot] < 1.0 or rest * inp.price_usd[i] < tuning.min_trade_usd)):
-            sell[lot], whole[lot] = inp.lot_shares[lot], True
-    buy = np.array([_floor(u, t) for u, t in zip(sol.buy_shares, tol, strict=True)])
-    return sell, buy, whole
+            continue
+        if before is None:
+            before = set(check(inp, sell, buy, bans))
+        kept = sell[lot]
+        sell[lot], whole[lot] = inp.lot_shares[lot], True
+        if set(check(inp, sell, buy, bans)) - before:
+            sell[lot], whole[lot] = kept, False
+        else:
+            notes.append(f"{inp.symbols[i]}: exit sold whole ({_floor(rest):.0f} share(s) more)")
 
 
 def _small_orders(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, min_usd: float) -> list[int]:
@@ -227,6 +242,7 @@ def _round_and_repair(inp: RebalanceInput, weights: Mapping[str, float], continu
     else:  # pragma: no cover - bans grow every round, so this cannot loop past n
         raise InfeasibleProblem("rounding", "minimum-notional rounding did not settle")
     _repair_cash(inp, sol, sell, buy, whole, tuning.min_trade_usd, notes)
+    _clear_exits(inp, sol, sell, buy, whole, bans, tuning, notes)
     return sell, buy, whole, sol, bans, dropped, notes
 
 
