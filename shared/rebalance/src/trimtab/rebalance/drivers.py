@@ -68,7 +68,9 @@ DEFAULT_TUNING = Tuning()
 
 
 def validate_weights(driver_weights: Mapping[str, float]) -> dict[str, float]:
-    """Weights for every driver: unknown names and negatives are errors; missing drivers are off."""
+    """Weights for every driver: unknown names and negatives are errors; missing drivers are off
+    (so a dict written before `risk` and `esg` existed switches them off: read recorded weights
+    with `recorded_weights`)."""
     unknown = set(driver_weights) - set(DRIVERS)
     if unknown:
         raise ValueError(f"unknown drivers: {sorted(unknown)}; known: {list(DRIVERS)}")
