@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+from opentelemetry import metrics
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +30,21 @@ from .models import checkpoints
 
 log = logging.getLogger(__name__)
 FILE_NAME = "checkpoints.jsonl"
+meter = metrics.get_meter("trimtab.audit")
+_failures = meter.create_counter("trimtab_audit_checkpoint_failures", unit="{attempt}",
+                                 description="timer passes that failed to sign a checkpoint")
+_live: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+
+
+def _observe_age(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    now = utcnow()
+    return [metrics.Observation(max(0.0, (now - c.latest_signed_at).total_seconds()))
+            for c in list(_live) if c.latest_signed_at is not None]
+
+
+meter.create_observable_gauge("trimtab_audit_checkpoint_age", callbacks=[_observe_age], unit="s",
+                              description="seconds since the newest signed checkpoint (known after the "
+                                          "first timer pass); it only advances when the tree grew")
 
 
 def _from_row(row: object) -> Checkpoint:
@@ -56,6 +74,8 @@ class Checkpointer:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: signed_at of the newest checkpoint this process signed or found (metrics only).
+        self.latest_signed_at: datetime | None = None
 
     async def sign(self, *, only_if_grown: bool = False) -> Checkpoint | None:
         """Sign the current tree head; with only_if_grown, skip when the latest already covers it."""
@@ -64,12 +84,14 @@ class Checkpointer:
             if only_if_grown:
                 last = await latest(s)
                 if last is not None and last.tree_size >= size:
+                    self.latest_signed_at = last.signed_at
                     return None
             cp = self.signer.sign(size, await tree.root_at(s, size), utcnow())
             await s.execute(insert(checkpoints).values(
                 tree_size=cp.tree_size, root_hash=cp.root_hash, signed_at=cp.signed_at,
                 key_id=cp.key_id, signature=cp.signature))
             await s.commit()
+        self.latest_signed_at = cp.signed_at
         self._append_to_file(cp)
         log.info("signed checkpoint: size %d root %s", cp.tree_size, cp.root_hash.hex()[:16])
         return cp
@@ -89,10 +111,12 @@ class Checkpointer:
             except asyncio.CancelledError:
                 raise
             except Exception:  # the next tick tries again; a missed checkpoint is not data loss
+                _failures.add(1)
                 log.exception("checkpoint signing failed")
 
     def start(self) -> None:
         if self.interval_s > 0 and self._task is None:
+            _live.add(self)
             self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
 
     async def stop(self) -> None:
@@ -101,3 +125,4 @@ class Checkpointer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        _live.discard(self)

@@ -51,6 +51,10 @@ _processed = meter.create_counter("trimtab_events_processed", unit="{event}", de
 _duplicates = meter.create_counter("trimtab_events_duplicate", unit="{event}", description="redeliveries absorbed")
 _dead = meter.create_counter("trimtab_events_dead_lettered", unit="{event}", description="events sent to a DLQ")
 _latency = meter.create_histogram("trimtab_handler_duration", unit="ms", description="handler time per event")
+_failures = meter.create_counter(
+    "trimtab_handler_failures", unit="{attempt}",
+    description="failed handler attempts; kind: transient (infrastructure, retried without limit), "
+                "error (counts against max_attempts), permanent (dead-lettered at once)")
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 
@@ -68,6 +72,20 @@ def _observe_lag(options: metrics.CallbackOptions) -> list[metrics.Observation]:
 
 meter.create_observable_gauge("trimtab_consumer_lag", callbacks=[_observe_lag], unit="{message}",
                               description="messages behind the partition's high watermark")
+
+
+def _observe_state(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    return [metrics.Observation(1 if c.running else 0, {"consumer": c.name}) for c in list(_live)]
+
+
+def _observe_parked(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    return [metrics.Observation(len(c._parked), {"consumer": c.name}) for c in list(_live)]  # noqa: SLF001
+
+
+meter.create_observable_gauge("trimtab_consumer_running", callbacks=[_observe_state], unit="1",
+                              description="1 while the consumer's poll loop runs, 0 once it stopped")
+meter.create_observable_gauge("trimtab_consumer_parked_keys", callbacks=[_observe_parked], unit="{key}",
+                              description="(topic, key) pairs parked behind an unresolved dead letter")
 
 
 class BatchHandler:
@@ -156,6 +174,7 @@ class EventConsumer:
         _live.add(self)
 
     async def start(self) -> None:
+        _live.add(self)
         await self._load_parked()
         self._consumer = AIOKafkaConsumer(
             *self._topics,
@@ -180,6 +199,7 @@ class EventConsumer:
                 pass
         if self._consumer:
             await self._consumer.stop()
+        _live.discard(self)  # stopped on purpose: no longer reported (a crashed one reports running 0)
 
     @property
     def running(self) -> bool:
@@ -327,6 +347,7 @@ class EventConsumer:
                     raise
                 except Exception as e:
                     if _is_transient(e) and attempt < 1000:
+                        _failures.add(1, {"consumer": self.name, "event_type": "(batch)", "kind": "transient"})
                         log.warning("%s: transient failure on a batch, retrying: %r", self.name, e)
                         await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
                         continue
@@ -388,10 +409,14 @@ class EventConsumer:
                 except asyncio.CancelledError:
                     raise
                 except PermanentEventError as e:
+                    _failures.add(1, {"consumer": self.name, "event_type": env.event_type, "kind": "permanent"})
                     await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=True)
                     return
                 except Exception as e:
-                    if _is_transient(e):
+                    transient = _is_transient(e)
+                    _failures.add(1, {"consumer": self.name, "event_type": env.event_type,
+                                      "kind": "transient" if transient else "error"})
+                    if transient:
                         log.warning("%s: transient failure on %s, retrying: %r", self.name, env.event_id, e)
                         await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
                         attempt -= 1  # infrastructure trouble does not count against the event

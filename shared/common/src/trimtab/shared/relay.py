@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import metrics
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +22,28 @@ from .kafka import encode_headers
 from .outbox import InfraTables
 
 log = logging.getLogger(__name__)
+meter = metrics.get_meter("trimtab.relay")
+_published = meter.create_counter("trimtab_outbox_published", unit="{event}",
+                                  description="outbox rows published to Kafka")
+_errors = meter.create_counter("trimtab_outbox_relay_errors", unit="{attempt}",
+                               description="relay passes that failed (broker or database unreachable)")
+_live: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _observe_oldest(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    now = datetime.now(UTC)
+    out = []
+    for r in list(_live):
+        since = r.oldest_unsent_at
+        age_s = max(0.0, (now - since).total_seconds()) if since is not None else 0.0
+        out.append(metrics.Observation(age_s, {"outbox": r.lock_name}))
+    return out
+
+
+meter.create_observable_gauge(
+    "trimtab_outbox_oldest_unsent_age", callbacks=[_observe_oldest], unit="s",
+    description="age of the oldest outbox row this relay saw unpublished (0: none waiting, or "
+                "another replica holds the relay lock); grows while the relay is stuck")
 
 
 class OutboxRelay:
@@ -43,11 +67,18 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.last_error: str | None = None
+        #: created_at of the oldest unsent row of the last pass (None: nothing was waiting).
+        self.oldest_unsent_at: datetime | None = None
+
+    @property
+    def lock_name(self) -> str:
+        return self._lock_name
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
+        _live.add(self)
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._lock_name}")
 
     async def stop(self) -> None:
@@ -57,6 +88,7 @@ class OutboxRelay:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        _live.discard(self)
 
     async def _run(self) -> None:
         while True:
@@ -67,6 +99,7 @@ class OutboxRelay:
                 raise
             except Exception as e:  # broker or database down: keep trying, rows stay unsent
                 self.last_error = repr(e)
+                _errors.add(1, {"outbox": self._lock_name})
                 log.warning("outbox relay: %r", e)
                 n = 0
                 await asyncio.sleep(1.0)
@@ -87,18 +120,22 @@ class OutboxRelay:
                     {"k": f"relay:{self._lock_name}"},
                 )
             ).scalar_one()
-            if not got:
+            if not got:  # another replica publishes: its relay reports the backlog
+                self.oldest_unsent_at = None
                 return 0
             rows = (
                 await session.execute(
-                    select(o.c.id, o.c.topic, o.c.key, o.c.envelope, o.c.headers)
+                    select(o.c.id, o.c.topic, o.c.key, o.c.envelope, o.c.headers, o.c.created_at)
                     .where(o.c.sent_at.is_(None))
                     .order_by(o.c.id)
                     .limit(self._batch)
                 )
             ).all()
             if not rows:
+                self.oldest_unsent_at = None
                 return 0
+            # Oldest by id is oldest by insert (ids come from a sequence); kept until published.
+            self.oldest_unsent_at = rows[0].created_at
             futures = [
                 await self._producer.send(
                     r.topic, value=r.envelope, key=r.key.encode(), headers=encode_headers(r.headers)
@@ -112,4 +149,12 @@ class OutboxRelay:
                 .values(sent_at=datetime.now(UTC))
             )
         self.published += len(rows)
+        counts: dict[tuple[str, str], int] = {}
+        for r in rows:
+            k = (r.topic, str((r.headers or {}).get("event_type", "")))
+            counts[k] = counts.get(k, 0) + 1
+        for (topic, event_type), n in counts.items():
+            _published.add(n, {"outbox": self._lock_name, "topic": topic, "event_type": event_type})
+        # A full batch may leave more behind (the next pass, at once, reads their age).
+        self.oldest_unsent_at = rows[-1].created_at if len(rows) >= self._batch else None
         return len(rows)
