@@ -4,6 +4,7 @@ in (either order), decision and approved trades out; advisor decisions through t
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -269,6 +270,13 @@ async def test_infeasible_drift_is_stored_failed_and_rejected_without_trades(
     assert body["failure"] == {"kind": "infeasible", "constraint": "cash_reserve"} and body["orders"] == []
     proposed = await read_events(kafka_bootstrap, "rebalance.proposed.v1", until=lambda evs: True)
     assert not [e for e in proposed if e.payload.get("proposal_id") == str(pid)]
+    # The SRE sees it: a failed solve by its typed reason, and the optimizer's rejection.
+    text = (await client.get("/metrics")).text
+    assert re.search(r'trimtab_optimizer_proposals_total\{[^}]*outcome="failed"[^}]*'
+                     r'reason="infeasible:cash_reserve"[^}]*\} [1-9]', text), text[:2000]
+    assert re.search(r'trimtab_optimizer_decisions_total\{[^}]*automatic="true"[^}]*decision="rejected"'
+                     r'[^}]*\} [1-9]', text)
+    assert "trimtab_optimizer_solve_duration_milliseconds_bucket" in text
 
 
 async def test_nothing_to_trade_is_rejected_automatically(service, producer, kafka_bootstrap):

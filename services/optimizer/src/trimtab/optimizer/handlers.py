@@ -10,6 +10,7 @@ snapshot expires instead of being decided (prices.py).
 from __future__ import annotations
 
 import logging
+import time
 from decimal import Decimal
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from trimtab.shared.events import (
 from trimtab.shared.outbox import UnitOfWork
 
 from . import household, prices, proposals
+from . import metrics as opt_metrics
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,13 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
     # The drift's context (mandate), the reference data of its symbols (market data and the
     # factor model, where the drift has none) and the household's trades of the wash-sale window.
     context = await household.context_for(uow.session, env.tenant_id, drift.snapshot, drift.context)
+    t0 = time.perf_counter()
     outcome = await engine.propose(drift.snapshot, proposal_id=proposal_id, drift_id=drift.drift_id,
                                    context=context)
+    result = "failed" if outcome.failure is not None else "proposed"
+    opt_metrics.solve_duration.record((time.perf_counter() - t0) * 1e3, {"outcome": result})
+    opt_metrics.proposals.add(1, {"outcome": result, "reason": "none" if outcome.failure is None else
+                                  opt_metrics.failure_label(outcome.failure.kind, outcome.failure.constraint)})
     if outcome.failure is not None:
         log.warning("drift %s: no proposal: %s", drift.drift_id, outcome.failure.reason)
         await proposals.record_failure(uow, env, drift, proposal_id, outcome.failure)

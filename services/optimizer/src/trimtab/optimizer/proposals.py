@@ -37,6 +37,7 @@ from trimtab.shared.events import (
 )
 from trimtab.shared.outbox import UnitOfWork
 
+from . import metrics as opt_metrics
 from . import prices
 from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
@@ -156,6 +157,7 @@ async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     row = (await uow.session.execute(stmt)).first()
     if row is None:
         return None
+    opt_metrics.decisions.add(1, {"decision": "rejected", "automatic": "true"})
     uow.publish(env.caused(RebalanceDecided(
         proposal_id=proposal_id, account_id=drift.account_id, decision="rejected",
         decided_by=PRODUCER, automatic=True, reason=failure.reason, decided_at=now,
@@ -224,6 +226,7 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
         approved = with_client_order_ids(row.proposal_id, orders)
         values["orders"] = [o.model_dump(mode="json") for o in approved]
     row = await _update(uow, row, **values)
+    opt_metrics.decisions.add(1, {"decision": decision.kind, "automatic": str(bool(decision.automatic)).lower()})
     uow.publish(make_env(RebalanceDecided(
         proposal_id=row.proposal_id, account_id=row.account_id, decision=decision.kind,
         decided_by=decision.decided_by, automatic=decision.automatic, reason=decision.reason,
