@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             impact = (solved.get("cost_breakdown") or {}).get("impact_usd", "0")
             print(f"solved with factor model {fm.get('name')!r} ({len(fm.get('symbols', []))} rows of its "
                   f"symbols), sigma/ADV of {sum(1 for v in used.get('securities', {}).values() if 'adv_usd' in v)} "
-                  f"securities: est. market impact ${impact}, risk term {solved['objective'].get('risk', 'n/a')}")
+                  f"securities: est. market impact ${impact}; the objective's factor-risk term after the "
+                  f"trades {float(solved['objective'].get('risk', 'nan')):.3g} (weighted, in fractions of the "
+                  f"account's value, as every objective term)")
             rep = _check(audit.post(f"/v1/audit/decisions/{p['proposal_id']}/replay"))
             print(f"replayed from the record (optimizer and explainer re-run on the recorded snapshot): "
                   f"identical={rep['identical']} (orders {rep['proposal_identical']}, "
