@@ -14,8 +14,8 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.optimizer.snapshots import drifted, on_target, unraisable_reserve
-from tests.support import auth, read_events, running, settings, wait_consumers_assigned
-from trimtab.optimizer.app import Settings, create, sweep_once
+from tests.support import auth, read_events
+from trimtab.optimizer.app import sweep_once
 from trimtab.optimizer.domain.orders import client_order_id
 from trimtab.optimizer.proposals import proposal_id_for
 from trimtab.shared.envelope import Envelope
@@ -33,31 +33,11 @@ from trimtab.shared.events import (
     TradesApproved,
     TradesExecuted,
 )
-from trimtab.shared.kafka import encode_headers, start_producer
+from trimtab.shared.kafka import encode_headers
 from trimtab.shared.outbox import kafka_headers
 
 pytestmark = pytest.mark.integration
 TENANT = "t1"
-
-
-@pytest.fixture(scope="module")
-async def service(database_url, kafka_bootstrap):
-    app = create(settings(Settings, database_url, kafka_bootstrap))
-    async with running(app) as client:
-        await wait_consumers_assigned(app)
-        yield app, client
-
-
-@pytest.fixture(scope="module")
-async def producer(kafka_bootstrap):
-    p = await start_producer(kafka_bootstrap, "optimizer-tests")
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-def client(service):
-    return service[1]
 
 
 async def send(producer, env: Envelope, key: str) -> None:

@@ -35,7 +35,6 @@ from trimtab.shared.events import (
     RebalanceDecided,
     RebalanceProposed,
 )
-from trimtab.shared.kafka import start_producer
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -47,13 +46,6 @@ async def service(database_url, kafka_bootstrap):
     async with running(app) as client:
         await wait_consumers_assigned(app)
         yield app, client
-
-
-@pytest.fixture(scope="module")
-async def producer(kafka_bootstrap):
-    p = await start_producer(kafka_bootstrap, "optimizer-price-tests")
-    yield p
-    await p.stop()
 
 
 def new_tenant() -> str:

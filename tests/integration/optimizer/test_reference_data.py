@@ -17,9 +17,8 @@ from tests.integration.optimizer.test_optimizer_service import (
     send,
     wait_state,
 )
-from tests.support import auth, running, settings, wait_consumers_assigned
+from tests.support import auth
 from trimtab.optimizer import reference
-from trimtab.optimizer.app import Settings, create
 from trimtab.optimizer.proposals import proposal_id_for
 from trimtab.rebalance import RebalanceContext
 from trimtab.rebalance.inputs import from_snapshot
@@ -32,7 +31,6 @@ from trimtab.shared.events import (
     RebalanceProposed,
     SecurityContext,
 )
-from trimtab.shared.kafka import start_producer
 
 pytestmark = pytest.mark.integration
 SECURITIES = "/v1/reference/securities"
@@ -56,26 +54,6 @@ RISK_MODEL = {
                  [0.012, 0.005], [0.0, 0.004]],
     "specific_var": [2e-5, 1.2345678901234567e-05, 2e-6, 3e-5, 4e-5, 1e-6],
 }
-
-
-@pytest.fixture(scope="module")
-async def service(database_url, kafka_bootstrap):
-    app = create(settings(Settings, database_url, kafka_bootstrap))
-    async with running(app) as client:
-        await wait_consumers_assigned(app)
-        yield app, client
-
-
-@pytest.fixture(scope="module")
-async def producer(kafka_bootstrap):
-    p = await start_producer(kafka_bootstrap, "optimizer-reference-tests")
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-def client(service):
-    return service[1]
 
 
 def tenant() -> str:
