@@ -95,6 +95,8 @@ async def test_relative_band_esg_cash_flow_withdrawal_interval_and_household(svc
     assert d.rule == "relative_band" and d.breached == ["BBB"]
     assert d.snapshot.targets == {"AAA": D("0.5625"), "BBB": D("0.3375")}
     assert d.snapshot.policy.band_abs == D("0.0675")  # narrowest relative band, for the optimizer
+    # ... and each symbol's own band where it is wider: AAA 20 % of 0.5625
+    assert d.snapshot.policy.band_by_symbol == {"AAA": D("0.1125")}
     assert [e.correlation_id for e in evs if e.tenant_id == t] == [up.correlation_id]
     r2 = (await client.get("/v1/accounts/R2/drift", headers=h)).json()
     assert r2["rules"] == ["relative_band"] and not r2["would_fire"]

@@ -279,3 +279,18 @@ def test_long_tick_sequences_track_the_exact_rules() -> None:
         for aid, a in holders.items():
             ev = evaluate(a, prices)  # type: ignore[arg-type]
             assert abs(eng._value[eng._row[aid]] - float(ev.total_value_usd)) <= 1e-9 * float(ev.total_value_usd)
+
+
+def test_the_optimizer_gets_each_symbols_own_band_under_relative_bands() -> None:
+    targets = {"A": D("0.5"), "B": D("0.3"), "C": D("0.05"), "Z": D("0")}
+    hybrid = resolve_policy({"band_rel": "0.2", "band_abs": "0.02"})
+    # 20 % of the target, at least 2 %: A 10 %, B 6 %, C 2 % (the default band, left out).
+    assert hybrid.snapshot_band(targets) == D("0.02")
+    assert hybrid.snapshot_bands(targets) == {"A": D("0.10"), "B": D("0.06")}
+    relative = resolve_policy({"band_abs": None, "band_rel": "0.2"})
+    assert relative.snapshot_band(targets) == D("0.010")
+    assert relative.snapshot_bands(targets) == {"A": D("0.10"), "B": D("0.06")}
+    # One band for every symbol: nothing per symbol.
+    assert resolve_policy({"band_abs": "0.03"}).snapshot_bands(targets) is None
+    trade_back = resolve_policy({"band_abs": None, "band_rel": "0.2", "trade_back_band": "0.01"})
+    assert trade_back.snapshot_bands(targets) is None

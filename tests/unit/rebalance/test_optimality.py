@@ -76,7 +76,7 @@ def plain_model(inp: RebalanceInput, snap_ctx: RebalanceContext, w: dict[str, fl
     tax_usd = (inp.lot_gain_usd_per_share * inp.lot_tax_rate) @ s
     post_cash = inp.cash_weight - cp.sum(t) - lin_cost
     objective = (
-        w["drift"] * (cp.quad_form(a, specific) + tun.band_penalty * cp.sum(cp.pos(cp.abs(a) - inp.band_abs)))
+        w["drift"] * (cp.quad_form(a, specific) + tun.band_penalty * cp.sum(cp.pos(cp.abs(a) - inp.band)))
         + w["risk"] * cp.quad_form(a, cp.psd_wrap(systematic))
         + w["cost"] * (lin_cost + impact) + w["tax"] * tax_usd / V0
         + w["cash"] * cp.pos(inp.cash_weight - cp.sum(t) - inp.cash_target_weight)

@@ -87,7 +87,7 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
         positions=positions, targets={s: w for s, w in sorted(targets.items())},
         securities=securities, restricted=list(a.restricted or []),
         policy=DriftPolicy(band_abs=policy.snapshot_band(targets), automation=policy.automation,
-                           max_turnover=policy.max_turnover),
+                           max_turnover=policy.max_turnover, band_by_symbol=policy.snapshot_bands(targets)),
         tax_rates=TaxRates(short_term=a.tax_short_term, long_term=a.tax_long_term),
         as_of=as_of,
         never_buy=sorted(set(a.never_buy or []) - set(a.restricted or [])), esg_excluded=esg,

@@ -66,9 +66,14 @@ class SecuritySnapshot(_Model):
 
 
 class DriftPolicy(_Model):
+    #: The band (fraction of the account's value) a security may drift from its target.
     band_abs: DecimalStr = Field(default=Decimal("0.05"), gt=0, le=1)
     automation: AutomationLevel = "advisor_approval"
     max_turnover: DecimalStr | None = Field(default=None, gt=0)
+    #: Optional: a band per symbol where it differs from `band_abs` (relative bands: 20 % of a
+    #: 50 % target is 10 %, of a 5 % target 1 %); left out of the JSON when absent.
+    band_by_symbol: dict[str, Annotated[DecimalStr, Field(gt=0, le=1)]] | None = Field(
+        default=None, exclude_if=lambda v: v is None)
 
 
 class TaxRates(_Model):

@@ -45,7 +45,8 @@ TOL = {"band": 0.0005, "price": 0.0025, "tax_rate": 0.0025}
 class Counterfactual:
     """`parameter` at `threshold` (or beyond, in `direction`) and the order would not happen.
 
-    band: the account's band (fraction of value); price: the security's price in dollars (lot
+    band: the security's band (fraction of value: the account's, or its own where the policy
+    gives bands per symbol); price: the security's price in dollars (lot
     bases unchanged); tax_rate: the long-term rate, short-term scaled in proportion (fractions).
     `threshold is None`: nothing up to `searched_to` stops it.
     """
@@ -119,14 +120,18 @@ def _d(x: float, places: int = 8) -> Decimal:
 
 def _band(s: _Solver, inp: RebalanceInput, order: Order) -> Counterfactual:
     i = inp.symbols.index(order.symbol)
-    b0 = inp.band_abs
+    b0 = float(inp.band[i])
     # Beyond the security's deviation the band no longer binds: no wider band changes more.
     far = min(1.0, max(b0, abs(float(inp.pre_weight[i] - inp.target_weight[i]))) + 0.01)
     before = s.resolves
+    policy = s.snapshot.policy
+    own = policy.band_by_symbol is not None and order.symbol in policy.band_by_symbol
 
     def happens(b: float) -> bool:
-        snap = s.snapshot.model_copy(update={"policy": s.snapshot.policy.model_copy(
-            update={"band_abs": _d(b)})})
+        # The account's band, or this security's own where the policy gives bands per symbol.
+        update = ({"band_by_symbol": {**(policy.band_by_symbol or {}), order.symbol: _d(b)}} if own
+                  else {"band_abs": _d(b)})
+        snap = s.snapshot.model_copy(update={"policy": policy.model_copy(update=update)})
         return s.happens(snap, order.symbol, order.side)
 
     th, eps = _bisect(happens, b0, far, TOL["band"])
@@ -143,7 +148,8 @@ def _price(s: _Solver, inp: RebalanceInput, order: Order) -> Counterfactual | No
     # (a sale: the price falls until it is underweight beyond the band; a purchase: it rises):
     # there drift itself wants the opposite trade. A sale of a security without target has no
     # such price (the search ends at a 95 % fall).
-    goal = target - inp.band_abs if order.side == "sell" else target + inp.band_abs
+    band = float(inp.band[i])
+    goal = target - band if order.side == "sell" else target + band
     if goal <= 0:
         m_far = 0.05
     elif goal >= 1:

@@ -242,6 +242,17 @@ class HouseholdInput:
     def loadings(self) -> np.ndarray:
         return self.accounts[0].loadings
 
+    @cached_property
+    def band(self) -> np.ndarray:
+        """Per security: the strictest of the accounts' bands."""
+        return np.min(np.stack([inp.band for inp in self.accounts]), axis=0)
+
+    @cached_property
+    def group_band(self) -> np.ndarray:
+        """Per substitute group: its members' narrowest household band."""
+        M = self.band_membership
+        return np.array([float(self.band[M[:, j] > 0].min()) for j in range(M.shape[1])])
+
     @property
     def specific(self) -> np.ndarray:
         return self.accounts[0].specific
@@ -724,8 +735,8 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
 
     data.update(
         quad_scale=pad_n(np.sqrt(gd)), quad_offset=pad_n(np.sqrt(gd) * dev), reg_scale=reg_scale,
-        band_lo=pad_n(np.where(grouped, -4.0, dev - hh.band_abs), -hh.band_abs),
-        band_hi=pad_n(np.where(grouped, -4.0, -dev - hh.band_abs), -hh.band_abs),
+        band_lo=pad_n(np.where(grouped, -4.0, dev - hh.band), -hh.band_abs),
+        band_hi=pad_n(np.where(grouped, -4.0, -dev - hh.band), -hh.band_abs),
         band_weight=g_drift * tuning.band_penalty, lin_sell=lin_sell, lin_buy=lin_buy, cash_weight=g_cash,
         cost_buy=cost_buy, cost_sell=cost_sell, cash_drag_rhs=hh.cash_weight - hh.cash_target_weight,
         cash_floor_rhs=floor_rhs, sell_cap=sell_cap, buy_cap=buy_cap, turnover_cap=turnover,
@@ -750,7 +761,7 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
         gm[:n, :G] = Mb
         gdev = Mb.T @ dev
         lo, hi = np.full(shape.n_groups, -hh.band_abs), np.full(shape.n_groups, -hh.band_abs)
-        lo[:G], hi[:G] = gdev - hh.band_abs, -gdev - hh.band_abs
+        lo[:G], hi[:G] = gdev - hh.group_band, -gdev - hh.group_band
         data["group_member"], data["group_lo"], data["group_hi"] = gm, lo, hi
     return data
 
@@ -794,8 +805,8 @@ def evaluate_household(hh: HouseholdInput, weights: Mapping[str, float], sells: 
     fm = hh.loadings[:, :k_model].T @ x
     Mb = hh.band_membership
     grouped = Mb.sum(axis=1) > 0
-    band = (np.maximum(np.abs(x[~grouped]) - hh.band_abs, 0.0).sum()
-            + np.maximum(np.abs(Mb.T @ x) - hh.band_abs, 0.0).sum())
+    band = (np.maximum(np.abs(x[~grouped]) - hh.band[~grouped], 0.0).sum()
+            + np.maximum(np.abs(Mb.T @ x) - hh.group_band, 0.0).sum())
     drift = float(fx @ fx + (hh.specific * x) @ x) + tuning.band_penalty * float(band)
     idle = max(hh.cash_weight - float(T.sum()) - hh.cash_target_weight, 0.0)
     terms = {

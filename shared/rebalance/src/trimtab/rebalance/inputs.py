@@ -67,6 +67,8 @@ class RebalanceInput:
     max_turnover: float | None = None
     #: Lots made up for shares the snapshot holds without lot detail (basis = price: no gain).
     untracked_lots: tuple[str, ...] = field(default=())
+    #: Per-security bands where the policy gives them (None: `band_abs` for every security).
+    band_by_security: np.ndarray | None = None
     #: Screens (None: nothing screened). Never bought (the "restrictions" driver), ESG-excluded:
     #: never bought (the "esg" driver, whose switch also restores `target_weight_without_esg`).
     never_buy_mask: np.ndarray | None = None
@@ -167,6 +169,19 @@ class RebalanceInput:
         if self.risk_loadings is None:
             return _frozen(np.zeros((self.n_securities, 0)))
         return self.risk_loadings
+
+    @cached_property
+    def band(self) -> np.ndarray:
+        """The band of each security (fraction of V0): the policy's per-symbol band, else band_abs."""
+        if self.band_by_security is not None:
+            return self.band_by_security
+        return _frozen(np.full(self.n_securities, self.band_abs))
+
+    @cached_property
+    def group_band(self) -> np.ndarray:
+        """The band of each substitute group's total weight: its members' narrowest."""
+        M = self.band_membership
+        return _frozen(np.array([float(self.band[M[:, j] > 0].min()) for j in range(M.shape[1])]))
 
     @property
     def model_loadings(self) -> np.ndarray:
@@ -397,6 +412,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         band_abs=_f(snapshot.policy.band_abs),
         max_turnover=None if snapshot.policy.max_turnover is None else _f(snapshot.policy.max_turnover),
         untracked_lots=tuple(untracked),
+        band_by_security=_bands(snapshot, symbols),
         never_buy_mask=arr([s in never_buy for s in symbols], bool) if never_buy else None,
         esg_mask=arr([s in esg for s in symbols], bool) if esg else None,
         target_weight_without_esg=arr([_f(before_esg.get(s, 0)) for s in symbols]) if before_esg else None,
@@ -407,6 +423,15 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
     return apply_context(inp, context or EMPTY_CONTEXT)
+
+
+def _bands(snapshot: AccountSnapshot, symbols: tuple[str, ...]) -> np.ndarray | None:
+    """Per-security bands from the policy's `band_by_symbol` (None when it gives none)."""
+    by_symbol = snapshot.policy.band_by_symbol
+    if not by_symbol:
+        return None
+    default = _f(snapshot.policy.band_abs)
+    return _frozen(np.array([_f(by_symbol[s]) if s in by_symbol else default for s in symbols]))
 
 
 def _screens(snapshot: AccountSnapshot, screened_targets_ok: bool = False) -> dict[str, object]:

@@ -65,8 +65,8 @@ def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
     """Deviation beyond the band: per security, or per substitute group for its members."""
     M = inp.band_membership
     grouped = M.sum(axis=1) > 0
-    single = np.maximum(np.abs(a[~grouped]) - inp.band_abs, 0.0).sum()
-    group = np.maximum(np.abs(M.T @ a) - inp.band_abs, 0.0).sum()
+    single = np.maximum(np.abs(a[~grouped]) - inp.band[~grouped], 0.0).sum()
+    group = np.maximum(np.abs(M.T @ a) - inp.group_band, 0.0).sum()
     return float(single + group)
 
 

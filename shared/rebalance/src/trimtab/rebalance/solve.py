@@ -141,8 +141,8 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     quad = gd + reg
     L, M = inp.loadings, inp.band_membership
     grouped = M.sum(axis=1) > 0
-    band_lo = np.where(grouped, -_NO_BAND, dev - inp.band_abs)
-    band_hi = np.where(grouped, -_NO_BAND, -dev - inp.band_abs)
+    band_lo = np.where(grouped, -_NO_BAND, dev - inp.band)
+    band_hi = np.where(grouped, -_NO_BAND, -dev - inp.band)
     factor_scale = factor_offset = group_member = group_lo = group_hi = None
     if shape.n_factors:
         factor_scale = np.zeros((N, shape.n_factors))
@@ -158,7 +158,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         gdev = M.T @ dev
         group_lo = np.full(shape.n_groups, -inp.band_abs)
         group_hi = np.full(shape.n_groups, -inp.band_abs)
-        group_lo[:G], group_hi[:G] = gdev - inp.band_abs, -gdev - inp.band_abs
+        group_lo[:G], group_hi[:G] = gdev - inp.group_band, -gdev - inp.group_band
     tax_cap = NO_BOUND if inp.tax_budget_usd is None or "tax_budget" in relax else inp.tax_budget_usd / V0
     gain_cap = NO_BOUND if inp.gain_cap_usd is None or "gain_cap" in relax else inp.gain_cap_usd / V0
     return ProblemData(

@@ -85,6 +85,18 @@ class Policy:
         bands = [b for w in targets.values() if w > 0 and (b := self.band_for(w)) is not None and b > 0]
         return min(bands) if bands else Decimal("0.05")
 
+    def snapshot_bands(self, targets: Mapping[str, Decimal]) -> dict[str, Decimal] | None:
+        """Per targeted symbol, its own band where it differs from `snapshot_band` (relative and
+        hybrid bands: wider for larger targets), so the optimizer trades each security back to
+        the band that fired, not to the narrowest; None with a trade-back band (one band for all
+        by definition) or when every band is the same."""
+        if self.trade_back_band is not None and self.trade_back_band > 0:
+            return None
+        default = self.snapshot_band(targets)
+        out = {s: min(b, Decimal(1)) for s, w in sorted(targets.items())
+               if w > 0 and (b := self.band_for(w)) is not None and b > 0 and b != default}
+        return out or None
+
 
 POLICY_FIELDS = tuple(f.name for f in fields(Policy))
 
