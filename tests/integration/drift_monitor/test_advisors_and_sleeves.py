@@ -117,7 +117,10 @@ async def test_sleeve_model_drifts_against_expanded_targets_and_retargets_on_chi
     assert (await client.get("/v1/models/eq", headers=h)).json()["models"] == {}  # nothing written
 
     # Weights 0.5 / 0.3 / cash 0.2 at prices 10: exactly on the expanded targets.
-    assert (await client.post("/v1/accounts", headers=h, json=account_body("S1", model_id="bal"))).status_code == 201
+    assert (await client.post("/v1/advisors", headers=h, json={
+        "advisor_id": "adv1", "name": "Ann", "email": "ann@firm.com"})).status_code == 201
+    assert (await client.post("/v1/accounts", headers=h,
+                              json=account_body("S1", model_id="bal", advisor_id="adv1"))).status_code == 201
     assert (await client.post("/v1/accounts", headers=h, json=account_body("S2", model_id="top"))).status_code == 201
     for sym in ("AAA", "BBB", "CCC"):
         await tick(app, producer, t, sym, "10", 0)
@@ -142,6 +145,8 @@ async def test_sleeve_model_drifts_against_expanded_targets_and_retargets_on_chi
     await processed(app, env)
     evs = sorted((e.parse(DriftDetected) for e in await drift_events(app, t)), key=lambda d: d.account_id)
     assert [(d.account_id, d.rule) for d in evs] == [("S1", "absolute_band"), ("S2", "absolute_band")]
+    # The drift names the account's advisor (the optimizer's queue for them); none for S2.
+    assert [d.advisor_id for d in evs] == ["adv1", None]
     for d in evs:
         assert d.snapshot.targets == {"AAA": D("0.5"), "BBB": D("0.15"), "CCC": D("0.15")}
         assert sorted(d.breached) == ["BBB", "CCC"]

@@ -47,11 +47,11 @@ async def send(producer, env: Envelope, key: str) -> None:
                                  headers=encode_headers(kafka_headers(env)))
 
 
-def drift_env(snapshot: AccountSnapshot, tenant: str = TENANT) -> Envelope:
+def drift_env(snapshot: AccountSnapshot, tenant: str = TENANT, advisor_id: str | None = None) -> Envelope:
     payload = DriftDetected(
         drift_id=uuid.uuid4(), account_id=snapshot.account_id, snapshot=snapshot,
         total_value_usd=Decimal("100000"), weights={}, deviations={},
-        max_abs_deviation=Decimal("0.3"), rule="band_abs", breached=["VTI"])
+        max_abs_deviation=Decimal("0.3"), rule="band_abs", breached=["VTI"], advisor_id=advisor_id)
     return Envelope.new(payload, producer="drift-monitor", tenant_id=tenant)
 
 
@@ -443,3 +443,21 @@ async def test_drift_context_and_household_trades_shape_the_proposal(service, pr
     bad = {"snapshot": account.model_dump(mode="json"),
            "context": {"factor_model": {"symbols": ["VTI"], "loadings": [[1.0]], "specific_var": [1.0, 2.0]}}}
     assert (await client.post("/v1/rebalance/what-if", headers=auth(), json=bad)).status_code == 422
+
+
+async def test_an_advisor_lists_their_queue(service, producer, kafka_bootstrap):
+    _, client = service
+    mine, other = drifted("acc-queue-1"), drifted("acc-queue-2")
+    pids = []
+    for snap, advisor in ((mine, "adv-ann"), (other, "adv-bob")):
+        drift = drift_env(snap, advisor_id=advisor)
+        await send(producer, drift, snap.account_id)
+        pids.append(proposal_id_for(TENANT, drift.parse(DriftDetected).drift_id))
+    for pid in pids:
+        await wait_state(client, pid, "proposed")
+    r = await client.get("/v1/proposals", params={"advisor_id": "adv-ann"}, headers=auth(TENANT))
+    assert r.status_code == 200
+    assert [(p["proposal_id"], p["advisor_id"]) for p in r.json()] == [(str(pids[0]), "adv-ann")]
+    r = await client.get("/v1/proposals", params={"advisor_id": "adv-ann", "state": "executed"},
+                         headers=auth(TENANT))
+    assert r.json() == []

@@ -115,6 +115,7 @@ def drift_event(book: Book, prices: Prices, result: Evaluation, rule: str, as_of
         deviations={s: _w(d) for s, d in result.deviations.items()},
         max_abs_deviation=_w(result.max_abs_deviation),
         rule=rule, breached=list(result.breached), context=optimizer_context(book),
+        advisor_id=getattr(book.account, "advisor_id", None),
     )
 
 

@@ -66,12 +66,15 @@ def _runtime(request: Request):  # type: ignore[no-untyped-def]
 async def list_proposals(
     principal: Reader, request: Request,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
+    advisor_id: Annotated[str | None, Query(max_length=64, description="an advisor's queue")] = None,
     state: StateName | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ProposalSummary]:
     q = select(proposals).where(proposals.c.tenant_id == principal.tenant_id)
     if account_id is not None:
         q = q.where(proposals.c.account_id == account_id)
+    if advisor_id is not None:
+        q = q.where(proposals.c.advisor_id == advisor_id)
     if state is not None:
         q = q.where(proposals.c.state == state)
     q = q.order_by(proposals.c.created_at.desc(), proposals.c.proposal_id).limit(limit)

@@ -42,6 +42,8 @@ proposals = Table(
     Column("proposal_id", UUID(as_uuid=True), nullable=False),
     Column("account_id", String(64), nullable=False),
     Column("drift_id", UUID(as_uuid=True), nullable=True),
+    #: The account's advisor as the drift named it (null: unknown): the advisor's queue.
+    Column("advisor_id", String(64), nullable=True),
     Column("state", String(16), nullable=False),
     Column("automation", String(32), nullable=False),
     Column("snapshot", JSONB, nullable=False),
@@ -76,6 +78,8 @@ proposals = Table(
 )
 Index("ix_proposals_tenant_account_created", proposals.c.tenant_id, proposals.c.account_id,
       proposals.c.created_at)
+Index("ix_proposals_tenant_advisor_state", proposals.c.tenant_id, proposals.c.advisor_id,
+      proposals.c.state, proposals.c.created_at)
 # The TTL sweep scans open proposals only; keep that scan small however many are decided.
 Index("ix_proposals_open_created", proposals.c.created_at,
       postgresql_where=proposals.c.state.in_(["proposed", "assessed", "explained", "ready"]))

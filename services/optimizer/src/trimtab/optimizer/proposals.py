@@ -119,7 +119,7 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     out = env.caused(proposal, producer=PRODUCER)
     stmt = insert(proposals).values(
         tenant_id=env.tenant_id, proposal_id=proposal.proposal_id, account_id=proposal.account_id,
-        drift_id=drift.drift_id, state=State.PROPOSED.value,
+        drift_id=drift.drift_id, advisor_id=drift.advisor_id, state=State.PROPOSED.value,
         automation=drift.snapshot.policy.automation,
         snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=proposal.snapshot_hash,
         snapshot_as_of=prices.aware(drift.snapshot.as_of),
@@ -145,7 +145,7 @@ async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     now = utcnow()
     stmt = insert(proposals).values(
         tenant_id=env.tenant_id, proposal_id=proposal_id, account_id=drift.account_id,
-        drift_id=drift.drift_id, state=State.FAILED.value,
+        drift_id=drift.drift_id, advisor_id=drift.advisor_id, state=State.FAILED.value,
         automation=drift.snapshot.policy.automation,
         snapshot=drift.snapshot.model_dump(mode="json"), snapshot_hash=None,
         snapshot_as_of=prices.aware(drift.snapshot.as_of), orders=[],

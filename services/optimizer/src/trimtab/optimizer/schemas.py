@@ -70,6 +70,8 @@ class ProposalSummary(BaseModel):
     proposal_id: uuid.UUID
     account_id: str
     drift_id: uuid.UUID | None
+    #: The account's advisor as the drift named it (null: unknown).
+    advisor_id: str | None = None
     state: StateName
     automation: str
     snapshot_hash: str | None
@@ -132,7 +134,7 @@ def _common(row: Any) -> dict[str, Any]:
     payload = row.payload or {}
     return {
         "proposal_id": row.proposal_id, "account_id": row.account_id, "drift_id": row.drift_id,
-        "state": row.state, "automation": row.automation, "snapshot_hash": row.snapshot_hash,
+        "advisor_id": row.advisor_id, "state": row.state, "automation": row.automation, "snapshot_hash": row.snapshot_hash,
         "orders": row.orders, "est_cost_usd": payload.get("est_cost_usd"),
         "est_tax_usd": payload.get("est_tax_usd"), "has_risk": row.risk is not None,
         "has_explanation": row.explanation is not None,

@@ -202,6 +202,8 @@ class DriftDetected(_Model):
     #: What the producer knows beyond the snapshot (mandate: tax budget, mode, ...). Optional;
     #: the optimizer adds the household's recent trades it knows of before it solves.
     context: OptimizerContext | None = None
+    #: The account's advisor (who decides its proposals); optional, left out when unknown.
+    advisor_id: str | None = Field(default=None, max_length=64, exclude_if=lambda v: v is None)
 
 
 # ---------------------------------------------------------------- rebalance.proposed.v1
