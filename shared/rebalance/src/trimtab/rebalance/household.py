@@ -1194,7 +1194,8 @@ def _round_and_repair(hh: HouseholdInput, weights: Mapping[str, float], continuo
     for a, inp in enumerate(hh.accounts):
         sell, buy, whole = rounded[a]
         acc_notes: list[str] = []
-        _repair_cash(inp, _account_solution(hh, sol, a), sell, buy, whole, tuning.min_trade_usd, acc_notes)
+        _repair_cash(inp, _account_solution(hh, sol, a), sell, buy, whole, tuning.min_trade_usd, acc_notes,
+                     sellable=_allowed(hh, a, weights, sol.bans[a])[1])
         notes.extend(f"{inp.account_id}: {x}" for x in acc_notes)
         sells.append(sell)
         buys.append(buy)

@@ -28,7 +28,7 @@ from .drivers import Tuning
 from .errors import InfeasibleProblem, RebalanceError
 from .inputs import RebalanceInput
 from .objective import linear_cost_weight, trade_weight
-from .solve import Bans, ContinuousSolution, solve_continuous
+from .solve import Bans, ContinuousSolution, _sellable, solve_continuous
 
 #: Continuous shares within this of an integer count as that integer (solver noise)...
 SHARE_TOL = 1e-6
@@ -131,8 +131,13 @@ def _small_orders(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, min_us
 
 
 def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray, buy: np.ndarray,
-                 whole: np.ndarray, min_usd: float, notes: list[str]) -> None:
-    """Trim buys, then sell whole shares more, until cash after trades covers the reserve."""
+                 whole: np.ndarray, min_usd: float, notes: list[str],
+                 sellable: np.ndarray | None = None) -> None:
+    """Trim buys, then sell whole shares more, until cash after trades covers the reserve: first
+    of the lots the optimum sells, then (when those are exhausted: the optimum may have sold a
+    fraction of a share of a lot, dropped as dust) of the other `sellable` lots, those without a
+    loss first (no wash-sale question), least tax first. The re-check that follows still refuses
+    a result that breaks a rule (a loss sold where the household buys)."""
     def short() -> float:
         return inp.cash_reserve_usd + inp.withdrawal_usd - cash_after_usd(inp, sell, buy)
 
@@ -152,8 +157,17 @@ def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
         return
     # Selling more raises tax: lots with the least tax per dollar first (losses, then high basis).
     candidates = [lot for lot in range(inp.n_lots) if sol.sell_shares[lot] > SHARE_TOL and not whole[lot]]
-    for lot in sorted(candidates, key=lambda lot: (inp.lot_tax_per_weight[lot],
-                                                   -inp.lot_basis_usd_per_share[lot], lot)):
+
+    def order(lots: list[int]) -> list[int]:
+        return sorted(lots, key=lambda lot: (inp.lot_tax_per_weight[lot], -inp.lot_basis_usd_per_share[lot], lot))
+
+    chosen = set(candidates)
+    more = [] if sellable is None else [
+        lot for lot in range(inp.n_lots)
+        if sellable[lot] and lot not in chosen and sell[lot] < inp.lot_shares[lot] - SHARE_TOL]
+    gains = [lot for lot in more if inp.lot_gain_usd_per_share[lot] >= 0]
+    losses = [lot for lot in more if inp.lot_gain_usd_per_share[lot] < 0]
+    for lot in order(candidates) + order(gains) + order(losses):
         gap = short()
         if gap <= 1e-6:
             break
@@ -241,7 +255,8 @@ def _round_and_repair(inp: RebalanceInput, weights: Mapping[str, float], continu
         sol = resolved
     else:  # pragma: no cover - bans grow every round, so this cannot loop past n
         raise InfeasibleProblem("rounding", "minimum-notional rounding did not settle")
-    _repair_cash(inp, sol, sell, buy, whole, tuning.min_trade_usd, notes)
+    _repair_cash(inp, sol, sell, buy, whole, tuning.min_trade_usd, notes,
+                 sellable=_sellable(inp, weights, bans))
     _clear_exits(inp, sol, sell, buy, whole, bans, tuning, notes)
     return sell, buy, whole, sol, bans, dropped, notes
 
