@@ -12,22 +12,19 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import pool, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import auth, running, settings, wait_consumers_assigned
+from tests.support import auth
 from trimtab.audit import handlers
-from trimtab.audit.app import Settings, create
 from trimtab.audit.verify import verify_record
-from trimtab.shared.db import async_url
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import (
@@ -56,24 +53,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
 READ = ["audit:read"]
-
-
-@pytest.fixture(scope="module")
-async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    tmp = tmp_path_factory.mktemp("audit")
-    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
-                          AUDIT_CHECKPOINT_DIR=str(tmp / "checkpoints"), AUDIT_CHECKPOINT_INTERVAL_S=0))
-    async with running(app) as client:
-        await wait_consumers_assigned(app)
-        yield app, client
-
-
-@pytest.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A plain connection to the database, as the superuser, outside the service."""
-    engine = create_async_engine(async_url(database_url), poolclass=pool.NullPool)
-    yield engine
-    await engine.dispose()
 
 
 # ------------------------------------------------------------------ building and sending events

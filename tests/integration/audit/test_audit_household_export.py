@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,15 +18,14 @@ import pytest
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from tests.conftest import _drop as drop_database
 from tests.integration.audit.test_audit import NOW, one_tick_chain
 from tests.integration.audit.test_audit_proofs import append, latest, proof_of, sign
-from tests.support import auth, running, settings, wait_consumers_assigned
+from tests.support import auth
 from tests.unit.audit.test_audit_report import pdf_text
 from trimtab.audit import tree
-from trimtab.audit.app import Settings, create
 from trimtab.audit.domain import chain, merkle
 from trimtab.audit.domain.checkpoint import Checkpoint, verify_checkpoint
 from trimtab.audit.domain.record import facts_of
@@ -41,23 +39,6 @@ from trimtab.shared.migrate import alembic_config, migrations_dir_of, upgrade
 pytestmark = pytest.mark.integration
 READ = ["audit:read"]
 REASON = "Client asked to keep the café position 😀 until January"
-
-
-@pytest.fixture(scope="module")
-async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    tmp = tmp_path_factory.mktemp("audit-export")
-    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
-                          AUDIT_CHECKPOINT_DIR=str(tmp / "checkpoints"), AUDIT_CHECKPOINT_INTERVAL_S=0))
-    async with running(app) as client:
-        await wait_consumers_assigned(app)
-        yield app, client
-
-
-@pytest.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(async_url(database_url), poolclass=pool.NullPool)
-    yield engine
-    await engine.dispose()
 
 
 def executed(tenant: str, acct: str, after: Envelope) -> Envelope:

@@ -17,52 +17,28 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import pool, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.audit.test_audit import NOW, one_tick_chain
-from tests.support import auth, running, settings, token, wait_consumers_assigned
+from tests.support import auth, token
 from trimtab.audit import handlers, offline
-from trimtab.audit.app import Settings, create
 from trimtab.audit.checkpoints import Checkpointer
 from trimtab.audit.domain import frames, merkle
 from trimtab.audit.domain.checkpoint import Checkpoint, Signer, verify_checkpoint
 from trimtab.audit.offline import State, verify_log
-from trimtab.shared.db import async_url
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import PriceTicked
 from trimtab.shared.infra import free_port
 
 pytestmark = pytest.mark.integration
 READ = ["audit:read"]
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("audit-proofs")
-
-
-@pytest.fixture(scope="module")
-async def audit(database_url: str, kafka_bootstrap: str, dirs: Path) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(dirs / "key"),
-                          AUDIT_CHECKPOINT_DIR=str(dirs / "checkpoints"), AUDIT_CHECKPOINT_INTERVAL_S=0))
-    async with running(app) as client:
-        await wait_consumers_assigned(app)
-        yield app, client
-
-
-@pytest.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(async_url(database_url), poolclass=pool.NullPool)
-    yield engine
-    await engine.dispose()
 
 
 async def append(app: Any, envs: list[Envelope]) -> list[int]:
