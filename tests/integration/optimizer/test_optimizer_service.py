@@ -461,3 +461,18 @@ async def test_an_advisor_lists_their_queue(service, producer, kafka_bootstrap):
     r = await client.get("/v1/proposals", params={"advisor_id": "adv-ann", "state": "executed"},
                          headers=auth(TENANT))
     assert r.json() == []
+    # Only the account's advisor decides it, or a supervisor (proposals:decide-any).
+    url = f"/v1/proposals/{pids[0]}/reject"
+    bob = auth(TENANT, scopes=["proposals:decide"], subject="adv-bob")
+    r = await client.post(url, json={"reason": "not mine"}, headers=bob)
+    assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")
+    assert "adv-ann" in r.json()["detail"]
+    assert (await wait_state(client, pids[0], "proposed"))["decision"] is None  # nothing changed
+    # Ann and the desk are let through to the lifecycle, which refuses a decision before the
+    # proposal is ready (409), not the caller (403).
+    ann = auth(TENANT, scopes=["proposals:decide"], subject="adv-ann")
+    r = await client.post(url, json={"reason": "client asked to wait"}, headers=ann)
+    assert r.status_code == 409 and r.json()["state"] == "proposed", r.text
+    supervisor = auth(TENANT, scopes=["proposals:decide", "proposals:decide-any"], subject="desk")
+    r = await client.post(f"/v1/proposals/{pids[1]}/reject", json={"reason": "desk review"}, headers=supervisor)
+    assert r.status_code == 409, r.text

@@ -174,12 +174,14 @@ async def test_one_query_reads_the_symbols_rows_and_the_models_rows_of_them(serv
             statements.append(statement)
 
         async with app.state.runtime.sessionmaker() as s:
-            sync_engine = s.bind.sync_engine  # type: ignore[union-attr]
-            event.listen(sync_engine, "before_cursor_execute", count)
+            # This session's connection only: the running service's relay and consumers use the
+            # same engine at the same time.
+            sync_conn = (await s.connection()).sync_connection
+            event.listen(sync_conn, "before_cursor_execute", count)
             try:
                 ref = await reference.load_reference(s, tenant_id, symbols)
             finally:
-                event.remove(sync_engine, "before_cursor_execute", count)
+                event.remove(sync_conn, "before_cursor_execute", count)
         return ref, len(statements)
 
     reference._MODELS.clear()

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal
 from trimtab.shared.canonical import canonical_hash
-from trimtab.shared.errors import Conflict, Invalid, NotFound
+from trimtab.shared.errors import Conflict, Forbidden, Invalid, NotFound
 from trimtab.shared.events import AccountSnapshot, Order
 from trimtab.shared.runtime import ServiceRuntime
 
@@ -52,6 +52,16 @@ def request_hash(principal: Principal, method: str, path: str, body: dict[str, A
     return canonical_hash({"method": method, "path": path, "subject": principal.subject, "body": body})
 
 
+#: The scope of a supervisor (or a desk) that may decide any advisor's proposals.
+DECIDE_ANY = "proposals:decide-any"
+
+
+def may_decide(principal: Principal, advisor_id: str | None) -> bool:
+    """A proposal in an advisor's queue is decided by that advisor (the token's subject) or by a
+    holder of `DECIDE_ANY`; a proposal without an advisor by any holder of `proposals:decide`."""
+    return advisor_id is None or principal.subject == advisor_id or DECIDE_ANY in principal.scopes
+
+
 async def decide(
     runtime: ServiceRuntime, principal: Principal, proposal_id: uuid.UUID, kind: DecisionKind,
     reason: str | None, *, idempotency_key: str | None, req_hash: str,
@@ -67,6 +77,9 @@ async def decide(
         row = await proposals.load_for_update(uow, principal.tenant_id, proposal_id)
         if row is None:
             raise NotFound(f"proposal {proposal_id} not found")
+        if not may_decide(principal, row.advisor_id):
+            raise Forbidden(f"proposal {proposal_id} is in advisor {row.advisor_id}'s queue: only that "
+                            f"advisor or a holder of {DECIDE_ANY!r} may decide it")
         if idempotency_key is not None:
             stored = (await uow.session.execute(select(idempotency_keys).where(
                 idempotency_keys.c.tenant_id == principal.tenant_id,
