@@ -476,3 +476,39 @@ async def test_an_advisor_lists_their_queue(service, producer, kafka_bootstrap):
     supervisor = auth(TENANT, scopes=["proposals:decide", "proposals:decide-any"], subject="desk")
     r = await client.post(f"/v1/proposals/{pids[1]}/reject", json={"reason": "desk review"}, headers=supervisor)
     assert r.status_code == 409, r.text
+
+
+async def test_an_operator_resolves_a_parked_key_without_a_restart(service, producer, kafka_bootstrap):
+    _, client = service
+    account = "acc-parked"
+    good = drifted(account)
+    # A drift whose snapshot is of another account is invalid: dead-lettered, its key parked...
+    bad = drift_env(good).parse(DriftDetected).model_copy(update={"account_id": "someone-else"})
+    await send(producer, Envelope.new(bad, producer="drift-monitor", tenant_id=TENANT), account)
+    # ... so the next, valid, drift of the key is dead-lettered too, not solved past the gap.
+    parked = drift_env(good)
+    await send(producer, parked, account)
+    ops = auth(TENANT, scopes=["ops:read", "ops:write"], subject="sre")
+    deadline = time.monotonic() + 30
+    mine: list[dict] = []
+    while time.monotonic() < deadline and len(mine) < 2:
+        r = await client.get("/v1/ops/dead-letters", headers=ops)
+        assert r.status_code == 200
+        mine = [d for d in r.json() if d["key"] == account or d["event_id"] == str(parked.event_id)]
+        await asyncio.sleep(0.2)
+    assert len(mine) == 2 and {d["consumer"] for d in mine} == {"optimizer"}, mine
+    assert any(d["error"].startswith("parked") for d in mine)
+    # Not an operator: 403; a key with nothing to resolve: 404; an unknown field: 422.
+    body = {"consumer": "optimizer", "topic": "portfolio.drift.v1", "key": account}
+    r = await client.post("/v1/ops/dead-letters/resolve", json=body, headers=auth(TENANT, scopes=["ops:read"]))
+    assert r.status_code == 403
+    r = await client.post("/v1/ops/dead-letters/resolve", json={**body, "key": "nobody"}, headers=ops)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.post("/v1/ops/dead-letters/resolve", json={**body, "x": 1}, headers=ops)).status_code == 422
+    r = await client.post("/v1/ops/dead-letters/resolve", json=body, headers=ops)
+    assert r.status_code == 200 and r.json()["unparked"] is True and r.json()["resolved"] >= 1, r.text
+    assert not [d for d in (await client.get("/v1/ops/dead-letters", headers=ops)).json() if d["key"] == account]
+    # The key's next drift is solved again (the operator replays the dead letters if they matter).
+    again = drift_env(good)
+    await send(producer, again, account)
+    await wait_state(client, proposal_id_for(TENANT, again.parse(DriftDetected).drift_id), "proposed")

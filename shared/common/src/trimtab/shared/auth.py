@@ -33,6 +33,8 @@ SCOPES = {
     "audit:read": "read the audit record, proofs and exports",
     "audit:write": "audit administration (checkpoints, replays)",
     "trades:execute": "report fills (the OMS)",
+    "ops:read": "platform operators: read a service's dead letters",
+    "ops:write": "platform operators: resolve a parked key",
 }
 ALL_SCOPES = sorted(SCOPES)
 

@@ -205,6 +205,12 @@ class EventConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def unpark(self, topic: str, key: str) -> bool:
+        """Stop parking `key` on `topic` (its dead letters were resolved); True if it was parked."""
+        was = (topic, key) in self._parked
+        self._parked.discard((topic, key))
+        return was
+
     async def _load_parked(self) -> None:
         d = self._infra.dead_letters
         async with self._sm() as s:

@@ -100,7 +100,9 @@ def create_app(
 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for r in routers:
+    from .ops import router as ops_router
+
+    for r in [*routers, ops_router]:
         app.include_router(r)
     instrument_app(app)
     return app

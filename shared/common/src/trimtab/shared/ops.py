@@ -1,0 +1,96 @@
+"""Operator endpoints every service serves: its dead letters, and resolving a parked key.
+
+A handler failure that exhausts its attempts sends the event to `<topic>.dlq`, records a row in the
+service's `dead_letters` and *parks* the key: later events with that key go to the DLQ too, so
+nothing is applied past the gap (docs/operations.md). These routes let an operator see what is
+dead-lettered and, once the cause is fixed, resolve a key: its rows get `resolved_at` and the
+running consumers stop parking it at once (no restart). Replaying the dead-lettered messages, in
+order, stays the operator's step (the runbook's script), so nothing is re-applied by accident.
+
+The scopes are platform-operator scopes (`ops:read`, `ops:write`): dead letters belong to the
+service, not to a tenant.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select, update
+
+from .auth import Principal, requires
+from .errors import NotFound
+
+router = APIRouter(prefix="/v1/ops", tags=["operations"])
+OpsReader = Annotated[Principal, Depends(requires("ops:read"))]
+OpsWriter = Annotated[Principal, Depends(requires("ops:write"))]
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    event_id: Any | None
+    error: str
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    consumer: str = Field(min_length=1, max_length=100)
+    topic: str = Field(min_length=1, max_length=200)
+    key: str = Field(min_length=1, max_length=200)
+
+
+class ResolveOut(BaseModel):
+    consumer: str
+    topic: str
+    key: str
+    resolved: int = Field(description="dead letters of the key marked resolved")
+    unparked: bool = Field(description="a running consumer of this service had the key parked")
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut],
+            summary="This service's dead letters, newest first (unresolved only by default)")
+async def dead_letters(
+    principal: OpsReader, request: Request,
+    consumer: Annotated[str | None, Query(max_length=100)] = None,
+    include_resolved: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    runtime = request.app.state.runtime
+    d = runtime.infra.dead_letters
+    q = select(d)
+    if consumer is not None:
+        q = q.where(d.c.consumer == consumer)
+    if not include_resolved:
+        q = q.where(d.c.resolved_at.is_(None))
+    q = q.order_by(d.c.id.desc()).limit(limit)
+    async with runtime.sessionmaker() as s:
+        rows = (await s.execute(q)).all()
+    return [DeadLetterOut.model_validate(r._mapping) for r in rows]
+
+
+@router.post("/dead-letters/resolve", response_model=ResolveOut,
+             summary="Resolve a parked key: its dead letters are marked resolved and the running "
+                     "consumers apply its next events again (replay the dead letters first)")
+async def resolve(body: ResolveIn, principal: OpsWriter, request: Request) -> ResolveOut:
+    runtime = request.app.state.runtime
+    d = runtime.infra.dead_letters
+    async with runtime.sessionmaker() as s, s.begin():
+        result = await s.execute(update(d).where(
+            d.c.consumer == body.consumer, d.c.topic == body.topic, d.c.key == body.key,
+            d.c.resolved_at.is_(None)).values(resolved_at=func.now()).returning(d.c.id))
+        resolved = len(result.all())
+    unparked = any(c.unpark(body.topic, body.key) for c in runtime.consumers if c.name == body.consumer)
+    if not resolved and not unparked:
+        raise NotFound(f"no unresolved dead letter of consumer {body.consumer!r} for key {body.key!r} "
+                       f"on {body.topic!r}")
+    return ResolveOut(consumer=body.consumer, topic=body.topic, key=body.key, resolved=resolved,
+                      unparked=unparked)
