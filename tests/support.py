@@ -85,3 +85,28 @@ def settings(cls: type[ServiceSettings], database_url: str, bootstrap: str, **ex
         "KAFKA_GROUP_PREFIX": f"test-{uuid.uuid4().hex[:8]}", "KAFKA_PARTITIONS": 2,
         "OUTBOX_POLL_S": 0.05, **extra,
     })
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def services_telemetry() -> None:
+    """The services' own telemetry setup (Prometheus reader on prometheus_client's registry, as
+    /metrics serves it), leaving pytest's logging as it was. Idempotent per process."""
+    import logging
+
+    from trimtab.shared.telemetry import setup_telemetry
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    setup_telemetry("metrics-unit-test")
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def prometheus_samples() -> list[Any]:
+    """Every sample of the Prometheus exposition, as /metrics would serve it now."""
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [s for fam in text_string_to_metric_families(generate_latest(REGISTRY).decode()) for s in fam.samples]

@@ -5,34 +5,26 @@ database are faked; tests/integration/audit signs real checkpoints."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import prometheus_samples, services_telemetry
 from trimtab.audit import checkpoints
 from trimtab.audit.checkpoints import Checkpointer
 from trimtab.audit.domain.checkpoint import Signer
-from trimtab.shared.telemetry import setup_telemetry
 
 
 @pytest.fixture(autouse=True, scope="module")
 def telemetry() -> None:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    setup_telemetry("metrics-unit-test")
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    services_telemetry()
 
 
 def values(name: str) -> list[float]:
-    return [s.value for fam in text_string_to_metric_families(generate_latest(REGISTRY).decode())
-            for s in fam.samples if s.name == name]
+    return [s.value for s in prometheus_samples() if s.name == name]
 
 
 class FakeSession:

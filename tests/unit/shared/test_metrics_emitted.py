@@ -9,7 +9,6 @@ so these stay unit tests; tests/integration covers the same code against Kafka a
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,10 +16,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import MetaData
 
+from tests.support import prometheus_samples, services_telemetry
 from trimtab.shared import relay as relay_mod
 from trimtab.shared.consumer import EventConsumer
 from trimtab.shared.envelope import Envelope
@@ -28,22 +26,15 @@ from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked
 from trimtab.shared.outbox import infra_tables
 from trimtab.shared.relay import OutboxRelay
-from trimtab.shared.telemetry import setup_telemetry
 
 
 @pytest.fixture(autouse=True, scope="module")
 def telemetry() -> None:
-    """The services' own telemetry setup (once per process), logging left as pytest had it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    setup_telemetry("metrics-unit-test")
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    services_telemetry()
 
 
 def scrape() -> list[Any]:
-    return [s for fam in text_string_to_metric_families(generate_latest(REGISTRY).decode())
-            for s in fam.samples]
+    return prometheus_samples()
 
 
 def value(name: str, **labels: str) -> float | None:

@@ -27,8 +27,8 @@ Reading costs one query per solve (`load_reference`): the symbols' reference row
 *version* of the tenant's model. Each process keeps the models it has parsed by version (a new
 version on every PUT; a small LRU), so the model's JSON is read and parsed once per version and
 a drift costs only its own symbols' rows. Measured on this machine for a 20-symbol snapshot
-(docs/optimizer.md): 0.7-0.9 ms a solve whatever the model's size, where reading a 3,000 x 20
-model per event (1.4 MB of JSON) cost 20-47 ms. There is no TTL: an update is seen by the next
+(`bench/reference.py`, docs/optimizer.md): about 0.75 ms a solve whatever the model's size,
+where reading and parsing a 3,000 x 20 model per event (1.4 MB of JSON) costs about 21 ms. There is no TTL: an update is seen by the next
 solve, on every replica.
 """
 

@@ -77,7 +77,7 @@ from trimtab.shared.money import dec, usd
 from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights, validate_weights
 from .errors import InfeasibleProblem, InvalidSnapshot, RebalanceError, SolverFailed
-from .inputs import RebalanceInput, from_snapshot
+from .inputs import RebalanceInput, from_snapshot, group_bands
 from .objective import lot_tie_break, reg_tau
 from .problem import (
     FACTOR_BUCKETS,
@@ -250,8 +250,7 @@ class HouseholdInput:
     @cached_property
     def group_band(self) -> np.ndarray:
         """Per substitute group: its members' narrowest household band."""
-        M = self.band_membership
-        return np.array([float(self.band[M[:, j] > 0].min()) for j in range(M.shape[1])])
+        return group_bands(self.band, self.band_membership)
 
     @property
     def specific(self) -> np.ndarray:

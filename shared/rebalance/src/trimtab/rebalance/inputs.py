@@ -180,8 +180,7 @@ class RebalanceInput:
     @cached_property
     def group_band(self) -> np.ndarray:
         """The band of each substitute group's total weight: its members' narrowest."""
-        M = self.band_membership
-        return _frozen(np.array([float(self.band[M[:, j] > 0].min()) for j in range(M.shape[1])]))
+        return _frozen(group_bands(self.band, self.band_membership))
 
     @property
     def model_loadings(self) -> np.ndarray:
@@ -423,6 +422,11 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
     return apply_context(inp, context or EMPTY_CONTEXT)
+
+
+def group_bands(band: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """Per substitute group (a column of the 0/1 `membership`): its members' narrowest band."""
+    return np.array([float(band[membership[:, j] > 0].min()) for j in range(membership.shape[1])])
 
 
 def _bands(snapshot: AccountSnapshot, symbols: tuple[str, ...]) -> np.ndarray | None:
