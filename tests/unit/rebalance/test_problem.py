@@ -92,3 +92,25 @@ def test_shapes_with_groups_and_impact_compile_with_a_fast_path() -> None:
     # The factor loadings are an n x k Parameter: nothing of size n x n exists in the problem.
     sizes = [p.size for p in prob.problem.parameters()]
     assert max(sizes) <= 8 * 4 and "factor_scale" in prob.p
+
+
+def test_the_drift_of_many_rows_at_once_equals_the_drift_of_each() -> None:
+    # The wash-sale estimates evaluate the drift term of one deviation per group in one pass;
+    # it must be the same function as the objective's (factor model, groups and bands included).
+    from trimtab.rebalance import FactorModel, RebalanceContext, SecurityInfo
+    from trimtab.rebalance.objective import weighted_drift, weighted_drift_rows
+
+    snap = drifted_account(8, seed=3)
+    symbols = [p.symbol for p in snap.positions]
+    rng = np.random.default_rng(3)
+    ctx = RebalanceContext(
+        securities={s: SecurityInfo(substitute_group="g" if i < 3 else None) for i, s in enumerate(symbols)},
+        factor_model=FactorModel(name="t", symbols=tuple(symbols),
+                                 loadings=rng.normal(0, 0.15, (len(symbols), 2)),
+                                 specific_var=rng.uniform(0.01, 0.05, len(symbols))))
+    inp = from_snapshot(snap, ctx)
+    assert inp.band_membership.shape[1] and inp.risk_model_factors == 2
+    weights = validate_weights({**DEFAULT_DRIVER_WEIGHTS, "risk": 0.7})
+    rows = rng.normal(0.0, 0.04, (6, inp.n_securities))
+    expected = [weighted_drift(inp, r, weights, DEFAULT_TUNING) for r in rows]
+    np.testing.assert_allclose(weighted_drift_rows(inp, rows, weights, DEFAULT_TUNING), expected, rtol=1e-12)

@@ -124,3 +124,31 @@ def test_a_group_started_in_keep_still_harvests_when_only_its_loss_can_raise_the
                          cash=1.0, reserve=3.5)
     p = propose(snap)
     assert [(o.symbol, o.side, o.shares) for o in p.orders] == [("AA", "sell", 1)]
+
+
+def test_a_substitute_pair_that_both_face_the_choice_swaps_in_one_solve() -> None:
+    # VTI and ITOT are substitutes (one substitute group, two wash groups), both held at a loss:
+    # VTI's lot loses $3,000 (worth 0.37 x 3,000 = $1,110 of tax), ITOT's $250. Harvesting both
+    # would ban every buy of the group and lose its exposure; the carrier rule starts ITOT (the
+    # smaller benefit) in "keep", so the first solve already is the swap: VTI's loss harvested,
+    # ITOT bought with the proceeds. Before the rule the first solve harvested both and a
+    # second one flipped ITOT back.
+    from trimtab.rebalance import RebalanceContext, SecurityInfo
+
+    snap = make_snapshot(
+        prices={"VTI": 50.0, "ITOT": 25.0, "BND": 100.0},
+        holdings={"VTI": [(100, 80.0, 100)], "ITOT": [(200, 26.25, 100)], "BND": [(100, 100.0, 900)]},
+        targets={"VTI": 0.25, "ITOT": 0.25, "BND": 0.5}, cash=0.0, half_spread_bps=1.0,
+    )
+    ctx = RebalanceContext(securities={"VTI": SecurityInfo(substitute_group="us-total"),
+                                       "ITOT": SecurityInfo(substitute_group="us-total")})
+    inp = from_snapshot(snap, ctx)
+    weights = validate_weights({"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0})
+    sol = solve_continuous(inp, weights)
+    assert sol.solves == 1
+    vti, itot = inp.symbols.index("VTI"), inp.symbols.index("ITOT")
+    assert sol.sell_shares[inp.lots_of(vti)].sum() == pytest.approx(100, abs=1e-6)  # the whole loss lot
+    assert sol.sell_shares[inp.lots_of(itot)].sum() == pytest.approx(0, abs=1e-6)
+    assert sol.buy_shares[itot] > 150
+    assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
+    assert sol.objective <= _exact_best(inp, weights) + 1e-9

@@ -61,6 +61,21 @@ def weighted_drift(inp: RebalanceInput, a: np.ndarray, weights: Mapping[str, flo
             + weights.get("risk", 0.0) * systematic)
 
 
+def weighted_drift_rows(inp: RebalanceInput, rows: np.ndarray, weights: Mapping[str, float],
+                        tuning: Tuning) -> np.ndarray:
+    """`weighted_drift` of each row of `rows` (k x n), in one pass."""
+    fa = rows @ inp.loadings
+    k = inp.risk_model_factors
+    systematic = (fa[:, :k] ** 2).sum(axis=1)
+    specific = (fa[:, k:] ** 2).sum(axis=1) + ((rows * rows) @ inp.specific)
+    M = inp.band_membership
+    grouped = M.sum(axis=1) > 0
+    excess = np.maximum(np.abs(rows[:, ~grouped]) - inp.band[~grouped], 0.0).sum(axis=1) \
+        + np.maximum(np.abs(rows @ M) - inp.group_band, 0.0).sum(axis=1)
+    return (weights.get("drift", 0.0) * (specific + tuning.band_penalty * excess)
+            + weights.get("risk", 0.0) * systematic)
+
+
 def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
     """Deviation beyond the band: per security, or per substitute group for its members."""
     M = inp.band_membership
