@@ -512,3 +512,35 @@ async def test_an_operator_resolves_a_parked_key_without_a_restart(service, prod
     again = drift_env(good)
     await send(producer, again, account)
     await wait_state(client, proposal_id_for(TENANT, again.parse(DriftDetected).drift_id), "proposed")
+
+
+async def test_the_queue_gauges_count_open_proposals_by_tenant_and_state(service, producer, kafka_bootstrap):
+    # An SRE's "are advisors keeping up" panel: proposals awaiting risk, explanation or a
+    # decision, by tenant and state, and the oldest one's age; a decided proposal leaves them.
+    from trimtab.optimizer.app import refresh_queue
+
+    app, client = service
+    tenant = "t-queue"
+    drift = drift_env(drifted("acc-queue-gauge"), tenant=tenant)
+    await send(producer, drift, "acc-queue-gauge")
+    pid = proposal_id_for(tenant, drift.parse(DriftDetected).drift_id)
+    await wait_state(client, pid, "proposed", tenant=tenant)
+    await asyncio.sleep(0.05)
+    await refresh_queue(app.state.runtime, app.state.queue)
+    text = (await client.get("/metrics")).text
+    assert re.search(r'trimtab_optimizer_open_proposals\{[^}]*state="proposed"[^}]*tenant="t-queue"[^}]*\} 1\.0',
+                     text), text[:3000]
+    age = re.search(r'trimtab_optimizer_oldest_open_proposal_age_seconds\{[^}]*tenant="t-queue"[^}]*\} ([0-9.e+-]+)',
+                    text)
+    assert age and 0.05 <= float(age.group(1)) < 60
+    [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+    await send(producer, risk_of(proposed), "acc-queue-gauge")
+    await send(producer, explanation_of(proposed), "acc-queue-gauge")
+    await wait_state(client, pid, "ready", tenant=tenant)
+    r = await client.post(f"/v1/proposals/{pid}/reject", headers=auth(tenant, subject="joe@firm"),
+                          json={"reason": "client wants to wait"})
+    assert r.status_code == 200, r.text
+    await refresh_queue(app.state.runtime, app.state.queue)
+    text = (await client.get("/metrics")).text
+    assert not re.search(r'trimtab_optimizer_(open_proposals|oldest_open_proposal_age_seconds)\{[^}]*tenant="t-queue"',
+                         text)

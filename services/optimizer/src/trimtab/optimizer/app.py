@@ -22,6 +22,7 @@ from trimtab.shared.runtime import ServiceRuntime
 
 from . import api, handlers, prices, proposals
 from .engine import Engine
+from .metrics import QueueStats
 from .models import SCHEMA, infra, metadata
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ class Settings(ServiceSettings):
     service_name: str = Field(default="optimizer", validation_alias="SERVICE_NAME")
     #: a few solves per proposal: small runs keep proposals flowing while saving commits.
     consumer_batch_size: int = Field(default=8, validation_alias="CONSUMER_BATCH_SIZE", ge=1)
-    #: Open proposals (not yet decided) older than this are expired; 0 disables the sweep.
+    #: Open proposals (not yet decided) older than this are expired; 0 disables expiry by age.
     proposal_ttl_s: float = Field(default=86_400.0, validation_alias="PROPOSAL_TTL_S", ge=0)
     #: Open proposals expire when the price of an ordered symbol moved more than this fraction
     #: (0.02 = 2 %) either way from the order's estimated price since the snapshot; 0 disables.
     proposal_max_price_move: Decimal = Field(default=prices.DEFAULT_MAX_MOVE,
                                              validation_alias="PROPOSAL_MAX_PRICE_MOVE", ge=0)
-    #: Seconds between TTL sweeps.
+    #: Seconds between sweeps (expiry by age, and the count behind the queue gauges).
     proposal_sweep_s: float = Field(default=60.0, validation_alias="PROPOSAL_SWEEP_S", gt=0)
     #: Worker processes for solves; 0 = one worker thread in the service process.
     solver_processes: int = Field(default=0, validation_alias="SOLVER_PROCESSES", ge=0)
@@ -58,13 +59,22 @@ async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
     return len(expired)
 
 
-async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float) -> None:
+async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
+    """Count the open proposals for the queue gauges (one read-only transaction)."""
+    async with runtime.uow() as uow:
+        stats.update(await proposals.open_queue(uow))
+
+
+async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats) -> None:
+    """Every `every_s`: expire what is older than `ttl_s` (0: never), then count the queue."""
     while True:
-        await asyncio.sleep(every_s)
         try:
-            await sweep_once(runtime, ttl_s)
-        except Exception:  # noqa: BLE001 - the next sweep retries; a crash would stop expiry
-            log.exception("proposal TTL sweep failed")
+            if ttl_s > 0:
+                await sweep_once(runtime, ttl_s)
+            await refresh_queue(runtime, stats)
+        except Exception:  # noqa: BLE001 - the next pass retries; a crash would stop expiry
+            log.exception("proposal sweep failed")
+        await asyncio.sleep(every_s)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -83,15 +93,15 @@ def create(settings: Settings | None = None) -> FastAPI:
         partial(handlers.on_price_ticks, max_price_move=move))
 
     sweeper: dict[str, asyncio.Task[None]] = {}
+    queue = QueueStats()
 
     @runtime.on_start
     async def _start() -> None:
         engine.start()
         await engine.warm()
-        if settings.proposal_ttl_s > 0:
-            sweeper["task"] = asyncio.create_task(
-                _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s),
-                name="optimizer:ttl-sweep")
+        sweeper["task"] = asyncio.create_task(
+            _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s, queue),
+            name="optimizer:sweep")
 
     @runtime.on_stop
     async def _stop() -> None:
@@ -107,4 +117,5 @@ def create(settings: Settings | None = None) -> FastAPI:
                                  "portfolio.drift.v1, risk.assessed.v1, explanation.created.v1; "
                                  "publishes rebalance.proposed.v1, rebalance.decided.v1, trades.approved.v1.")
     app.state.engine = engine
+    app.state.queue = queue
     return app

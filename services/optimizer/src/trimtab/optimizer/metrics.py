@@ -8,7 +8,12 @@ use rates and ratios, not exact totals).
 
 from __future__ import annotations
 
+import weakref
+from datetime import datetime
+
 from opentelemetry import metrics
+
+from trimtab.shared.envelope import utcnow
 
 meter = metrics.get_meter("trimtab.optimizer")
 #: One per drift handled: outcome `proposed` or `failed`; `reason` the typed failure kind and the
@@ -26,3 +31,40 @@ decisions = meter.create_counter("trimtab_optimizer_decisions", unit="{decision}
 
 def failure_label(kind: str, constraint: str | None) -> str:
     return f"{kind}:{constraint}" if constraint else kind
+
+
+class QueueStats:
+    """The open proposals (awaiting risk, explanation or a decision) as the last refresh of the
+    optimizer's sweep loop counted them: exported as `trimtab_optimizer_open_proposals` {tenant,
+    state} and `trimtab_optimizer_oldest_open_proposal_age` {tenant, state} (seconds, measured at
+    scrape time from the oldest one's creation). One per service instance; each replica reports the
+    same database, so dashboards take `max` across instances, not `sum`."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int, datetime]] = []
+        self.refreshed_at: datetime | None = None
+        _live.add(self)
+
+    def update(self, rows: list[tuple[str, str, int, datetime]]) -> None:
+        self.rows, self.refreshed_at = list(rows), utcnow()
+
+
+_live: weakref.WeakSet[QueueStats] = weakref.WeakSet()
+
+
+def _observe_open(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    return [metrics.Observation(n, {"tenant": tenant, "state": state})
+            for q in list(_live) for tenant, state, n, _ in q.rows]
+
+
+def _observe_oldest(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    now = utcnow()
+    return [metrics.Observation(max(0.0, (now - oldest).total_seconds()), {"tenant": tenant, "state": state})
+            for q in list(_live) for tenant, state, _, oldest in q.rows]
+
+
+meter.create_observable_gauge("trimtab_optimizer_open_proposals", callbacks=[_observe_open], unit="{proposal}",
+                              description="proposals not yet decided, by tenant and state (refreshed by the "
+                                          "sweep loop, PROPOSAL_SWEEP_S)")
+meter.create_observable_gauge("trimtab_optimizer_oldest_open_proposal_age", callbacks=[_observe_oldest], unit="s",
+                              description="age of the oldest proposal not yet decided, by tenant and state")

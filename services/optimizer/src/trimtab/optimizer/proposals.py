@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope, utcnow
@@ -43,7 +43,7 @@ from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
 from .domain.orders import fully_filled, with_client_order_ids
 from .engine import Failure
-from .models import proposals
+from .models import OPEN_STATES, proposals
 
 log = logging.getLogger(__name__)
 PRODUCER = "optimizer"
@@ -259,6 +259,15 @@ async def expire_stale(uow: UnitOfWork, *, ttl_s: float, now: datetime | None = 
         await apply_decision(uow, row, decision, continuing(row), now)
         expired.append(row.proposal_id)
     return expired
+
+
+async def open_queue(uow: UnitOfWork) -> list[tuple[str, str, int, datetime]]:
+    """(tenant, state, how many, the oldest's creation time) of the open proposals, all tenants:
+    what the queue gauges export (`metrics.QueueStats`). One scan of the open-proposals index."""
+    q = (select(proposals.c.tenant_id, proposals.c.state, func.count(), func.min(proposals.c.created_at))
+         .where(proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
+         .group_by(proposals.c.tenant_id, proposals.c.state))
+    return [(r[0], r[1], int(r[2]), r[3]) for r in (await uow.session.execute(q)).all()]
 
 
 async def expire_if_prices_moved(
