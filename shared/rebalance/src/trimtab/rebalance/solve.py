@@ -271,6 +271,14 @@ class _Run:
     solve_ms: float = 0.0
     solves: int = 0
     _data: dict[frozenset[str], ProblemData] = field(default_factory=dict, repr=False)
+    _lin: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def lin(self) -> np.ndarray:
+        """`lin_sell_per_lot` under this run's weights (computed once)."""
+        if self._lin is None:
+            self._lin = lin_sell_per_lot(self.inp, self.weights, self.tuning)
+        return self._lin
 
     def data(self, bans: Bans, relax: frozenset[str] = frozenset()) -> ProblemData:
         """`assemble(..., bans, relax)`, from a per-run cache: bans only zero caps."""
@@ -395,7 +403,7 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
         # a round trip, hence the condition.) In a one-security wash group such a lot poses no
         # choice.
         alone = (np.bincount(code) == 1)[code[inp.lot_security]]
-        loss &= ~alone | (lin_sell_per_lot(inp, run.weights, run.tuning) < 0)
+        loss &= ~alone | (run.lin < 0)
     lot_code = code[inp.lot_security]
     candidates = np.intersect1d(lot_code[loss], code[buyable])
     names = tuple(inp.groups[int(np.flatnonzero(code == c)[0])] for c in candidates)
@@ -445,14 +453,16 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     steps after it still correct it in both directions."""
     inp, w = run.inp, run.weights
     a = inp.pre_weight - inp.target_weight
-    lin = lin_sell_per_lot(inp, w, run.tuning)
+    lin = run.lin
     M = inp.band_membership
     out = _carriers(run, choice, lin)
     # A substitute (another wash group sharing a substitute group) can carry the exposure a
     # harvest gives up: the drift estimate below cannot see that, so such groups start in
     # "harvest" unless they are their substitute group's carrier.
+    # Securities sharing a substitute group with each security (itself included), counted once.
+    peers = (M @ M.T > 0) if M.shape[1] else None
     candidates = [g for g in choice.names if g not in out and float(a[choice.members[g]].sum()) < 0
-                  and not (M.shape[1] and (M[:, M[choice.members[g]].sum(axis=0) > 0].sum(axis=1) > 0).sum()
+                  and not (peers is not None and int(peers[choice.members[g]].any(axis=0).sum())
                            > len(choice.members[g]))]
     saved = _drift_saved(run, a, [choice.members[g] for g in candidates])
     for g, s in zip(candidates, saved, strict=True):
@@ -483,7 +493,7 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
     that picks which groups the "keep" trial flips: the trial's solve still decides."""
     inp, w = run.inp, run.weights
     a = inp.pre_weight + trade_w - inp.target_weight
-    lin = lin_sell_per_lot(inp, w, run.tuning)
+    lin = run.lin
     groups = sorted(maybe)
     saved = _drift_saved(run, a, [choice.members[g] for g in groups])
     return frozenset(g for g, s in zip(groups, saved, strict=True)
@@ -522,7 +532,7 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     sure = frozenset(g for g in harvest if not harvested[g] and below[g])
     maybe = frozenset(g for g in harvest if harvested[g] and below[g])
     # The mirror image: kept groups that bought nothing lose nothing by harvesting instead.
-    lin = lin_sell_per_lot(inp, run.weights, run.tuning)
+    lin = run.lin
     sure_harvest = frozenset(g for g in frozenset(choice.names) - harvest if not (raw.buy[choice.members[g]] > ACTIVE_WEIGHT).any()
                              and (lin[choice.loss_lots[g]] < 0).any())
     best, best_harvest = raw, harvest
