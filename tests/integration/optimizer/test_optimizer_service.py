@@ -544,3 +544,28 @@ async def test_the_queue_gauges_count_open_proposals_by_tenant_and_state(service
     text = (await client.get("/metrics")).text
     assert not re.search(r'trimtab_optimizer_(open_proposals|oldest_open_proposal_age_seconds)\{[^}]*tenant="t-queue"',
                          text)
+
+
+async def test_proposal_lists_page_with_a_keyset_cursor(service, producer, kafka_bootstrap):
+    _, client = service
+    pids = []
+    for k in range(3):
+        snap = drifted(f"acc-page-{k}")
+        drift = drift_env(snap, advisor_id="adv-pager")
+        await send(producer, drift, snap.account_id)
+        pids.append(proposal_id_for(TENANT, drift.parse(DriftDetected).drift_id))
+    for pid in pids:
+        await wait_state(client, pid, "proposed")
+    everything = await client.get("/v1/proposals", params={"advisor_id": "adv-pager"}, headers=auth())
+    assert everything.status_code == 200 and "X-Next-Cursor" not in everything.headers
+    newest_first = [p["proposal_id"] for p in everything.json()]
+    assert sorted(newest_first) == sorted(str(p) for p in pids)
+    first = await client.get("/v1/proposals", params={"advisor_id": "adv-pager", "limit": 2}, headers=auth())
+    cursor = first.headers["X-Next-Cursor"]
+    assert 'rel="next"' in first.headers["Link"] and f"cursor={cursor}" in first.headers["Link"]
+    second = await client.get("/v1/proposals", params={"advisor_id": "adv-pager", "limit": 2, "cursor": cursor},
+                              headers=auth())
+    assert "X-Next-Cursor" not in second.headers  # the last page
+    assert [p["proposal_id"] for p in first.json() + second.json()] == newest_first
+    bad = await client.get("/v1/proposals", params={"cursor": "not-a-cursor"}, headers=auth())
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")

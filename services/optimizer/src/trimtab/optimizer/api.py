@@ -4,13 +4,16 @@ gets (per-security market data, the tenant's factor risk model: reference.py).""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid, NotFound, TrimtabError
@@ -62,13 +65,15 @@ def _runtime(request: Request):  # type: ignore[no-untyped-def]
 
 
 @router.get("/proposals", response_model=list[ProposalSummary], tags=["proposals"],
-            summary="Proposals of the caller's tenant, newest first")
+            summary="Proposals of the caller's tenant, newest first, a page at a time; the next page's "
+                    "cursor is in the X-Next-Cursor header (and a Link rel=next), absent on the last page")
 async def list_proposals(
-    principal: Reader, request: Request,
+    principal: Reader, request: Request, response: Response,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
     advisor_id: Annotated[str | None, Query(max_length=64, description="an advisor's queue")] = None,
     state: StateName | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[ProposalSummary]:
     q = select(proposals).where(proposals.c.tenant_id == principal.tenant_id)
     if account_id is not None:
@@ -77,10 +82,38 @@ async def list_proposals(
         q = q.where(proposals.c.advisor_id == advisor_id)
     if state is not None:
         q = q.where(proposals.c.state == state)
-    q = q.order_by(proposals.c.created_at.desc(), proposals.c.proposal_id).limit(limit)
+    if cursor is not None:
+        # Keyset: strictly after the previous page's last row in (created_at desc, id asc) order.
+        created, last_id = decode_cursor(cursor)
+        q = q.where(or_(proposals.c.created_at < created,
+                        and_(proposals.c.created_at == created, proposals.c.proposal_id > last_id)))
+    q = q.order_by(proposals.c.created_at.desc(), proposals.c.proposal_id).limit(limit + 1)
     async with _runtime(request).sessionmaker() as s:
         rows = (await s.execute(q)).all()
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].created_at, rows[-1].proposal_id)
+        response.headers["X-Next-Cursor"] = nxt
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
     return [ProposalSummary.from_row(r) for r in rows]
+
+
+def encode_cursor(created_at: datetime, proposal_id: uuid.UUID) -> str:
+    """Opaque keyset cursor: the creation time and id of a page's last proposal."""
+    raw = f"{created_at.isoformat()}|{proposal_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        created, pid = raw.split("|")
+        out = datetime.fromisoformat(created), uuid.UUID(pid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("invalid cursor", cursor=cursor) from None
+    if out[0].tzinfo is None:
+        raise Invalid("invalid cursor", cursor=cursor)
+    return out
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalOut, tags=["proposals"])
