@@ -451,7 +451,7 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     term with the group's deviation removed, less the cost of buying it back) costs more than
     harvesting every loss lot of the group could earn. Only the first solve's assignment: the
     steps after it still correct it in both directions."""
-    inp, w = run.inp, run.weights
+    inp = run.inp
     a = inp.pre_weight - inp.target_weight
     lin = run.lin
     M = inp.band_membership
@@ -491,7 +491,7 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
     costs (the exact drift term with the group's deviation removed, everything else held; less
     the linear cost of buying it back) exceeds the net benefit its loss sales earn. An estimate
     that picks which groups the "keep" trial flips: the trial's solve still decides."""
-    inp, w = run.inp, run.weights
+    inp = run.inp
     a = inp.pre_weight + trade_w - inp.target_weight
     lin = run.lin
     groups = sorted(maybe)
