@@ -567,5 +567,10 @@ async def test_proposal_lists_page_with_a_keyset_cursor(service, producer, kafka
                               headers=auth())
     assert "X-Next-Cursor" not in second.headers  # the last page
     assert [p["proposal_id"] for p in first.json() + second.json()] == newest_first
-    bad = await client.get("/v1/proposals", params={"cursor": "not-a-cursor"}, headers=auth())
-    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    import base64
+
+    out_of_range = base64.urlsafe_b64encode(f"0001-01-01T00:00:00+14:00|{pids[0]}".encode()).decode()
+    naive = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{pids[0]}".encode()).decode()
+    for cursor in ("not-a-cursor", out_of_range, naive):
+        bad = await client.get("/v1/proposals", params={"cursor": cursor}, headers=auth())
+        assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json"), cursor

@@ -8,7 +8,7 @@ import base64
 import binascii
 import uuid
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -108,12 +108,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
         created, pid = raw.split("|")
-        out = datetime.fromisoformat(created), uuid.UUID(pid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when.astimezone(UTC), uuid.UUID(pid)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise Invalid("invalid cursor", cursor=cursor) from None
-    if out[0].tzinfo is None:
-        raise Invalid("invalid cursor", cursor=cursor)
-    return out
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalOut, tags=["proposals"])

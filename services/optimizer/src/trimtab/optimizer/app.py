@@ -68,12 +68,15 @@ async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
 async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats) -> None:
     """Every `every_s`: expire what is older than `ttl_s` (0: never), then count the queue."""
     while True:
-        try:
-            if ttl_s > 0:
+        if ttl_s > 0:
+            try:
                 await sweep_once(runtime, ttl_s)
+            except Exception:  # noqa: BLE001 - the next pass retries; a crash would stop expiry
+                log.exception("proposal TTL sweep failed")
+        try:
             await refresh_queue(runtime, stats)
-        except Exception:  # noqa: BLE001 - the next pass retries; a crash would stop expiry
-            log.exception("proposal sweep failed")
+        except Exception:  # noqa: BLE001 - the gauges go blank after 3 missed passes (QueueStats)
+            log.exception("counting the open proposals failed")
         await asyncio.sleep(every_s)
 
 
@@ -93,7 +96,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         partial(handlers.on_price_ticks, max_price_move=move))
 
     sweeper: dict[str, asyncio.Task[None]] = {}
-    queue = QueueStats()
+    queue = QueueStats(max_age_s=3 * settings.proposal_sweep_s)
 
     @runtime.on_start
     async def _start() -> None:
@@ -111,6 +114,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         engine.stop()
+        queue.close()
 
     app = create_app(runtime, [api.router], title="Trimtab optimizer",
                      description="Tax-aware rebalancing proposals and their lifecycle; consumes "

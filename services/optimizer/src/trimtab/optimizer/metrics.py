@@ -40,7 +40,10 @@ class QueueStats:
     scrape time from the oldest one's creation). One per service instance; each replica reports the
     same database, so dashboards take `max` across instances, not `sum`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age_s: float) -> None:
+        #: A count older than this is not exported (the sweep is failing: no figure rather than
+        #: a stale one that keeps ageing).
+        self.max_age_s = max_age_s
         self.rows: list[tuple[str, str, int, datetime]] = []
         self.refreshed_at: datetime | None = None
         _live.add(self)
@@ -48,19 +51,27 @@ class QueueStats:
     def update(self, rows: list[tuple[str, str, int, datetime]]) -> None:
         self.rows, self.refreshed_at = list(rows), utcnow()
 
+    def current(self) -> list[tuple[str, str, int, datetime]]:
+        fresh = self.refreshed_at is not None and (utcnow() - self.refreshed_at).total_seconds() <= self.max_age_s
+        return self.rows if fresh else []
+
+    def close(self) -> None:
+        """Stop exporting (the service stopped)."""
+        _live.discard(self)
+
 
 _live: weakref.WeakSet[QueueStats] = weakref.WeakSet()
 
 
 def _observe_open(options: metrics.CallbackOptions) -> list[metrics.Observation]:
     return [metrics.Observation(n, {"tenant": tenant, "state": state})
-            for q in list(_live) for tenant, state, n, _ in q.rows]
+            for q in list(_live) for tenant, state, n, _ in q.current()]
 
 
 def _observe_oldest(options: metrics.CallbackOptions) -> list[metrics.Observation]:
     now = utcnow()
     return [metrics.Observation(max(0.0, (now - oldest).total_seconds()), {"tenant": tenant, "state": state})
-            for q in list(_live) for tenant, state, _, oldest in q.rows]
+            for q in list(_live) for tenant, state, _, oldest in q.current()]
 
 
 meter.create_observable_gauge("trimtab_optimizer_open_proposals", callbacks=[_observe_open], unit="{proposal}",

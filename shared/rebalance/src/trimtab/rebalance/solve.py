@@ -23,8 +23,9 @@ harvesting all their loss lots could earn); then, all other groups fixed:
   to harvesting when only some should flip: on 37 small accounts enumerated over all 2^G
   assignments, the old rule found the best in 8, this one in all 37, with fewer solves.
 
-So a solve costs one to three convex solves (the explainer pays it per coalition), where trying
-both cases per group would cost two per group. The result never both sells a loss and buys in
+So a solve costs one to three convex solves (four when a group started in "keep" makes the first
+solve infeasible and it starts again from harvesting every group; the explainer pays it per
+coalition), where trying both cases per group would cost two per group. The result never both sells a loss and buys in
 one wash group. A harvested loss keeps its exposure through a substitute (another wash group of
 the same substitute group, which shares the risk model's group factor: see `inputs._risk`).
 """
@@ -420,11 +421,12 @@ def _harvest_benefit(lin: np.ndarray, inp: RebalanceInput, lots: np.ndarray) -> 
 
 def _carriers(run: _Run, choice: _Groups, lin: np.ndarray) -> list[str]:
     """One wash group per substitute group whose every buyable member faces the choice: the
-    one whose loss lots earn the least, started in "keep" so that it can carry the substitute
-    group's exposure while the others harvest. (Harvesting them all bans every buy of the
-    substitute group: the exposure is lost unless a later step flips one.) On the 200 accounts
-    of `bench/optimizer.py` this cut the solves per account from 1.88 to 1.67 and lowered the
-    objective by 3.5 bps of the account on average (see docs/optimizer.md)."""
+    one whose loss lots earn the least (among those with a buyable member in the substitute
+    group), started in "keep" so that it can carry the substitute group's exposure while the
+    others harvest. (Harvesting them all bans every buy of the substitute group: the exposure
+    is lost unless a later step flips one.) With the symmetric "sure" step this cut the solves
+    per account on the 200 accounts of `bench/solver_anatomy.py` from 1.88 to 1.67 and lowered
+    the objective by 3.5 bps of the account on average (docs/optimizer.md, "Wash sales")."""
     inp, M = run.inp, run.inp.band_membership
     if not M.shape[1] or not choice.names:
         return []
@@ -439,7 +441,7 @@ def _carriers(run: _Run, choice: _Groups, lin: np.ndarray) -> list[str]:
         secs = np.flatnonzero(M[:, col] > 0)
         if (buyable[secs] & ~in_choice[secs]).any():
             continue  # a member outside the choice can carry the exposure: all may harvest
-        facing = sorted({inp.groups[int(i)] for i in secs if in_choice[i]} & names)
+        facing = sorted({inp.groups[int(i)] for i in secs if in_choice[i] and buyable[i]} & names)
         if len(facing) >= 2:
             out.append(min(facing, key=lambda g: (_harvest_benefit(lin, inp, choice.loss_lots[g]), g)))
     return out
