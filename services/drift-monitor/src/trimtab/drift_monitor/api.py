@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid
+from trimtab.shared.pagination import link_next
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import advisors, service, transfer
@@ -128,9 +129,7 @@ async def list_accounts(principal: Reader, request: Request, response: Response,
                         cursor: Annotated[str | None, Query(max_length=200)] = None) -> list[AccountOut]:
     page, nxt = await service.list_accounts(_rt(request), principal.tenant_id, household_id, advisor_id,
                                             limit, cursor)
-    if nxt is not None:
-        response.headers["X-Next-Cursor"] = nxt
-        response.headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
+    link_next(request, response, nxt)
     return page
 
 

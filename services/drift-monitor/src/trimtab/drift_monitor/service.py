@@ -7,8 +7,6 @@ report of the rejected rows: a good row is never lost because of a bad one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trimtab.shared.errors import Conflict, Invalid, NotFound
 from trimtab.shared.money import usd
 from trimtab.shared.outbox import UnitOfWork
+from trimtab.shared.pagination import decode_cursor, encode_cursor
 from trimtab.shared.runtime import ServiceRuntime
 
 from .book import (
@@ -187,26 +186,11 @@ async def get_account(rt: ServiceRuntime, tenant: str, account_id: str) -> Accou
     return account_out(book)
 
 
-def encode_cursor(account_id: str) -> str:
-    """Opaque keyset cursor: the last account id of a page."""
-    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        out = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        out = ""
-    if not out:
-        raise Invalid("invalid cursor", cursor=cursor)
-    return out
-
-
 async def list_accounts(rt: ServiceRuntime, tenant: str, household_id: str | None, advisor_id: str | None = None,
                         limit: int | None = None, cursor: str | None = None) -> tuple[list[AccountOut], str | None]:
     """One page of accounts in account_id order, and the cursor of the next page (None at the end)."""
     assert rt.sessionmaker is not None
-    after = None if cursor is None else decode_cursor(cursor)
+    after = None if cursor is None else decode_cursor(cursor, 1)[0]
     async with rt.sessionmaker() as s:
         # One row more than asked tells whether there is a next page.
         books = await load_books(s, tenant, household_id=household_id, advisor_id=advisor_id, after=after,

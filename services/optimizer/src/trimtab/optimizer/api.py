@@ -4,8 +4,6 @@ gets (per-security market data, the tenant's factor risk model: reference.py).""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from trimtab.shared.events import (
     RebalanceProposed,
     SecurityContext,
 )
+from trimtab.shared.pagination import decode_cursor, encode_cursor, link_next
 
 from . import decisions, household, reference
 from .domain.lifecycle import DecisionKind
@@ -84,35 +83,33 @@ async def list_proposals(
         q = q.where(proposals.c.state == state)
     if cursor is not None:
         # Keyset: strictly after the previous page's last row in (created_at desc, id asc) order.
-        created, last_id = decode_cursor(cursor)
+        created, last_id = _from_proposal_cursor(cursor)
         q = q.where(or_(proposals.c.created_at < created,
                         and_(proposals.c.created_at == created, proposals.c.proposal_id > last_id)))
     q = q.order_by(proposals.c.created_at.desc(), proposals.c.proposal_id).limit(limit + 1)
     async with _runtime(request).sessionmaker() as s:
         rows = (await s.execute(q)).all()
+    nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
-        nxt = encode_cursor(rows[-1].created_at, rows[-1].proposal_id)
-        response.headers["X-Next-Cursor"] = nxt
-        response.headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
+        nxt = _proposal_cursor(rows[-1].created_at, rows[-1].proposal_id)
+    link_next(request, response, nxt)
     return [ProposalSummary.from_row(r) for r in rows]
 
 
-def encode_cursor(created_at: datetime, proposal_id: uuid.UUID) -> str:
-    """Opaque keyset cursor: the creation time and id of a page's last proposal."""
-    raw = f"{created_at.isoformat()}|{proposal_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+def _proposal_cursor(created_at: datetime, proposal_id: uuid.UUID) -> str:
+    """A page's last proposal: its creation time and id."""
+    return encode_cursor(created_at.isoformat(), str(proposal_id))
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _from_proposal_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    created, pid = decode_cursor(cursor, 2)
     try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        created, pid = raw.split("|")
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("naive time")
         return when.astimezone(UTC), uuid.UUID(pid)
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError):
         raise Invalid("invalid cursor", cursor=cursor) from None
 
 
