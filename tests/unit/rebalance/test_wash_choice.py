@@ -152,3 +152,17 @@ def test_a_substitute_pair_that_both_face_the_choice_swaps_in_one_solve() -> Non
     assert sol.buy_shares[itot] > 150
     assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
     assert sol.objective <= _exact_best(inp, weights) + 1e-9
+
+
+@pytest.mark.parametrize("seed, n", [(301, 8), (305, 8), (305, 10)])
+def test_the_sure_flips_and_the_keep_trial_go_in_one_solve(seed: int, n: int) -> None:
+    # Accounts where the first solve leaves both a group that sold no loss below target (a
+    # "sure" flip) and a harvested group whose deficit costs more than its harvest earns (the
+    # "keep" trial): one more solve decides both (two in all, where it took three), and the
+    # answer is still the best of every harvest/keep assignment (6-7 groups face the choice).
+    inp = from_snapshot(drifted_account(n, seed=seed, gains=True, reserve=2_000, lots_per_security=2))
+    weights = validate_weights({"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0})
+    sol = solve_continuous(inp, weights)
+    assert sol.solves == 2
+    assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
+    assert sol.objective <= _exact_best(inp, weights) + 1e-9
