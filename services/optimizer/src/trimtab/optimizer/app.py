@@ -49,14 +49,25 @@ class Settings(ServiceSettings):
     solver_processes: int = Field(default=0, validation_alias="SOLVER_PROCESSES", ge=0)
 
 
+#: Proposals one sweep transaction expires; a pass runs transactions until one expires fewer
+#: (at most `SWEEP_MAX_BATCHES`), so a backlog drains in one pass, not 100 a minute.
+SWEEP_BATCH = 100
+SWEEP_MAX_BATCHES = 50
+
+
 async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
-    """Expire what is stale now (one transaction); returns how many proposals expired."""
-    async with runtime.uow() as uow:
-        expired = await proposals.expire_stale(uow, ttl_s=ttl_s)
-        await uow.commit()
-    if expired:
-        log.info("expired %d proposals older than %g s", len(expired), ttl_s)
-    return len(expired)
+    """Expire what is stale now (transactions of `SWEEP_BATCH`); returns how many expired."""
+    total = 0
+    for _ in range(SWEEP_MAX_BATCHES):
+        async with runtime.uow() as uow:
+            expired = await proposals.expire_stale(uow, ttl_s=ttl_s, limit=SWEEP_BATCH)
+            await uow.commit()
+        total += len(expired)
+        if len(expired) < SWEEP_BATCH:
+            break
+    if total:
+        log.info("expired %d proposals older than %g s", total, ttl_s)
+    return total
 
 
 async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
