@@ -20,14 +20,15 @@ harvesting all their loss lots could earn); then, all other groups fixed:
   drift term with the group's deviation removed, less the cost of buying it back) than their
   loss sales earn, are tried in "keep" together, and the better solution (by the exact numpy
   objective) is kept. When both steps have groups, they go in one solve (kept if it beats the
-  first solution, else the "sure" flips alone are solved): the trial nearly always wins. Without that estimate every such group was flipped at once, which lost
-  to harvesting when only some should flip: on 37 small accounts enumerated over all 2^G
-  assignments, the old rule found the best in 8, this one in all 37, with fewer solves.
+  first solution, else the "sure" flips alone are solved): the trial nearly always wins.
+  Without that estimate every such group was flipped at once, which lost to harvesting when
+  only some should flip: on 37 small accounts enumerated over all 2^G assignments, the old
+  rule found the best in 8, this one in all 37, with fewer solves.
 
 So a solve costs one to three convex solves (four when a group started in "keep" makes the first
 solve infeasible and it starts again from harvesting every group; the explainer pays it per
-coalition), where trying both cases per group would cost two per group. The result never both sells a loss and buys in
-one wash group. A harvested loss keeps its exposure through a substitute (another wash group of
+coalition), where trying both cases per group would cost two per group. The result never both
+sells a loss and buys in one wash group. A harvested loss keeps its exposure through a substitute (another wash group of
 the same substitute group, which shares the risk model's group factor: see `inputs._risk`).
 """
 
@@ -536,7 +537,8 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     maybe = frozenset(g for g in harvest if harvested[g] and below[g])
     # The mirror image: kept groups that bought nothing lose nothing by harvesting instead.
     lin = run.lin
-    sure_harvest = frozenset(g for g in frozenset(choice.names) - harvest if not (raw.buy[choice.members[g]] > ACTIVE_WEIGHT).any()
+    sure_harvest = frozenset(g for g in frozenset(choice.names) - harvest
+                             if not (raw.buy[choice.members[g]] > ACTIVE_WEIGHT).any()
                              and (lin[choice.loss_lots[g]] < 0).any())
     best, best_harvest = raw, harvest
     if (sure or sure_harvest) and maybe:
