@@ -21,7 +21,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -30,11 +29,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' snapshot generator
 
-from tests.unit.rebalance.conftest import drifted_account  # noqa: E402
+from tests.unit.rebalance.conftest import drifted_account, exact_best  # noqa: E402
 from trimtab.rebalance import DEFAULT_TUNING, RebalanceContext, SecurityInfo, from_snapshot  # noqa: E402
 from trimtab.rebalance import solve as S  # noqa: E402
 from trimtab.rebalance.drivers import validate_weights  # noqa: E402
-from trimtab.rebalance.problem import ProblemInfeasible  # noqa: E402
 
 WEIGHTS = validate_weights({"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0})
 MAX_GROUPS = 10
@@ -54,20 +52,6 @@ def accounts(family: str, n: int) -> list:  # type: ignore[type-arg]
     return out
 
 
-def best_of_all(inp) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """The best objective over every assignment, and the number of groups facing the choice."""
-    run = S._Run(inp, WEIGHTS, DEFAULT_TUNING, S.shape_of(inp))  # noqa: SLF001
-    choice = S._choice_groups(run, S.Bans())  # noqa: SLF001
-    best = np.inf
-    for mask in itertools.product([False, True], repeat=len(choice.names)):
-        harvest = frozenset(g for g, m in zip(choice.names, mask, strict=True) if m)
-        try:
-            best = min(best, run.objective(run.solve(choice.bans(harvest))))
-        except ProblemInfeasible:
-            continue
-    return float(best), len(choice.names)
-
-
 def family(name: str, n: int) -> dict[str, float]:
     gaps, solves, groups = [], [], []
     for inp in accounts(name, n):
@@ -75,7 +59,7 @@ def family(name: str, n: int) -> dict[str, float]:
         run = S._Run(inp, WEIGHTS, DEFAULT_TUNING, S.shape_of(inp))  # noqa: SLF001
         if len(S._choice_groups(run, S.Bans()).names) > MAX_GROUPS:  # noqa: SLF001
             continue
-        best, g = best_of_all(inp)
+        best, g = exact_best(inp, WEIGHTS), len(S._choice_groups(run, S.Bans()).names)  # noqa: SLF001
         gaps.append(max(sol.objective - best, 0.0) * 1e4)
         solves.append(sol.solves)
         groups.append(g)

@@ -124,3 +124,28 @@ def _make_snapshot_fixture():  # type: ignore[no-untyped-def]
 @pytest.fixture(name="drifted_account")
 def _drifted_account_fixture():  # type: ignore[no-untyped-def]
     return drifted_account
+
+
+def exact_best(inp, weights) -> float:  # type: ignore[no-untyped-def]
+    """The best objective over every harvest/keep assignment of the wash groups facing the
+    choice (2^G solves): what the wash-sale heuristic (`solve._resolve_wash_sales`) is checked
+    against, here and in bench/wash_choice.py."""
+    import itertools
+
+    from trimtab.rebalance import DEFAULT_TUNING
+    from trimtab.rebalance.problem import ProblemInfeasible
+    from trimtab.rebalance.solve import Bans, _choice_groups, _Run, shape_of
+
+    run = _Run(inp, weights, DEFAULT_TUNING, shape_of(inp))
+    choice = _choice_groups(run, Bans())
+    best = np.inf
+    for mask in itertools.product([False, True], repeat=len(choice.names)):
+        harvest = frozenset(g for g, m in zip(choice.names, mask, strict=True) if m)
+        keep = frozenset(choice.names) - harvest
+        bans = Bans(no_buy=frozenset(int(i) for g in harvest for i in choice.members[g]),
+                    no_sell_lots=frozenset(int(lot) for g in keep for lot in choice.loss_lots[g]))
+        try:
+            best = min(best, run.objective(run.solve(bans)))
+        except ProblemInfeasible:
+            continue
+    return float(best)

@@ -16,6 +16,7 @@ import pytest
 from trimtab.rebalance import (
     DEFAULT_DRIVER_WEIGHTS,
     DEFAULT_TUNING,
+    ContinuousSolution,
     FactorModel,
     RebalanceContext,
     SecurityInfo,
@@ -46,6 +47,19 @@ def factor_model() -> FactorModel:
     rng = np.random.default_rng(3)
     return FactorModel(symbols=SYMBOLS, loadings=rng.normal(0, 0.15, (5, 3)),
                        specific_var=rng.uniform(0.01, 0.05, 5))
+
+
+def assert_matches_plain_model(inp: RebalanceInput, ctx: RebalanceContext,
+                               weights: dict[str, float]) -> ContinuousSolution:
+    """Solve; the trade must be the plain model's to 2e-5 of the account in dollars, and the
+    reported objective the numpy evaluation of the solution (the same function)."""
+    sol = solve_continuous(inp, weights)
+    plain = plain_model(inp, ctx, weights)
+    np.testing.assert_allclose(sol.trade_shares * inp.price_usd, plain * inp.price_usd,
+                               atol=2e-5 * inp.value_usd)
+    assert sol.terms["total"] == pytest.approx(
+        evaluate(inp, weights, sol.sell_shares, sol.buy_shares, DEFAULT_TUNING)["total"])
+    return sol
 
 
 def plain_model(inp: RebalanceInput, snap_ctx: RebalanceContext, w: dict[str, float]) -> np.ndarray:
@@ -113,13 +127,7 @@ def test_matches_an_independent_plain_formulation(ctx: RebalanceContext, risk: f
     inp = from_snapshot(snap, ctx)
     assert (inp.lot_gain_usd_per_share >= 0).all()
     weights = {**ALL_ON, "risk": risk}
-    sol = solve_continuous(inp, weights)
-    plain = plain_model(inp, ctx, weights)
-    np.testing.assert_allclose(sol.trade_shares * inp.price_usd, plain * inp.price_usd,
-                               atol=2e-5 * inp.value_usd)
-    # The reported objective is the numpy evaluation of the solution (the same function).
-    assert sol.terms["total"] == pytest.approx(
-        evaluate(inp, weights, sol.sell_shares, sol.buy_shares, DEFAULT_TUNING)["total"])
+    sol = assert_matches_plain_model(inp, ctx, weights)
     if ctx.factor_model is not None and ctx.gain_cap_usd is None and risk != 1.0:
         # The risk weight acts on the factor model's term (a different weight, a different trade;
         # with the gain cap binding, the cap decides).

@@ -19,7 +19,7 @@ from trimtab.rebalance.solve import (
     solve_continuous,
 )
 
-from .conftest import drifted_account, make_snapshot
+from .conftest import drifted_account, exact_best, make_snapshot
 
 #: Weights under which harvesting earns nothing net: the shortcut applies to every loss lot.
 NO_HARVEST = {"drift": 1.0, "cost": 1.0, "tax": 0.0, "cash": 1e-3, "restrictions": 1.0}
@@ -82,27 +82,6 @@ def test_canonical_split_keeps_every_term_and_fills_in_rank_order(seed: int) -> 
                 assert sold[k - 1] >= inp.lot_shares[lots[k - 1]] - 1e-9
 
 
-def _exact_best(inp, weights) -> float:  # type: ignore[no-untyped-def]
-    """The best objective over every harvest/keep assignment of the groups facing the choice."""
-    import itertools
-
-    from trimtab.rebalance.problem import ProblemInfeasible
-
-    run = _Run(inp, weights, DEFAULT_TUNING, shape_of(inp))
-    choice = _choice_groups(run, Bans())
-    best = np.inf
-    for mask in itertools.product([False, True], repeat=len(choice.names)):
-        harvest = frozenset(g for g, m in zip(choice.names, mask, strict=True) if m)
-        keep = frozenset(choice.names) - harvest
-        bans = Bans(no_buy=frozenset(int(i) for g in harvest for i in choice.members[g]),
-                    no_sell_lots=frozenset(int(lot) for g in keep for lot in choice.loss_lots[g]))
-        try:
-            best = min(best, run.objective(run.solve(bans)))
-        except ProblemInfeasible:
-            continue
-    return float(best)
-
-
 @pytest.mark.parametrize("seed", [505, 508, 511, 300 + 5, 300 + 8, 300 + 11])
 def test_the_wash_sale_choice_finds_the_best_assignment_on_small_accounts(seed: int) -> None:
     # Harvest-first with "keep" flips only where the deficit's drift cost beats the harvest's
@@ -113,7 +92,7 @@ def test_the_wash_sale_choice_finds_the_best_assignment_on_small_accounts(seed: 
                                         lots_per_security=2 + seed % 2))
     weights = validate_weights({"drift": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3, "restrictions": 1.0})
     sol = solve_continuous(inp, weights)
-    assert sol.objective <= _exact_best(inp, weights) + 1e-9
+    assert sol.objective <= exact_best(inp, weights) + 1e-9
 
 
 def test_a_group_started_in_keep_still_harvests_when_only_its_loss_can_raise_the_reserve() -> None:
@@ -151,7 +130,7 @@ def test_a_substitute_pair_that_both_face_the_choice_swaps_in_one_solve() -> Non
     assert sol.sell_shares[inp.lots_of(itot)].sum() == pytest.approx(0, abs=1e-6)
     assert sol.buy_shares[itot] > 150
     assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
-    assert sol.objective <= _exact_best(inp, weights) + 1e-9
+    assert sol.objective <= exact_best(inp, weights) + 1e-9
 
 
 @pytest.mark.parametrize("seed, n", [(301, 8), (305, 8), (305, 10)])
@@ -165,7 +144,7 @@ def test_the_sure_flips_and_the_keep_trial_go_in_one_solve(seed: int, n: int) ->
     sol = solve_continuous(inp, weights)
     assert sol.solves == 2
     assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
-    assert sol.objective <= _exact_best(inp, weights) + 1e-9
+    assert sol.objective <= exact_best(inp, weights) + 1e-9
 
 
 @pytest.mark.parametrize("k", [4, 6, 11, 15])
@@ -184,4 +163,4 @@ def test_paired_substitutes_find_the_best_assignment_in_one_solve(k: int) -> Non
     sol = solve_continuous(inp, weights)
     assert sol.solves == 1
     assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
-    assert sol.objective <= _exact_best(inp, weights) + 1e-9
+    assert sol.objective <= exact_best(inp, weights) + 1e-9

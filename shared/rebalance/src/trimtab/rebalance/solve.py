@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -274,14 +275,11 @@ class _Run:
     solve_ms: float = 0.0
     solves: int = 0
     _data: dict[frozenset[str], ProblemData] = field(default_factory=dict, repr=False)
-    _lin: np.ndarray | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def lin(self) -> np.ndarray:
         """`lin_sell_per_lot` under this run's weights (computed once)."""
-        if self._lin is None:
-            self._lin = lin_sell_per_lot(self.inp, self.weights, self.tuning)
-        return self._lin
+        return lin_sell_per_lot(self.inp, self.weights, self.tuning)
 
     def data(self, bans: Bans, relax: frozenset[str] = frozenset()) -> ProblemData:
         """`assemble(..., bans, relax)`, from a per-run cache: bans only zero caps."""
