@@ -174,12 +174,13 @@ def fresh_solve_ms(shape, data) -> tuple[float, np.ndarray]:  # type: ignore[no-
     buy = cp.Variable(n, nonneg=True)
     excess = cp.Variable(n, nonneg=True)
     idle = cp.Variable(nonneg=True)
-    trade = buy - sp.kron(sp.eye(n), np.ones((1, k))).tocsr() @ sell
+    trade = cp.Variable(n)
     d = data
-    objective = (cp.sum_squares(cp.multiply(d.quad_scale, trade) + d.quad_offset)
+    objective = (cp.sum(cp.multiply(d.quad_diag, cp.square(trade))) + d.quad_lin @ trade
                  + d.band_weight * cp.sum(excess) + d.lin_sell @ sell + d.lin_buy @ buy
                  + d.cash_weight * idle)
-    cons = [d.tax_row @ sell <= d.tax_cap, d.gain_row @ sell <= d.gain_cap,
+    cons = [trade == buy - sp.kron(sp.eye(n), np.ones((1, k))).tocsr() @ sell,
+            d.tax_row @ sell <= d.tax_cap, d.gain_row @ sell <= d.gain_cap,
             excess - trade >= d.band_lo, excess + trade >= d.band_hi,
             idle + cp.sum(trade) >= d.cash_drag_rhs,
             cp.sum(trade) + d.cost_buy @ buy + d.cost_sell @ sell <= d.cash_floor_rhs,

@@ -7,6 +7,7 @@ import pytest
 
 from trimtab.rebalance import DEFAULT_DRIVER_WEIGHTS, DEFAULT_TUNING, from_snapshot
 from trimtab.rebalance.drivers import validate_weights
+from trimtab.rebalance.objective import evaluate
 from trimtab.rebalance.problem import (
     LOTS_PER_SECURITY_BUCKETS,
     SECURITY_BUCKETS,
@@ -53,12 +54,17 @@ def test_fast_path_gives_cvxpys_solution(n: int, gains: bool) -> None:
     fast = prob.solve(data)
     slow = prob._solve_cvxpy(data)
     assert fast.status == "optimal"
-    np.testing.assert_allclose(fast.buy, slow.buy, atol=1e-7)
+    # The same optimum: the objective agrees to far below a cent of any account. The argmin
+    # agrees less tightly along directions of small curvature (the solvers' tolerances bound the
+    # objective's gap, not the distance to the argmin): 1e-6 of the account is $1 on $1M.
+    (fs, fb), (ss, sb) = _to_shares(inp, shape, fast), _to_shares(inp, shape, slow)
+    assert evaluate(inp, weights, fs, fb, DEFAULT_TUNING)["total"] == pytest.approx(
+        evaluate(inp, weights, ss, sb, DEFAULT_TUNING)["total"], rel=0, abs=1e-11)
+    np.testing.assert_allclose(fast.buy, slow.buy, atol=1e-6)
     # Without gains every lot of a security is interchangeable: the solvers may split a sale
     # differently among them (a face of optima); the canonical split makes the shares agree.
     sellable = _sellable(inp, weights, Bans())
-    (fs, _), (ss, _) = _to_shares(inp, shape, fast), _to_shares(inp, shape, slow)
-    tol = 1e-7 * inp.value_usd / inp.lot_price_usd
+    tol = 1e-6 * inp.value_usd / inp.lot_price_usd
     np.testing.assert_array_less(np.abs(canonical_lot_split(inp, fs, sellable)
                                         - canonical_lot_split(inp, ss, sellable)), tol + 1e-9)
     if gains:  # distinct lots: the optimum is unique at the lot level too

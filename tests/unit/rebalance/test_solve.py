@@ -135,11 +135,10 @@ def test_numpy_objective_equals_the_solvers() -> None:
     bans = solve_continuous(inp, ALL_ON).bans
     raw = compiled(shape)._solve_cvxpy(assemble(inp, weights, DEFAULT_TUNING, shape, bans))
     sell, buy = _to_shares(inp, shape, raw)
-    # The problem completes drift and regularizer into one square; the constant it drops is
-    # sum g r dev^2 / (g + r), with r = eps / tau.
-    r = DEFAULT_TUNING.regularization / reg_tau(inp, DEFAULT_TUNING)
+    # The problem expands drift g d (dev + t)^2 plus the regularizer r t^2 into a diagonal and a
+    # linear term; the constant it drops is sum g d dev^2 (d = 1 without a risk model).
     dev = inp.pre_weight - inp.target_weight
-    constant = float((weights["drift"] * r * dev**2 / (weights["drift"] + r)).sum())
+    constant = float((weights["drift"] * inp.specific * dev**2).sum())
     assert evaluate(inp, weights, sell, buy, DEFAULT_TUNING)["total"] == pytest.approx(
         raw.objective + constant, rel=1e-7, abs=1e-10)
 

@@ -463,7 +463,7 @@ class CompiledHousehold:
         m = shape.n_slots
         P = cp.Parameter
         self.p: dict[str, cp.Parameter] = {
-            "quad_scale": P(n, nonneg=True), "quad_offset": P(n), "reg_scale": P(A * n, nonneg=True),
+            "quad_diag": P(n, nonneg=True), "quad_lin": P(n), "reg_diag": P(A * n, nonneg=True),
             "band_lo": P(n), "band_hi": P(n), "band_weight": P(nonneg=True),
             "lin_sell": P(A * m), "lin_buy": P(A * n), "cash_weight": P(nonneg=True),
             "cost_buy": P(A * n, nonneg=True), "cost_sell": P(A * m, nonneg=True),
@@ -490,18 +490,24 @@ class CompiledHousehold:
         per_account_n = sp.kron(sp.eye(A), np.ones((1, n))).tocsr()
         per_account_m = sp.kron(sp.eye(A), np.ones((1, m))).tocsr()
         to_household = sp.kron(np.ones((1, A)), sp.eye(n)).tocsr()
-        trade = self.buy - slots_to_security @ self.sell
-        household_trade = to_household @ trade
+        # `trade` and `household_trade` are variables tied by equalities (as in `problem.py`,
+        # formulation 6): every row below touches one entry per security instead of the
+        # accounts' lots and buys behind it.
+        trade = cp.Variable(A * n, name="trade")
+        household_trade = cp.Variable(n, name="household_trade")
         spent = (per_account_n @ (trade + cp.multiply(p["cost_buy"], self.buy))
                  + per_account_m @ cp.multiply(p["cost_sell"], self.sell))
         objective = (
-            cp.sum_squares(cp.multiply(p["quad_scale"], household_trade) + p["quad_offset"])
-            + cp.sum_squares(cp.multiply(p["reg_scale"], trade))
+            cp.sum(cp.multiply(p["quad_diag"], cp.square(household_trade)))
+            + p["quad_lin"] @ household_trade
+            + cp.sum(cp.multiply(p["reg_diag"], cp.square(trade)))
             + p["band_weight"] * cp.sum(excess)
             + p["lin_sell"] @ self.sell + p["lin_buy"] @ self.buy
             + p["cash_weight"] * idle
         )
         constraints = [
+            trade == self.buy - slots_to_security @ self.sell,
+            household_trade == to_household @ trade,
             p["tax_row"] @ self.sell <= p["tax_cap"],
             p["gain_row"] @ self.sell <= p["gain_cap"],
             excess - household_trade >= p["band_lo"],
@@ -603,7 +609,7 @@ def _neutral(s: HouseholdShape) -> dict[str, np.ndarray | float]:
     """Parameter values of an empty household (compiling, and padding in `assemble`)."""
     A, n, m, f, g = s.n_accounts, s.n_securities, s.n_slots, s.n_factors, s.n_groups
     out: dict[str, np.ndarray | float] = {
-        "quad_scale": np.ones(n), "quad_offset": np.zeros(n), "reg_scale": np.full(A * n, 1e-3),
+        "quad_diag": np.ones(n), "quad_lin": np.zeros(n), "reg_diag": np.full(A * n, 1e-6),
         "band_lo": np.full(n, -0.05), "band_hi": np.full(n, -0.05), "band_weight": 1.0,
         "lin_sell": np.zeros(A * m), "lin_buy": np.zeros(A * n), "cash_weight": 0.0,
         "cost_buy": np.zeros(A * n), "cost_sell": np.zeros(A * m), "cash_drag_rhs": 0.0,
@@ -688,7 +694,7 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
         weights[d] for d in ("drift", "risk", "cost", "tax", "cash", "location"))
     cash_on = g_cash > 0
     data = _neutral(shape)  # padded defaults
-    data["reg_scale"] = np.full(A * N, np.sqrt(tuning.regularization))
+    data["reg_diag"] = np.full(A * N, tuning.regularization)
     data["band_lo"] = np.full(N, -hh.band_abs)
     data["band_hi"] = np.full(N, -hh.band_abs)
     data["turnover_cap"] = np.zeros(A)
@@ -697,7 +703,7 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
     sell_cap, buy_cap = np.zeros(A * M), np.zeros(A * N)
     tax_row, gain_row = np.zeros(A * M), np.zeros(A * M)
     floor_rhs, turnover = np.zeros(A), np.zeros(A)
-    reg_scale = np.full(A * N, np.sqrt(tuning.regularization))
+    reg_diag = np.full(A * N, tuning.regularization)
     impact = np.zeros(A * N)
     V = hh.value_usd
     for a, inp in enumerate(hh.accounts):
@@ -720,7 +726,7 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
         own_turnover = inp.max_turnover if inp.max_turnover is not None and "max_turnover" not in relax \
             else max(4.0, 2.0 + 2.0 * abs(cw))
         turnover[a] = own_turnover * s
-        reg_scale[bi] = np.sqrt(tuning.regularization / reg_tau(inp, tuning))
+        reg_diag[bi] = tuning.regularization / reg_tau(inp, tuning)
         impact[bi] = g_cost * hh.impact[a]
     dev = hh.pre_weight - hh.target_weight
     gd = g_drift * hh.specific
@@ -733,7 +739,8 @@ def assemble(hh: HouseholdInput, weights: Mapping[str, float], tuning: Tuning, s
         return out
 
     data.update(
-        quad_scale=pad_n(np.sqrt(gd)), quad_offset=pad_n(np.sqrt(gd) * dev), reg_scale=reg_scale,
+        # g d (dev + T)^2 = g d T^2 + 2 g d dev T + const
+        quad_diag=pad_n(gd), quad_lin=pad_n(2.0 * gd * dev), reg_diag=reg_diag,
         band_lo=pad_n(np.where(grouped, -4.0, dev - hh.band), -hh.band_abs),
         band_hi=pad_n(np.where(grouped, -4.0, -dev - hh.band), -hh.band_abs),
         band_weight=g_drift * tuning.band_penalty, lin_sell=lin_sell, lin_buy=lin_buy, cash_weight=g_cash,

@@ -6,14 +6,18 @@ problem well scaled whatever the account's size:
 - ``sell[j] >= 0``: weight sold from lot slot j; ``buy[i] >= 0``: weight bought of security i.
 - ``trade = buy - S @ sell`` where S sums the K lot slots of each security (a constant matrix:
   lots sit in fixed slots ``i*K + k``, so lot membership never becomes a dense Parameter).
+  ``trade`` is a variable of its own, tied by that equality: every term and row below touches
+  one entry per security instead of K + 1, which halves the solver's constraint matrix (2,262
+  to 1,082 nonzeros at 20 x 3) and makes a Clarabel solve about 20% faster (formulation 6).
 
 Objective (every coefficient a Parameter; driver weights are folded into them, which keeps the
 problem DPP: a Parameter may multiply a Parameter-free expression, not another Parameter)::
 
-    || quad_scale * trade + quad_offset ||^2             drift g ||sqrt(d) a||^2 (d = 1 without a
+    quad_diag . trade^2 + quad_lin . trade              drift g ||sqrt(d) a||^2 (d = 1 without a
                                                          risk model) plus the regularizer
-                                                         eps ||t / sqrt(tau)||^2, completed into
-                                                         one square (up to a constant)
+                                                         eps ||t / sqrt(tau)||^2, expanded (up to
+                                                         a constant): a diagonal of the solver's
+                                                         P, with no auxiliary variables
   + || factor_scale^T trade + factor_offset ||^2         risk r ||F_model^T a||^2 + drift g ||F_groups^T
                                                          a||^2 in factor form: F is an n x k
                                                          Parameter (k small), never n x n
@@ -129,8 +133,8 @@ class Shape:
 class ProblemData:
     """Values of every Parameter, at the padded shape (see the module docstring for meanings)."""
 
-    quad_scale: np.ndarray
-    quad_offset: np.ndarray
+    quad_diag: np.ndarray
+    quad_lin: np.ndarray
     band_lo: np.ndarray
     band_hi: np.ndarray
     band_weight: float
@@ -186,7 +190,7 @@ class CompiledProblem:
         g = shape.n_groups
         P = cp.Parameter
         self.p = {
-            "quad_scale": P(n, nonneg=True), "quad_offset": P(n),
+            "quad_diag": P(n, nonneg=True), "quad_lin": P(n),
             "band_lo": P(n), "band_hi": P(n), "band_weight": P(nonneg=True),
             "lin_sell": P(m), "lin_buy": P(n), "cash_weight": P(nonneg=True),
             "cost_buy": P(n, nonneg=True),
@@ -211,7 +215,7 @@ class CompiledProblem:
         excess = cp.Variable(n, nonneg=True, name="excess")
         idle = cp.Variable(nonneg=True, name="idle")
         slots_to_security = sp.kron(sp.eye(n), np.ones((1, k))).tocsr()
-        trade = self.buy - slots_to_security @ self.sell
+        trade = cp.Variable(n, name="trade")
         impact_cons = []
         if shape.impact:
             # |t|^(3/2) <= impact as one 3-d power cone per security: impact^(2/3) 1^(1/3) >= |t|
@@ -222,7 +226,7 @@ class CompiledProblem:
             impact_cons = [cp.PowCone3D(impact, np.ones(n), trade, 2.0 / 3.0)]
         spent = cp.sum(trade) + p["cost_buy"] @ self.buy + p["cost_sell"] @ self.sell
         objective = (
-            cp.sum_squares(cp.multiply(p["quad_scale"], trade) + p["quad_offset"])
+            cp.sum(cp.multiply(p["quad_diag"], cp.square(trade))) + p["quad_lin"] @ trade
             + p["band_weight"] * cp.sum(excess)
             + p["lin_sell"] @ self.sell + p["lin_buy"] @ self.buy
             + p["cash_weight"] * idle
@@ -232,6 +236,7 @@ class CompiledProblem:
         if f:
             objective = objective + cp.sum_squares(p["factor_scale"].T @ trade + p["factor_offset"])
         constraints = [
+            trade == self.buy - slots_to_security @ self.sell,
             *impact_cons,
             p["tax_row"] @ self.sell <= p["tax_cap"],
             p["gain_row"] @ self.sell <= p["gain_cap"],
@@ -349,7 +354,7 @@ def _neutral_data(shape: Shape) -> ProblemData:
     n, m, f, g = shape.n_securities, shape.n_slots, shape.n_factors, shape.n_groups
     z_n, z_m = np.zeros(n), np.zeros(m)
     return ProblemData(
-        quad_scale=np.ones(n), quad_offset=z_n, band_lo=z_n - 0.05, band_hi=z_n - 0.05,
+        quad_diag=np.ones(n), quad_lin=z_n, band_lo=z_n - 0.05, band_hi=z_n - 0.05,
         band_weight=1.0, lin_sell=z_m, lin_buy=z_n, cash_weight=0.0,
         cost_buy=z_n, cost_sell=z_m, cash_drag_rhs=0.0, cash_floor_rhs=0.0, sell_cap=z_m,
         buy_cap=z_n, turnover_cap=4.0, impact=z_n if shape.impact else None, tax_row=z_m, tax_cap=NO_BOUND, gain_row=z_m,

@@ -139,8 +139,8 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     floor = inp.reserve_weight + inp.withdrawal_weight if cash_on else min(cw, 0.0)
     turnover = inp.max_turnover if inp.max_turnover is not None and "max_turnover" not in relax \
         else max(4.0, 2.0 + 2.0 * abs(cw))
-    # g d a^2 + r t^2 = (g d + r) (t + g d dev / (g d + r))^2 + const, a = dev + t: one square per
-    # security instead of two (the constant does not move the optimum; `evaluate` reports it).
+    # g d a^2 + r t^2 = (g d + r) t^2 + 2 g d dev t + const, a = dev + t: one diagonal entry per
+    # security (the constant does not move the optimum; `evaluate` reports it).
     # d = 1 without a risk model; with one, d is the normalized specific variance and the
     # factor part g ||L^T a||^2 is its own square below.
     reg = tuning.regularization / reg_tau(inp, tuning)
@@ -169,8 +169,8 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     tax_cap = NO_BOUND if inp.tax_budget_usd is None or "tax_budget" in relax else inp.tax_budget_usd / V0
     gain_cap = NO_BOUND if inp.gain_cap_usd is None or "gain_cap" in relax else inp.gain_cap_usd / V0
     return ProblemData(
-        quad_scale=pad_n(np.sqrt(quad), np.sqrt(tuning.regularization)),
-        quad_offset=pad_n(gd * dev / np.sqrt(quad)),
+        quad_diag=pad_n(quad, tuning.regularization),
+        quad_lin=pad_n(2.0 * gd * dev),
         band_lo=pad_n(band_lo, -inp.band_abs),
         band_hi=pad_n(band_hi, -inp.band_abs),
         band_weight=g_drift * tuning.band_penalty,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cvxpy
 
 #: The version of the formulation (objective, constraints, defaults, rounding rules).
-FORMULATION = "5"
+FORMULATION = "6"
 #: Package version of trimtab-rebalance.
 PACKAGE_VERSION = "0.1.0"
 #: What proposals and explanations carry as `optimizer_version`.
