@@ -10,7 +10,9 @@ household:
 - one compiled solve (the Parameters set, Clarabel called directly through the fast path);
 - `solve_household_continuous` (one to three solves: the household wash-sale choice);
 - the whole `propose_household` (solve, rounding per account, re-solves for dropped orders,
-  household re-check, Decimal orders).
+  household re-check, Decimal orders);
+- with `--explain N`, for the first N households: `explain_household` (exact Shapley values of
+  every trade over the drivers, location included: one household solve per coalition).
 
 Prints the medians (and p90) over `--households` households. `--json`: the figures as one JSON
 object on the last line.
@@ -42,6 +44,7 @@ from trimtab.rebalance.household import (  # noqa: E402
     household_weights,
     solve_household_continuous,
 )
+from trimtab.rebalance.household_explain import explain_household  # noqa: E402
 from trimtab.rebalance.solve import Bans  # noqa: E402
 from trimtab.shared.events import (  # noqa: E402
     AccountSnapshot,
@@ -110,6 +113,8 @@ def main() -> int:
     ap.add_argument("--households", type=int, default=30)
     ap.add_argument("--factors", action="store_true", help="a 4-factor risk model")
     ap.add_argument("--impact", action="store_true", help="market impact (power cones)")
+    ap.add_argument("--explain", type=int, default=5, metavar="N",
+                    help="explain the first N households (0: none)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     ctx = context(args.factors, args.impact)
@@ -119,7 +124,7 @@ def main() -> int:
     t0 = time.perf_counter()
     prob = compiled_household(shape)
     compile_ms = (time.perf_counter() - t0) * 1e3
-    one, cont, whole, solves, orders = [], [], [], [], []
+    one, cont, whole, solves, orders, why, why_solves = [], [], [], [], [], [], []
     for seed in range(args.households):
         snaps, targets = household(seed)
         hh = household_input(snaps, targets, ctx)
@@ -136,6 +141,11 @@ def main() -> int:
         p = propose_household(snaps, targets, context=ctx)
         whole.append((time.perf_counter() - t0) * 1e3)
         orders.append(sum(len(a.orders) for a in p.accounts))
+        if seed < args.explain:
+            t0 = time.perf_counter()
+            e = explain_household(hh, weights, full=sol)
+            why.append((time.perf_counter() - t0) * 1e3)
+            why_solves.append(e.resolves)
     figures = {
         "households": args.households, "accounts": 4, "securities": 20, "shape": str(shape),
         "fast_path": prob.fast is not None, "compile_ms": round(compile_ms, 1),
@@ -146,6 +156,9 @@ def main() -> int:
         "propose_household_ms_p90": round(pct(whole, 90), 2),
         "orders_per_household_mean": round(float(np.mean(orders)), 1),
     }
+    if why:
+        figures.update(explain_ms_p50=round(statistics.median(why), 1), explain_ms_max=round(max(why), 1),
+                       explain_solves_mean=round(float(np.mean(why_solves)), 1), explained=len(why))
     print(f"household of 4 accounts x 20 securities, shape {shape}, fast path {figures['fast_path']}")
     print(f"compile (once per shape): {figures['compile_ms']} ms")
     print(f"one compiled solve: p50 {figures['one_solve_ms_p50']} ms, p90 {figures['one_solve_ms_p90']} ms")
@@ -153,6 +166,9 @@ def main() -> int:
           f"p50 {figures['continuous_ms_p50']} ms, p90 {figures['continuous_ms_p90']} ms")
     print(f"propose_household (whole): p50 {figures['propose_household_ms_p50']} ms, "
           f"p90 {figures['propose_household_ms_p90']} ms; {figures['orders_per_household_mean']} orders on average")
+    if why:
+        print(f"explain_household ({figures['explained']} households, {figures['explain_solves_mean']} "
+              f"solves on average): p50 {figures['explain_ms_p50']} ms, max {figures['explain_ms_max']} ms")
     if args.json:
         print(json.dumps(figures))
     return 0

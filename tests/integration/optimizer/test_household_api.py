@@ -74,6 +74,33 @@ async def test_the_bond_fund_moves_into_the_ira_and_nothing_is_stored(client):
         assert listed.status_code == 200 and listed.json() == []
 
 
+async def test_explain_says_why_each_trade_with_location_among_the_drivers(client):
+    """`explain: true`: exact Shapley values of every continuous trade over the drivers; the
+    taxable account's bond sale is location's alone, each leg's contributions add up to it (to
+    the cents they are rounded to), and the orders are those of the plain what-if."""
+    hh = f"hh-{uuid.uuid4().hex[:8]}"
+    taxable, ira = bond_in_taxable(hh, hh)
+    plain = await client.post(URL, headers=auth(TENANT, READ), json=body(hh, taxable, ira))
+    assert plain.status_code == 200 and plain.json()["explanation"] is None
+    r = await client.post(URL, headers=auth(TENANT, READ), json=body(hh, taxable, ira, explain=True))
+    assert r.status_code == 200, r.text
+    wire = r.json()
+    out = HouseholdWhatIfOut.model_validate(wire)
+    assert [a.orders for a in out.accounts] == [
+        a.orders for a in HouseholdWhatIfOut.model_validate(plain.json()).accounts]
+    e = out.explanation
+    assert e is not None and e.method == "exact_shapley"
+    assert e.drivers == ["drift", "cost", "cash", "location"] and e.resolves == 13
+    [sell] = [t for t in e.trades if t.account_id == taxable.account_id and t.symbol == "BND"]
+    assert sell.trade_usd == Decimal("-40000.00") and sell.contributions_usd["location"] == Decimal("-40000.00")
+    assert sell.reason.endswith("(asset location): $40,000.00 toward it.")
+    for t in e.trades:
+        gap = abs(sum(t.contributions_usd.values()) + t.base_usd - t.trade_usd)
+        assert gap <= Decimal("0.01") * len(t.contributions_usd), (t, gap)
+    # dollars as decimal strings on the wire
+    assert wire["explanation"]["trades"][0]["trade_usd"].count(".") == 1
+
+
 async def test_the_households_recent_fills_join_the_context(service):
     """Fills in the optimizer's ledger: one of the IRA (recorded without a household), one of a
     third account recorded under the household; another household's and an old fill are left out."""

@@ -214,7 +214,8 @@ async def household_what_if(body: HouseholdWhatIfIn, principal: Reader, request:
         hh, body.snapshots, targets=body.targets, context=context,
         drivers=dict(body.drivers) if body.drivers is not None else None,
         withdrawals_usd=body.withdrawals_usd,
-        location_multipliers=dict(body.location_multipliers) if body.location_multipliers is not None else None)
+        location_multipliers=dict(body.location_multipliers) if body.location_multipliers is not None else None,
+        explain=body.explain)
     if outcome.failure is not None:
         _raise(outcome.failure)
     assert outcome.proposal is not None

@@ -24,9 +24,16 @@ from decimal import Decimal
 from typing import Any
 
 from trimtab.shared.events import AccountSnapshot, OptimizerContext, RebalanceProposed
+from trimtab.shared.money import usd
 from trimtab.shared.workers import CpuWorkers
 
-from .schemas import DroppedOrder, HouseholdAccountOut, HouseholdWhatIfOut
+from .schemas import (
+    DroppedOrder,
+    HouseholdAccountOut,
+    HouseholdExplanationOut,
+    HouseholdTradeWhy,
+    HouseholdWhatIfOut,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +149,8 @@ def _solve_household(request: dict[str, Any]) -> HouseholdOutcome:
             snapshots, None if targets is None else {s: Decimal(w) for s, w in targets.items()},
             context=context, drivers=drivers or None,
             withdrawals_usd=None if withdrawals is None else {a: Decimal(w) for a, w in withdrawals.items()},
-            location_multipliers=None if multipliers is None else {t: float(m) for t, m in multipliers.items()})
+            location_multipliers=None if multipliers is None else {t: float(m) for t, m in multipliers.items()},
+            explain=bool(request.get("explain")))
     except InfeasibleProblem as e:
         return HouseholdOutcome(failure=_household_failure("infeasible", e, e.constraint))
     except RebalanceError as e:
@@ -170,8 +178,22 @@ def _solve_household(request: dict[str, Any]) -> HouseholdOutcome:
         dropped_orders=[DroppedOrder(account_id=a, symbol=s) for a, s in p.dropped],
         notes=list(p.notes), solver=p.solver, snapshot_hashes=dict(p.snapshot_hashes),
         context=None if empty else OptimizerContext.model_validate(context.to_json()),
-        context_hash=p.context_hash)
+        context_hash=p.context_hash, explanation=_household_why(p.explanation))
     return HouseholdOutcome(proposal=out)
+
+
+def _household_why(e: Any) -> HouseholdExplanationOut | None:  # noqa: ANN401 - HouseholdExplanation
+    if e is None:
+        return None
+    return HouseholdExplanationOut(
+        drivers=list(e.drivers), null_drivers=list(e.null_drivers), resolves=e.resolves,
+        coalitions=e.coalitions, efficiency_error_shares=Decimal(f"{e.efficiency_error_shares:.3e}"),
+        elapsed_ms=Decimal(f"{e.elapsed_ms:.1f}"),
+        trades=[HouseholdTradeWhy(
+            account_id=t.account_id, symbol=t.symbol, trade_shares=Decimal(f"{t.trade_shares:.6f}"),
+            trade_usd=usd(t.trade_usd), base_usd=usd(t.base_shares * t.price_usd),
+            contributions_usd={d: usd(v) for d, v in t.contributions_usd.items()},
+            reason=t.reason) for t in e.trades])
 
 
 def _household_failure(kind: str, e: Exception, constraint: str | None) -> Failure:
@@ -224,7 +246,8 @@ class Engine:
                                 context: OptimizerContext | None = None,
                                 drivers: dict[str, Decimal] | None = None,
                                 withdrawals_usd: dict[str, Decimal] | None = None,
-                                location_multipliers: dict[str, Decimal] | None = None) -> HouseholdOutcome:
+                                location_multipliers: dict[str, Decimal] | None = None,
+                                explain: bool = False) -> HouseholdOutcome:
         """Solve one household in a worker (nothing stored); a typed failure, never a raise."""
 
         def strs(d: dict[str, Decimal] | None) -> dict[str, str] | None:
@@ -233,7 +256,7 @@ class Engine:
         request = {
             "household_id": household_id, "snapshots": [s.model_dump(mode="json") for s in snapshots],
             "targets": strs(targets), "drivers": strs(drivers), "withdrawals_usd": strs(withdrawals_usd),
-            "location_multipliers": strs(location_multipliers),
+            "location_multipliers": strs(location_multipliers), "explain": explain,
             "context": context.model_dump(mode="json") if context is not None else None,
         }
         return await self._workers.run(_solve_household, request)

@@ -190,6 +190,41 @@ class HouseholdWhatIfIn(BaseModel):
     location_multipliers: dict[AccountTypeName, DecimalStr] | None = Field(
         default=None, description="Location charge per account type, as a multiple of a security's "
                                   "taxable tax drag (defaults: taxable 1, tax_deferred 0, tax_exempt 0).")
+    explain: bool = Field(
+        default=False, description="Also say why each trade: exact Shapley values of every account's "
+                                   "continuous trade over the drivers, location included (up to 128 "
+                                   "household solves: seconds for large households).")
+
+
+class HouseholdTradeWhy(BaseModel):
+    """One account's continuous trade of one security and what each driver contributed to it."""
+
+    account_id: str
+    symbol: str
+    trade_shares: DecimalStr = Field(description="Continuous optimum, shares (buy positive).")
+    trade_usd: DecimalStr = Field(description="The same in US dollars at the snapshot's price.")
+    contributions_usd: dict[str, DecimalStr] = Field(
+        description="Shapley value of each driver, US dollars (positive: toward a buy); they add up "
+                    "to `trade_usd` less `base_usd`.")
+    base_usd: DecimalStr = Field(description="The trade with every explained driver off, US dollars "
+                                             "(0 unless a driver that makes trades is not explained).")
+    reason: str = Field(description="The trade and the drivers moving at least 10 % of it, in dollars.")
+
+
+class HouseholdExplanationOut(BaseModel):
+    """Why each trade of a household what-if (`explain: true`)."""
+
+    method: Literal["exact_shapley"] = "exact_shapley"
+    drivers: list[str] = Field(description="The players, in order.")
+    null_drivers: list[str] = Field(description="Drivers that cannot change this household's problem "
+                                                "(or are weighted 0): not players, value 0.")
+    trades: list[HouseholdTradeWhy]
+    resolves: int = Field(description="Household solves made (coalitions without a motive to trade, "
+                                      "and the proposal's own, cost none).")
+    coalitions: int
+    efficiency_error_shares: DecimalStr = Field(
+        description="Largest gap between a trade and the sum of its contributions, shares.")
+    elapsed_ms: DecimalStr = Field(description="Time to explain, milliseconds.")
 
 
 class HouseholdAccountOut(BaseModel):
@@ -257,6 +292,8 @@ class HouseholdWhatIfOut(BaseModel):
         description="The exact context solved with (the caller's plus the tenant's reference data and "
                     "the household's recent trades from the optimizer's ledger); null: the snapshots alone.")
     context_hash: str | None = Field(description="Canonical hash of the context as the library used it.")
+    explanation: HouseholdExplanationOut | None = Field(
+        default=None, description="Why each trade (with `explain: true`); null otherwise.")
 
 
 # ------------------------------------------------------------------ reference data

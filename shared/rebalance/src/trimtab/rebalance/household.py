@@ -65,6 +65,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import cvxpy as cp
 import numpy as np
@@ -109,6 +110,9 @@ from .solve import (
     screened_from_buying,
 )
 from .version import CVXPY_VERSION, OPTIMIZER_VERSION
+
+if TYPE_CHECKING:
+    from .household_explain import HouseholdExplanation
 
 log = logging.getLogger(__name__)
 
@@ -1301,6 +1305,8 @@ class HouseholdProposal:
     context_hash: str | None
     dropped: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+    #: Why each continuous trade (`household_explain.explain_household`), when asked for.
+    explanation: HouseholdExplanation | None = None
 
     def account(self, account_id: str) -> AccountOrders:
         for a in self.accounts:
@@ -1319,8 +1325,13 @@ def propose_household(
     withdrawals_usd: Mapping[str, Decimal] | None = None,
     location_multipliers: Mapping[str, float] | None = None,
     proposal_id: uuid.UUID | None = None,
+    explain: bool = False,
 ) -> HouseholdProposal:
     """Optimize, round and report a household (see the module docstring).
+
+    `explain=True` adds the Shapley values of every continuous trade over the drivers, location
+    included (`household_explain.explain_household`: up to 2^7 household solves, fewer where a
+    driver cannot act on this household).
 
     `drivers` overrides the default weights (``location`` included, default 1: one year of
     drag); cash and restrictions must stay on. Raises `InvalidSnapshot`, `InfeasibleProblem` or
@@ -1384,6 +1395,11 @@ def propose_household(
                                       if rounded.final_continuous is not continuous else 0.0)
     drag_before = location_drag_usd(hh)
     drag_after = location_drag_usd(hh, rounded.sell_shares, rounded.buy_shares)
+    explanation = None
+    if explain:
+        from .household_explain import explain_household
+
+        explanation = explain_household(hh, weights, tuning=tuning, full=continuous)
     return HouseholdProposal(
         proposal_id=proposal_id, household_id=hh.household_id, accounts=tuple(accounts),
         pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(hh.symbols, hh.pre_weight, strict=True)},
@@ -1397,6 +1413,7 @@ def propose_household(
         dropped=rounded.dropped,
         notes=continuous.notes + rounded.notes + tuple(
             f"{acct}: dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for acct, s in rounded.dropped),
+        explanation=explanation,
     )
 
 
