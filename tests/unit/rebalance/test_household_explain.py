@@ -133,3 +133,19 @@ def test_the_definition_equals_shaps_exact_explainer() -> None:
     theirs = exact_shapley(lambda on: table[on], 5)
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
     np.testing.assert_allclose(ours.sum(axis=0), table[(True,) * 5], atol=1e-12)
+
+
+def test_a_failed_explanation_leaves_the_proposal_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A coalition the solver cannot solve fails the explanation, not the proposal."""
+    from trimtab.rebalance import household_explain
+    from trimtab.rebalance.errors import SolverFailed
+
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise SolverFailed("every solver failed", solver="CLARABEL", status_text="max iterations")
+
+    monkeypatch.setattr(household_explain, "solve_household_continuous", fail)
+    taxable, ira = _bond_in_taxable()
+    p = propose_household([taxable, ira], SIXTY_FORTY, explain=True)
+    assert p.explanation is None
+    assert any(n.startswith("no explanation: SolverFailed") for n in p.notes)
+    assert [o.symbol for o in p.account("taxable").orders] == ["BND", "VTI"]

@@ -1396,10 +1396,15 @@ def propose_household(
     drag_before = location_drag_usd(hh)
     drag_after = location_drag_usd(hh, rounded.sell_shares, rounded.buy_shares)
     explanation = None
+    explain_notes: tuple[str, ...] = ()
     if explain:
         from .household_explain import explain_household
 
-        explanation = explain_household(hh, weights, tuning=tuning, full=continuous)
+        try:
+            explanation = explain_household(hh, weights, tuning=tuning, full=continuous)
+        except RebalanceError as e:
+            # The proposal stands (it was solved and checked); only its explanation is missing.
+            explain_notes = (f"no explanation: {type(e).__name__}: {e}",)
     return HouseholdProposal(
         proposal_id=proposal_id, household_id=hh.household_id, accounts=tuple(accounts),
         pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(hh.symbols, hh.pre_weight, strict=True)},
@@ -1412,7 +1417,8 @@ def propose_household(
         driver_weights=dict(weights), snapshot_hashes=hashes, context_hash=context_hash,
         dropped=rounded.dropped,
         notes=continuous.notes + rounded.notes + tuple(
-            f"{acct}: dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for acct, s in rounded.dropped),
+            f"{acct}: dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for acct, s in rounded.dropped)
+        + explain_notes,
         explanation=explanation,
     )
 
