@@ -69,6 +69,7 @@ def clarabel_settings(inps: list[Any]) -> dict[str, Any]:
     variants = {
         "attempt 0 (ours)": base,
         "Clarabel defaults, our tolerances": fast.attempts[1],
+        "iterative refinement on": fast._copy(base, iterative_refinement_enable=True),  # noqa: SLF001
         "faer direct solver": fast._copy(base, direct_solve_method="faer"),  # noqa: SLF001
         "no presolve": fast._copy(base, presolve_enable=False),  # noqa: SLF001
         "no equilibration": fast._copy(base, equilibrate_enable=False),  # noqa: SLF001

@@ -90,7 +90,7 @@ async def test_explain_says_why_each_trade_with_location_among_the_drivers(clien
         a.orders for a in HouseholdWhatIfOut.model_validate(plain.json()).accounts]
     e = out.explanation
     assert e is not None and e.method == "exact_shapley"
-    assert e.drivers == ["drift", "cost", "cash", "location"] and e.resolves == 13
+    assert e.drivers == ["drift", "cost", "cash", "location"] and e.resolves == 14
     [sell] = [t for t in e.trades if t.account_id == taxable.account_id and t.symbol == "BND"]
     assert sell.trade_usd == Decimal("-40000.00") and sell.contributions_usd["location"] == Decimal("-40000.00")
     assert sell.reason.endswith("(asset location): $40,000.00 toward it.")

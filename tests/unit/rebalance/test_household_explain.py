@@ -59,9 +59,10 @@ def test_the_bond_funds_move_is_explained_by_location() -> None:
         assert sum(t.contributions_shares.values()) == pytest.approx(t.trade_shares, abs=1e-6)
     assert sell.reason == ("Sell 400.00 shares of BND ($40,000.00) in taxable (taxable): holds the security "
                            "where its yearly tax drag is lowest (asset location): $40,000.00 toward it.")
-    # 16 coalitions: the full one is the proposal's own solve, those without drift, cash and
-    # location have no motive to trade (2 of them): 13 solves
-    assert (e.coalitions, e.skipped_coalitions, e.resolves) == (16, 2, 13)
+    # 16 coalitions: the full one is the proposal's own solve; of the two without drift, cash
+    # and location ({} and {cost}: no motive to trade) only {cost} is valued unsolved (the
+    # empty one is always solved, as the base and the check of that premise): 14 solves
+    assert (e.coalitions, e.skipped_coalitions, e.resolves) == (16, 1, 14)
     # the explanation does not change the proposal
     plain = propose_household([taxable, ira], SIXTY_FORTY)
     assert plain.explanation is None
@@ -113,6 +114,26 @@ def test_every_driver_that_can_act_is_a_player_and_the_values_add_up() -> None:
     a = [x.account_id for x in hh.accounts].index("ira")
     [ira_bnd] = [t for t in e.trades if t.account_id == "ira" and t.symbol == "BND"]
     assert ira_bnd.trade_shares == pytest.approx(float(full.trade_shares(hh, a)[0]), rel=1e-9)
+
+
+def test_a_negative_tax_budget_is_a_motive_no_coalition_is_valued_unsolved() -> None:
+    """A tax budget of -$500 forces losses to be realized: even with every driver off the
+    household sells at a loss (the base is not "no trade"), so every coalition is solved and each
+    trade is the base plus its contributions. (Valued "no trade" unsolved, the empty and the
+    cost-only coalitions would move 125 shares of BND into the drivers' values.)"""
+    taxable = snap("taxable", "taxable", {"BND": [(400, 120.0, 800)]}, symbols=TWO)
+    ira = snap("ira", "tax_deferred", {"VTI": [(240, 250.0, 800)]}, symbols=TWO)
+    hh = household_input([taxable, ira], SIXTY_FORTY, RebalanceContext(tax_budget_usd=-500.0))
+    weights = household_weights({})
+    e = explain_household(hh, weights)
+    assert e.skipped_coalitions == 0 and e.resolves == e.coalitions
+    [bnd] = [t for t in e.trades if t.account_id == "taxable" and t.symbol == "BND"]
+    assert bnd.base_shares < -100  # the budget alone sells about 125 shares
+    off = {d: 0.0 for d in e.drivers}
+    alone = solve_household_continuous(hh, {**weights, **off})
+    assert bnd.base_shares == pytest.approx(float(alone.trade_shares(hh, 0)[0]), abs=1e-6)
+    for t in e.trades:
+        assert t.base_shares + sum(t.contributions_shares.values()) == pytest.approx(t.trade_shares, abs=1e-6)
 
 
 def test_a_driver_at_weight_zero_is_not_a_player() -> None:

@@ -15,10 +15,13 @@ nothing restricted or screened: restrictions; no taxable account with a tax coef
 no trading cost: cost; no drag charged anywhere: location; and any driver at weight 0) are not players: they would be null players (Shapley value 0, by the
 null-player property), and leaving them out halves the solves for each. Coalitions with no
 motive to trade (drift, risk, cash, tax, location all off) are valued as "no trade" without a
-solve, exactly: what is left (costs, the regularizer) is nonnegative and zero only there.
+solve, exactly: what is left (costs, the regularizer) is nonnegative and zero only there, unless
+a negative tax budget forces losses to be realized (then every coalition is solved). The empty
+coalition is always solved: it is the base, and its "no trade" checks the premise of the
+unsolved ones.
 
-The all-off coalition trades nothing, so each trade is the sum of its drivers' contributions
-(efficiency), which `explain_household` checks.
+The base is then no trade (or, with a negative tax budget, what the budget forces), and each
+trade is the base plus its drivers' contributions (efficiency).
 
 The values are computed from their definition (`shapley_from_coalitions`: every coalition's
 value, weighted |S|! (k - |S| - 1)! / k!), not through `shap`: this runs in the optimizer's
@@ -173,6 +176,9 @@ def explain_household(hh: HouseholdInput, driver_weights: Mapping[str, float], *
     # A motive outside the players (not explained, or null but still on) may make any coalition
     # trade: only a game whose every live motive is a player has provably idle coalitions.
     fixed_motive = any(m not in players and m not in null and weights.get(m, 0.0) > 0 for m in _MOTIVES)
+    # A negative tax budget (losses must be realized) makes "no trade" infeasible: then no
+    # coalition is provably idle, as in the account explainer.
+    fixed_motive |= hh.tax_budget_usd is not None and hh.tax_budget_usd < 0
     motive_idx = [i for i, d in enumerate(players) if d in _MOTIVES]
     sizes = [a.n_securities for a in hh.accounts]
     n = int(sum(sizes))
@@ -185,27 +191,36 @@ def explain_household(hh: HouseholdInput, driver_weights: Mapping[str, float], *
     if full is not None:
         memo[(True,) * len(players)] = vector(full)
 
-    def trade(on: tuple[bool, ...]) -> np.ndarray:
-        if on in memo:
-            return memo[on]
-        if not fixed_motive and not any(on[i] for i in motive_idx):
-            counts["skipped"] += 1
-            memo[on] = np.zeros(n)
-            return memo[on]
+    def solved(on: tuple[bool, ...]) -> np.ndarray:
         w = dict(weights)
         for d, flag in zip(players, on, strict=True):
             if not flag:
                 w[d] = 0.0
         counts["resolves"] += 1
-        memo[on] = vector(solve_household_continuous(hh, w, tuning=tuning))
+        return vector(solve_household_continuous(hh, w, tuning=tuning))
+
+    def trade(on: tuple[bool, ...]) -> np.ndarray:
+        if on not in memo:
+            if not fixed_motive and not any(on[i] for i in motive_idx):
+                counts["skipped"] += 1
+                memo[on] = np.zeros(n)
+            else:
+                memo[on] = solved(on)
         return memo[on]
 
     k = len(players)
     full_trade = trade((True,) * k)
-    base = trade((False,) * k)
-    values = shapley_from_coalitions(trade, k, n)
-    error = float(np.max(np.abs(base + values.sum(axis=0) - full_trade))) if n else 0.0
+    # The empty coalition is always solved: it is the base of every contribution, and where
+    # coalitions without a motive were valued "no trade" unsolved, it checks that premise.
+    base = memo[(False,) * k] = solved((False,) * k)
     scale = max(1.0, float(np.max(np.abs(full_trade))) if n else 1.0)
+    if not fixed_motive and n and float(np.max(np.abs(base))) > EFFICIENCY_RTOL * scale + 1e-6:
+        raise ExplanationFailed("the household trades with every motive off: the coalitions "
+                                "valued as 'no trade' without a solve would be wrong")
+    values = shapley_from_coalitions(trade, k, n)
+    # Efficiency holds by construction (the values of one memo sum to full - base); what this
+    # catches is float trouble in the weighting.
+    error = float(np.max(np.abs(base + values.sum(axis=0) - full_trade))) if n else 0.0
     if error > EFFICIENCY_RTOL * scale + 1e-9:
         raise ExplanationFailed(f"household contributions miss the trades by {error:.3g} shares")
 
