@@ -254,3 +254,23 @@ async def test_price_ticks_after_an_import_use_the_change_feed(svc):  # noqa: F8
     await tick(app, producer, t, "AAA", "14", 2)
     assert sorted(e.parse(DriftDetected).account_id for e in await drift_events(app, t)) == ["C1", "C2"]
     assert cache.stats.rebuilds == rebuilds and cache.engine(t).account_ids() == {"C1", "C2"}
+
+
+async def test_an_import_row_that_would_be_dropped_silently_is_refused(svc):  # noqa: F811
+    """A model row with a weight but neither a symbol nor a sleeve would have been dropped (its
+    40 % silently cash): the model is refused, naming the line. A custom target listed twice for
+    one symbol would have kept the last: the account is refused."""
+    _, client, _ = svc
+    t = tenant()
+    h = auth(t)
+    models = "model_id,name,symbol,weight,sleeve\ncore,Core,AAA,0.5,\ncore,Core,,0.4,\nok,Ok,AAA,0.9,\n"
+    body = (await client.post("/v1/import/models?format=csv", headers=h, content=models)).json()
+    assert body["accepted_keys"] == ["ok"], body
+    assert [(x["line"], x["key"]) for x in body["rejected"]] == [(2, "core"), (3, "core")]
+    assert "line 3: a weight without a symbol or a sleeve" in body["rejected"][0]["errors"][0]
+    assert (await client.get("/v1/models/core", headers=h)).status_code == 404
+    accounts = ("account_id,model_id,cash_usd,custom_targets\n"
+                "D1,ok,100,AAA:0.3;AAA:0.2\nD2,ok,100,AAA:0.3;BBB:0.2\n")
+    body = (await client.post("/v1/import/accounts?format=csv", headers=h, content=accounts)).json()
+    assert body["accepted_keys"] == ["D2"], body
+    assert [(x["line"], x["key"]) for x in body["rejected"]] == [(2, "D1")]

@@ -111,7 +111,9 @@ def _account_from_csv(row: dict[str, Any]) -> dict[str, Any]:
             r[col] = [x.strip() for x in str(r[col]).split(";") if x.strip()]
     if "custom_targets" in r:
         pairs = [x.split(":", 1) for x in str(r["custom_targets"]).split(";") if x.strip()]
-        r["custom_targets"] = {k.strip(): v.strip() for k, v in pairs} if all(len(p) == 2 for p in pairs) else "bad"
+        symbols = [p[0].strip() for p in pairs]
+        ok = all(len(p) == 2 for p in pairs) and len(set(symbols)) == len(symbols)  # a repeat: refused
+        r["custom_targets"] = {k.strip(): v.strip() for k, v in pairs} if ok else "bad"
     tax = {k: r.pop(f"tax_{k}") for k in ("short_term", "long_term") if f"tax_{k}" in r}
     if tax:
         r["tax_rates"] = tax
@@ -251,6 +253,9 @@ async def _import_models(rt: ServiceRuntime, tenant: str, fmt: Format,
                 if r.symbol in m["targets"]:
                     poisoned.setdefault(r.model_id, []).append(f"line {n}: {r.symbol} repeated")
                 m["targets"][r.symbol] = str(r.weight) if r.weight is not None else None
+            elif r.weight is not None:
+                # A weight for nothing: dropped, its share would silently become cash.
+                poisoned.setdefault(r.model_id, []).append(f"line {n}: a weight without a symbol or a sleeve")
         for mid, (lines, m) in grouped.items():
             if mid in poisoned:
                 rejected += [ImportRejected(line=n, key=mid, errors=[f"model {mid} has rejected rows: "

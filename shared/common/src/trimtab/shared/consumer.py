@@ -29,7 +29,13 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract
@@ -123,6 +129,22 @@ class ConsumerStats:
     lag: dict[str, int] = field(default_factory=dict)
 
 
+class _ReloadParked(ConsumerRebalanceListener):
+    """Re-reads the consumer's parked keys whenever partitions are assigned to it."""
+
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        try:
+            await self._consumer._load_parked()  # noqa: SLF001
+        except Exception as e:  # noqa: BLE001 - keep the last known set rather than fail the join
+            log.warning("%s: could not re-read parked keys on assignment: %r", self._consumer.name, e)
+
+
 class EventConsumer:
     """Consumes `topics` in group `group_id`, dispatching by event type to `handlers`."""
 
@@ -177,7 +199,6 @@ class EventConsumer:
         _live.add(self)
         await self._load_parked()
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=self._bootstrap,
             group_id=self.group_id,
             client_id=self.name,
@@ -187,6 +208,9 @@ class EventConsumer:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(300, self._session_timeout_ms // 6),
         )
+        # Parked keys are re-read from the dead letters on every assignment: a partition moved
+        # here from a replica that parked a key after this one started must stay parked here.
+        self._consumer.subscribe(list(self._topics), listener=_ReloadParked(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
 
@@ -249,7 +273,18 @@ class EventConsumer:
                 if hw is not None:
                     self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - records[0].offset)
             for tp, records in batch.items():
-                await self._process_partition(records)
+                try:
+                    await self._process_partition(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    # Nothing of this run is committed: fetch it again from its first offset
+                    # (idempotency absorbs what was handled) rather than let the task die.
+                    log.exception("%s: processing %s failed, re-reading from %d: %r",
+                                  self.name, tp, records[0].offset, e)
+                    c.seek(tp, records[0].offset)
+                    await asyncio.sleep(1)
+                    continue
                 await self._commit_offset(tp, records[-1].offset + 1)
                 hw = c.highwater(tp)
                 if hw is not None:
@@ -433,6 +468,20 @@ class EventConsumer:
                         return
                     await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await step()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                _failures.add(1, {"consumer": self.name, "event_type": "(dead letter)", "kind": "transient"})
+                log.warning("%s: %s failed (attempt %d), retrying: %r", self.name, what, attempt, e)
+                await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
+
     async def _handle_once(self, env: Envelope, handler: Handler) -> bool:
         async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
             if not await uow.mark_processed(self.name, env.event_id):
@@ -454,18 +503,29 @@ class EventConsumer:
                 "dlq.source.offset": str(rec.offset),
             }
         )
-        fut = await self._producer.send(
-            dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=encode_headers(headers)
-        )
-        await fut
-        async with self._sm() as s, s.begin():
-            await s.execute(
-                insert(self._infra.dead_letters).values(
-                    consumer=self.name, topic=rec.topic, partition=rec.partition,
-                    offset=rec.offset, key=key if park and self._park_keys else None,
-                    event_id=env.event_id if env else None, error=error[:4000],
-                )
+
+        async def send() -> None:
+            fut = await self._producer.send(
+                dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=encode_headers(headers)
             )
+            await fut
+
+        async def record() -> None:
+            async with self._sm() as s, s.begin():
+                await s.execute(
+                    insert(self._infra.dead_letters).values(
+                        consumer=self.name, topic=rec.topic, partition=rec.partition,
+                        offset=rec.offset, key=key if park and self._park_keys else None,
+                        event_id=env.event_id if env else None, error=error[:4000],
+                    )
+                )
+
+        # Infrastructure trouble (the broker or the database away) is retried without limit,
+        # as for a handler: the offset is not committed until both are done, and a consumer
+        # task that died here would stop every partition until a restart. Each step is retried
+        # on its own, so a database blip does not send the DLQ message twice.
+        await self._until_done("dead-letter send", send)
+        await self._until_done("dead-letter record", record)
         if park and key is not None and self._park_keys:
             self._parked.add((rec.topic, key))
         self.stats.dead_lettered += 1

@@ -1,0 +1,162 @@
+"""The consumer task survives infrastructure trouble while dead-lettering and unexpected errors
+while processing: it retries, and nothing past the failing record is committed (no broker or
+database needed: the Kafka consumer, producer and session are stand-ins)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from trimtab.shared.consumer import EventConsumer
+
+TP = TopicPartition("market.ticks.v1", 0)
+
+
+class FlakyProducer:
+    """Fails `failures` sends, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.sent = failures, []
+
+    async def send(self, topic, value=None, key=None, headers=None):  # type: ignore[no-untyped-def]
+        if self.failures > 0:
+            self.failures -= 1
+            raise KafkaConnectionError("broker unreachable")
+        self.sent.append((topic, value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+class OneRecordConsumer:
+    """One poll returns one record at offset 7; later polls return nothing."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value, self.polls, self.committed, self.seeks = value, 0, [], []
+
+    async def getmany(self, **kw):  # type: ignore[no-untyped-def]
+        self.polls += 1
+        if self.polls > 1 and not self.seeks:
+            await asyncio.sleep(0.05)
+            return {}
+        if self.seeks and self.polls > 3:
+            await asyncio.sleep(0.05)
+            return {}
+        rec = SimpleNamespace(topic=TP.topic, partition=0, offset=7, key=b"AAA", value=self.value, headers=[])
+        return {TP: [rec]}
+
+    def assignment(self):  # type: ignore[no-untyped-def]
+        return {TP}
+
+    def highwater(self, tp):  # type: ignore[no-untyped-def]
+        return 8
+
+    def seek(self, tp, offset):  # type: ignore[no-untyped-def]
+        self.seeks.append((tp, offset))
+
+    async def commit(self, offsets):  # type: ignore[no-untyped-def]
+        self.committed.append(offsets)
+
+
+def _consumer(producer: object) -> EventConsumer:
+    return EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
+                         topics=[TP.topic], sessionmaker=None, infra=None, producer=producer,  # type: ignore[arg-type]
+                         retry_backoff_s=0.001)
+
+
+async def test_a_dead_letter_send_that_fails_is_retried_and_the_task_lives() -> None:
+    producer = FlakyProducer(failures=3)
+    c = _consumer(producer)
+    recorded = []
+
+    async def record_ok(*args, **kwargs):  # type: ignore[no-untyped-def]
+        recorded.append(args)
+
+    kafka = OneRecordConsumer(b"not an envelope")
+    c._consumer = kafka  # type: ignore[assignment]
+    original = c._until_done
+
+    async def until_done(what, step):  # type: ignore[no-untyped-def]
+        if what == "dead-letter record":  # no database here: the record step succeeds
+            return await original(what, record_ok)
+        return await original(what, step)
+
+    c._until_done = until_done  # type: ignore[method-assign]
+    c._task = asyncio.create_task(c._run())
+    for _ in range(200):
+        if kafka.committed:
+            break
+        await asyncio.sleep(0.01)
+    try:
+        assert c.running, c._task.exception() if c._task.done() else None
+        assert producer.sent == [("market.ticks.v1.dlq", b"not an envelope")]  # once, after 3 failures
+        assert recorded and kafka.committed == [{TP: 8}]
+    finally:
+        c._task.cancel()
+
+
+async def test_an_unexpected_error_while_processing_rereads_the_run_and_commits_nothing() -> None:
+    c = _consumer(FlakyProducer(failures=0))
+    kafka = OneRecordConsumer(b"whatever")
+    c._consumer = kafka  # type: ignore[assignment]
+    calls = []
+
+    async def broken(records):  # type: ignore[no-untyped-def]
+        calls.append(records[0].offset)
+        raise RuntimeError("a bug")
+
+    c._process_partition = broken  # type: ignore[method-assign]
+    c._task = asyncio.create_task(c._run())
+    for _ in range(300):
+        if len(calls) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    try:
+        assert c.running
+        assert calls[:2] == [7, 7] and kafka.seeks[0] == (TP, 7)
+        assert kafka.committed == []
+    finally:
+        c._task.cancel()
+
+
+async def test_parked_keys_are_reread_on_every_partition_assignment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A replica that started before another parked a key must park it too once the key's
+    partition is assigned to it: `start` subscribes with a listener that re-reads the dead
+    letters' parked keys on each assignment."""
+    from trimtab.shared import consumer as module
+
+    subscribed = {}
+
+    class FakeKafka:
+        def __init__(self, *topics, **kwargs):  # type: ignore[no-untyped-def]
+            assert not topics, "topics go through subscribe(), with the listener"
+
+        def subscribe(self, topics, listener=None):  # type: ignore[no-untyped-def]
+            subscribed.update(topics=topics, listener=listener)
+
+        async def start(self) -> None:
+            return None
+
+        async def stop(self) -> None:
+            return None
+
+    monkeypatch.setattr(module, "AIOKafkaConsumer", FakeKafka)
+    c = _consumer(FlakyProducer(failures=0))
+    db = [set(), {("trades.approved.v1", "acct-1")}]  # what the dead letters hold, over time
+
+    async def load() -> None:
+        c._parked = set(db[0])
+
+    monkeypatch.setattr(c, "_load_parked", load)
+    await c.start()
+    try:
+        assert subscribed["topics"] == [TP.topic] and subscribed["listener"] is not None
+        assert c._parked == set()
+        db.pop(0)  # another replica parks acct-1, then the partition moves here
+        await subscribed["listener"].on_partitions_assigned({TP})
+        assert ("trades.approved.v1", "acct-1") in c._parked
+    finally:
+        await c.stop()
