@@ -20,6 +20,10 @@ running in the cluster, not to the book (a long transaction elsewhere only widen
 
 What the engine applies in-process before its transaction commits (the ticked price) is
 re-read at the next sync (`touched`), so a rolled-back tick cannot leave a wrong price behind.
+Likewise the rows a sync reads while its own transaction wrote them (a batch of ticks shares one
+transaction: a tick fires an account, the next tick's sync reads the account's new state) are
+*tentative*: the first sync in another transaction re-reads them whatever their revision, so a
+batch that rolls back cannot leave its uncommitted account states or prices in the engine.
 
 Only the consumer task calls `sync` (events are handled one at a time), so no lock is needed.
 """
@@ -49,9 +53,11 @@ log = logging.getLogger(__name__)
 
 #: Stale accounts above which a full rebuild is cheaper than reloading them one by one.
 REBUILD_ABOVE = 5_000
-FLOOR_SQL = text(
+#: The floor, and this transaction's own id (null before it writes anything).
+FLOOR_AND_OWN_SQL = text(
     "SELECT (LEAST(pg_snapshot_xmin(pg_current_snapshot()),"
-    " COALESCE(pg_current_xact_id_if_assigned(), pg_snapshot_xmin(pg_current_snapshot())))::text)::bigint")
+    " COALESCE(pg_current_xact_id_if_assigned(), pg_snapshot_xmin(pg_current_snapshot())))::text)::bigint,"
+    " (pg_current_xact_id_if_assigned()::text)::bigint")
 DAY_S = 86_400.0
 
 
@@ -81,6 +87,13 @@ class TenantEngine:
     engine: DriftEngine = field(default_factory=DriftEngine)
     floor: int | None = None  # None: not built yet
     touched_symbols: set[str] = field(default_factory=set)
+    #: Rows this engine read while they were written by a transaction not yet committed (its
+    #: own: a batch of ticks shares one): the id of that transaction, and the accounts and
+    #: symbols read from it. The first sync in another transaction re-reads them whatever
+    #: their revision, so a rolled-back batch cannot leave its state in the engine.
+    tentative_xid: int | None = None
+    tentative_accounts: set[str] = field(default_factory=set)
+    tentative_symbols: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -114,16 +127,38 @@ class BookCache:
             return st.engine
         self.stats.syncs += 1
         eng = st.engine
-        floor = int((await s.execute(FLOOR_SQL)).scalar_one())
+        floor, own = (await s.execute(FLOOR_AND_OWN_SQL)).one()
+        floor = int(floor)
+        forced: set[str] = set()
+        if st.tentative_xid is not None and st.tentative_xid != own:
+            # Another transaction: whatever that one wrote is committed or gone; read it again.
+            forced = set(st.tentative_accounts)
+            st.touched_symbols |= st.tentative_symbols
+            st.tentative_xid = None
+            st.tentative_accounts, st.tentative_symbols = set(), set()
         touched = sorted(st.touched_symbols)
         cond = prices.c.changed_xid >= st.floor
         if touched:
             cond = or_(cond, prices.c.symbol.in_(touched))
-        for r in await s.execute(select(prices.c.symbol, prices.c.price_usd).where(prices.c.tenant_id == tenant, cond)):
+        for r in await s.execute(select(prices.c.symbol, prices.c.price_usd, prices.c.changed_xid)
+                                 .where(prices.c.tenant_id == tenant, cond)):
             eng.set_price(r.symbol, float(r.price_usd))
-        changed = (await s.execute(select(accounts.c.account_id, accounts.c.revision).where(
-            accounts.c.tenant_id == tenant, accounts.c.changed_xid >= st.floor))).all()
-        stale = sorted(r.account_id for r in changed if eng.revision(r.account_id) != r.revision)
+            if own is not None and r.changed_xid == own:
+                st.tentative_symbols.add(r.symbol)
+        acct_cond = accounts.c.changed_xid >= st.floor
+        if forced:
+            acct_cond = or_(acct_cond, accounts.c.account_id.in_(sorted(forced)))
+        changed = (await s.execute(select(accounts.c.account_id, accounts.c.revision, accounts.c.changed_xid)
+                                   .where(accounts.c.tenant_id == tenant, acct_cond))).all()
+        stale = sorted(r.account_id for r in changed
+                       if r.account_id in forced or eng.revision(r.account_id) != r.revision)
+        mine = {r.account_id for r in changed if own is not None and r.changed_xid == own}
+        if mine or st.tentative_symbols:
+            st.tentative_xid = own
+            st.tentative_accounts |= mine
+        for account_id in forced - {r.account_id for r in changed}:
+            if eng.revision(account_id) is not None:  # created by a rolled-back transaction
+                eng.remove(account_id)
         if len(stale) > REBUILD_ABOVE:
             await self.rebuild(s, tenant)
             return st.engine
@@ -140,11 +175,19 @@ class BookCache:
         """Build the tenant's engine from the database (COPY + one vectorized layout)."""
         t0 = time.perf_counter()
         st = self._state(tenant)
-        floor = int((await s.execute(FLOOR_SQL)).scalar_one())
+        floor, own = (await s.execute(FLOOR_AND_OWN_SQL)).one()
         eng = DriftEngine()
         await load_engine(s, tenant, eng)
-        st.engine, st.floor = eng, floor
+        st.engine, st.floor = eng, int(floor)
         st.touched_symbols.clear()
+        st.tentative_xid, st.tentative_accounts, st.tentative_symbols = None, set(), set()
+        if own is not None:  # what this (uncommitted) transaction wrote is tentative too
+            st.tentative_accounts = set((await s.execute(select(accounts.c.account_id).where(
+                accounts.c.tenant_id == tenant, accounts.c.changed_xid == own))).scalars())
+            st.tentative_symbols = set((await s.execute(select(prices.c.symbol).where(
+                prices.c.tenant_id == tenant, prices.c.changed_xid == own))).scalars())
+            if st.tentative_accounts or st.tentative_symbols:
+                st.tentative_xid = int(own)
         self.stats.rebuilds += 1
         self.stats.last_rebuild_s = time.perf_counter() - t0
         log.info("drift engine for tenant %s rebuilt: %d accounts x %d securities in %.2fs", tenant, len(eng),

@@ -1,0 +1,79 @@
+"""A batch of ticks shares one transaction; when it rolls back, the in-memory drift engine must
+not keep what that transaction wrote. Here the first tick fires the account (its row goes to
+"pending", revision 2, uncommitted), the second tick's sync reads that row, and the batch fails:
+the ticks handled again one by one must fire the account, and the engine must agree with the
+database afterwards (before the fix it held the uncommitted revision and stayed blocked)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, insert, select
+
+from tests.integration.drift_monitor.test_drift_monitor import svc  # noqa: F401  (module fixture)
+from trimtab.drift_monitor.book import insert_accounts, upsert_model
+from trimtab.drift_monitor.cache import BookCache
+from trimtab.drift_monitor.handlers import DriftHandlers
+from trimtab.drift_monitor.models import accounts, infra, prices
+from trimtab.drift_monitor.schemas import AccountIn
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import PriceTicked
+from trimtab.shared.outbox import UnitOfWork
+
+T0 = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
+
+
+def tick(t: str, symbol: str, price: str, minutes: int) -> Envelope:
+    return Envelope.new(PriceTicked(symbol=symbol, price_usd=Decimal(price), as_of=T0 + timedelta(minutes=minutes)),
+                        producer="test", tenant_id=t)
+
+
+async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F811
+    app = svc[0]
+    sm = app.state.runtime.sessionmaker
+    t = f"rb-{uuid.uuid4().hex[:8]}"
+    lots = [{"lot_id": f"L{k}", "symbol": s, "shares": "10", "cost_basis_usd_per_share": "1",
+             "acquired_on": "2020-01-01"} for k, s in enumerate(("AAA", "BBB"))]
+    async with sm() as s, s.begin():
+        await upsert_model(s, t, "core", "Core", {"AAA": Decimal("0.5"), "BBB": Decimal("0.5")})
+        await insert_accounts(s, t, [AccountIn.model_validate(
+            {"account_id": "A1", "model_id": "core", "cash_usd": "0", "lots": lots})])
+        for sym in ("AAA", "BBB"):
+            await s.execute(insert(prices).values(tenant_id=t, symbol=sym, price_usd=Decimal(100), as_of=T0))
+    cache = BookCache()
+    handlers = DriftHandlers(cache, 0)
+    async with sm() as s:
+        await cache.rebuild(s, t)
+        await s.rollback()
+    e1, e2 = tick(t, "AAA", "200", 1), tick(t, "BBB", "100", 2)
+
+    # What EventConsumer._try_batch does with the run [e1, e2] when its transaction fails.
+    try:
+        async with UnitOfWork(sm, infra) as uow:
+            await uow.mark_processed_many("drift-monitor-test", [e1.event_id, e2.event_id])
+            await handlers.on_price_ticked(e1, uow)  # fires A1: pending, revision 2
+            await handlers.on_price_ticked(e2, uow)  # its sync reads A1's uncommitted row
+            assert cache.engine(t).revision("A1") == 2
+            raise RuntimeError("deadlock detected")  # the batch fails before its commit
+    except RuntimeError:
+        pass
+
+    for e in (e1, e2):  # handled again one by one
+        async with UnitOfWork(sm, infra) as uow:
+            assert await uow.mark_processed("drift-monitor-test", e.event_id)
+            await handlers.on_price_ticked(e, uow)
+            await uow.commit()
+    async with sm() as s:
+        state, revision = (await s.execute(select(accounts.c.drift_state, accounts.c.revision).where(
+            accounts.c.tenant_id == t, accounts.c.account_id == "A1"))).one()
+        drifts = (await s.execute(select(func.count()).select_from(infra.outbox).where(
+            infra.outbox.c.topic == "portfolio.drift.v1", infra.outbox.c.tenant_id == t))).scalar_one()
+    assert drifts == 1, "the account fires once the ticks are handled again"
+    assert (state, revision) == ("pending", 2)
+    # The engine's next sync (another transaction) holds the committed state.
+    async with sm() as s:
+        await cache.sync(s, t)
+        await s.rollback()
+    assert cache.engine(t).revision("A1") == 2
