@@ -28,7 +28,9 @@ def create(settings: Settings | None = None) -> FastAPI:
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra,
                              park_keys=False,  # the record does not depend on per-key order
                              # one span per run (linking the events' producers), not one per message
-                             receive_spans=False)
+                             receive_spans=False,
+                             # redeliveries reach the handler, which tells them from forgeries
+                             recheck_duplicates=True)
     # Every event type, each on its own topic, in the one consumer group "audit": the record
     # must hold everything, and one group keeps one consumer's marker per event.
     # A run of events of one partition is appended in one call: one lock, one head read, one

@@ -77,20 +77,24 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
             existing[r.event_id] = r
     rows: list[tuple] = []
     leaves: list[bytes] = []
-    seen: set = set()
+    seen: dict = {}
     first = seq + 1
     for env in envs:
         data = env.to_bytes()  # the one serialization: the bytes hashed are the bytes stored
         old = existing.get(env.event_id)
         if old is not None or env.event_id in seen:
-            # The consumer's processed-event marker normally stops a redelivery before it gets
-            # here; this is the second line of defense (e.g. a replay under another consumer name).
+            # The consumer hands redeliveries here too (`recheck_duplicates`): the same bytes
+            # are skipped, other bytes under a known id are a forgery or a producer bug, and are
+            # dead-lettered with the reason rather than dropped as a duplicate.
             if old is not None and bytes(old.envelope) != data:
                 raise PermanentEventError(
                     f"event id {env.event_id} is already record {old.seq} with different content")
+            if old is None and seen[env.event_id] != data:
+                raise PermanentEventError(
+                    f"event id {env.event_id} arrived twice in one run with different content")
             log.info("event %s is already recorded; not recording it twice", env.event_id)
             continue
-        seen.add(env.event_id)
+        seen[env.event_id] = data
         seq += 1
         leaf = chain.leaf_hash(data)
         link = chain.chain_hash(prev, leaf)

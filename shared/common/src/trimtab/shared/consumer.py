@@ -166,6 +166,7 @@ class EventConsumer:
         park_keys: bool = True,
         batch_size: int = 100,
         receive_spans: bool = True,
+        recheck_duplicates: bool = False,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -188,6 +189,10 @@ class EventConsumer:
         #: already links the events' producer spans, and a span per message cost about as much
         #: CPU as recording the message.
         self._receive_spans = receive_spans
+        #: A consumer whose handler can tell a redelivery from a forgery (the audit record
+        #: compares the bytes it holds under the event id) gets already-processed events too,
+        #: so that other content under a known id is dead-lettered, not dropped as a duplicate.
+        self._recheck_duplicates = recheck_duplicates
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: set[tuple[str, str]] = set()
@@ -356,9 +361,10 @@ class EventConsumer:
                             if env.event_id in new:
                                 fresh_recs.setdefault(env.event_id, (rec, env))
                         handled = len(fresh_recs)
+                        todo = run if self._recheck_duplicates else list(fresh_recs.values())
                         pending: list[Envelope] = []
                         pending_fn: BatchHandler | None = None
-                        for rec, env in fresh_recs.values():
+                        for rec, env in todo:
                             h = self._handlers[env.event_type]
                             if isinstance(h, BatchHandler):
                                 if pending_fn is not None and h is not pending_fn:
@@ -484,11 +490,12 @@ class EventConsumer:
 
     async def _handle_once(self, env: Envelope, handler: Handler) -> bool:
         async with UnitOfWork(self._sm, self._infra, self._on_commit) as uow:
-            if not await uow.mark_processed(self.name, env.event_id):
+            fresh = await uow.mark_processed(self.name, env.event_id)
+            if not fresh and not self._recheck_duplicates:
                 return False
             await handler(env, uow)
             await uow.commit()
-            return True
+            return fresh
 
     async def _dead_letter(
         self, rec: ConsumerRecord, key: str | None, env: Envelope | None, error: str, *, park: bool

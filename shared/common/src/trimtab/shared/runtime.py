@@ -39,6 +39,7 @@ class ServiceRuntime:
         infra: InfraTables | None = None,
         park_keys: bool = True,
         receive_spans: bool = True,
+        recheck_duplicates: bool = False,
     ) -> None:
         self.settings = settings
         self.schema = schema
@@ -48,6 +49,7 @@ class ServiceRuntime:
         self.park_keys = park_keys
         #: False: no per-message "receive" span from the aiokafka instrumentation (consumer.py).
         self.receive_spans = receive_spans
+        self.recheck_duplicates = recheck_duplicates
         self._handlers: dict[str, dict[str, Handler]] = {}
         self._batch_sizes: dict[str, int] = {}
         self._on_start: list[Callable[[], Awaitable[None]]] = []
@@ -126,7 +128,7 @@ class ServiceRuntime:
                 on_commit=self.relay.wake, max_attempts=s.consumer_max_attempts,
                 session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
                 batch_size=self._batch_sizes.get(name, s.consumer_batch_size),
-                receive_spans=self.receive_spans,
+                receive_spans=self.receive_spans, recheck_duplicates=self.recheck_duplicates,
             )
             await c.start()
             self.consumers.append(c)
