@@ -324,14 +324,20 @@ async def test_stale_open_proposal_expires(service, producer, kafka_bootstrap):
     assert decided.correlation_id == drift.correlation_id and decided.causation_id == proposed.event_id
 
 
-async def test_advisor_override_is_revalidated_then_approved_once(service, producer, kafka_bootstrap):
-    _, client = service
-    account = "acc-override"
+async def ready_proposal(client, producer, kafka_bootstrap, account: str):  # type: ignore[no-untyped-def]
+    """A proposal of a drifted `account`, assessed and explained: ready for a decision."""
     _, proposed = await propose(producer, kafka_bootstrap, drifted(account))
     pid = proposed.parse(RebalanceProposed).proposal_id
     await send(producer, explanation_of(proposed), account)
     await send(producer, risk_of(proposed), account)
     await wait_state(client, pid, "ready")
+    return pid
+
+
+async def test_advisor_override_is_revalidated_then_approved_once(service, producer, kafka_bootstrap):
+    _, client = service
+    account = "acc-override"
+    pid = await ready_proposal(client, producer, kafka_bootstrap, account)
     url = f"/v1/proposals/{pid}/override"
     advisor = auth(subject="ana@firm")
 
@@ -377,6 +383,45 @@ async def test_advisor_override_is_revalidated_then_approved_once(service, produ
     assert all(o.client_order_id == client_order_id(pid, o.symbol, o.side) for o in orders)
     [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
     assert decided.parse(RebalanceDecided).decision == "overridden"
+
+
+async def test_an_override_trades_whole_shares_and_its_fills_execute_it(service, producer, kafka_bootstrap):
+    """An override must trade something (an empty one is a rejection: refused, saying so), in
+    whole shares of a lot, within bounds (422s, never a 500); once its orders fill, it is executed
+    like an approved proposal."""
+    _, client = service
+    account = "acc-override-fill"
+    pid = await ready_proposal(client, producer, kafka_bootstrap, account)
+    url = f"/v1/proposals/{pid}/override"
+    advisor = auth(subject="ana@firm")
+
+    def sell(shares: str) -> dict:
+        return {"symbol": "VTI", "side": "sell", "shares": shares, "est_price_usd": "0",
+                "est_notional_usd": "0", "lots": [{"lot_id": f"{account}-vti-1", "shares": shares}]}
+
+    empty = await client.post(url, headers=advisor, json={"reason": "hold for now", "orders": []})
+    assert empty.status_code == 422, empty.text
+    assert empty.headers["content-type"].startswith("application/problem+json")
+    assert empty.json()["title"] == "Override rejected" and "reject" in empty.json()["detail"]
+    for shares, rule in (("10.37", "whole shares"), ("1E-30", "whole shares"),
+                         ("1000000000000000000000000000", "at most")):
+        r = await client.post(url, headers=advisor, json={"reason": "trim", "orders": [sell(shares)]})
+        assert r.status_code == 422 and rule in r.text, (shares, r.status_code, r.text)
+    assert (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["state"] == "ready"
+
+    r = await client.post(url, headers=advisor, json={"reason": "trim", "orders": [sell("10")]})
+    assert r.status_code == 200 and r.json()["state"] == "overridden", r.text
+    [approved] = await events_of(kafka_bootstrap, "trades.approved.v1", pid)
+    orders = approved.parse(TradesApproved).orders
+    executed = TradesExecuted(execution_id=f"ex-{account}", proposal_id=pid, account_id=account,
+                              fills=[_fill(o) for o in orders])
+    await send(producer, Envelope.new(executed, producer="oms", tenant_id=TENANT), account)
+    body = await wait_state(client, pid, "executed")
+    assert len(body["fills"]) == len(orders) == 1
+    assert body["decision"]["decision"] == "overridden"
+    # The refused overrides decided nothing: one decision, the accepted override's.
+    decided = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
+    assert [d.parse(RebalanceDecided).decision for d in decided] == ["overridden"]
 
 
 async def test_drift_context_and_household_trades_shape_the_proposal(service, producer, kafka_bootstrap):

@@ -100,10 +100,43 @@ def test_only_open_proposals_expire(state, expires):
             lc.decide(Lifecycle(state), d)
 
 
-def test_only_approved_proposals_execute():
-    assert lc.execute(Lifecycle(State.APPROVED)).state == State.EXECUTED
-    with pytest.raises(TransitionError):
-        lc.execute(Lifecycle(State.READY))
+@pytest.mark.parametrize("state", list(State))
+def test_only_approved_or_overridden_proposals_execute(state):
+    # An override is an approval of edited orders: its fills complete it too.
+    if state in (State.APPROVED, State.OVERRIDDEN):
+        assert Lifecycle(state).is_executable and lc.execute(Lifecycle(state)).state == State.EXECUTED
+    else:
+        assert not Lifecycle(state).is_executable
+        with pytest.raises(TransitionError):
+            lc.execute(Lifecycle(state))
+
+
+@pytest.mark.parametrize("state,after", [
+    (State.APPROVED, State.EXECUTED), (State.OVERRIDDEN, State.EXECUTED),
+    (State.READY, None), (State.REJECTED, None), (State.EXPIRED, None),
+])
+async def test_full_fills_execute_an_approved_or_overridden_proposal(monkeypatch, state, after):
+    """`proposals.record_fills` moves a fully filled proposal to executed by the lifecycle's rule
+    (an overridden one included); other states keep theirs. The row update is captured."""
+    from types import SimpleNamespace
+
+    from trimtab.optimizer import proposals
+
+    updates: list[dict] = []
+
+    async def capture(uow, row, **values):  # type: ignore[no-untyped-def]
+        updates.append(values)
+        return row
+
+    monkeypatch.setattr(proposals, "_update", capture)
+    orders = with_client_order_ids(uuid.uuid4(), [_order("VTI", "sell", "3")])
+    row = SimpleNamespace(state=state.value, risk={}, explanation={}, fills=[],
+                          orders=[o.model_dump(mode="json") for o in orders])
+    fill = Fill(client_order_id=orders[0].client_order_id or "", symbol="VTI", side="sell",
+                shares=Decimal("3"), price_usd=Decimal("10"), executed_at="2024-05-02T15:00:00Z")
+    await proposals.record_fills(None, row, "ex-1", [fill])  # type: ignore[arg-type]
+    [values] = updates
+    assert len(values["fills"]) == 1 and values.get("state") == (after.value if after else None)
 
 
 def _order(symbol: str, side: str, shares: str) -> Order:

@@ -221,7 +221,7 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
         approved = with_client_order_ids(row.proposal_id, [Order.model_validate(o) for o in row.orders])
         values["orders"] = [o.model_dump(mode="json") for o in approved]
     elif decision.kind == "overridden":
-        if orders is None:
+        if not orders:  # none would be published: the drift monitor would wait for trades for good
             raise ValueError("an override carries its orders")
         approved = with_client_order_ids(row.proposal_id, orders)
         values["orders"] = [o.model_dump(mode="json") for o in approved]
@@ -315,7 +315,8 @@ async def expire_for_ticks(uow: UnitOfWork, row: Row[Any], quotes: dict[str, pri
 
 async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
                        fills: Sequence[Fill]) -> Row[Any]:
-    """Keep the OMS's fills; an approved proposal whose orders are all filled is executed.
+    """Keep the OMS's fills; an approved (or overridden) proposal whose orders are all filled is
+    executed.
 
     An execution report seen before (same execution id) is not counted twice.
     """
@@ -326,6 +327,7 @@ async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
     values: dict[str, Any] = {"fills": known}
     orders = [Order.model_validate(o) for o in row.orders]
     all_fills = [Fill.model_validate({k: v for k, v in f.items() if k != "execution_id"}) for f in known]
-    if row.state == State.APPROVED.value and fully_filled(orders, all_fills):
-        values["state"] = lifecycle.execute(lifecycle_of(row)).state.value
+    current = lifecycle_of(row)
+    if current.is_executable and fully_filled(orders, all_fills):
+        values["state"] = lifecycle.execute(current).state.value
     return await _update(uow, row, **values)

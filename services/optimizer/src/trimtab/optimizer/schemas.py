@@ -39,7 +39,11 @@ class OverrideIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
-    orders: list[Order] = Field(max_length=1000)
+    #: Not `min_length=1`: an empty list is refused by the override's re-validation, whose 422
+    #: says what to do instead (reject).
+    orders: list[Order] = Field(
+        max_length=1000, description="The orders to trade instead, at least one (to trade nothing, "
+                                     "reject the proposal): whole shares, except a lot sold whole.")
 
 
 class WhatIfIn(BaseModel):

@@ -36,6 +36,9 @@ class State(StrEnum):
 OPEN: frozenset[State] = frozenset({State.PROPOSED, State.ASSESSED, State.EXPLAINED, State.READY})
 #: States a decision moves a proposal to.
 DECIDED: frozenset[State] = frozenset({State.APPROVED, State.REJECTED, State.OVERRIDDEN, State.EXPIRED})
+#: States whose orders were approved for trading, so fills may complete them (an override is an
+#: approval of edited orders).
+EXECUTABLE: frozenset[State] = frozenset({State.APPROVED, State.OVERRIDDEN})
 
 DecisionKind = Literal["approved", "rejected", "overridden", "expired"]
 Part = Literal["risk", "explanation"]
@@ -64,6 +67,11 @@ class Lifecycle:
     @property
     def is_open(self) -> bool:
         return self.state in OPEN
+
+    @property
+    def is_executable(self) -> bool:
+        """Its orders were approved for trading (approved, or overridden): fills may execute it."""
+        return self.state in EXECUTABLE
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,6 @@ def decide(lc: Lifecycle, decision: Decision) -> Lifecycle:
 def execute(lc: Lifecycle) -> Lifecycle:
     """Fills complete an approved (or overridden: approved with edited orders) proposal; any
     other state is a transition error."""
-    if lc.state not in (State.APPROVED, State.OVERRIDDEN):
+    if not lc.is_executable:
         raise TransitionError(lc.state, "execute")
     return replace(lc, state=State.EXECUTED)
