@@ -8,13 +8,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 
 from tests.integration.optimizer.snapshots import drifted, on_target, unraisable_reserve
 from tests.support import auth, read_events
+from trimtab.optimizer import household
 from trimtab.optimizer.app import sweep_once
 from trimtab.optimizer.domain.orders import client_order_id
 from trimtab.optimizer.proposals import proposal_id_for
@@ -383,6 +384,28 @@ async def test_advisor_override_is_revalidated_then_approved_once(service, produ
     assert all(o.client_order_id == client_order_id(pid, o.symbol, o.side) for o in orders)
     [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", pid)
     assert decided.parse(RebalanceDecided).decision == "overridden"
+
+
+async def test_an_override_sees_the_households_fills_since_the_proposal(service, producer, kafka_bootstrap):
+    """A buy of VTI in another account of the household, filled after the proposal was solved,
+    makes an edited sale of the VTI lot at a loss a wash sale: the override is refused, although
+    the proposal's recorded context did not hold that buy."""
+    app, client = service
+    account = "acc-override-wash"
+    pid = await ready_proposal(client, producer, kafka_bootstrap, account)
+    loss_sale = [{"symbol": "VTI", "side": "sell", "shares": "60", "est_price_usd": "0", "est_notional_usd": "0",
+                  "lots": [{"lot_id": f"{account}-vti-2", "shares": "60"}]}]  # basis 270 > price 250
+    fill = Fill(client_order_id=f"{account}-ira-1", symbol="VTI", side="buy", shares=Decimal(3),
+                price_usd=Decimal(250), executed_at=datetime(2024, 5, 1, 15, 0, tzinfo=UTC))
+    spouse_ira = drifted(f"{account}-ira").model_copy(update={"household_id": f"hh-{account}"})
+    async with app.state.runtime.uow() as uow:
+        await household.record_fills(uow, TENANT, spouse_ira.account_id, f"ex-{account}", [fill],
+                                     snapshot=spouse_ira, proposal_id=None)
+        await uow.commit()
+    r = await client.post(f"/v1/proposals/{pid}/override", headers=auth(subject="ana@firm"),
+                          json={"reason": "harvest the loss", "orders": loss_sale})
+    assert r.status_code == 422 and "wash" in r.text, r.text
+    assert (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["state"] == "ready"
 
 
 async def test_an_override_trades_whole_shares_and_its_fills_execute_it(service, producer, kafka_bootstrap):
