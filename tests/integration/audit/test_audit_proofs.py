@@ -256,6 +256,21 @@ async def _put_back(db: AsyncEngine, row: dict[str, Any]) -> None:
         await c.execute(text(f"INSERT INTO audit.records ({cols}) VALUES ({', '.join(':' + k for k in row)})"), row)
 
 
+@asynccontextmanager
+async def served(app: Any) -> AsyncIterator[int]:
+    """The app over real HTTP on a free local port (for the command-line verifier): the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+            await asyncio.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
 def verifier_client(app: Any, tenant: str = "t1") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
                              headers=auth(tenant, READ))
@@ -345,21 +360,13 @@ async def test_the_cli_verifies_over_http(audit, tmp_path):
     await append(app, ticks(2))
     await sign(client)
     _, key, _ = await latest(client)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-            await asyncio.sleep(0.05)
+    async with served(app) as port:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "trimtab.audit.cli", "verify", "--url", f"http://127.0.0.1:{port}",
             "--token", token("t1", READ), "--state-dir", str(tmp_path / "cli"),
             "--public-key", base64.b64encode(key).decode(), "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        server.should_exit = True
-        await task
     assert proc.returncode == 0, (out, err)
     rep = json.loads(out.decode().strip().splitlines()[-1])
     assert rep["ok"] is True and rep["first_bad_seq"] is None and rep["records_checked"] > 0

@@ -127,3 +127,34 @@ async def test_replay_of_a_context_driven_proposal_uses_its_recorded_context(aud
                                                                             tenant_id=tenant))])
     rep = await _replay(client, tenant, stripped.proposal_id)
     assert rep["identical"] is False and any(d.startswith("orders:") for d in rep["differences"])
+
+
+async def test_replay_names_every_forged_field_of_the_proposal_and_the_explanation(audit, kafka_bootstrap):
+    """Orders and estimates left alone, everything else a reader relies on forged: the objective,
+    the weights, the breakdowns, the notes and the client's narrative are each named; the replay
+    compares whole payloads, not a few fields."""
+    app, client = audit
+    tenant = f"rp-{uuid.uuid4().hex[:6]}"
+    honest = propose(drifted_account(6, seed=13)).to_event()
+    explanation = explanation_payload(explain(honest))
+    doctored = honest.model_copy(update={
+        "proposal_id": uuid.uuid4(),
+        "objective": {k: v * 10 + 1 for k, v in honest.objective.items()},
+        "pre_weights": {k: Decimal("0") for k in honest.pre_weights},
+        "tax_breakdown": {"tax_total_usd": Decimal("999999")},
+        "cost_breakdown": {"total_usd": Decimal("123456")},
+        "notes": ["forged note"],
+    })
+    told = explanation.model_copy(update={
+        "proposal_id": doctored.proposal_id,
+        "narrative_client": explanation.narrative_client + " Returns are guaranteed."})
+    first = Envelope.new(doctored, producer="optimizer", tenant_id=tenant)
+    second = first.caused(told, producer="explainer")
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", first), ("explanation.created.v1", second)])
+    rep = await _replay(client, tenant, doctored.proposal_id, with_explanation=True)
+    assert rep["identical"] is False and rep["proposal_identical"] is False
+    assert rep["explanation_identical"] is False
+    named = {d.split(":", 1)[0] for d in rep["differences"]}
+    assert {"objective", "pre_weights", "tax_breakdown", "cost_breakdown", "notes",
+            "explanation.narrative_client"} <= named, rep["differences"]
+    assert not {"orders", "est_tax_usd", "est_cost_usd", "post_weights"} & named, rep["differences"]

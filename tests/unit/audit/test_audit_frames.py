@@ -102,3 +102,31 @@ def test_record_pages_name_the_altered_record():
     assert [p[0] for p in frames.check_records(swapped, 0, leaves, 5)[2]] == [2, 3]
     with pytest.raises(frames.FrameError):
         frames.check_records(body[:-3], 0, leaves, 5)
+
+
+def test_record_pages_are_the_callers_and_ascend():
+    """`check_page`: every frame is the caller's tenant's, seqs strictly ascend from above the
+    page's `after` (a record served twice or overlapping pages are named), the page ends where its
+    continuation says, and the seqs checked come back for the verifier to keep."""
+    from array import array
+
+    ids = [(uuid.uuid4(), uuid.uuid4()) for _ in range(5)]
+    envs = [_envelope(e, c, i) for i, (e, c) in enumerate(ids)]
+    leaves = b"".join(hashlib.sha256(b"\x00" + x).digest() for x in envs)
+    body = b"".join(_record(i + 1, envs[i], *ids[i]) for i in range(5))
+    checked, last, problems, seqs = frames.check_page(body, 0, leaves, 4, after=0, tenant="t1", last=5)
+    assert (checked, last, problems) == (4, 5, []) and list(array("Q", seqs)) == [1, 2, 3, 4]
+    assert frames.first_frame(body) == (1, "t1") and frames.first_frame(b"") is None
+
+    # Served to someone else: each frame named (its columns agree with its bytes: only the tenant check sees it).
+    assert [p[0] for p in frames.check_page(body, 0, leaves, 5, after=0, tenant="t2")[2]] == [1, 2, 3, 4, 5]
+    # A record served twice, and a page that starts at or before the last one's end.
+    twice = b"".join(_record(i + 1, envs[i], *ids[i]) for i in (0, 1, 1, 2))
+    problems = frames.check_page(twice, 0, leaves, 5, after=0, tenant="t1")[2]
+    assert [p[0] for p in problems] == [2] and "out of order" in problems[0][1]
+    assert [p[0] for p in frames.check_page(body, 0, leaves, 5, after=2, tenant="t1")[2]] == [1, 2]
+    # A continuation past the page's last record would skip the records in between.
+    problems = frames.check_page(body, 0, leaves, 5, after=0, tenant="t1", last=9)[2]
+    assert problems and problems[0][0] is None and "ends at seq 9" in problems[0][1]
+    # check_records is the page check without the caller's view (as before).
+    assert frames.check_records(twice, 0, leaves, 5) == (4, 3, [])

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.envelope import utcnow
-from trimtab.shared.errors import Invalid, NotFound
+from trimtab.shared.errors import Conflict, Invalid, NotFound
 
 from . import bulk, checkpoints, export, proofs, queries, tree
 from .domain import checkpoint as ckpt
@@ -147,13 +147,26 @@ async def consistency(
     if from_size > to_size:
         raise Invalid(f"from ({from_size}) is larger than to ({to_size})")
     async with _sessions(request)() as s:
-        current = await tree.size(s)
+        current = await _answered_size(s)
         if to_size > current:
             raise Invalid(f"to ({to_size}) is larger than the log ({current} records)")
-        path = await tree.consistency_proof(s, from_size, to_size)
-        r1, r2 = await tree.root_at(s, from_size), await tree.root_at(s, to_size)
+        try:  # from the stored nodes, which a signed tree keeps even when its records are cut
+            path = await tree.consistency_proof(s, from_size, to_size)
+            r1, r2 = await tree.root_at(s, from_size), await tree.root_at(s, to_size)
+        except tree.MissingNode as e:
+            raise Conflict(f"cannot prove sizes {from_size} to {to_size}: {e}") from e
     return ConsistencyOut(from_size=from_size, to_size=to_size, from_root=r1.hex(), to_root=r2.hex(),
                           consistency_path=[h.hex() for h in path])
+
+
+async def _answered_size(s: AsyncSession) -> int:
+    """The tree size the service answers for: its head, or the latest signed checkpoint's size if
+    that is larger. A signed size is never out of range: records it covered that were cut from the
+    log's end are answered as missing (and proofs come from the stored nodes), so a verifier names
+    them instead of being told it asked for too much."""
+    head = await tree.size(s)
+    cp = await checkpoints.latest(s)
+    return max(head, cp.tree_size if cp is not None else 0)
 
 
 MAX_LEAVES = 100_000
@@ -169,7 +182,7 @@ async def leaves(
     if not start < end <= start + MAX_LEAVES:
         raise Invalid(f"ask for 1 to {MAX_LEAVES} leaves with start < end")
     async with _sessions(request)() as s:
-        end = min(end, await tree.size(s))
+        end = min(end, await _answered_size(s))
         got = dict(await tree.leaf_hashes(s, start, end)) if end > start else {}
     missing = [i + 1 for i in range(start, end) if i not in got]
     blob = b"".join(got.get(i, b"\x00" * 32) for i in range(start, end))
@@ -193,7 +206,7 @@ async def leaves_bin(
     if not start < end <= start + MAX_LEAVES_BIN:
         raise Invalid(f"ask for 1 to {MAX_LEAVES_BIN} leaves with start < end")
     async with _sessions(request)() as s:
-        end = min(end, await tree.size(s))
+        end = min(end, await _answered_size(s))
         body = await bulk.leaves(s, start, end) if end > start else b""
     return Response(body, media_type=_OCTETS, headers={"X-Start": str(start), "X-End": str(max(start, end))})
 

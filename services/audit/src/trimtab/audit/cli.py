@@ -5,7 +5,8 @@
 
 `verify` exits 0 when the log checks out, 1 when anything is wrong (the first bad record is named),
 2 when it could not run. `checkpoints` checks every signature in a checkpoint file (the copy the
-service writes outside its database) and that sizes never go down.
+service writes outside its database), that no size is signed with two roots (a fork), that sizes
+never go down and that signing times never go back; it exits 1 on the first line that breaks one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ async def _verify(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     async with httpx.AsyncClient(base_url=a.url, headers=headers, timeout=a.timeout) as client:
         rep = await verify_log(client, State(Path(a.state_dir)), public_key=key,
-                               check_records=not a.skip_records)
+                               check_records=not a.skip_records, tenant=a.tenant)
     took = time.perf_counter() - t0
     if a.json:
         print(json.dumps({**rep.to_json(), "seconds": round(took, 3)}))
@@ -51,8 +52,12 @@ async def _verify(a: argparse.Namespace) -> int:
 
 
 def _checkpoints(a: argparse.Namespace) -> int:
+    """Every line signed by the key, and the lines one history: a size is signed with one root
+    only (two roots for one size are a fork: two different logs vouched for), sizes never go
+    down, and signing times never go back (the file is written in signing order)."""
     key = base64.b64decode(a.public_key)
-    last = -1
+    last: Checkpoint | None = None
+    roots: dict[int, tuple[bytes, int]] = {}  # tree size -> (root, the first line that signed it)
     for i, line in enumerate(Path(a.file).read_text().splitlines(), start=1):
         try:
             cp = Checkpoint.from_json(json.loads(line))
@@ -60,11 +65,21 @@ def _checkpoints(a: argparse.Namespace) -> int:
         except (CheckpointError, ValueError) as e:
             print(f"FAILED: line {i}: {e}")
             return 1
-        if cp.tree_size < last:
-            print(f"FAILED: line {i}: tree size went down from {last} to {cp.tree_size}")
+        seen = roots.setdefault(cp.tree_size, (cp.root_hash, i))
+        if seen[0] != cp.root_hash:
+            print(f"FAILED: line {i}: a fork: tree size {cp.tree_size} is signed with root {cp.root_hash.hex()} "
+                  f"here and with root {seen[0].hex()} on line {seen[1]}")
             return 1
-        last = cp.tree_size
-    print(f"OK: every checkpoint signed by the key; latest size {last}")
+        if last is not None and cp.tree_size < last.tree_size:
+            print(f"FAILED: line {i}: tree size went down from {last.tree_size} to {cp.tree_size}")
+            return 1
+        if last is not None and cp.signed_at < last.signed_at:
+            print(f"FAILED: line {i}: signing time went back from {last.to_json()['signed_at']} to "
+                  f"{cp.to_json()['signed_at']} (tree size {last.tree_size} -> {cp.tree_size})")
+            return 1
+        last = cp
+    print(f"OK: every checkpoint signed by the key, one root per size, sizes and times never going back; "
+          f"latest size {last.tree_size if last else -1}")
     return 0
 
 
@@ -77,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--token", help="bearer token with audit:read (default: $TRIMTAB_TOKEN)")
     v.add_argument("--state-dir", required=True, help="where this verifier keeps its checkpoints")
     v.add_argument("--public-key", help="base64 Ed25519 public key to pin (default: first seen)")
+    v.add_argument("--tenant", help="your tenant, to pin (default: the one kept in --state-dir, else the "
+                                    "tenant of the first record served)")
     v.add_argument("--skip-records", action="store_true", help="check the tree only, not your records")
     v.add_argument("--timeout", type=float, default=120.0)
     v.add_argument("--json", action="store_true", help="one JSON object")

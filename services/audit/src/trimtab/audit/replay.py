@@ -2,11 +2,35 @@
 record holds and say whether their outputs are identical to what was recorded.
 
 The record is the only input: the `RebalanceProposed` event carries the full account snapshot
-(event-carried state), its hash, and the optimizer version that produced it. The replay checks
-the snapshot against its recorded hash, re-solves with the same library, and compares the
-rounded orders, the tax and cost estimates and the objective; then, if an explanation was
-recorded, re-computes the Shapley attributions and compares them share for share. A version
-difference is reported beside the verdict, since a different optimizer may rightly differ.
+(event-carried state), its hash, the context and driver weights it was solved with, and the
+optimizer version that produced it. The replay checks the snapshot against its recorded hash,
+re-solves with the same library, and compares the **whole** replayed `RebalanceProposed` payload
+with the recorded one, field by field; then, if an explanation was recorded, re-explains and
+compares the whole `ExplanationCreated` payload, narratives included. Every field that differs is
+named in `differences`. A version difference is reported beside the verdict, since a different
+optimizer may rightly differ (and the version fields themselves then differ too).
+
+What is not compared, and why (nothing else is left out):
+
+* `PROPOSAL_INPUTS` / `EXPLANATION_INPUTS`: what the replay is *given* from the record (the ids,
+  the snapshot, the context and driver weights it solves with, the explanation's id). They are
+  the question, not the answer; a forged input shows up as outputs that no longer follow from it
+  (and a forged snapshot as a snapshot hash that does not match).
+* `PROPOSAL_RUN_DEPENDENT`: what legitimately differs between two honest runs on the same input:
+  the solve's wall-clock time, and the OMS idempotency key (set on `trades.approved.v1`, never by
+  the optimizer). The `ExplanationCreated` event carries no timing field, so nothing of it is.
+
+An explanation's narratives depend on how the explainer was called, which the event does not
+record: the explainer service splits tax into its two motives, prunes, and adds counterfactuals
+for its `EXPLAINER_COUNTERFACTUAL_ORDERS` largest orders; the library's plain `explain(proposal)`
+does neither. The replay re-explains the way each known producer does (`_explain_calls`) and the
+explanation is identical when one of them reproduces every compared field; otherwise the
+differences of the closest one are reported. The number of counterfactual orders is read from the
+recorded narrative (every order given counterfactuals gets one "Would not trade if" line, since
+the band always yields one); a wrong count only makes the narratives differ, so the replay never
+accepts a text it did not write itself. The drivers explained are today's, in today's order, when
+the record names today's set (a reordered list is a difference); an older formulation's set is
+replayed as recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +50,19 @@ from trimtab.shared.errors import NotFound
 from trimtab.shared.events import ExplanationCreated, RebalanceProposed
 
 from .models import records
+
+#: `RebalanceProposed` fields copied from the record into the replay (its inputs).
+PROPOSAL_INPUTS: tuple[str, ...] = ("proposal_id", "drift_id", "snapshot", "context", "driver_weights")
+#: `RebalanceProposed` fields two honest runs on the same input may differ in (`[]`: every element).
+PROPOSAL_RUN_DEPENDENT: tuple[str, ...] = ("solver.solve_ms", "orders[].client_order_id")
+#: `ExplanationCreated` fields copied from the record into the replay (its inputs).
+EXPLANATION_INPUTS: tuple[str, ...] = ("explanation_id",)
+#: `ExplanationCreated` fields two honest runs may differ in: none (it carries no timing).
+EXPLANATION_RUN_DEPENDENT: tuple[str, ...] = ()
+
+#: The advisor narrative's line for an order given counterfactuals (`rebalance/narrative.py`).
+_COUNTERFACTUAL_LINE = "\n  Would not trade if: "
+_SHOWN = 400
 
 
 @dataclass
@@ -44,21 +82,83 @@ class ReplayReport:
         return self.snapshot_hash_ok and self.proposal_identical and self.explanation_identical is not False
 
 
-def _orders(orders: list[Any]) -> list[dict[str, Any]]:
+def _drop(d: Any, path: str) -> None:
+    """Remove `path` ("a.b", "a[].b") from the JSON value `d`, in place."""
+    head, _, rest = path.partition(".")
+    if head.endswith("[]"):
+        for item in (d.get(head[:-2]) or []) if isinstance(d, dict) else []:
+            if rest:
+                _drop(item, rest)
+        return
+    if not isinstance(d, dict):
+        return
+    if rest:
+        if head in d:
+            _drop(d[head], rest)
+    else:
+        d.pop(head, None)
+
+
+def comparable(payload: Any, skip: tuple[str, ...]) -> dict[str, Any]:
+    """The payload as JSON values, without the fields in `skip`."""
+    d = payload.model_dump(mode="json")
+    for path in skip:
+        _drop(d, path)
+    return d
+
+
+def _text(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _shown(recorded: Any, replayed: Any) -> tuple[str, str]:
+    """The part of two different values worth printing: the differing keys of two dicts, the
+    differing positions of two lists of one length, the text around the first difference."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        keys = sorted(k for k in recorded.keys() | replayed.keys()
+                      if _text(recorded.get(k, "<absent>")) != _text(replayed.get(k, "<absent>")))
+        return (_text({k: recorded.get(k, "<absent>") for k in keys}),
+                _text({k: replayed.get(k, "<absent>") for k in keys}))
+    if isinstance(recorded, list) and isinstance(replayed, list) and len(recorded) == len(replayed):
+        at = [i for i, (a, b) in enumerate(zip(recorded, replayed, strict=True)) if _text(a) != _text(b)]
+        return (_text({f"[{i}]": recorded[i] for i in at}), _text({f"[{i}]": replayed[i] for i in at}))
+    if isinstance(recorded, str) and isinstance(replayed, str):
+        i = next((i for i, (a, b) in enumerate(zip(recorded, replayed, strict=False)) if a != b),
+                 min(len(recorded), len(replayed)))
+        lo = max(0, i - 60)
+        return (f"…{recorded[lo:lo + _SHOWN]!r} (at character {i})", f"…{replayed[lo:lo + _SHOWN]!r}")
+    return _text(recorded), _text(replayed)
+
+
+def compare(prefix: str, recorded: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
+    """One line per top-level field whose value differs: `<prefix><field>: recorded … != replayed …`."""
     out = []
-    for o in orders:
-        d = o.model_dump(mode="json") if hasattr(o, "model_dump") else dict(o)
-        d.pop("client_order_id", None)
-        out.append(d)
-    return sorted(out, key=lambda d: (d["symbol"], d["side"]))
+    for k in sorted(recorded.keys() | replayed.keys()):
+        a, b = recorded.get(k, "<absent>"), replayed.get(k, "<absent>")
+        if _text(a) != _text(b):
+            ra, rb = _shown(a, b)
+            out.append(f"{prefix}{k}: recorded {ra[:_SHOWN]} != replayed {rb[:_SHOWN]}")
+    return out
 
 
-def _diff(label: str, recorded: Any, replayed: Any, out: list[str]) -> bool:
-    if json.dumps(recorded, sort_keys=True, default=str) == json.dumps(replayed, sort_keys=True, default=str):
-        return True
-    out.append(f"{label}: recorded {json.dumps(recorded, sort_keys=True, default=str)[:400]} "
-               f"!= replayed {json.dumps(replayed, sort_keys=True, default=str)[:400]}")
-    return False
+def _explain_calls(explained: ExplanationCreated) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ways a recorded explanation may have been made, most likely first: the explainer
+    service's, then the library's plain `explain(proposal)`."""
+    from trimtab.rebalance.drivers import DRIVERS
+    from trimtab.rebalance.explain import EXPLAIN_DRIVERS
+
+    recorded = tuple(explained.drivers)
+    if set(recorded) == set(DRIVERS):  # today's players, in the order the explainer lists them
+        drivers, split, follow = DRIVERS, EXPLAIN_DRIVERS, None
+    else:  # an older formulation's players, as recorded
+        drivers = recorded
+        split = tuple(x for d in drivers for x in (("tax_losses", "tax_gains") if d == "tax" else (d,)))
+        # A record made before the risk driver existed (formulation 3) switched the factor term with drift.
+        follow = {"risk": "drift"} if "risk" not in drivers else None
+    n = explained.narrative_advisor.count(_COUNTERFACTUAL_LINE)
+    yield "explainer service", {"drivers": split, "prune": True, "follow": follow, "counterfactuals": n > 0,
+                                "max_counterfactual_orders": n or None}
+    yield "plain explain", {"drivers": drivers, "follow": follow}
 
 
 def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated | None) -> dict[str, Any]:
@@ -80,36 +180,47 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
     hash_ok = canonical_hash(proposed.snapshot) == proposed.snapshot_hash
     if not hash_ok:
         diffs.append("snapshot does not match its recorded hash")
-    context = (RebalanceContext.from_json(proposed.context.model_dump(mode="json"))
-               if proposed.context is not None else None)
-    # Weights of an older formulation (no risk or esg driver) read as they behaved then.
-    weights = (recorded_weights({k: float(v) for k, v in proposed.driver_weights.items()})
-               if proposed.driver_weights is not None else None)
     try:
+        context = (RebalanceContext.from_json(proposed.context.model_dump(mode="json"))
+                   if proposed.context is not None else None)
+        # Weights of an older formulation (no risk or esg driver) read as they behaved then.
+        weights = (recorded_weights({k: float(v) for k, v in proposed.driver_weights.items()})
+                   if proposed.driver_weights is not None else None)
         again = propose(proposed.snapshot, proposal_id=proposed.proposal_id, context=context,
                         drivers=weights).to_event(drift_id=proposed.drift_id)
-    except RebalanceError as e:  # the record no longer solves: that is the replay's answer
+    except (RebalanceError, ValueError, KeyError, TypeError) as e:
+        # The record no longer solves (or names a context or weights that cannot be read): that
+        # is the replay's answer.
         diffs.append(f"the recorded snapshot does not solve now: {e}")
         return {"hash_ok": hash_ok, "proposal_identical": False,
                 "explanation_identical": False if explained is not None else None,
                 "differences": diffs, "replay_version": OPTIMIZER_VERSION}
-    same = _diff("orders", _orders(proposed.orders), _orders(again.orders), diffs)
-    same &= _diff("est_tax_usd", str(proposed.est_tax_usd), str(again.est_tax_usd), diffs)
-    same &= _diff("est_cost_usd", str(proposed.est_cost_usd), str(again.est_cost_usd), diffs)
-    same &= _diff("post_weights", {k: str(v) for k, v in proposed.post_weights.items()},
-                  {k: str(v) for k, v in again.post_weights.items()}, diffs)
+    # The replay's inputs are the record's (see PROPOSAL_INPUTS); everything else is its output.
+    again = again.model_copy(update={k: getattr(proposed, k) for k in PROPOSAL_INPUTS})
+    skip = PROPOSAL_RUN_DEPENDENT
+    found = compare("", comparable(proposed, skip), comparable(again, skip))
+    diffs += found
     expl_same: bool | None = None
     if explained is not None:
-        # The explained drivers as recorded; a record made before the risk driver existed
-        # (formulation 3) switched the factor term with drift.
-        drivers = tuple(explained.drivers)
-        follow = {"risk": "drift"} if "risk" not in drivers else None
-        ex = explanation_payload(explain(proposed, context=context, driver_weights=weights,
-                                         drivers=drivers, follow=follow),
-                                 explanation_id=explained.explanation_id)
-        expl_same = _diff("attributions", [t.model_dump(mode="json") for t in explained.trades],
-                          [t.model_dump(mode="json") for t in ex.trades], diffs)
-    return {"hash_ok": hash_ok, "proposal_identical": bool(same), "explanation_identical": expl_same,
+        skip = EXPLANATION_INPUTS + EXPLANATION_RUN_DEPENDENT
+        recorded = comparable(explained, skip)
+        best: list[str] | None = None
+        for how, call in _explain_calls(explained):
+            try:
+                ex = explanation_payload(explain(proposed, context=context, driver_weights=weights, **call),
+                                         explanation_id=explained.explanation_id)
+            except (RebalanceError, ValueError) as e:  # e.g. drivers this library does not know
+                got = [f"explanation ({how}): the recorded proposal does not explain now: {e}"]
+            else:
+                got = compare("explanation.", recorded, comparable(ex, skip))
+            if best is None or len(got) < len(best):
+                best = got
+            if not got:
+                break
+        assert best is not None
+        expl_same = not best
+        diffs += best
+    return {"hash_ok": hash_ok, "proposal_identical": not found, "explanation_identical": expl_same,
             "differences": diffs, "replay_version": OPTIMIZER_VERSION}
 
 

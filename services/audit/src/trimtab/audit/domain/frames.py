@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from array import array
 from collections.abc import Iterator
 
 HASH_BYTES = 32
@@ -91,8 +92,15 @@ def _uuid_text(b: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def first_frame(blob: bytes) -> tuple[int, str] | None:
+    """(seq, tenant_id) of a records body's first frame; None for an empty body."""
+    for seq, _, _, _, tenant, _ in records(blob):
+        return seq, tenant
+    return None
+
+
 def check_records(blob: bytes, leaves_from: int, leaves_blob: bytes,
-                  upto: int) -> tuple[int, int | None, list[tuple[int, str]]]:
+                  upto: int) -> tuple[int, int | None, list[tuple[int | None, str]]]:
     """Re-hash every record of a records body with seq <= upto against the signed tree's leaves
     (`leaves_blob` holds leaf hashes from leaf index `leaves_from` on): how many were checked,
     the last seq seen, and the problems (seq, reason).
@@ -100,13 +108,36 @@ def check_records(blob: bytes, leaves_from: int, leaves_blob: bytes,
     A record is good when SHA-256(0x00 || envelope) is its leaf and the columns served beside it
     (event id, type, tenant, correlation) are the ones inside the hashed bytes. Pure and
     picklable, so the verifier can run it in worker processes."""
+    checked, last, problems, _ = check_page(blob, leaves_from, leaves_blob, upto)
+    return checked, last, problems
+
+
+def check_page(blob: bytes, leaves_from: int, leaves_blob: bytes, upto: int, *,
+               after: int | None = None, tenant: str | None = None, last: int | None = None,
+               ) -> tuple[int, int | None, list[tuple[int | None, str]], bytes]:
+    """`check_records`, and the page's place in the caller's view of the log: with `after`, seqs
+    strictly ascend from above it (a record served twice, or pages overlapping, is named); with
+    `tenant`, every frame is that tenant's (the caller's); with `last` (the continuation the
+    service announced), the page ends exactly there. Also returns the seqs checked (<= upto) as
+    native unsigned 64-bit integers (`array('Q')` bytes), so the verifier can keep them."""
     sha, loads = hashlib.sha256, json.loads
-    checked, last, problems = 0, None, []
-    for seq, eid, cid, etype, tenant, envelope in records(blob):
-        last = seq
+    checked, seen, problems = 0, None, []
+    prev = after
+    seqs = array("Q")
+    for seq, eid, cid, etype, col_tenant, envelope in records(blob):
+        seen = seq
+        if prev is not None:
+            if seq <= prev:
+                problems.append((seq, f"served out of order: seq {seq} after seq {prev} (a record served twice, "
+                                      "or pages that overlap)"))
+            prev = max(prev, seq)
+        if tenant is not None and col_tenant != tenant:
+            problems.append((seq, f"served as one of your records, but its tenant is {col_tenant!r}, "
+                                  f"not yours ({tenant!r})"))
         if seq > upto:
             continue
         checked += 1
+        seqs.append(seq)
         at = (seq - 1 - leaves_from) * HASH_BYTES
         if at < 0 or sha(b"\x00" + envelope).digest() != leaves_blob[at:at + HASH_BYTES]:
             problems.append((seq, "the record's envelope does not hash to its leaf in the signed tree "
@@ -117,8 +148,11 @@ def check_records(blob: bytes, leaves_from: int, leaves_blob: bytes,
         except ValueError:
             problems.append((seq, "the record's envelope is not JSON"))
             continue
-        wrong = [k for k, v in (("event_id", _uuid_text(eid)), ("event_type", etype), ("tenant_id", tenant),
+        wrong = [k for k, v in (("event_id", _uuid_text(eid)), ("event_type", etype), ("tenant_id", col_tenant),
                                 ("correlation_id", _uuid_text(cid))) if str(env.get(k)) != v]
         if wrong:
             problems.append((seq, f"the record's columns disagree with its envelope: {', '.join(wrong)}"))
-    return checked, last, problems
+    if last is not None and seen != last:
+        problems.append((None, f"a page of your records announced it ends at seq {last}, but its last record "
+                               f"is {seen} (records between pages may have been skipped)"))
+    return checked, seen, problems, seqs.tobytes()
