@@ -447,6 +447,31 @@ async def test_an_override_trades_whole_shares_and_its_fills_execute_it(service,
     assert [d.parse(RebalanceDecided).decision for d in decided] == ["overridden"]
 
 
+async def test_fills_of_an_unknown_proposal_still_reach_the_wash_sale_ledger(service, producer):
+    """The OMS reports fills under a proposal id the optimizer does not know (another replica's
+    lost row, an OMS bug): the trade happened, so it joins the household ledger as a manual trade
+    would (before, the whole execution was dropped and a later proposal could wash-sell)."""
+    app, _ = service
+    account = f"acc-unknown-{uuid.uuid4().hex[:6]}"
+    executed = TradesExecuted(execution_id=f"ex-{account}", proposal_id=uuid.uuid4(), account_id=account,
+                              fills=[Fill(client_order_id=f"{account}-1", symbol="VTI", side="buy",
+                                          shares=Decimal(5), price_usd=Decimal(250),
+                                          executed_at="2024-04-25T15:00:00Z")])
+    await send(producer, Envelope.new(executed, producer="oms", tenant_id=TENANT), account)
+    from trimtab.optimizer.models import household_trades
+
+    deadline = time.monotonic() + 30
+    while True:
+        async with app.state.runtime.sessionmaker() as s:
+            rows = (await s.execute(household_trades.select().where(
+                household_trades.c.tenant_id == TENANT, household_trades.c.account_id == account))).all()
+        if rows:
+            break
+        assert time.monotonic() < deadline, "the fill never reached the ledger"
+        await asyncio.sleep(0.2)
+    assert [(r.symbol, r.side, str(r.trade_date)) for r in rows] == [("VTI", "buy", "2024-04-25")]
+
+
 async def test_drift_context_and_household_trades_shape_the_proposal(service, producer, kafka_bootstrap):
     """A fill in one account of a household reaches the optimizer's ledger; the next drift of
     another account of the household is solved with those trades (the wash-sale rule: no loss

@@ -24,3 +24,31 @@ async def test_runs_off_the_event_loop_thread_and_refuses_before_start() -> None
         await w.warm(_thread_name)  # runs once per worker without raising
     finally:
         w.stop()
+
+
+def _die() -> None:
+    import os
+
+    os._exit(13)  # a worker killed mid-job (out of memory, a crash in native code)
+
+
+def _fine() -> str:
+    return "fine"
+
+
+async def test_a_dead_worker_process_does_not_break_later_jobs() -> None:
+    """A process that dies breaks its pool (every later job would be refused until a restart):
+    the pool is rebuilt, a job that kills its worker twice is `WorkerCrashed`, and the next job
+    runs."""
+    from trimtab.shared.workers import WorkerCrashed
+
+    w = CpuWorkers(1, name="probe")
+    w.start()
+    try:
+        assert await w.run(_fine) == "fine"
+        with pytest.raises(WorkerCrashed):
+            await w.run(_die)
+        assert await w.run(_fine) == "fine"
+        assert await w.run(_fine) == "fine"
+    finally:
+        w.stop()

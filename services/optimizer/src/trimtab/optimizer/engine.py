@@ -25,7 +25,7 @@ from typing import Any
 
 from trimtab.shared.events import AccountSnapshot, OptimizerContext, RebalanceProposed
 from trimtab.shared.money import usd
-from trimtab.shared.workers import CpuWorkers
+from trimtab.shared.workers import CpuWorkers, WorkerCrashed
 
 from .schemas import (
     DroppedOrder,
@@ -236,10 +236,13 @@ class Engine:
     async def propose(self, snapshot: AccountSnapshot, *, proposal_id: uuid.UUID,
                       drift_id: uuid.UUID | None = None,
                       context: OptimizerContext | None = None) -> Outcome:
-        return await self._workers.run(
-            _solve, snapshot.model_dump(mode="json"), str(proposal_id),
-            str(drift_id) if drift_id else None,
-            context.model_dump(mode="json") if context is not None else None)
+        try:
+            return await self._workers.run(
+                _solve, snapshot.model_dump(mode="json"), str(proposal_id),
+                str(drift_id) if drift_id else None,
+                context.model_dump(mode="json") if context is not None else None)
+        except WorkerCrashed as e:  # a typed failure: the drift monitor re-arms the account
+            return Outcome(failure=Failure("worker_crashed", str(e)))
 
     async def propose_household(self, household_id: str, snapshots: list[AccountSnapshot], *,
                                 targets: dict[str, Decimal] | None = None,
@@ -259,7 +262,10 @@ class Engine:
             "location_multipliers": strs(location_multipliers), "explain": explain,
             "context": context.model_dump(mode="json") if context is not None else None,
         }
-        return await self._workers.run(_solve_household, request)
+        try:
+            return await self._workers.run(_solve_household, request)
+        except WorkerCrashed as e:
+            return HouseholdOutcome(failure=Failure("worker_crashed", str(e)))
 
     def stop(self) -> None:
         self._workers.stop()

@@ -117,7 +117,13 @@ async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
         return
     row = await proposals.load_for_update(uow, env.tenant_id, executed.proposal_id)
     if row is None:
-        log.warning("fills %s for unknown proposal %s: ignored", executed.execution_id, executed.proposal_id)
+        # The trade happened all the same: it joins the ledger as a manual trade would, or a
+        # later proposal could buy back a loss it sold (a wash sale).
+        log.warning("fills %s for unknown proposal %s: recorded as trades of the account only",
+                    executed.execution_id, executed.proposal_id)
+        snapshot = await household.latest_snapshot(uow, env.tenant_id, executed.account_id)
+        await household.record_fills(uow, env.tenant_id, executed.account_id, executed.execution_id,
+                                     executed.fills, snapshot=snapshot, proposal_id=None)
         return
     await household.record_fills(uow, env.tenant_id, row.account_id, executed.execution_id, executed.fills,
                                  snapshot=AccountSnapshot.model_validate(row.snapshot),

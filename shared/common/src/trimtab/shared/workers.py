@@ -11,11 +11,16 @@ import asyncio
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker process died running the job (killed, out of memory, a crash in native code),
+    and again after the pool was rebuilt: the job itself is the likely cause."""
 
 
 class CpuWorkers:
@@ -40,9 +45,25 @@ class CpuWorkers:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a worker. A process pool broken by a dying worker is rebuilt and the
+        job run once more (a pool once broken refuses every later job: without the rebuild one
+        crash would fail every job until a restart); if the job breaks the new pool too,
+        `WorkerCrashed`."""
         if self._executor is None:
             raise RuntimeError(f"{self._name} workers not started")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        for attempt in (1, 2):
+            executor = self._executor
+            try:
+                return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            except BrokenExecutor as e:
+                log.error("%s worker pool broken (%r); rebuilding it", self._name, e)
+                if self._executor is executor:  # not already rebuilt by a concurrent job
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self.start()
+                if attempt == 2:
+                    raise WorkerCrashed(f"a {self._name} worker died running {getattr(fn, '__name__', fn)} "
+                                        "twice") from e
+        raise AssertionError("unreachable")
 
     async def warm(self, fn: Callable[[], Any]) -> None:
         """Run `fn` once in every worker (imports, compiles), so the first real job does not
