@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import date, timedelta
+
 import pytest
 
 from tests.support import auth, read_events, running, settings
@@ -84,3 +87,78 @@ async def test_health_and_readiness(client):
     assert r.json()["checks"]["database"] == "ok" and r.json()["checks"]["kafka"] == "ok"
     m = await client.get("/metrics")
     assert m.status_code == 200
+
+
+def _tenant() -> str:
+    return f"md-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_batch_spanning_days_publishes_every_day_in_order(client, kafka_bootstrap):
+    tenant = _tenant()
+    await client.post("/v1/securities", headers=auth(tenant), json=[
+        {"symbol": "MDA", "name": "A", "asset_class": "us_equity"},
+        {"symbol": "MDB", "name": "B", "asset_class": "us_equity"}])
+    r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+        {"symbol": "MDB", "price_usd": "50", "as_of": "2024-01-05T21:00:00Z"}]})
+    assert r.json()["accepted"] == 1
+    # a catch-up: three days of MDA (day 3 twice: the close wins), and MDB older than it has
+    r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+        {"symbol": "MDA", "price_usd": "12", "as_of": "2024-01-04T21:00:00Z"},
+        {"symbol": "MDA", "price_usd": "11", "as_of": "2024-01-03T21:00:00Z"},
+        {"symbol": "MDA", "price_usd": "10.5", "as_of": "2024-01-03T15:00:00Z"},
+        {"symbol": "MDA", "price_usd": "10", "as_of": "2024-01-02T21:00:00Z"},
+        {"symbol": "MDB", "price_usd": "49", "as_of": "2024-01-04T21:00:00Z"}]})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["accepted"] == 3 and body["stale_ignored"] == 2
+    ids = body["event_ids"]
+    events = await read_events(kafka_bootstrap, "market.ticks.v1",
+                               until=lambda evs: set(ids) <= {str(e.event_id) for e in evs})
+    by_id = {str(e.event_id): e.parse(PriceTicked) for e in events}
+    published = [(by_id[i].symbol, by_id[i].as_of.isoformat(), float(by_id[i].price_usd)) for i in ids]
+    assert published == [("MDA", "2024-01-02T21:00:00+00:00", 10.0),
+                         ("MDA", "2024-01-03T21:00:00+00:00", 11.0),
+                         ("MDA", "2024-01-04T21:00:00+00:00", 12.0)]
+    latest = (await client.get("/v1/prices/latest", headers=auth(tenant))).json()
+    assert {p["symbol"]: float(p["price_usd"]) for p in latest} == {"MDA": 12.0, "MDB": 50.0}
+
+
+async def test_a_batch_of_more_rows_than_one_statement_takes_is_stored(client):
+    tenant = _tenant()
+    # 7,000 symbols: 7,000 latest prices (5 bind parameters each) and 7,000 history rows
+    symbols = [f"S{i:05d}" for i in range(7000)]
+    for k in range(0, len(symbols), 1000):
+        r = await client.post("/v1/securities", headers=auth(tenant), json=[
+            {"symbol": s, "name": s, "asset_class": "us_equity"} for s in symbols[k:k + 1000]])
+        assert r.status_code == 200, r.text
+    r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+        {"symbol": s, "price_usd": "10", "as_of": "2024-01-02T21:00:00Z"} for s in symbols]})
+    assert r.status_code == 202, r.text
+    assert r.json()["accepted"] == 7000
+    # 10,000 days of one symbol: 10,000 history rows (4 parameters each)
+    await client.post("/v1/securities", headers=auth(tenant), json=[
+        {"symbol": "LONG", "name": "L", "asset_class": "us_equity"}])
+    d0 = date(1990, 1, 1)
+    r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+        {"symbol": "LONG", "price_usd": str(10 + i % 7), "as_of": f"{d0 + timedelta(days=i)}T21:00:00Z"}
+        for i in range(10_000)]})
+    assert r.status_code == 202, r.text
+    assert r.json()["accepted"] == 10_000 and r.json()["stale_ignored"] == 0
+    last = (await client.get("/v1/prices/latest", headers=auth(tenant), params={"symbols": ["LONG"]})).json()
+    assert last[0]["as_of"].startswith(str(d0 + timedelta(days=9999)))
+
+
+async def test_securities_listed_twice_or_too_many_are_refused(client):
+    tenant = _tenant()
+    r = await client.post("/v1/securities", headers=auth(tenant), json=[
+        {"symbol": "DUP", "name": "a", "asset_class": "us_equity"},
+        {"symbol": "ONE", "name": "b", "asset_class": "us_equity"},
+        {"symbol": "DUP", "name": "c", "asset_class": "us_equity"}])
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "DUP" in r.text and "ONE" not in r.text
+    assert (await client.get("/v1/securities", headers=auth(tenant))).json() == []
+    r = await client.post("/v1/securities", headers=auth(tenant), json=[
+        {"symbol": f"X{i}", "name": "x", "asset_class": "us_equity"} for i in range(1001)])
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")

@@ -93,15 +93,15 @@ def tick(sym: str, day: date, price: Decimal, tenant: str = TENANT) -> tuple[Env
 def proposal(pre: dict[str, str], post: dict[str, str], account: str, tenant: str = TENANT,
              proposal_id: uuid.UUID | None = None, *, cash_usd: str = "1000",
              holdings: dict[str, tuple[str, str]] | None = None, targets: dict[str, str] | None = None,
-             est_cost_usd: str = "0") -> Envelope:
-    """`holdings`: symbol -> (shares, price) in the snapshot."""
+             est_cost_usd: str = "0", as_of: datetime | None = None) -> Envelope:
+    """`holdings`: symbol -> (shares, price) in the snapshot; `as_of`: the snapshot's (now)."""
     holdings = holdings or {}
     snap = AccountSnapshot(
         account_id=account, cash_usd=Decimal(cash_usd),
         positions=[PositionSnapshot(symbol=s, shares=Decimal(q)) for s, (q, _) in holdings.items()],
         targets={k: Decimal(v) for k, v in (targets or {}).items()},
         securities=[SecuritySnapshot(symbol=s, price_usd=Decimal(px)) for s, (_, px) in holdings.items()],
-        as_of=datetime.now(UTC))
+        as_of=as_of or datetime.now(UTC))
     return Envelope.new(RebalanceProposed(
         proposal_id=proposal_id or uuid.uuid4(), account_id=account, snapshot=snap,
         snapshot_hash="sha256:test", orders=[],
@@ -465,3 +465,79 @@ async def test_the_assessed_event_carries_what_the_service_measured(service, tic
     assert body["current"]["score"] == ra.pre_score and body["proposed"]["score"] == ra.post_score
     assert body["proposed"]["parametric_pct"]["var_95_1d"] == format(ra.post_var_95_1d_pct, "f")
     assert body["current"]["tracking_error_annual_pct"] == format(ra.pre_tracking_error_annual_pct, "f")
+
+
+async def test_a_market_scenario_keyed_otherwise_is_refused(service, ticked):
+    _, client = service
+    r = await client.post("/v1/scenarios", headers=auth(TENANT), json={
+        "scenario_id": "spx-down", "name": "SPX down", "kind": "market", "shocks": {"spx": "-0.1"}})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert 'keyed "market"' in r.json()["errors"][0]["msg"]
+
+
+async def test_stress_weights_are_checked_like_a_what_ifs(service, ticked):
+    _, client = service
+    for weights in ({"KO": "1e400"}, {"KO": "-0.5"}, {"KO": "0.7", "PG": "0.4"}):
+        r = await client.post("/v1/stress", headers=auth(TENANT), json={
+            "scenario_ids": ["market-down-10"], "portfolios": [{"id": "p", "weights": weights}]})
+        assert r.status_code == 422, (weights, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_stress_caps_distinct_symbols_and_runs_off_the_event_loop(service, ticked):
+    _, client = service
+    from trimtab.risk.analytics import MAX_SYMBOLS
+
+    def book(n: int) -> list[dict]:  # type: ignore[type-arg]
+        return [{"id": f"p{i}", "weights": {f"S{i}A": "0.5", f"S{i}B": "0.5"}} for i in range(n // 2)]
+
+    r = await client.post("/v1/stress", headers=auth(TENANT), json={
+        "scenario_ids": ["tech-down-30"], "portfolios": book(MAX_SYMBOLS + 2)})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert f"{MAX_SYMBOLS + 2} distinct symbols" in r.json()["detail"]
+    assert str(MAX_SYMBOLS) in r.json()["detail"].replace(f"{MAX_SYMBOLS + 2}", "")
+
+    # at the cap: an n x n eigendecomposition that takes a second or more, on a worker thread;
+    # the event loop (consumers, /livez, /readyz) keeps answering meanwhile
+    run = asyncio.create_task(client.post("/v1/stress", headers=auth(TENANT), json={
+        "scenario_ids": ["tech-down-30"], "portfolios": book(MAX_SYMBOLS)}))
+    t0, lags = time.perf_counter(), []
+    while not run.done():
+        t = time.perf_counter()
+        assert (await client.get("/livez")).status_code == 200
+        lags.append(time.perf_counter() - t)
+        await asyncio.sleep(0.02)
+    took = time.perf_counter() - t0
+    r = run.result()
+    assert r.status_code == 200, r.text
+    assert len(r.json()["portfolios"]) == MAX_SYMBOLS // 2
+    # blocked, the loop would answer once before the run and not again until it is over
+    assert len(lags) >= 5, (lags, took)
+    assert max(lags) < 0.25 * took, (max(lags), took)
+
+
+async def test_a_stale_model_is_flagged_and_not_auto_approvable(service, ticked, kafka_bootstrap):
+    from trimtab.optimizer.domain.lifecycle import blocking_flags
+
+    days = _days()
+    window_end = days[-2]  # the last complete day with returns
+    fresh_day = window_end + timedelta(days=3)  # a few trading days later: still current
+    stale_day = window_end + timedelta(days=40)  # weeks later
+    envs = {}
+    for name, day in (("fresh", fresh_day), ("stale", stale_day)):
+        envs[name] = proposal({"AAA": "0.2", "BBB": "0.1"}, {"AAA": "0.2", "BBB": "0.1"},
+                              f"acct-{name}-{uuid.uuid4().hex[:6]}",
+                              as_of=datetime(day.year, day.month, day.day, 21, tzinfo=UTC))
+    await produce(kafka_bootstrap, [(e, e.parse(RebalanceProposed).account_id) for e in envs.values()])
+    ids = {e.event_id for e in envs.values()}
+    assessed = await read_events(kafka_bootstrap, "risk.assessed.v1",
+                                 until=lambda evs: ids <= {e.causation_id for e in evs})
+    flags = {name: next(e for e in assessed if e.causation_id == env.event_id).parse(RiskAssessed).flags
+             for name, env in envs.items()}
+    assert flags["fresh"] == []
+    assert flags["stale"] == ["stale_model", "no_auto_approve"]
+    assert blocking_flags(flags["stale"])  # the optimizer's automatic approval stops on it
+    alerts = await read_events(kafka_bootstrap, "risk.alerts.v1", until=lambda evs: True)
+    assert not [e for e in alerts if e.causation_id in ids]  # a note, not a breach: no alert

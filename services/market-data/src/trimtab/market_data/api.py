@@ -18,6 +18,7 @@ from .schemas import (
     ReplayIn,
     ReplayOut,
     SecurityIn,
+    SecurityList,
     SecurityOut,
     TickBatchIn,
     TickBatchOut,
@@ -76,7 +77,7 @@ async def get_security(symbol: str, principal: Reader, request: Request) -> Secu
 
 @router.post("/securities", response_model=list[SecurityOut], tags=["securities"],
              summary="Create or update securities in the tenant's master")
-async def upsert_securities(body: list[SecurityIn], principal: Writer, request: Request) -> list[SecurityOut]:
+async def upsert_securities(body: SecurityList, principal: Writer, request: Request) -> list[SecurityOut]:
     rt = _runtime(request)
     if not body:
         return []

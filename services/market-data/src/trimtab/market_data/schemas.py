@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from trimtab.shared.money import DecimalStr
 
@@ -51,6 +52,22 @@ class SecurityIn(BaseModel):
     half_spread_bps: Decimal = Field(default=Decimal("2"), ge=0, le=10_000)
     commission_usd_per_share: Decimal = Field(default=Decimal("0"), ge=0)
     esg_score: Decimal | None = Field(default=None, ge=0, le=100)
+
+
+#: securities per `POST /v1/securities` (one INSERT: 9 bind parameters a row, 32,767 at most)
+MAX_SECURITIES = 1000
+
+
+def _unique_symbols(v: list[SecurityIn]) -> list[SecurityIn]:
+    dup = sorted(sym for sym, n in Counter(b.symbol for b in v).items() if n > 1)
+    if dup:
+        raise ValueError(f"each symbol at most once per request; repeated: {', '.join(dup)}")
+    return v
+
+
+#: the body of `POST /v1/securities`: up to MAX_SECURITIES securities, each symbol once
+SecurityList = Annotated[list[SecurityIn], Field(max_length=MAX_SECURITIES),
+                         AfterValidator(_unique_symbols)]
 
 
 class SecurityOut(BaseModel):

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 
@@ -35,15 +35,45 @@ class Tick:
     as_of: datetime
 
 
+#: rows per INSERT: PostgreSQL (asyncpg) takes at most 32,767 bind parameters per statement
+ROWS_PER_INSERT = 1000
+
+
+def _chunks(rows: list[dict[str, object]]) -> list[list[dict[str, object]]]:
+    return [rows[i:i + ROWS_PER_INSERT] for i in range(0, len(rows), ROWS_PER_INSERT)]
+
+
+def ticks_to_publish(
+    ticks: list[Tick], latest: dict[str, datetime],
+) -> tuple[dict[tuple[str, date], Tick], list[Tick]]:
+    """(the newest tick of each (symbol, day) of the batch, the ticks to publish in order).
+
+    Every day of the batch is published, the newest tick of each, so that a batch spanning
+    several days (a catch-up after an outage, posted history) reaches the consumers as the same
+    sequence of daily closes a live feed would have given, not as one jump. A day's tick older
+    than the symbol's stored latest price is not published (ticks can arrive out of order and a
+    stale price must not move anything downstream). Order: by `as_of`, then symbol; at equal
+    `as_of` within a (symbol, day) the later tick of the batch wins."""
+    by_day: dict[tuple[str, date], Tick] = {}
+    for t in ticks:
+        key = (t.symbol, t.as_of.date())
+        cur = by_day.get(key)
+        if cur is None or t.as_of >= cur.as_of:
+            by_day[key] = t
+    fresh = [t for t in by_day.values() if t.symbol not in latest or t.as_of >= latest[t.symbol]]
+    fresh.sort(key=lambda t: (t.as_of, t.symbol))
+    return by_day, fresh
+
+
 async def record_ticks(
     runtime: ServiceRuntime, tenant_id: str, ticks: list[Tick], source: str,
     correlation_id: uuid.UUID | None = None,
 ) -> tuple[list[uuid.UUID], int, uuid.UUID]:
-    """Store ticks and publish one `PriceTicked` each, all under one correlation id.
+    """Store ticks and publish `PriceTicked` events, all under one correlation id.
 
-    A tick older than the stored latest price is kept in history but not re-published: ticks can
-    arrive out of order and a stale price must not move anything downstream.
-    Returns (event ids, stale count, correlation id).
+    One event per (symbol, day) of the batch, the day's newest tick, in `as_of` order
+    (`ticks_to_publish`); a tick older than the stored latest price is kept in history but not
+    re-published. Returns (event ids, count of ticks not published, correlation id).
     """
     correlation_id = correlation_id or uuid.uuid4()
     symbols = sorted({t.symbol for t in ticks})
@@ -62,35 +92,31 @@ async def record_ticks(
             for r in await s.execute(select(latest_prices.c.symbol, latest_prices.c.as_of).where(
                 latest_prices.c.tenant_id == tenant_id, latest_prices.c.symbol.in_(symbols)))
         }
-        # Newest tick per symbol wins within the batch.
-        newest: dict[str, Tick] = {}
-        for t in ticks:
-            cur = newest.get(t.symbol)
-            if cur is None or t.as_of >= cur.as_of:
-                newest[t.symbol] = t
-        hist_rows = {(t.symbol, t.as_of.date()): t for t in ticks}
-        await s.execute(
-            insert(price_history).values([
-                {"tenant_id": tenant_id, "symbol": sym, "as_of": d, "price_usd": t.price_usd}
-                for (sym, d), t in sorted(hist_rows.items())
-            ]).on_conflict_do_update(
+        by_day, fresh = ticks_to_publish(ticks, latest)
+        hist = insert(price_history)
+        for rows in _chunks([
+            {"tenant_id": tenant_id, "symbol": sym, "as_of": d, "price_usd": t.price_usd}
+            for (sym, d), t in sorted(by_day.items())
+        ]):
+            await s.execute(hist.values(rows).on_conflict_do_update(
                 index_elements=["tenant_id", "symbol", "as_of"],
-                set_={"price_usd": insert(price_history).excluded.price_usd},
-            )
-        )
-        fresh = [t for sym, t in sorted(newest.items()) if sym not in latest or t.as_of >= latest[sym]]
+                set_={"price_usd": hist.excluded.price_usd},
+            ))
         stale = len(ticks) - len(fresh)
         event_ids: list[uuid.UUID] = []
         if fresh:
-            stmt = insert(latest_prices).values([
+            newest = {t.symbol: t for t in fresh}  # fresh is in as_of order: the last one wins
+            for rows in _chunks([
                 {"tenant_id": tenant_id, "symbol": t.symbol, "price_usd": t.price_usd,
-                 "as_of": t.as_of, "source": source} for t in fresh
-            ])
-            await s.execute(stmt.on_conflict_do_update(
-                index_elements=["tenant_id", "symbol"],
-                set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of,
-                      "source": stmt.excluded.source},
-            ))
+                 "as_of": t.as_of, "source": source} for _, t in sorted(newest.items())
+            ]):
+                stmt = insert(latest_prices).values(rows)
+                await s.execute(stmt.on_conflict_do_update(
+                    index_elements=["tenant_id", "symbol"],
+                    set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of,
+                          "source": stmt.excluded.source},
+                    where=latest_prices.c.as_of <= stmt.excluded.as_of,
+                ))
             for t in fresh:
                 env = Envelope.new(
                     PriceTicked(symbol=t.symbol, price_usd=t.price_usd, as_of=t.as_of, source=source),

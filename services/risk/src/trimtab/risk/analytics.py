@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
 
-from .domain.assessment import Limits, risk_inputs
+from .domain.assessment import History, Limits, risk_inputs
+from .domain.ewma import EwmaCovariance
 from .domain.factors import FactorModel, statistical_factors
 from .domain.garch import MIN_OBSERVATIONS, GarchFit, fit_garch
 from .domain.history import ReferenceHistory
@@ -76,6 +78,61 @@ def measures_out(p: RiskProfile, garch_vol: float | None = None) -> RiskMeasures
     )
 
 
+#: distinct symbols one request may measure: a risk view is an n x n covariance and its
+#: eigendecomposition (n^3 work, n^2 memory); 2,000 take one to two seconds on one core
+MAX_SYMBOLS = 2000
+
+
+class TooManySymbols(ValueError):
+    """More distinct symbols in one request than `MAX_SYMBOLS`."""
+
+
+def check_symbols(symbols: Sequence[str]) -> None:
+    if len(symbols) > MAX_SYMBOLS:
+        raise TooManySymbols(f"{len(symbols)} distinct symbols in the request, more than the "
+                             f"{MAX_SYMBOLS} one request may measure: split it")
+
+
+@dataclass(frozen=True)
+class ProfileInputs:
+    """What `measure_profiles` needs, taken from the model: no reference to it remains, so the
+    measuring can run on another thread while the model is updated (`prepare_profiles`)."""
+
+    cov: EwmaCovariance
+    history: History
+    rows: list[dict[str, float]]
+    target: dict[str, float]
+    symbols: list[str]
+    sectors: dict[str, str]
+
+
+def prepare_profiles(
+    model: RiskModel, portfolios: Sequence[Mapping[str, Decimal]], limits: Limits,
+    target: Mapping[str, Decimal] | None = None, sectors: Mapping[str, str] | None = None,
+) -> ProfileInputs:
+    """Copy what some portfolios' measures need out of the model (O(n^2) for n symbols)."""
+    rows = [floats(p) for p in portfolios]
+    tgt = floats(target)
+    syms = sorted({s for r in rows for s in r} | set(tgt))
+    return ProfileInputs(model.covariance.subset(syms), model.recent_returns(syms, limits.history_days),
+                         rows, tgt, syms, sectors_for(sectors))
+
+
+def measure_profiles(
+    inp: ProfileInputs, limits: Limits, shares: Sequence[Mapping[str, float]] | None = None,
+    adv: Mapping[str, float] | None = None, participation: float = 0.2,
+) -> tuple[list[RiskProfile], tuple[str, ...], tuple[str, ...]]:
+    """(profiles, symbols, prior_used): the CPU-heavy part, safe off the event loop."""
+    view, inputs = risk_inputs(inp.cov, inp.symbols, limits, inp.history, inp.sectors)
+    W = weight_matrix(inp.rows, view.symbols)
+    t = weight_matrix([inp.target], view.symbols)[0] if inp.target else None
+    sh = ad = None
+    if shares is not None and adv is not None:
+        sh = weight_matrix(list(shares), view.symbols)
+        ad = np.array([adv.get(s, np.nan) for s in view.symbols], dtype=float)
+    return measure(W, inputs, t, sh, ad, participation), view.symbols, view.prior_used
+
+
 def profiles(
     model: RiskModel, portfolios: Sequence[Mapping[str, Decimal]], limits: Limits,
     target: Mapping[str, Decimal] | None = None, sectors: Mapping[str, str] | None = None,
@@ -83,18 +140,8 @@ def profiles(
     participation: float = 0.2,
 ) -> tuple[list[RiskProfile], tuple[str, ...], tuple[str, ...]]:
     """(profiles, symbols, prior_used) of some portfolios under the tenant's model."""
-    rows = [floats(p) for p in portfolios]
-    tgt = floats(target)
-    syms = sorted({s for r in rows for s in r} | set(tgt))
-    history = model.recent_returns(syms, limits.history_days)
-    view, inputs = risk_inputs(model.covariance, syms, limits, history, sectors_for(sectors))
-    W = weight_matrix(rows, view.symbols)
-    t = weight_matrix([tgt], view.symbols)[0] if tgt else None
-    sh = ad = None
-    if shares is not None and adv is not None:
-        sh = weight_matrix(list(shares), view.symbols)
-        ad = np.array([adv.get(s, np.nan) for s in view.symbols], dtype=float)
-    return measure(W, inputs, t, sh, ad, participation), view.symbols, view.prior_used
+    return measure_profiles(prepare_profiles(model, portfolios, limits, target, sectors), limits,
+                            shares, adv, participation)
 
 
 def portfolio_garch(model: RiskModel, weights: Mapping[str, Decimal], limits: Limits) -> GarchFit | None:
@@ -125,18 +172,44 @@ def factor_model(model: RiskModel, limits: Limits) -> FactorModel:
     return statistical_factors(view.symbols, view.cov_daily)
 
 
-def run_stress(
-    model: RiskModel, scenarios: Sequence[Scenario], portfolios: Sequence[Mapping[str, Decimal]],
-    limits: Limits, sectors: Mapping[str, str] | None = None,
-) -> tuple[StressResult, tuple[str, ...], ShockSet]:
+@dataclass(frozen=True)
+class StressInputs:
+    """What `stress_prepared` needs, taken from the model (`prepare_stress`)."""
+
+    reference: ReferenceHistory
+    cov: EwmaCovariance
+    rows: list[dict[str, float]]
+    symbols: list[str]
+
+
+def prepare_stress(model: RiskModel, portfolios: Sequence[Mapping[str, Decimal]]) -> StressInputs:
+    """Copy what stressing some portfolios needs out of the model (O(n^2) for n symbols);
+    raises `ReferenceUnavailable` and `TooManySymbols`."""
     ref = reference()
     if ref is None:
         raise ReferenceUnavailable("stress tests need the reference price history")
     rows = [floats(p) for p in portfolios]
     syms = sorted({s for r in rows for s in r})
-    view, _ = risk_inputs(model.covariance, syms, limits)
-    shocks = build_shocks(scenarios, view.symbols, ref, view.cov_daily, sectors)
-    return stress(weight_matrix(rows, view.symbols), shocks), view.symbols, shocks
+    check_symbols(syms)
+    return StressInputs(ref, model.covariance.subset(syms), rows, syms)
+
+
+def stress_prepared(
+    inp: StressInputs, scenarios: Sequence[Scenario], limits: Limits,
+    sectors: Mapping[str, str] | None = None,
+) -> tuple[StressResult, tuple[str, ...], ShockSet]:
+    """The CPU-heavy part of a stress run (risk view, shocks, the matrix pass): safe off the
+    event loop."""
+    view, _ = risk_inputs(inp.cov, inp.symbols, limits)
+    shocks = build_shocks(scenarios, view.symbols, inp.reference, view.cov_daily, sectors)
+    return stress(weight_matrix(inp.rows, view.symbols), shocks), view.symbols, shocks
+
+
+def run_stress(
+    model: RiskModel, scenarios: Sequence[Scenario], portfolios: Sequence[Mapping[str, Decimal]],
+    limits: Limits, sectors: Mapping[str, str] | None = None,
+) -> tuple[StressResult, tuple[str, ...], ShockSet]:
+    return stress_prepared(prepare_stress(model, portfolios), scenarios, limits, sectors)
 
 
 BUILTIN_BY_ID = {s.scenario_id: s for s in BUILTIN}

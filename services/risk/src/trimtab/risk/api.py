@@ -23,12 +23,15 @@ from trimtab.shared.events import RiskModelInfo
 from .analytics import (
     PCT,
     factor_model,
+    measure_profiles,
     measures_out,
     pct,
     portfolio_garch,
+    prepare_profiles,
+    prepare_stress,
     profiles,
-    run_stress,
     security_garch,
+    stress_prepared,
 )
 from .domain.assessment import to_pct
 from .domain.model import MODEL_NAME
@@ -145,8 +148,19 @@ async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIf
                    for sym, w in body.weights.items() if sym in body.prices_usd
                    and body.prices_usd[sym] > 0}]
         adv = {sym: float(v) for sym, v in body.adv_shares.items()}
-    (p,), _, prior_used = profiles(model, [body.weights], limits, body.target_weights,
-                                   body.sectors, shares, adv, float(body.participation))
+    wanted = body.scenario_ids if body.scenario_ids is not None else [s.scenario_id for s in BUILTIN]
+    chosen = pick_scenarios(wanted, tenant_scenarios) if wanted else []
+    # on the event loop: copies of what the measures need (the consumers update the model here);
+    # off it: the risk view (n x n, its eigendecomposition), the measures and the stress run
+    measured = prepare_profiles(model, [body.weights], limits, body.target_weights, body.sectors)
+    stressed = prepare_stress(model, [body.weights]) if chosen else None
+
+    def compute() -> tuple[Any, Any]:
+        out = measure_profiles(measured, limits, shares, adv, float(body.participation))
+        return out, (stress_prepared(stressed, chosen, limits, body.sectors)
+                     if stressed is not None else None)
+
+    ((p,), _, prior_used), stress_run = await asyncio.to_thread(compute)
     flags = [f"prior_used:{sym}" for sym in prior_used]
     if p.largest_weight > float(limits.concentration_limit):
         flags.append("concentration")
@@ -159,10 +173,8 @@ async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIf
         fit = await asyncio.to_thread(portfolio_garch, model, body.weights, limits)
         garch_vol = None if fit is None else fit.vol_annual(1)
     cells: list[StressCellOut] = []
-    wanted = body.scenario_ids if body.scenario_ids is not None else [s.scenario_id for s in BUILTIN]
-    if wanted:
-        chosen = pick_scenarios(wanted, tenant_scenarios)
-        result, _, _ = run_stress(model, chosen, [body.weights], limits, body.sectors)
+    if stress_run is not None:
+        result = stress_run[0]
         cells = [StressCellOut(scenario_id=sc.scenario_id, pnl_pct=pct(result.pnl[0, j]),
                                worst_pct=pct(result.worst[0, j])) for j, sc in enumerate(chosen)]
     invested = sum((w for sym, w in body.weights.items() if not is_cash(sym)), Decimal(0))

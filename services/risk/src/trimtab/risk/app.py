@@ -42,6 +42,11 @@ class Settings(ServiceSettings):
     shrinkage: float = Field(default=0.1, validation_alias="RISK_SHRINKAGE", ge=0, le=1)
     #: return days replayed by historical VaR/CVaR and drawdown
     history_days: int = Field(default=500, validation_alias="RISK_HISTORY_DAYS", ge=60)
+    #: flag `stale_model` (blocks automatic approval) when the model's last return day is more
+    #: than this many trading days before the proposal snapshot's date
+    stale_model_days: int = Field(default=10, validation_alias="RISK_STALE_MODEL_DAYS", ge=1)
+    #: also flag `stale_model` when the model has no returns yet (every symbol on the prior)
+    stale_model_if_empty: bool = Field(default=False, validation_alias="RISK_STALE_MODEL_IF_EMPTY")
     #: early warning: a watched portfolio down more than this from its running peak (percent)
     drawdown_limit_pct: Decimal = Field(default=Decimal("20"), validation_alias="RISK_DRAWDOWN_LIMIT_PCT", gt=0, lt=100)
     #: early warning: the EWMA vol forecast above this multiple of its recent level
@@ -59,7 +64,8 @@ def create(settings: Settings | None = None) -> FastAPI:
     models = RiskModels(settings.ewma_decay, limits_from(
         settings.prior_vol_annual_pct, settings.prior_correlation, settings.min_observations,
         settings.vol_increase_alert_pct, settings.concentration_limit, settings.shrinkage,
-        settings.sector_limit, settings.history_days))
+        settings.sector_limit, settings.history_days, settings.stale_model_days,
+        settings.stale_model_if_empty))
     alerts = AlertMonitor(AlertSettings(
         settings.drawdown_limit_pct, settings.vol_regime_factor,
         settings.vol_regime_lookback_days, settings.alert_hysteresis), models.limits)

@@ -5,7 +5,8 @@
   `RiskAlerted` for each condition raised or cleared, nothing otherwise).
 - `RebalanceProposed` -> every measure before and after (volatility, score, VaR/CVaR, drawdown,
   beta and tracking error to the snapshot's targets, concentration), checked against the
-  account's risk profile (tolerance score, concentration limit), is stored as an assessment and
+  account's risk profile (tolerance score, concentration limit) and against the model's age
+  (`stale_model`: a model too old for the snapshot's date), is stored as an assessment and
   published as `RiskAssessed` (volatilities, model, flags, and what was measured: scores against
   the tolerance, VaR/CVaR in % and USD, tracking error, concentration, breaches and the limits
   applied; `assessed.py`); a proposal with a breach also raises
@@ -34,7 +35,7 @@ from trimtab.shared.outbox import UnitOfWork
 from .alerting import AlertMonitor
 from .analytics import measures_out, sectors_for
 from .assessed import assessed_event
-from .domain.assessment import Assessment, assess
+from .domain.assessment import Assessment, assess, model_is_stale
 from .domain.prices import TickEffect
 from .models import assessments, risk_profiles
 from .service import (
@@ -92,7 +93,8 @@ class RiskHandlers:
                                   *p.snapshot.targets.items()) if w != 0]
         result = assess(model.covariance, p.pre_weights, p.post_weights, limits,
                         history=model.recent_returns(symbols, limits.history_days),
-                        target=p.snapshot.targets or None, sectors=sectors_for(), tolerance=tolerance)
+                        target=p.snapshot.targets or None, sectors=sectors_for(), tolerance=tolerance,
+                        stale_model=model_is_stale(model.window_end, p.snapshot.as_of.date(), limits))
         assert result.pre is not None and result.post is not None
         info = model_info(model)
         pre_m, post_m = measures_out(result.pre), measures_out(result.post)

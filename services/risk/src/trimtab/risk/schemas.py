@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from trimtab.shared.events import RiskModelInfo
 from trimtab.shared.money import DecimalStr
 
+from .domain.history import MARKET
+
 
 class AssessmentOut(BaseModel):
     proposal_id: uuid.UUID
@@ -89,18 +91,40 @@ class RiskModelOut(BaseModel):
     garch: list[GarchOut] | None = None
 
 
+#: weights per portfolio of a request (a what-if's weights, its target, a stressed portfolio)
+MAX_WEIGHTS = 1000
+#: entries of the lookup maps of a request (sectors, prices, ADVs): one per symbol it can hold
+#: (`analytics.MAX_SYMBOLS`)
+MAX_LOOKUP = 2000
+
+
+def long_only_and_funded(v: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Weights are fractions of account value: each finite and >= 0, together at most 1 (what
+    they leave out is cash). So every weight is in [0, 1] (a huge one, 1e400, overflows a float)."""
+    if not all(w.is_finite() for w in v.values()):
+        raise ValueError("weights must be finite numbers")
+    negative = sorted(s for s, w in v.items() if w < 0)
+    if negative:
+        raise ValueError(f"weights must not be negative: {', '.join(negative)}")
+    total = sum(v.values(), Decimal(0))
+    if total > 1:
+        raise ValueError(f"weights sum to {total}, more than 1 (100 % of the account)")
+    return v
+
+
 class WhatIfIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: weights by symbol as fractions of account value; what they leave out is cash
-    weights: dict[str, Decimal] = Field(min_length=1, max_length=1000)
-    #: the target (model portfolio) for beta and tracking error
-    target_weights: dict[str, Decimal] | None = None
+    weights: dict[str, Decimal] = Field(min_length=1, max_length=MAX_WEIGHTS)
+    #: the target (model portfolio) for beta and tracking error (with `weights`, at most
+    #: `analytics.MAX_SYMBOLS` distinct symbols)
+    target_weights: dict[str, Decimal] | None = Field(default=None, max_length=MAX_WEIGHTS)
     #: sectors by symbol, over the reference GICS sectors
-    sectors: dict[str, str] | None = None
+    sectors: dict[str, str] | None = Field(default=None, max_length=MAX_LOOKUP)
     #: for liquidity: account value, prices and average daily volumes (shares)
     account_value_usd: Decimal | None = Field(default=None, gt=0)
-    prices_usd: dict[str, Decimal] | None = None
-    adv_shares: dict[str, Decimal] | None = None
+    prices_usd: dict[str, Decimal] | None = Field(default=None, max_length=MAX_LOOKUP)
+    adv_shares: dict[str, Decimal] | None = Field(default=None, max_length=MAX_LOOKUP)
     participation: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
     #: a risk score (1..99) to flag against
     tolerance_score: int | None = Field(default=None, ge=1, le=99)
@@ -112,15 +136,7 @@ class WhatIfIn(BaseModel):
     @field_validator("weights")
     @classmethod
     def _long_only_and_funded(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
-        negative = sorted(s for s, w in v.items() if w < 0)
-        if negative:
-            raise ValueError(f"weights must not be negative: {', '.join(negative)}")
-        if not all(w.is_finite() for w in v.values()):
-            raise ValueError("weights must be finite numbers")
-        total = sum(v.values(), Decimal(0))
-        if total > 1:
-            raise ValueError(f"weights sum to {total}, more than 1 (100 % of the account)")
-        return v
+        return long_only_and_funded(v)
 
 
 class ConcentrationOut(BaseModel):
@@ -220,6 +236,8 @@ class ScenarioIn(BaseModel):
                 raise ValueError("a historical scenario takes no shocks")
         elif not self.shocks:
             raise ValueError(f"a {self.kind} scenario needs shocks")
+        if self.kind == "market" and set(self.shocks) != {MARKET}:
+            raise ValueError(f'a market scenario has exactly one shock, keyed "{MARKET}"')
         if any(not v.is_finite() or v < -1 for v in self.shocks.values()):
             raise ValueError("shocks are simple returns, finite and >= -1")
         return self
@@ -240,15 +258,24 @@ class ScenarioOut(BaseModel):
 class StressPortfolioIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=200)
-    weights: dict[str, Decimal] = Field(max_length=1000)
+    #: as a what-if's: fractions of account value, each >= 0, at most 1 together
+    weights: dict[str, Decimal] = Field(max_length=MAX_WEIGHTS)
+
+    @field_validator("weights")
+    @classmethod
+    def _long_only_and_funded(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        return long_only_and_funded(v)
 
 
 class StressIn(BaseModel):
+    """Up to 10,000 portfolios; together at most `analytics.MAX_SYMBOLS` distinct symbols (422
+    beyond: the risk view is n x n)."""
+
     model_config = ConfigDict(extra="forbid")
     portfolios: list[StressPortfolioIn] = Field(min_length=1, max_length=10_000)
     #: default: every built-in and every tenant scenario
     scenario_ids: list[str] | None = Field(default=None, max_length=100)
-    sectors: dict[str, str] | None = None
+    sectors: dict[str, str] | None = Field(default=None, max_length=MAX_LOOKUP)
 
 
 class StressPortfolioOut(BaseModel):

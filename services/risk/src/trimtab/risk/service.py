@@ -123,8 +123,10 @@ async def save_model_info(session: AsyncSession, tenant_id: str, model: RiskMode
 
 def limits_from(prior_vol_annual_pct: Decimal, prior_correlation: float, min_observations: int,
                 vol_increase_pct: Decimal, concentration_limit: Decimal, shrinkage: float = 0.0,
-                sector_limit: Decimal = Decimal("0.5"), history_days: int = 500) -> Limits:
+                sector_limit: Decimal = Decimal("0.5"), history_days: int = 500,
+                stale_model_days: int = 10, stale_model_if_empty: bool = False) -> Limits:
     return Limits(vol_increase_pct=vol_increase_pct, concentration_limit=concentration_limit,
                   min_observations=min_observations,
                   prior=Prior(float(prior_vol_annual_pct) / 100.0, prior_correlation),
-                  shrinkage=shrinkage, sector_limit=sector_limit, history_days=history_days)
+                  shrinkage=shrinkage, sector_limit=sector_limit, history_days=history_days,
+                  stale_model_days=stale_model_days, stale_model_if_empty=stale_model_if_empty)

@@ -5,6 +5,10 @@ parametric and historical VaR/CVaR, drawdown, beta and tracking error against th
 concentration. Flags, in this order:
 - `prior_used:<SYM>`: the model does not know SYM yet; its risk is the prior's (`portfolio.py`).
   A note on data quality, not a breach: it does not raise an alert on its own.
+- `stale_model`: the model's last return day is more than `stale_model_days` trading days
+  (weekdays) before the snapshot's date, or (with `stale_model_if_empty`) the model has no
+  returns at all (`model_is_stale`): the measures are of another market than the proposal's.
+  Not a breach (no alert), but the proposal must not be approved automatically.
 - `vol_increase`: post-trade volatility exceeds pre-trade by more than `vol_increase_pct`
   percentage points (annualized).
 - `concentration`: some post-trade weight (cash excluded) exceeds `concentration_limit`.
@@ -12,8 +16,8 @@ concentration. Flags, in this order:
 - `above_tolerance`: the post-trade risk score exceeds the client's tolerance *and* the
   proposal raises it (a proposal that lowers the risk of a book already above tolerance is an
   improvement: it gets the note `still_above_tolerance` instead).
-- `no_auto_approve`: last, present whenever one of the *breaches* above is: the proposal must
-  not be approved automatically.
+- `no_auto_approve`: last, present whenever one of the *breaches* above is, or `stale_model`:
+  the proposal must not be approved automatically.
 Breaches (`BREACH_FLAGS`) raise one `RiskAlerted` per proposal.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
@@ -32,6 +37,7 @@ from .profile import RiskInputs, RiskProfile, measure, weight_matrix
 PCT_PLACES = Decimal("0.0001")
 BREACH_FLAGS = ("vol_increase", "concentration", "sector_concentration", "above_tolerance")
 NO_AUTO_APPROVE = "no_auto_approve"
+STALE_MODEL = "stale_model"
 #: (symbols, T x symbols daily log returns): the window historical measures replay
 History = tuple[tuple[str, ...], np.ndarray]
 
@@ -52,6 +58,11 @@ class Limits:
     sector_limit: Decimal = Decimal("0.5")
     #: return days replayed by historical VaR and drawdown
     history_days: int = 500
+    #: `stale_model` when the model's window ends more than this many trading days before the
+    #: snapshot's date ...
+    stale_model_days: int = 10
+    #: ... or, if set, when the model has no returns yet (every symbol on the prior)
+    stale_model_if_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,17 @@ class Assessment:
     @property
     def breaches(self) -> tuple[str, ...]:
         return tuple(f for f in self.flags if f in BREACH_FLAGS)
+
+
+def model_is_stale(window_end: date | None, as_of: date, limits: Limits) -> bool:
+    """Whether a model whose last return day is `window_end` (None: no returns) is too old to
+    measure a portfolio as of `as_of`: more than `limits.stale_model_days` weekdays after
+    `window_end` up to `as_of` (holidays count as trading days, so a holiday week ends a day
+    early). A snapshot older than the model is not stale."""
+    if window_end is None:
+        return limits.stale_model_if_empty
+    gap = int(np.busday_count(window_end + timedelta(days=1), as_of + timedelta(days=1)))
+    return gap > limits.stale_model_days
 
 
 def risk_inputs(
@@ -96,6 +118,7 @@ def assess(
     model: EwmaCovariance, pre_weights: Mapping[str, Decimal], post_weights: Mapping[str, Decimal],
     limits: Limits, *, history: History | None = None, target: Mapping[str, Decimal] | None = None,
     sectors: Mapping[str, str] | None = None, tolerance: int | None = None,
+    stale_model: bool = False,
 ) -> Assessment:
     pre_f, post_f = _floats(pre_weights), _floats(post_weights)
     tgt_f = _floats(target or {})
@@ -105,6 +128,8 @@ def assess(
     pre_p, post_p = measure(W, inputs, target=t)
     pre, post = to_pct(pre_p.vol_annual), to_pct(post_p.vol_annual)
     flags = [f"prior_used:{s}" for s in view.prior_used]
+    if stale_model:
+        flags.append(STALE_MODEL)
     if post - pre > limits.vol_increase_pct:
         flags.append("vol_increase")
     risky = {s: w for s, w in post_weights.items() if not is_cash(s)}
@@ -116,6 +141,6 @@ def assess(
         flags.append("sector_concentration")
     if tolerance is not None and post_p.score > tolerance:
         flags.append("above_tolerance" if post_p.score > pre_p.score else "still_above_tolerance")
-    if any(f in BREACH_FLAGS for f in flags):
+    if stale_model or any(f in BREACH_FLAGS for f in flags):
         flags.append(NO_AUTO_APPROVE)
     return Assessment(pre, post, tuple(flags), top_weight, top, pre_p, post_p, tolerance)

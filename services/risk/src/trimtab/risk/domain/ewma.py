@@ -128,6 +128,21 @@ class EwmaCovariance:
 
     # ------------------------------------------------------------------ reading
 
+    def subset(self, symbols: Sequence[str]) -> EwmaCovariance:
+        """A copy holding only `symbols` (those known): every read of them gives what this model
+        gives, and nothing links the copy to this model, so another thread may read it while
+        this one is updated (O(n^2) to copy; the API measures on such a copy off the event
+        loop)."""
+        keep = sorted({s for s in symbols if s in self._index})
+        out = EwmaCovariance(self.decay)
+        out.symbols = keep
+        out._index = {s: k for k, s in enumerate(keep)}
+        idx = np.array([self._index[s] for s in keep], dtype=np.intp)
+        block = np.ix_(idx, idx)
+        out._s, out._w, out._n = self._s[block], self._w[block], self._n[block]  # copies
+        out.days = self.days
+        return out
+
     def observations(self, symbol: str) -> int:
         i = self._index.get(symbol)
         return 0 if i is None else int(self._n[i, i])
