@@ -12,12 +12,14 @@ from trimtab.shared.money import DecimalStr
 
 class CounterfactualOut(BaseModel):
     """At `threshold` (or beyond, in `direction`) of `parameter` the order would not happen;
+    `direction` "between": only from `threshold` to `until` (it trades again beyond `until`);
     `threshold` null: no value up to `searched_to` stops it."""
 
     parameter: str  # band (fraction), price (dollars), tax_rate (long-term, fraction)
     side: str
     current: DecimalStr
     threshold: DecimalStr | None
+    until: DecimalStr | None = None
     change_pct: DecimalStr | None
     searched_to: DecimalStr
     direction: str

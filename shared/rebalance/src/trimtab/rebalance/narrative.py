@@ -161,19 +161,31 @@ def wash_sale_status(inp: RebalanceInput, orders: Sequence[Order], notes: Sequen
 
 
 def _counterfactual_text(c: Counterfactual) -> str:
-    """One counterfactual for the advisor."""
+    """One counterfactual for the advisor: a one-sided threshold only where the order stays
+    stopped beyond it; where it stops and comes back, the stretch where it is stopped."""
     if c.parameter == "band":
         if c.threshold is None:
             return f"no band up to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
+        if c.until is not None:
+            lo, hi = sorted((c.threshold, c.until))
+            return f"band between {_pct(lo)} and {_pct(hi)} (trades again wider; now {_pct(c.current)})"
         return f"band >= {_pct(c.threshold)} (now {_pct(c.current)})"
     if c.parameter == "price":
         rel = "<=" if c.direction == "below" else ">="
         if c.threshold is None:
             return (f"no price move to {_usd(c.searched_to)} stops it (now {_usd(c.current)})")
+        if c.until is not None:
+            lo, hi = sorted((c.threshold, c.until))
+            return (f"price between {_usd(lo)} and {_usd(hi)} (trades again "
+                    f"{'lower' if c.direction == 'below' else 'higher'}; now {_usd(c.current)})")
         return f"price {rel} {_usd(c.threshold)} ({c.change_pct:+.1f}%, now {_usd(c.current)})"
     rel = ">=" if c.direction == "above" else "<="
     if c.threshold is None:
         return f"no long-term tax rate to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
+    if c.until is not None:
+        lo, hi = sorted((c.threshold, c.until))
+        return (f"long-term tax rate between {_pct(lo)} and {_pct(hi)} (trades again "
+                f"{'lower' if c.direction == 'below' else 'higher'}; now {_pct(c.current)})")
     return f"long-term tax rate {rel} {_pct(c.threshold)} (now {_pct(c.current)})"
 
 
@@ -302,7 +314,7 @@ def client_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[TradeE
             lines.append(f"We {o.side} less than we otherwise would "
                          f"{_CLIENT_HELD_BACK[(con[0], o.side)]}.")
         price = [c for c in (counterfactuals or {}).get(sym, ()) if c.parameter == "price"
-                 and c.threshold is not None and c.change_pct is not None]
+                 and c.threshold is not None and c.until is None and c.change_pct is not None]
         if price:
             move = "lower" if price[0].change_pct < 0 else "higher"  # type: ignore[operator]
             lines.append(f"Had the price of {sym} been about {abs(price[0].change_pct):.1f}% "  # type: ignore[arg-type]
