@@ -120,3 +120,21 @@ def test_the_drift_of_many_rows_at_once_equals_the_drift_of_each() -> None:
     rows = rng.normal(0.0, 0.04, (6, inp.n_securities))
     expected = [weighted_drift(inp, r, weights, DEFAULT_TUNING) for r in rows]
     np.testing.assert_allclose(weighted_drift_rows(inp, rows, weights, DEFAULT_TUNING), expected, rtol=1e-12)
+
+
+def test_every_solver_is_time_limited_and_a_timeout_is_a_typed_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A solve cannot block for ever: each solver runs under a wall-clock limit, and a problem no
+    solver finishes within it is `SolverFailed` (typed, a safe fallback), never a hang."""
+    from trimtab.rebalance import problem as P
+    from trimtab.rebalance.errors import SolverFailed
+
+    assert all(any("time_limit" in k for k in opts) for opts in P.SOLVER_OPTIONS.values())
+    inp = from_snapshot(drifted_account(8, gains=True, reserve=500))
+    shape = shape_of(inp)
+    fresh = P.CompiledProblem(shape)  # its own settings, not the process-wide cache's
+    tiny = {name: {k: (1e-9 if "time_limit" in k else v) for k, v in opts.items()}
+            for name, opts in P.SOLVER_OPTIONS.items()}
+    monkeypatch.setattr(P, "SOLVER_OPTIONS", tiny)
+    fresh.compile()
+    with pytest.raises(SolverFailed):
+        fresh.solve(assemble(inp, validate_weights(DEFAULT_DRIVER_WEIGHTS), DEFAULT_TUNING, shape))
