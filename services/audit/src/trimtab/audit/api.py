@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.envelope import utcnow
-from trimtab.shared.errors import Conflict, Invalid, NotFound
+from trimtab.shared.errors import Busy, Conflict, Invalid, NotFound
 
 from . import bulk, checkpoints, export, proofs, queries, tree
 from .domain import checkpoint as ckpt
@@ -107,10 +107,24 @@ async def get_proposal_trail(
     return RecordTrail(records=[queries.to_detail(r) for r in rows], next_after_seq=nxt)
 
 
+def _verify_lock(request: Request) -> asyncio.Lock:
+    lock = getattr(request.app.state, "verify_lock", None)
+    if lock is None:
+        lock = request.app.state.verify_lock = asyncio.Lock()
+    return lock
+
+
 @router.post("/verify", response_model=VerifyOut,
              summary="Recompute the whole hash chain; report counts and the first bad seq")
 async def verify(principal: Reader, request: Request) -> VerifyOut:
-    rep = await verify_record(_sessions(request))
+    # It re-reads the whole log (every tenant's records): one run at a time per instance, so
+    # that repeated calls cannot pile full scans onto the database.
+    lock = _verify_lock(request)
+    if lock.locked():
+        raise Busy("a verification of the record is already running on this instance: try again "
+                    "when it ends (the offline verifier checks the record without loading the service)")
+    async with lock:
+        rep = await verify_record(_sessions(request))
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
                      reason=rep.reason, verified_at=utcnow())
 

@@ -32,6 +32,13 @@ class Invalid(TrimtabError):
     title = "Unprocessable request"
 
 
+class Busy(TrimtabError):
+    """A costly operation of which one runs at a time is already running: try again later."""
+
+    status = 429
+    title = "Too many requests"
+
+
 class Forbidden(TrimtabError):
     status = 403
     title = "Forbidden"
