@@ -137,6 +137,34 @@ async def test_ticks_within_the_limit_or_late_leave_it_open_one_beyond_expires_i
     assert len(await events_of(kafka_bootstrap, "rebalance.decided.v1", p.proposal_id)) == 1
 
 
+async def test_a_quote_older_than_its_symbols_snapshot_price_expires_nothing(service, producer, kafka_bootstrap):
+    """The snapshot priced VTI five seconds after its `as_of` (the triggering tick's time: the
+    drift monitor prices each symbol with its newest stored price). A -20 % VTI tick from two
+    seconds after `as_of` is older than that price: it says nothing new and expires nothing
+    (compared with `as_of` alone it did, in the SQL pre-filter and in Python). A later big move
+    still expires it."""
+    app, client = service
+    tenant, account = new_tenant(), "acc-px-priced-at"
+    snapshot = drifted(account)
+    vti_at = snapshot.as_of + timedelta(seconds=5)
+    snapshot = snapshot.model_copy(update={"securities": [
+        sec.model_copy(update={"price_as_of": vti_at}) if sec.symbol == "VTI" else sec
+        for sec in snapshot.securities]})
+    drift = drift_env(snapshot, tenant)
+    await send(producer, drift, account)
+    pid = proposal_id_for(tenant, drift.parse(DriftDetected).drift_id)
+    [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+    p = proposed.parse(RebalanceProposed)
+    assert any(o.symbol == "VTI" for o in p.orders)
+    await wait_state(client, pid, "proposed", tenant)
+    await send(producer, tick(tenant, "VTI", "200", snapshot.as_of + timedelta(seconds=2)), "VTI")
+    await stored_price(app, tenant, "VTI", "200")
+    await asyncio.sleep(0.3)
+    assert (await client.get(f"/v1/proposals/{pid}", headers=auth(tenant))).json()["state"] == "proposed"
+    await send(producer, tick(tenant, "VTI", "200", snapshot.as_of + timedelta(hours=1)), "VTI")
+    await wait_state(client, pid, "expired", tenant)
+
+
 async def test_a_tick_that_arrived_during_the_solve_expires_the_proposal_when_stored(
         service, producer, kafka_bootstrap):
     app, client = service

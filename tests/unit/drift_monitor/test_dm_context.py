@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -46,20 +47,23 @@ def _screened_book() -> Book:
                 model_policy=None, withdrawal_usd=Decimal("0"))
 
 
+PRICED_AT = datetime(2024, 5, 1, 20, 59, 58, tzinfo=UTC)
+
+
 def _prices(symbols: list[str]) -> dict:
     return {s: SimpleNamespace(price_usd=Decimal("100"), asset_class="equity", half_spread_bps=Decimal("2"),
-                               commission_usd_per_share=Decimal("0")) for s in symbols}
+                               commission_usd_per_share=Decimal("0"), as_of=PRICED_AT) for s in symbols}
 
 
 def test_the_snapshot_carries_the_screens_and_the_targets_before_the_esg_screen() -> None:
-    from datetime import UTC, datetime
-
     from trimtab.drift_monitor.snapshots import build_snapshot
     from trimtab.rebalance import from_snapshot
 
     book = _screened_book()
     snap = build_snapshot(book, _prices(["AAA", "BBB", "XOM", "NB"]), datetime(2025, 3, 3, tzinfo=UTC))
     assert snap.esg_excluded == ["XOM"] and snap.never_buy == ["NB"]  # TOB is restricted already
+    # each price with its own time (the optimizer's price-move expiry compares quotes with it)
+    assert {s.price_as_of for s in snap.securities} == {PRICED_AT}
     # Effective targets drop XOM and NB; before the ESG screen only NB is dropped (0.9 spread).
     assert set(snap.targets) == {"AAA", "BBB"}
     assert snap.targets_before_esg == {"AAA": Decimal("0.5555555555"), "BBB": Decimal("0.2222222222"),

@@ -83,6 +83,23 @@ def test_a_price_not_newer_than_the_snapshot_expires_nothing():
     assert len(moves_beyond(os_, {"VTI": Quote(D("300"), SNAP + timedelta(microseconds=1))}, SNAP, LIMIT)) == 1
 
 
+def test_each_symbol_is_compared_with_the_time_of_its_own_snapshot_price():
+    """The snapshot's `as_of` is the triggering tick's time; each symbol's price has its own
+    (`SecuritySnapshot.price_as_of`). VTI was priced at $103 five seconds after `as_of`: a $100
+    quote from two seconds after `as_of` is older than that price and expires nothing (it did
+    before). AGG was priced at $100 a minute before `as_of`: a $97 quote from thirty seconds
+    before `as_of` is newer than that price and expires the proposal (it was ignored before)."""
+    os_ = orders(("VTI", "103"), ("AGG", "100"))
+    priced = {"VTI": SNAP + timedelta(seconds=5), "AGG": SNAP - timedelta(minutes=1)}
+    late_vti = {"VTI": Quote(D("100"), SNAP + timedelta(seconds=2))}
+    assert moves_beyond(os_, late_vti, SNAP, LIMIT, priced) == []
+    assert len(moves_beyond(os_, late_vti, SNAP, LIMIT)) == 1  # by `as_of` alone: a false expiry
+    moved_agg = {"AGG": Quote(D("97"), SNAP - timedelta(seconds=30))}
+    [m] = moves_beyond(os_, moved_agg, SNAP, LIMIT, priced)
+    assert m.symbol == "AGG"
+    assert moves_beyond(os_, moved_agg, SNAP, LIMIT) == []  # by `as_of` alone: missed
+
+
 def test_the_decision_is_an_automatic_expiry_any_open_proposal_can_take():
     moves = moves_beyond(orders(("VTI", "250")), {"VTI": Quote(D("257.80"), LATER)}, SNAP, LIMIT)
     d = expiry_decision(moves, LIMIT)

@@ -80,7 +80,8 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
     securities = [SecuritySnapshot(
         symbol=s, price_usd=prices[s].price_usd, asset_class=prices[s].asset_class,
         half_spread_bps=prices[s].half_spread_bps,
-        commission_usd_per_share=prices[s].commission_usd_per_share) for s in symbols]
+        commission_usd_per_share=prices[s].commission_usd_per_share, price_as_of=prices[s].as_of)
+        for s in symbols]
     return AccountSnapshot(
         account_id=a.account_id, household_id=a.household_id, account_type=a.account_type,
         model_id=a.model_id, cash_usd=a.cash_usd, cash_reserve_usd=a.cash_reserve_usd + book.withdrawal_usd,

@@ -104,21 +104,24 @@ def _usd(price: Decimal) -> str:
 
 
 def moves_beyond(orders: Iterable[Mapping[str, Any]], quotes: Mapping[str, Quote],
-                 snapshot_as_of: datetime, limit: Decimal) -> list[PriceMove]:
+                 snapshot_as_of: datetime, limit: Decimal,
+                 priced_at: Mapping[str, datetime] | None = None) -> list[PriceMove]:
     """The ordered symbols whose known price moved more than `limit` since the snapshot,
     largest move first; empty when the limit is 0 (disabled).
 
     `orders` are the proposal's orders (JSON or `Order` dumps: `symbol`, `est_price_usd`);
-    `quotes` the newest known price per symbol. A quote not newer than `snapshot_as_of` says
-    nothing new (a late tick): it is ignored.
+    `quotes` the newest known price per symbol. A quote not newer than the snapshot's price of
+    its symbol (`priced_at`, the snapshot's `price_as_of` per symbol; `snapshot_as_of` where it
+    has none) says nothing new (a late tick): it is ignored.
     """
     if limit <= 0:
         return []
+    priced_at = priced_at or {}
     out: dict[str, PriceMove] = {}
     for o in orders:
         symbol = str(o["symbol"])
         q = quotes.get(symbol)
-        if symbol in out or q is None or q.as_of <= snapshot_as_of:
+        if symbol in out or q is None or q.as_of <= priced_at.get(symbol, snapshot_as_of):
             continue
         m = PriceMove(symbol, Decimal(str(o["est_price_usd"])), q.price_usd)
         if m.est_price_usd > 0 and m.beyond(limit):
@@ -155,6 +158,16 @@ def aware(t: datetime) -> datetime:
 
 def snapshot_as_of(row: Row[Any]) -> datetime:
     return aware(row.snapshot_as_of)
+
+
+def priced_at(row: Row[Any]) -> dict[str, datetime]:
+    """When the proposal's snapshot priced each symbol (`SecuritySnapshot.price_as_of`), for the
+    symbols it says so of."""
+    out: dict[str, datetime] = {}
+    for sec in (row.snapshot or {}).get("securities", []):
+        if sec.get("price_as_of"):
+            out[sec["symbol"]] = aware(datetime.fromisoformat(str(sec["price_as_of"]).replace("Z", "+00:00")))
+    return out
 
 
 # --------------------------------------------------------------------------- database
@@ -198,7 +211,7 @@ async def moves_of(session: AsyncSession, row: Row[Any], limit: Decimal,
     if limit <= 0 or not orders:
         return []
     quotes = await latest_quotes(session, row.tenant_id, (str(o["symbol"]) for o in orders))
-    return moves_beyond(orders, quotes, snapshot_as_of(row), limit)
+    return moves_beyond(orders, quotes, snapshot_as_of(row), limit, priced_at(row))
 
 
 #: The exact test in SQL (numeric, no division: |new - est| > limit x est), so that only the
@@ -209,7 +222,10 @@ _MOVED_BEYOND = text(f"""EXISTS (
     JOIN unnest(CAST(:q_tenants AS text[]), CAST(:q_symbols AS text[]), CAST(:q_prices AS numeric[]),
                 CAST(:q_as_of AS timestamptz[])) AS q(tenant_id, symbol, price, as_of)
       ON q.tenant_id = {SCHEMA}.proposals.tenant_id AND q.symbol = o.v->>'symbol'
-    WHERE q.as_of > {SCHEMA}.proposals.snapshot_as_of
+    WHERE q.as_of > COALESCE((
+        SELECT CAST(sec.v->>'price_as_of' AS timestamptz)
+        FROM jsonb_array_elements({SCHEMA}.proposals.snapshot->'securities') AS sec(v)
+        WHERE sec.v->>'symbol' = o.v->>'symbol' LIMIT 1), {SCHEMA}.proposals.snapshot_as_of)
       AND CAST(o.v->>'est_price_usd' AS numeric) > 0
       AND abs(q.price - CAST(o.v->>'est_price_usd' AS numeric))
           > CAST(:limit AS numeric) * CAST(o.v->>'est_price_usd' AS numeric))""")

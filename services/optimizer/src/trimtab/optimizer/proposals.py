@@ -296,7 +296,8 @@ async def expire_for_ticks(uow: UnitOfWork, row: Row[Any], quotes: dict[str, pri
     """Expire an open proposal (locked by the caller) if one of `quotes` (this tenant's newest
     prices of a tick batch, by symbol) moved beyond the limit since its snapshot. The decision
     continues the proposal's chain; its causation is the tick of the largest move."""
-    moves = prices.moves_beyond(row.orders, quotes, prices.snapshot_as_of(row), max_price_move)
+    moves = prices.moves_beyond(row.orders, quotes, prices.snapshot_as_of(row), max_price_move,
+                                prices.priced_at(row))
     decision = prices.expiry_decision(moves, max_price_move)
     if decision is None or not lifecycle_of(row).is_open:
         return None

@@ -63,6 +63,10 @@ class SecuritySnapshot(_Model):
     asset_class: str = "equity"
     half_spread_bps: DecimalStr = Decimal("2")
     commission_usd_per_share: DecimalStr = Decimal("0")
+    #: Optional: when `price_usd` was quoted (the snapshot's `as_of` is the triggering tick's
+    #: time; each symbol's price may be a little older or newer). The optimizer's price-move
+    #: expiry compares later quotes with it. Left out of the JSON when absent.
+    price_as_of: datetime | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class DriftPolicy(_Model):
