@@ -77,3 +77,49 @@ async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F
         await cache.sync(s, t)
         await s.rollback()
     assert cache.engine(t).revision("A1") == 2
+
+
+async def _book_with_one_account(sm, t: str) -> None:  # type: ignore[no-untyped-def]
+    lots = [{"lot_id": f"L{k}", "symbol": s, "shares": "10", "cost_basis_usd_per_share": "1",
+             "acquired_on": "2020-01-01"} for k, s in enumerate(("AAA", "BBB"))]
+    async with sm() as s, s.begin():
+        await upsert_model(s, t, "core", "Core", {"AAA": Decimal("0.5"), "BBB": Decimal("0.5")})
+        await insert_accounts(s, t, [AccountIn.model_validate(
+            {"account_id": "A1", "model_id": "core", "cash_usd": "0", "lots": lots})])
+        for sym in ("AAA", "BBB"):
+            await s.execute(insert(prices).values(tenant_id=t, symbol=sym, price_usd=Decimal(100), as_of=T0))
+
+
+async def test_a_price_move_expiry_is_rechecked_at_once_a_rejection_waits(svc):  # noqa: F811
+    """A proposal the optimizer expired because its prices moved was nobody's refusal: the account
+    is re-armed without the quiet interval and checked at once, so a fresh drift (at the prices
+    known now) follows without another tick. A rejection keeps the quiet interval."""
+    from trimtab.shared.events import RebalanceDecided
+
+    app = svc[0]
+    sm = app.state.runtime.sessionmaker
+    for decision, decided_by, drifts_after in (("expired", "optimizer:price-move", 2),
+                                               ("rejected", "advisor@firm", 1)):
+        t = f"rc-{uuid.uuid4().hex[:8]}"
+        await _book_with_one_account(sm, t)
+        cache = BookCache()
+        handlers = DriftHandlers(cache, 3600)  # an hour's quiet interval after a refusal
+        async with sm() as s:
+            await cache.rebuild(s, t)
+            await s.rollback()
+        async with UnitOfWork(sm, infra) as uow:
+            await handlers.on_price_ticked(tick(t, "AAA", "200", 1), uow)  # fires A1
+            await uow.commit()
+        decided = Envelope.new(RebalanceDecided(proposal_id=uuid.uuid4(), account_id="A1", decision=decision,
+                                                decided_by=decided_by, automatic=True,
+                                                decided_at=T0 + timedelta(minutes=2)),
+                               producer="optimizer", tenant_id=t)
+        async with UnitOfWork(sm, infra) as uow:
+            await handlers.on_rebalance_decided(decided, uow)
+            await uow.commit()
+        async with sm() as s:
+            n = (await s.execute(select(func.count()).select_from(infra.outbox).where(
+                infra.outbox.c.topic == "portfolio.drift.v1", infra.outbox.c.tenant_id == t))).scalar_one()
+            state = (await s.execute(select(accounts.c.drift_state).where(
+                accounts.c.tenant_id == t, accounts.c.account_id == "A1"))).scalar_one()
+        assert (n, state) == (drifts_after, "pending" if drifts_after == 2 else "armed"), decision

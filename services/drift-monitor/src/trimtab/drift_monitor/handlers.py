@@ -33,6 +33,8 @@ from .firing import fire_due
 from .models import CURRENT_XID, accounts, drifts, executions, prices
 
 log = logging.getLogger(__name__)
+#: `RebalanceDecided.decided_by` of a proposal the optimizer expired because its prices moved.
+PRICE_MOVE = "optimizer:price-move"
 
 
 def _now() -> datetime:
@@ -91,15 +93,31 @@ class DriftHandlers:
             return
         if t.state == a.drift_state and not t.rearmed:
             return
+        # A proposal expired because its prices moved was nobody's refusal: its snapshot priced a
+        # security at a price the market had already left (a tick of the same batch that had
+        # not reached this service yet). The account is re-armed without the quiet interval and
+        # checked at once with the prices known now, so a fresh proposal follows without
+        # waiting for another tick.
+        moved = d.decision == "expired" and d.decided_by == PRICE_MOVE
         values = {"drift_state": t.state, **bump()}
         if t.rearmed:
             # Wall time, not the decision's timestamp: the quiet interval is about this process
             # not asking again too soon, whatever clock the decider had.
-            values |= {"rearmed_at": _now(), "pending_drift_id": None, "pending_proposal_id": None}
+            values |= {"rearmed_at": None if moved else _now(), "pending_drift_id": None,
+                       "pending_proposal_id": None}
         else:
             values["pending_proposal_id"] = d.proposal_id
         await s.execute(update(accounts).where(
             accounts.c.tenant_id == tenant, accounts.c.account_id == d.account_id).values(**values))
+        if moved and t.rearmed:
+            books = await load_books(s, tenant, [d.account_id], for_update=True)
+            price_rows = await load_prices(s, tenant)
+            if books and price_rows:
+                as_of = max(p.as_of for p in price_rows.values())
+                fired = await fire_due(uow, tenant, books, price_rows, _now(), as_of, self.min_interval_s, env)
+                if fired:
+                    log.info("tenant %s: %s re-checked after a price-move expiry: drift again",
+                             tenant, d.account_id)
 
     async def on_trades_executed(self, env: Envelope, uow: UnitOfWork) -> None:
         te = env.parse(TradesExecuted)
