@@ -124,6 +124,7 @@ async def test_ticks_within_the_limit_or_late_leave_it_open_one_beyond_expires_i
     assert (d.decision, d.decided_by, d.automatic, d.reason) == ("expired", "optimizer:price-move", True, reason)
     # The proposal's chain continues; the tick is the cause.
     assert decided.correlation_id == drift.correlation_id and decided.causation_id == big.event_id
+    assert decided.trace == big.trace  # in the tick's trace, not the run span's (one trace per tick)
     body = await wait_state(client, p.proposal_id, "expired", tenant)
     assert body["decision"]["decided_by"] == "optimizer:price-move" and body["decision"]["reason"] == reason
 

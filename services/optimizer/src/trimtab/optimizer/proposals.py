@@ -305,7 +305,9 @@ async def expire_for_ticks(uow: UnitOfWork, row: Row[Any], quotes: dict[str, pri
 
     def make(payload: BaseModel) -> Envelope:
         env = continuing(row)(payload)
-        return env.model_copy(update={"causation_id": tick.event_id})
+        # Caused by the tick, in the tick's trace: ticks are handled in runs under a span that
+        # only links them, so the current span's trace would start a new one (one trace per tick).
+        return env.model_copy(update={"causation_id": tick.event_id, "trace": dict(tick.trace)})
 
     log.info("proposal %s expired: %s", row.proposal_id, decision.reason)
     return await apply_decision(uow, row, decision, make)
