@@ -30,9 +30,9 @@ def tick(t: str, symbol: str, price: str, minutes: int) -> Envelope:
                         producer="test", tenant_id=t)
 
 
-async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F811
-    app = svc[0]
-    sm = app.state.runtime.sessionmaker
+async def one_account_tenant(sm, *, quiet_s: float) -> tuple[str, BookCache, DriftHandlers]:  # type: ignore[no-untyped-def]
+    """A fresh tenant with account A1 on a 50/50 model (10 AAA, 10 BBB at $100), and drift
+    handlers (quiet interval `quiet_s`) whose own engine is built from it."""
     t = f"rb-{uuid.uuid4().hex[:8]}"
     lots = [{"lot_id": f"L{k}", "symbol": s, "shares": "10", "cost_basis_usd_per_share": "1",
              "acquired_on": "2020-01-01"} for k, s in enumerate(("AAA", "BBB"))]
@@ -43,10 +43,15 @@ async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F
         for sym in ("AAA", "BBB"):
             await s.execute(insert(prices).values(tenant_id=t, symbol=sym, price_usd=Decimal(100), as_of=T0))
     cache = BookCache()
-    handlers = DriftHandlers(cache, 0)
     async with sm() as s:
         await cache.rebuild(s, t)
         await s.rollback()
+    return t, cache, DriftHandlers(cache, quiet_s)
+
+
+async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F811
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, handlers = await one_account_tenant(sm, quiet_s=0)
     e1, e2 = tick(t, "AAA", "200", 1), tick(t, "BBB", "100", 2)
 
     # What EventConsumer._try_batch does with the run [e1, e2] when its transaction fails.
@@ -79,17 +84,6 @@ async def test_a_rolled_back_batch_leaves_nothing_in_the_engine(svc):  # noqa: F
     assert cache.engine(t).revision("A1") == 2
 
 
-async def _book_with_one_account(sm, t: str) -> None:  # type: ignore[no-untyped-def]
-    lots = [{"lot_id": f"L{k}", "symbol": s, "shares": "10", "cost_basis_usd_per_share": "1",
-             "acquired_on": "2020-01-01"} for k, s in enumerate(("AAA", "BBB"))]
-    async with sm() as s, s.begin():
-        await upsert_model(s, t, "core", "Core", {"AAA": Decimal("0.5"), "BBB": Decimal("0.5")})
-        await insert_accounts(s, t, [AccountIn.model_validate(
-            {"account_id": "A1", "model_id": "core", "cash_usd": "0", "lots": lots})])
-        for sym in ("AAA", "BBB"):
-            await s.execute(insert(prices).values(tenant_id=t, symbol=sym, price_usd=Decimal(100), as_of=T0))
-
-
 async def test_a_price_move_expiry_is_rechecked_at_once_a_rejection_waits(svc):  # noqa: F811
     """A proposal the optimizer expired because its prices moved was nobody's refusal: the account
     is re-armed without the quiet interval and checked at once, so a fresh drift (at the prices
@@ -100,13 +94,7 @@ async def test_a_price_move_expiry_is_rechecked_at_once_a_rejection_waits(svc): 
     sm = app.state.runtime.sessionmaker
     for decision, decided_by, drifts_after in (("expired", "optimizer:price-move", 2),
                                                ("rejected", "advisor@firm", 1)):
-        t = f"rc-{uuid.uuid4().hex[:8]}"
-        await _book_with_one_account(sm, t)
-        cache = BookCache()
-        handlers = DriftHandlers(cache, 3600)  # an hour's quiet interval after a refusal
-        async with sm() as s:
-            await cache.rebuild(s, t)
-            await s.rollback()
+        t, _, handlers = await one_account_tenant(sm, quiet_s=3600)  # an hour's quiet after a refusal
         async with UnitOfWork(sm, infra) as uow:
             await handlers.on_price_ticked(tick(t, "AAA", "200", 1), uow)  # fires A1
             await uow.commit()

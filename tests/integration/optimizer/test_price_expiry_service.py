@@ -117,6 +117,8 @@ async def test_ticks_within_the_limit_or_late_leave_it_open_one_beyond_expires_i
 
     # +3.12 %: beyond the limit.
     big = tick(tenant, "VTI", "257.80", as_of + timedelta(hours=3))
+    # a trace of its own (as a traced producer's tick carries), distinct from the proposal's
+    big = big.model_copy(update={"trace": {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}})
     await send(producer, big, "VTI")
     [decided] = await events_of(kafka_bootstrap, "rebalance.decided.v1", p.proposal_id)
     d = decided.parse(RebalanceDecided)
