@@ -40,6 +40,9 @@ class ChainStats:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     chains: int = 0
     complete_chains: int = 0
+    #: proposals superseded: expired (e.g. on a price move) and proposed again for a new drift
+    #: that the expiry caused; their chain is counted once, at its last proposal
+    superseded: int = 0
 
 
 _STAGE_OF = {"RebalanceProposed": "proposal", "RiskAssessed": "risk", "ExplanationCreated": "explanation",
@@ -47,8 +50,13 @@ _STAGE_OF = {"RebalanceProposed": "proposal", "RiskAssessed": "risk", "Explanati
 
 
 def analyse(records: list[dict[str, Any]]) -> ChainStats:
-    """Per proposal: the tick that caused its drift (via causation ids), then each stage's
-    `occurred_at`; "audited" is when the last event of the chain was recorded."""
+    """Per chain: the tick that caused its first drift (via causation ids), then each stage's
+    `occurred_at`; "audited" is when the last event of the chain was recorded.
+
+    A proposal expired and proposed again (the drift monitor checks the account at once after
+    a price-move expiry: the new drift's cause is that decision) continues the chain of the
+    first: the chain is measured from the first drift's tick to the last proposal's stages, and
+    the expired proposal is counted in `superseded`, not as a chain of its own."""
     st = ChainStats()
     by_id: dict[str, dict[str, Any]] = {}
     per_proposal: dict[str, dict[str, dict[str, Any]]] = {}
@@ -58,16 +66,33 @@ def analyse(records: list[dict[str, Any]]) -> ChainStats:
         stage = _STAGE_OF.get(rec["event_type"])
         if stage and rec.get("proposal_id"):
             per_proposal.setdefault(rec["proposal_id"], {}).setdefault(stage, rec)
-    lat: dict[str, list[float]] = {s: [] for s in STAGES}
-    for stages in per_proposal.values():
-        prop = stages.get("proposal")
+    causes = {r.get("causation_id") for r in records if r["event_type"] == "DriftDetected"}
+    superseded = {pid for pid, stages in per_proposal.items()
+                  if "decision" in stages and stages["decision"]["event_id"] in causes}
+    st.superseded = len(superseded)
+
+    def origin(pid: str, hops: int = 0) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(first drift, its tick) of the chain that `pid` ends or continues."""
+        prop = per_proposal.get(pid, {}).get("proposal")
         drift = by_id.get(prop.get("causation_id") or "") if prop else None
-        tick = by_id.get(drift.get("causation_id") or "") if drift else None
-        if not tick:
+        cause = by_id.get(drift.get("causation_id") or "") if drift else None
+        if cause is None or drift is None:
+            return None
+        if cause["event_type"] == "RebalanceDecided" and cause.get("proposal_id") and hops < 32:
+            return origin(cause["proposal_id"], hops + 1)
+        return (drift, cause) if cause["event_type"] == "PriceTicked" else None
+
+    lat: dict[str, list[float]] = {s: [] for s in STAGES}
+    for pid, stages in per_proposal.items():
+        if pid in superseded:
             continue
+        found = origin(pid)
+        if found is None:
+            continue
+        drift, tick = found
         st.chains += 1
         t0 = _ts(tick["occurred_at"])
-        stages = {**stages, "drift": drift}  # type: ignore[dict-item]
+        stages = {**stages, "drift": drift}
         last_recorded = t0
         for s in STAGES[:-1]:
             if s in stages:

@@ -72,6 +72,7 @@ async def processed(app, env: Envelope) -> None:  # type: ignore[no-untyped-def]
                 p.c.consumer == "drift-monitor", p.c.event_id == env.event_id))).first() is not None
 
     await wait_for(done)
+    await app.state.drift_handlers.settled()  # a tick's candidates are decided after its batch settles
 
 
 async def drifts_in_outbox(app, t: str, account_id: str) -> int:  # type: ignore[no-untyped-def]

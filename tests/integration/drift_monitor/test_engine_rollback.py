@@ -111,3 +111,85 @@ async def test_a_price_move_expiry_is_rechecked_at_once_a_rejection_waits(svc): 
             state = (await s.execute(select(accounts.c.drift_state).where(
                 accounts.c.tenant_id == t, accounts.c.account_id == "A1"))).scalar_one()
         assert (n, state) == (drifts_after, "pending" if drifts_after == 2 else "armed"), decision
+
+
+async def _drift_payloads(sm, t: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    async with sm() as s:
+        rows = (await s.execute(select(infra.outbox.c.envelope).where(
+            infra.outbox.c.topic == "portfolio.drift.v1", infra.outbox.c.tenant_id == t))).scalars().all()
+    return [Envelope.from_bytes(bytes(r)).payload for r in rows]
+
+
+async def test_a_tick_batch_settles_before_its_accounts_are_decided(svc):  # noqa: F811
+    """The ticks of one batch arrive one by one. Decided on the first (AAA doubles), A1 would be
+    priced at BBB's old price, which the second tick (BBB +50 %) replaces a moment later:
+    a proposal the optimizer expires at once. With a settle window, A1 is decided once, after
+    both, at both new prices; its drift continues the last tick that made it a candidate.
+    Without the window (0), the first tick fires with BBB's old price: the case this is for."""
+    sm = svc[0].state.runtime.sessionmaker
+    for settle_s, expected_bbb in ((0.3, "150"), (0.0, "100")):
+        t, cache, _ = await one_account_tenant(sm, quiet_s=0)
+        handlers = DriftHandlers(cache, 0, settle_s=settle_s, settle_max_s=5, uow=lambda: UnitOfWork(sm, infra))
+        e1, e2 = tick(t, "AAA", "200", 1), tick(t, "BBB", "150", 1)  # still 57/43 against 50/50
+        for e in (e1, e2):
+            async with UnitOfWork(sm, infra) as uow:
+                await handlers.on_price_ticked(e, uow)
+                await uow.commit()
+        await handlers.settled()
+        drifts = await _drift_payloads(sm, t)
+        assert len(drifts) == 1, (settle_s, drifts)
+        px = {sec["symbol"]: Decimal(sec["price_usd"]) for sec in drifts[0]["snapshot"]["securities"]}
+        assert px == {"AAA": Decimal("200"), "BBB": Decimal(expected_bbb)}, settle_s
+        if settle_s:
+            assert handlers.settled_fired == 1
+
+
+async def test_a_rolled_back_tick_defers_nothing_and_a_failed_decision_is_retried(svc):  # noqa: F811
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, _ = await one_account_tenant(sm, quiet_s=0)
+    calls = {"n": 0}
+
+    def flaky_uow() -> UnitOfWork:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("database unreachable")  # the first decision attempt fails
+        return UnitOfWork(sm, infra)
+
+    handlers = DriftHandlers(cache, 0, settle_s=0.05, settle_max_s=1, uow=flaky_uow)
+    e1 = tick(t, "AAA", "200", 1)
+    try:
+        async with UnitOfWork(sm, infra) as uow:
+            await handlers.on_price_ticked(e1, uow)
+            raise RuntimeError("the tick's transaction fails")
+    except RuntimeError:
+        pass
+    await handlers.settled()
+    assert calls["n"] == 0 and await _drift_payloads(sm, t) == [], "nothing committed, nothing deferred"
+    async with UnitOfWork(sm, infra) as uow:
+        await handlers.on_price_ticked(e1, uow)
+        await uow.commit()
+    await handlers.settled()
+    assert calls["n"] == 2, "the failed decision was tried again"
+    assert len(await _drift_payloads(sm, t)) == 1
+
+
+async def test_the_start_up_screen_decides_every_breach(svc):  # noqa: F811
+    """A breach the service did not see (down, or stopped inside a settle window) is decided
+    when it starts: the price is in the database, the engine is built from it."""
+    sm = svc[0].state.runtime.sessionmaker
+    t, _, _ = await one_account_tenant(sm, quiet_s=0)
+    async with sm() as s, s.begin():
+        await s.execute(prices.update().where(prices.c.tenant_id == t, prices.c.symbol == "AAA")
+                        .values(price_usd=Decimal(300), as_of=T0 + timedelta(minutes=5)))
+    cache = BookCache()
+    async with sm() as s:
+        await cache.rebuild(s, t)
+        await s.rollback()
+    handlers = DriftHandlers(cache, 0, settle_s=0.3, uow=lambda: UnitOfWork(sm, infra))
+    assert await handlers.screen_all() == 1
+    drifts = await _drift_payloads(sm, t)
+    assert len(drifts) == 1 and drifts[0]["snapshot"]["as_of"].startswith("2024-01-02T21:05")
+    # The account is pending now: a second screen (the engine has not seen that yet) decides
+    # it again from the database and fires nothing.
+    assert await handlers.screen_all() == 0
+    assert len(await _drift_payloads(sm, t)) == 1

@@ -112,6 +112,9 @@ class BookCache:
     def engine(self, tenant: str) -> DriftEngine:
         return self._state(tenant).engine
 
+    def tenants(self) -> list[str]:
+        return sorted(self._tenants)
+
     def _state(self, tenant: str) -> TenantEngine:
         return self._tenants.setdefault(tenant, TenantEngine())
 

@@ -1,8 +1,17 @@
 """Event handlers of drift-monitor, one per consumed event, each inside the consumer's unit of work.
 
 - `PriceTicked`: store the price, sync the engine (changed rows only), let the engine update and
-  screen the holders of the symbol, decide each candidate exactly from the locked database rows
-  (firing.py), emit `DriftDetected` and mark the account pending.
+  screen the holders of the symbol. The candidates wait for the tick batch to settle
+  (`DRIFT_TICK_SETTLE_MS` after the tenant's last tick, at most `DRIFT_TICK_SETTLE_MAX_MS` after
+  its first): the ticks of one batch reach this service one by one, in partitions of their own,
+  and an account screened on the first of them would be priced with the others' old prices (the
+  optimizer then expires that proposal on the next tick of the batch, and the solve, the risk
+  assessment and the explanation were wasted). After the window, each candidate is decided
+  exactly from the locked database rows (firing.py), `DriftDetected` is emitted and the account
+  marked pending, in a transaction of its own. A window of 0 decides inside the tick's
+  transaction. The window is in memory: candidates of a process that stops inside it are found
+  again by the full screen at start-up (`screen_all`), which also catches every breach of a
+  time the service was down.
 - `RebalanceDecided`: refusals re-arm a pending account (after a quiet interval); approvals wait
   for fills.
 - `TradesExecuted`: apply the fills to lots and cash once, then re-arm; the fill time starts the
@@ -14,9 +23,16 @@ dropped before it gets here; `executions` also refuses the same execution under 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagate import extract
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -33,6 +49,7 @@ from .firing import fire_due
 from .models import CURRENT_XID, accounts, drifts, executions, prices
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trimtab.drift_monitor")
 #: `RebalanceDecided.decided_by` of a proposal the optimizer expired because its prices moved.
 PRICE_MOVE = "optimizer:price-move"
 
@@ -41,10 +58,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Due:
+    """A tenant's candidates waiting for its tick batch to settle."""
+
+    #: account -> the tick that last made it a candidate (the drift's cause and trace)
+    accounts: dict[str, Envelope] = field(default_factory=dict)
+    #: the newest tick time among them (the snapshot's `as_of`)
+    as_of: datetime | None = None
+    first: float = 0.0
+    last: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
 class DriftHandlers:
-    def __init__(self, cache: BookCache, min_interval_s: float) -> None:
+    def __init__(self, cache: BookCache, min_interval_s: float, *, settle_s: float = 0.0,
+                 settle_max_s: float = 2.0, uow: Callable[[], UnitOfWork] | None = None) -> None:
         self.cache = cache
         self.min_interval_s = min_interval_s
+        self.settle_s = settle_s if uow is not None else 0.0
+        self.settle_max_s = max(settle_max_s, self.settle_s)
+        self._uow = uow
+        self._due: dict[str, _Due] = {}
+        self._deciding = 0
+        #: accounts whose drift was decided after a settle window (tests, metrics)
+        self.settled_fired = 0
 
     async def on_price_ticked(self, env: Envelope, uow: UnitOfWork) -> None:
         tick = env.parse(PriceTicked)
@@ -66,11 +104,132 @@ class DriftHandlers:
         candidates = engine.tick(tick.symbol, float(tick.price_usd), now.timestamp(), self.min_interval_s)
         if not candidates:
             return
+        if self.settle_s > 0:
+            # Only once this tick's price is committed: the decision reads it from the database.
+            uow.after_commit(lambda: self._defer(tenant, candidates, env, tick.as_of))
+            return
         books = await load_books(s, tenant, candidates, for_update=True)
         price_rows = await load_prices(s, tenant)
         fired = await fire_due(uow, tenant, books, price_rows, now, tick.as_of, self.min_interval_s, env)
         log.info("tenant %s: %s on %s -> %d drift(s) of %d candidate(s)", tenant, tick.symbol,
                  tick.price_usd, len(fired), len(candidates))
+
+    # ------------------------------------------------------------------ settle window
+
+    def _defer(self, tenant: str, candidates: list[str], cause: Envelope, as_of: datetime) -> None:
+        now = time.monotonic()
+        due = self._due.get(tenant)
+        if due is None:
+            due = self._due[tenant] = _Due(first=now)
+        for account_id in candidates:
+            due.accounts[account_id] = cause
+        due.as_of = as_of if due.as_of is None else max(due.as_of, as_of)
+        due.last = now
+        if due.task is None:
+            due.task = asyncio.get_running_loop().create_task(self._settle(tenant), name=f"drift-settle-{tenant}")
+
+    async def _settle(self, tenant: str) -> None:
+        """Wait until no tick of `tenant` came for `settle_s` (at most `settle_max_s` from the
+        first), then decide its candidates; on an error the candidates wait and are tried again."""
+        backoff = 0.5
+        while True:
+            due = self._due[tenant]
+            wait = min(due.last + self.settle_s, due.first + self.settle_max_s) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            del self._due[tenant]
+            self._deciding += 1  # until decided or handed back: `settled` waits for it
+            try:
+                try:
+                    await self.fire_candidates(tenant, due.accounts, due.as_of or _now())
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("tenant %s: deciding %d drift candidate(s) failed, retrying: %r", tenant,
+                                len(due.accounts), e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                again = self._due.get(tenant)
+                if again is not None:
+                    # Newer ticks started a window of their own: hand these candidates to it.
+                    for account_id, cause in due.accounts.items():
+                        again.accounts.setdefault(account_id, cause)
+                    if due.as_of is not None:
+                        again.as_of = due.as_of if again.as_of is None else max(again.as_of, due.as_of)
+                    return
+                due.task = asyncio.current_task()
+                self._due[tenant] = due
+            finally:
+                self._deciding -= 1
+
+    async def fire_candidates(self, tenant: str, candidates: dict[str, Envelope | None], as_of: datetime) -> list[str]:
+        """Decide `candidates` (account -> causing event, None for none) from the locked
+        database rows in one transaction; returns the accounts that fired."""
+        assert self._uow is not None
+        fired: list[str] = []
+        async with self._uow() as uow:
+            s = uow.session
+            books = await load_books(s, tenant, sorted(candidates), for_update=True)
+            price_rows = await load_prices(s, tenant)
+            now = _now()
+            by_cause: dict[object, tuple[Envelope | None, dict[str, object]]] = {}
+            for account_id, book in books.items():
+                cause = candidates[account_id]
+                by_cause.setdefault(cause.event_id if cause else None, (cause, {}))[1][account_id] = book
+            for cause, group in by_cause.values():
+                # In the causing tick's trace (this task runs outside the tick's span): one
+                # trace per tick, as when the tick's handler decides at once.
+                with tracer.start_as_current_span(
+                        "drift-monitor decide settled", context=extract(cause.trace) if cause else Context(),
+                        attributes={"trimtab.tenant_id": tenant, "trimtab.accounts": len(group)}):
+                    fired += await fire_due(uow, tenant, group, price_rows, now, as_of,  # type: ignore[arg-type]
+                                            self.min_interval_s, cause)
+            await uow.commit()
+        self.settled_fired += len(fired)
+        log.info("tenant %s: tick batch settled -> %d drift(s) of %d candidate(s)", tenant, len(fired),
+                 len(candidates))
+        return fired
+
+    async def screen_all(self) -> int:
+        """Start-up: decide every account the engine finds in breach (a breach of a time this
+        service was down, or candidates of a settle window that a stop cut short)."""
+        if self._uow is None:
+            return 0
+        fired = 0
+        for tenant in self.cache.tenants():
+            eng = self.cache.engine(tenant)
+            due = eng.due_all(time.time(), self.min_interval_s)
+            if not due:
+                continue
+            async with self._uow() as uow:
+                rows = await load_prices(uow.session, tenant)
+            if not rows:
+                continue
+            as_of = max(p.as_of for p in rows.values())
+            fired += len(await self.fire_candidates(tenant, dict.fromkeys(due), as_of))
+        return fired
+
+    async def settled(self, timeout_s: float = 30.0) -> None:
+        """Wait until no candidates wait for a window and none are being decided (tests, stop)."""
+        deadline = time.monotonic() + timeout_s
+        while self._due or self._deciding:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"drift candidates still waiting: {sorted(self._due)}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Decide what is waiting now (the consumers have stopped: no tick comes any more)."""
+        pending = list(self._due.items())
+        self._due.clear()
+        for tenant, due in pending:
+            if due.task is not None:
+                due.task.cancel()
+            try:
+                await self.fire_candidates(tenant, due.accounts, due.as_of or _now())
+            except Exception as e:  # the start-up screen finds them again
+                log.warning("tenant %s: %d drift candidate(s) left at stop: %r", tenant, len(due.accounts), e)
 
     async def on_rebalance_decided(self, env: Envelope, uow: UnitOfWork) -> None:
         d = env.parse(RebalanceDecided)

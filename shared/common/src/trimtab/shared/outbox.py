@@ -124,6 +124,7 @@ class UnitOfWork:
         self._infra = infra
         self._on_commit = on_commit
         self._pending: list[tuple[Envelope, str, str]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self.session: AsyncSession
 
     async def __aenter__(self) -> UnitOfWork:
@@ -139,6 +140,11 @@ class UnitOfWork:
     def publish(self, envelope: Envelope, *, key: str, topic: str | None = None) -> None:
         """Queue an event; it is written to the outbox on commit, in the order queued."""
         self._pending.append((envelope, topic or topic_of(envelope.event_type), key))
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once this transaction has committed (never if it rolls back): for work
+        that must only see what the transaction wrote, e.g. scheduling a later step."""
+        self._after_commit.append(fn)
 
     @property
     def published(self) -> list[Envelope]:
@@ -210,3 +216,6 @@ class UnitOfWork:
         self._pending = []
         if had_events and self._on_commit:
             self._on_commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for fn in callbacks:
+            fn()

@@ -681,6 +681,10 @@ class DriftEngine:
     def screen_all(self) -> Screen:
         return self.evaluate_all()
 
+    def due_all(self, now_s: float, min_interval_s: float) -> list[str]:
+        """Every account that may fire now on the engine's prices (start-up screen)."""
+        return self._eligible(self.evaluate_all(), now_s, min_interval_s)
+
     def account_screen(self, account_id: str) -> Screen | None:
         i = self._row.get(account_id)
         if i is None:
