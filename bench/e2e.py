@@ -8,7 +8,9 @@ automatic approval, so no human is in the loop.
 
 Figures: p50/p99 ms per stage (tick → drift, proposal, risk, explanation, decision, approved
 trades, audited) and the time until every account's chain is audited. The explainer runs with
-counterfactuals for the two largest orders of each proposal (EXPLAINER_COUNTERFACTUAL_ORDERS=2).
+counterfactuals for the two largest orders of each proposal (EXPLAINER_COUNTERFACTUAL_ORDERS=2);
+the optimizer and the explainer run a worker process per core (SOLVER_PROCESSES,
+EXPLAINER_PROCESSES; the environment overrides).
 `--json`: one JSON object of the figures as the last line.
 """
 
@@ -32,7 +34,7 @@ from trimtab.shared.config import ServiceSettings  # noqa: E402
 from trimtab_dev.book import build_book  # noqa: E402
 from trimtab_dev.chains import STAGES, analyse, fetch_records, pct  # noqa: E402
 from trimtab_dev.demo import _check, load_book  # noqa: E402
-from trimtab_dev.stack import Stack, say  # noqa: E402
+from trimtab_dev.stack import Stack, say, worker_processes  # noqa: E402
 
 
 def main() -> int:
@@ -49,7 +51,10 @@ def main() -> int:
     book = [replace(acc, automation="automatic", band_abs=Decimal("0.02"))
             for acc in build_book(a.accounts, date(2019, 12, 31), prices, lambda d: price_on("sp500", d)[1])]
     # As in the demo: counterfactuals for the 2 largest orders per proposal (service default 8).
-    with Stack(database_name="trimtab_bench_e2e", extra_env={"EXPLAINER_COUNTERFACTUAL_ORDERS": "2"}) as stack:
+    # As in the demo: a solver and an explainer worker process per core (each service handles
+    # that many partitions at once).
+    env = {"EXPLAINER_COUNTERFACTUAL_ORDERS": "2", **worker_processes()}
+    with Stack(database_name="trimtab_bench_e2e", extra_env=env) as stack:
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=120)
         dm = httpx.Client(base_url=stack.url("drift-monitor"), headers=h, timeout=600)
         _check(md.post("/v1/securities/reference"))

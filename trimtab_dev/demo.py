@@ -32,7 +32,7 @@ from trimtab.shared.config import ServiceSettings
 from .book import MODELS, RETURNS_WINDOW_DAYS, Account, ReferenceData, build_book, reference_data
 from .chains import STAGES, analyse, fetch_records, pct
 from .oms import OmsSimulator
-from .stack import Stack, say, stop_on_sigterm
+from .stack import Stack, say, stop_on_sigterm, worker_processes
 
 TENANT = "demo"
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     # 15 % limit (measured: 202 of 223). The demo turns it off; tests/integration/optimizer/
     # test_price_expiry.py shows it.
     env = {"DRIFT_MIN_INTERVAL_S": "3600", "EXPLAINER_COUNTERFACTUAL_ORDERS": "2",
-           "PROPOSAL_MAX_PRICE_MOVE": "0"}
+           "PROPOSAL_MAX_PRICE_MOVE": "0", **worker_processes()}
     with Stack(database_name="trimtab_demo", extra_env=env) as stack:
         h = _headers()
         md = httpx.Client(base_url=stack.url("market-data"), headers=h, timeout=60)

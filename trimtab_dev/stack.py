@@ -82,6 +82,14 @@ class ServiceProc:
         self.stop(signal.SIGKILL)
 
 
+def worker_processes() -> dict[str, str]:
+    """Solver and explainer worker processes, one per core unless the environment says
+    otherwise: each service then handles that many partitions at once (`runtime.concurrent`),
+    so both cores work on a burst of proposals (the service default, 0, is one thread)."""
+    n = str(os.cpu_count() or 1)
+    return {k: os.environ.get(k, n) for k in ("SOLVER_PROCESSES", "EXPLAINER_PROCESSES")}
+
+
 @dataclass
 class Stack:
     workdir: Path = field(default_factory=lambda: ROOT / ".trimtab")

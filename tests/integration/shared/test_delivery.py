@@ -198,3 +198,55 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_its_key_parked(
     async with rt.sessionmaker() as s:
         rows = (await s.execute(select(d.c.key, d.c.event_id).where(d.c.key == "PARKKEY"))).all()
     assert [r.event_id for r in rows] == [bad.event_id]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_partitions_of_a_poll_are_handled_concurrently_each_in_order(tmp_path, database_url, kafka_bootstrap,
+                                                                           concurrency):
+    """`ServiceRuntime.concurrent(n)` on a real broker: never more than n partitions at once,
+    each partition still in order (tests/unit/shared/test_consumer_resilience.py shows that n
+    partitions of one poll do run at once: how a real poll's partitions arrive is timing)."""
+    schema = f"probe_{uuid.uuid4().hex[:8]}"
+    md, infra, _, mig = _probe_service(tmp_path, schema)
+    settings = ServiceSettings.model_validate({
+        "SERVICE_NAME": f"probe-{schema}", "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_GROUP_PREFIX": schema, "OUTBOX_POLL_S": 0.05,
+        "CONSUMER_BATCH_SIZE": 1,
+    })
+    rt = ServiceRuntime(settings, schema=schema, metadata=md, migrations_dir=mig, infra=infra)
+    prefix = f"C{uuid.uuid4().hex[:5].upper()}"
+    state = {"inflight": 0, "peak": 0}
+    seen_order: dict[str, list[int]] = {}
+
+    async def on_tick(env: Envelope, uow: UnitOfWork) -> None:
+        tick = env.parse(PriceTicked)
+        if not tick.symbol.startswith(prefix):
+            return  # other tests' ticks on the shared topic
+        state["inflight"] += 1
+        state["peak"] = max(state["peak"], state["inflight"])
+        await asyncio.sleep(0.15)  # a solve in a worker process
+        state["inflight"] -= 1
+        seen_order.setdefault(tick.symbol, []).append(int(tick.price_usd))
+
+    rt.handle("PriceTicked")(on_tick)
+    rt.concurrent(concurrency)
+    await rt.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.assigned.wait() for c in rt.consumers)), 30)
+        p = await start_producer(kafka_bootstrap, "test")
+        try:
+            keys = [f"{prefix}{k}" for k in range(8)]
+            for n in range(1, 4):
+                for key in keys:
+                    env = Envelope.new(PriceTicked(symbol=key, price_usd=Decimal(n), as_of=datetime.now(UTC)),
+                                       producer="test", tenant_id="t1")
+                    await p.send("market.ticks.v1", value=env.to_bytes(), key=key.encode(),
+                                 headers=encode_headers(kafka_headers(env)))
+            await p.flush()
+        finally:
+            await p.stop()
+        await _wait(lambda: _async(sum(len(v) for v in seen_order.values()) >= 24), timeout_s=60)
+    finally:
+        await rt.stop()
+    assert all(v == [1, 2, 3] for v in seen_order.values()), seen_order  # in order per key
+    assert 1 <= state["peak"] <= concurrency

@@ -160,3 +160,54 @@ async def test_parked_keys_are_reread_on_every_partition_assignment(monkeypatch)
         assert ("trades.approved.v1", "acct-1") in c._parked
     finally:
         await c.stop()
+
+
+class ThreePartitionPoll(OneRecordConsumer):
+    """One poll returns one record in each of three partitions; later polls return nothing."""
+
+    async def getmany(self, **kw):  # type: ignore[no-untyped-def]
+        self.polls += 1
+        if self.polls > 1:
+            await asyncio.sleep(0.05)
+            return {}
+        return {TopicPartition(TP.topic, p): [SimpleNamespace(topic=TP.topic, partition=p, offset=3, key=b"K",
+                                                              value=b"", headers=[])] for p in range(3)}
+
+
+async def _peak_partitions(concurrency: int) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+    c = EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
+                      topics=[TP.topic], sessionmaker=None, infra=None, producer=None,  # type: ignore[arg-type]
+                      partition_concurrency=concurrency)
+    kafka = ThreePartitionPoll(b"")
+    c._consumer = kafka  # type: ignore[assignment]
+    state = {"inflight": 0, "peak": 0, "done": 0}
+    all_done = asyncio.Event()
+
+    async def process(records):  # type: ignore[no-untyped-def]
+        state["inflight"] += 1
+        state["peak"] = max(state["peak"], state["inflight"])
+        await asyncio.sleep(0.05)
+        state["inflight"] -= 1
+        state["done"] += 1
+        if state["done"] == 3:
+            all_done.set()
+
+    c._process_partition = process  # type: ignore[method-assign]
+    task = asyncio.create_task(c._run())
+    await asyncio.wait_for(all_done.wait(), 10)
+    await asyncio.sleep(0.02)  # the last offset commit
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return state["peak"], kafka.committed
+
+
+async def test_partitions_of_one_poll_run_concurrently_up_to_the_limit() -> None:
+    for concurrency, peak in ((1, 1), (2, 2), (8, 3)):
+        got, committed = await _peak_partitions(concurrency)
+        assert got == peak, concurrency
+        # every partition's offset committed after its records
+        assert sorted(next(iter(o)).partition for o in committed) == [0, 1, 2]
+        assert all(next(iter(o.values())) == 4 for o in committed)

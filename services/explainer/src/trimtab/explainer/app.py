@@ -45,6 +45,9 @@ def create(settings: Settings | None = None) -> FastAPI:
     engine = ExplainEngine(settings.explainer_processes,
                            counterfactual_orders=settings.explainer_counterfactual_orders)
     runtime.handle("RebalanceProposed")(partial(handlers.on_rebalance_proposed, engine=engine))
+    # n worker processes explain n proposals at once: n partitions handled concurrently (each
+    # in order; the handler keeps nothing in memory across proposals).
+    runtime.concurrent(max(1, settings.explainer_processes))
     warming: dict[str, asyncio.Task[None]] = {}
 
     @runtime.on_start

@@ -101,6 +101,9 @@ def create(settings: Settings | None = None) -> FastAPI:
     runtime.handle("RiskAssessed")(partial(handlers.on_risk_assessed, max_price_move=move))
     runtime.handle("ExplanationCreated")(partial(handlers.on_explanation_created, max_price_move=move))
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)
+    # n solver processes solve n accounts at once: n partitions of drifts, risk assessments and
+    # explanations handled concurrently (each in order; proposals are per account, in rows).
+    runtime.concurrent(max(1, settings.solver_processes))
     # Ticks in a consumer group of their own: a burst of ticks never waits behind solves (nor
     # solves behind ticks), and a run of ticks (up to TICK_BATCH) is one upsert and one query.
     runtime.handle_batch(["PriceTicked"], consumer=PRICES_CONSUMER, batch_size=TICK_BATCH)(

@@ -167,6 +167,7 @@ class EventConsumer:
         batch_size: int = 100,
         receive_spans: bool = True,
         recheck_duplicates: bool = False,
+        partition_concurrency: int = 1,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -193,6 +194,11 @@ class EventConsumer:
         #: compares the bytes it holds under the event id) gets already-processed events too,
         #: so that other content under a known id is dead-lettered, not dropped as a duplicate.
         self._recheck_duplicates = recheck_duplicates
+        #: Partitions of one poll handled at once (each still in order, in transactions of its
+        #: own): for handlers that await CPU work in worker processes (explanations, solves), so
+        #: that one service instance keeps its workers busy. 1: one partition after another.
+        #: Only for handlers that share no in-process state across keys.
+        self._partition_concurrency = max(1, partition_concurrency)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: set[tuple[str, str]] = set()
@@ -277,23 +283,38 @@ class EventConsumer:
                 hw = c.highwater(tp)
                 if hw is not None:
                     self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - records[0].offset)
-            for tp, records in batch.items():
-                try:
-                    await self._process_partition(records)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    # Nothing of this run is committed: fetch it again from its first offset
-                    # (idempotency absorbs what was handled) rather than let the task die.
-                    log.exception("%s: processing %s failed, re-reading from %d: %r",
-                                  self.name, tp, records[0].offset, e)
-                    c.seek(tp, records[0].offset)
-                    await asyncio.sleep(1)
-                    continue
-                await self._commit_offset(tp, records[-1].offset + 1)
-                hw = c.highwater(tp)
-                if hw is not None:
-                    self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - (records[-1].offset + 1))
+            if self._partition_concurrency > 1 and len(batch) > 1:
+                gate = asyncio.Semaphore(self._partition_concurrency)
+                await asyncio.gather(*(self._handle_partition(tp, records, gate) for tp, records in batch.items()))
+            else:
+                for tp, records in batch.items():
+                    await self._handle_partition(tp, records)
+
+    async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord],
+                                gate: asyncio.Semaphore | None = None) -> None:
+        """One partition's records of a poll, then its offset; a failure re-reads them."""
+        if gate is not None:
+            async with gate:
+                await self._handle_partition(tp, records)
+            return
+        c = self._consumer
+        assert c is not None
+        try:
+            await self._process_partition(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # Nothing of this run is committed: fetch it again from its first offset
+            # (idempotency absorbs what was handled) rather than let the task die.
+            log.exception("%s: processing %s failed, re-reading from %d: %r",
+                          self.name, tp, records[0].offset, e)
+            c.seek(tp, records[0].offset)
+            await asyncio.sleep(1)
+            return
+        await self._commit_offset(tp, records[-1].offset + 1)
+        hw = c.highwater(tp)
+        if hw is not None:
+            self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - (records[-1].offset + 1))
 
     async def _commit_offset(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None

@@ -52,6 +52,7 @@ class ServiceRuntime:
         self.recheck_duplicates = recheck_duplicates
         self._handlers: dict[str, dict[str, Handler]] = {}
         self._batch_sizes: dict[str, int] = {}
+        self._concurrency: dict[str, int] = {}
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.engine: AsyncEngine | None = None
@@ -92,6 +93,12 @@ class ServiceRuntime:
 
         return deco
 
+    def concurrent(self, partitions: int, consumer: str | None = None) -> None:
+        """Let consumer `consumer` (default: the service's) handle up to `partitions` partitions
+        of a poll at once (each in order): for handlers that await worker processes and share
+        no in-process state across keys."""
+        self._concurrency[consumer or self.settings.service_name] = max(1, partitions)
+
     def on_start(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """Run `fn` after the database and producer are up, before consumers start."""
         self._on_start.append(fn)
@@ -129,6 +136,7 @@ class ServiceRuntime:
                 session_timeout_ms=s.kafka_session_timeout_ms, park_keys=self.park_keys,
                 batch_size=self._batch_sizes.get(name, s.consumer_batch_size),
                 receive_spans=self.receive_spans, recheck_duplicates=self.recheck_duplicates,
+                partition_concurrency=self._concurrency.get(name, 1),
             )
             await c.start()
             self.consumers.append(c)
