@@ -162,3 +162,30 @@ async def test_securities_listed_twice_or_too_many_are_refused(client):
         {"symbol": f"X{i}", "name": "x", "asset_class": "us_equity"} for i in range(1001)])
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_late_tick_of_a_day_does_not_replace_the_days_newer_price(client):
+    """price_history keeps one price per day: the newest tick's. A tick of the same day that is
+    older than the stored one (delivered late, in a later batch) changes nothing; a newer one
+    replaces it."""
+    from sqlalchemy import select
+
+    from trimtab.market_data.models import price_history
+
+    tenant = _tenant()
+    await client.post("/v1/securities", headers=auth(tenant), json=[
+        {"symbol": "LATE", "name": "L", "asset_class": "us_equity"}])
+
+    async def day_price() -> float:
+        sm = client._transport.app.state.runtime.sessionmaker  # type: ignore[attr-defined]
+        async with sm() as s:
+            return float((await s.execute(select(price_history.c.price_usd).where(
+                price_history.c.tenant_id == tenant, price_history.c.symbol == "LATE"))).scalar_one())
+
+    for price, at, expected in (("20", "2024-01-02T21:00:00Z", 20.0),   # the close
+                                ("19", "2024-01-02T15:00:00Z", 20.0),   # a late intraday tick
+                                ("21", "2024-01-02T21:30:00Z", 21.0)):  # a later correction
+        r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+            {"symbol": "LATE", "price_usd": price, "as_of": at}]})
+        assert r.status_code == 202, r.text
+        assert await day_price() == expected, (price, at)

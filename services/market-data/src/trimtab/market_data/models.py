@@ -48,5 +48,8 @@ price_history = Table(
     Column("symbol", String(16), nullable=False),
     Column("as_of", Date, nullable=False),
     Column("price_usd", Numeric(18, 6), nullable=False),
+    #: The time of the tick that set the day's price (NULL on rows older than this column): an
+    #: older tick of the same day, delivered late, does not replace it.
+    Column("tick_as_of", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("tenant_id", "symbol", "as_of"),
 )

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope
@@ -95,12 +95,15 @@ async def record_ticks(
         by_day, fresh = ticks_to_publish(ticks, latest)
         hist = insert(price_history)
         for rows in _chunks([
-            {"tenant_id": tenant_id, "symbol": sym, "as_of": d, "price_usd": t.price_usd}
+            {"tenant_id": tenant_id, "symbol": sym, "as_of": d, "price_usd": t.price_usd, "tick_as_of": t.as_of}
             for (sym, d), t in sorted(by_day.items())
         ]):
             await s.execute(hist.values(rows).on_conflict_do_update(
                 index_elements=["tenant_id", "symbol", "as_of"],
-                set_={"price_usd": hist.excluded.price_usd},
+                set_={"price_usd": hist.excluded.price_usd, "tick_as_of": hist.excluded.tick_as_of},
+                # A late tick older than the one that set the day's price changes nothing.
+                where=or_(price_history.c.tick_as_of.is_(None),
+                          price_history.c.tick_as_of <= hist.excluded.tick_as_of),
             ))
         stale = len(ticks) - len(fresh)
         event_ids: list[uuid.UUID] = []
