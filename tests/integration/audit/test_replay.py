@@ -158,3 +158,37 @@ async def test_replay_names_every_forged_field_of_the_proposal_and_the_explanati
     assert {"objective", "pre_weights", "tax_breakdown", "cost_breakdown", "notes",
             "explanation.narrative_client"} <= named, rep["differences"]
     assert not {"orders", "est_tax_usd", "est_cost_usd", "post_weights"} & named, rep["differences"]
+
+
+async def test_replay_of_narratives_quoting_a_risk_assessment_uses_the_recorded_one(audit, kafka_bootstrap):
+    """An explanation whose narratives quote the proposal's `RiskAssessed` (`risk_event_id`) is
+    re-written with that recorded assessment: identical; the same explanation naming an
+    assessment the record lacks differs, and says which."""
+    from trimtab.shared.events import RiskAssessed, RiskModelInfo
+
+    _, client = audit
+    tenant = f"rp-{uuid.uuid4().hex[:6]}"
+    proposal = propose(drifted_account(6, seed=21)).to_event()
+    risk = RiskAssessed(proposal_id=proposal.proposal_id, account_id=proposal.account_id,
+                        pre_vol_annual_pct=Decimal("15.00"), post_vol_annual_pct=Decimal("13.50"),
+                        model=RiskModelInfo(name="ewma", version="2"), pre_score=40, post_score=36)
+    first = Envelope.new(proposal, producer="optimizer", tenant_id=tenant)
+    assessed = first.caused(risk, producer="risk")
+    explanation = explanation_payload(explain(proposal, risk=risk)).model_copy(
+        update={"risk_event_id": assessed.event_id})
+    assert "risk score (1-99) 40 -> 36" in explanation.narrative_advisor
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", first), ("risk.assessed.v1", assessed),
+                                     ("explanation.created.v1", first.caused(explanation, producer="explainer"))])
+    rep = await _replay(client, tenant, proposal.proposal_id, with_explanation=True)
+    assert rep["identical"] is True, rep["differences"]
+
+    # The same, naming an assessment that was never recorded.
+    tenant2 = f"rp-{uuid.uuid4().hex[:6]}"
+    first2 = Envelope.new(proposal, producer="optimizer", tenant_id=tenant2)
+    missing = uuid.uuid4()
+    forged = explanation.model_copy(update={"risk_event_id": missing})
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", first2),
+                                     ("explanation.created.v1", first2.caused(forged, producer="explainer"))])
+    rep = await _replay(client, tenant2, proposal.proposal_id, with_explanation=True)
+    assert rep["explanation_identical"] is False
+    assert any(str(missing) in d and "not in the record" in d for d in rep["differences"]), rep["differences"]

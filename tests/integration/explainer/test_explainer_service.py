@@ -29,7 +29,9 @@ OTHER = f"other-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 async def service(database_url, kafka_bootstrap):
-    app = create(settings(Settings, database_url, kafka_bootstrap))
+    # A fresh proposal without an assessment waits this long for one (the risk test stores its
+    # assessment first).
+    app = create(settings(Settings, database_url, kafka_bootstrap, EXPLAINER_RISK_WAIT_MS=300))
     async with running(app) as client:
         await wait_consumers_assigned(app)
         yield app, client
@@ -210,3 +212,42 @@ async def test_the_event_loop_stays_responsive_while_explaining(service, kafka_b
         await asyncio.sleep(0.05)
     assert len(await waiting) == 3
     assert slowest < 0.5
+
+
+async def test_the_narratives_quote_the_proposals_risk_assessment(service, kafka_bootstrap):
+    """A proposal's `RiskAssessed` (kept by the `explainer-risk` consumer) is quoted by its
+    narratives and named by `risk_event_id`; a proposal without one gets neither, after the
+    bounded wait."""
+    from sqlalchemy import select
+
+    from trimtab.explainer.models import risk_assessments
+    from trimtab.shared.events import RiskAssessed, RiskModelInfo
+
+    app, _ = service
+    env = proposed(11)
+    p = env.parse(RebalanceProposed)
+    risk = Envelope.new(RiskAssessed(
+        proposal_id=p.proposal_id, account_id=p.account_id, pre_vol_annual_pct=Decimal("14.20"),
+        post_vol_annual_pct=Decimal("12.90"), model=RiskModelInfo(name="ewma-shrunk", version="1"),
+        pre_score=41, post_score=37, tolerance_score=45, pre_var_95_1d_usd=Decimal("3120.55"),
+        post_var_95_1d_usd=Decimal("2840.10"), pre_tracking_error_annual_pct=Decimal("3.10"),
+        post_tracking_error_annual_pct=Decimal("0.80")), producer="risk", tenant_id=TENANT)
+    await produce(kafka_bootstrap, [(risk, p.account_id)])
+    sm = app.state.runtime.sessionmaker
+
+    async def stored():  # type: ignore[no-untyped-def]
+        async with sm() as s:
+            return (await s.execute(select(risk_assessments.c.event_id).where(
+                risk_assessments.c.tenant_id == TENANT, risk_assessments.c.proposal_id == p.proposal_id))).first()
+
+    await wait_for(stored)
+    bare = proposed(12)
+    await produce(kafka_bootstrap, [(env, p.account_id), (bare, bare.parse(RebalanceProposed).account_id)])
+    envs = {e.causation_id: e for e in await explained(kafka_bootstrap, {env.event_id, bare.event_id})}
+    quoted, plain = (envs[k].parse(ExplanationCreated) for k in (env.event_id, bare.event_id))
+    assert quoted.risk_event_id == risk.event_id
+    assert ("Risk (ewma-shrunk 1): annualized volatility 14.20% -> 12.90%; risk score (1-99) 41 -> 37, "
+            "within the client's tolerance of 45; 1-day 95% VaR $3,120.55 -> $2,840.10 (-$280.45); "
+            "tracking error to target 3.10% -> 0.80% a year.") in quoted.narrative_advisor
+    assert plain.risk_event_id is None and "Risk (" not in plain.narrative_advisor
+    assert "risk_event_id" not in envs[bare.event_id].payload  # left out, as for older producers

@@ -67,7 +67,7 @@ def test_what_two_honest_runs_differ_in_is_not_compared() -> None:
     # The solve's wall-clock time and the OMS key (set on trades.approved, not by the optimizer).
     assert PROPOSAL_RUN_DEPENDENT == ("solver.solve_ms", "orders[].client_order_id")
     assert PROPOSAL_INPUTS == ("proposal_id", "drift_id", "snapshot", "context", "driver_weights")
-    assert EXPLANATION_INPUTS == ("explanation_id",)
+    assert EXPLANATION_INPUTS == ("explanation_id", "risk_event_id")  # risk: the assessment passed back in
     proposal, explanation = _service_made()
     timed = proposal.model_copy(update={
         "solver": proposal.solver.model_copy(update={"solve_ms": Decimal("98765.4")}),

@@ -64,7 +64,7 @@ def test_stored_rows_render_with_dollars(proposed) -> None:  # type: ignore[no-u
 def test_the_app_consumes_proposals_and_serves_explanations() -> None:
     app = create(Settings())
     runtime = app.state.runtime
-    assert runtime.topics_consumed == ["rebalance.proposed.v1"]
+    assert runtime.topics_consumed == ["rebalance.proposed.v1", "risk.assessed.v1"]  # risk: for the narratives
     paths = set(app.openapi()["paths"])
     assert {"/v1/explanations/{proposal_id}", "/v1/explanations/{proposal_id}/narrative",
             "/v1/explanations/{proposal_id}/charts", "/v1/explanations/{proposal_id}/charts/{name}"} <= paths

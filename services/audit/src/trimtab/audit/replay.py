@@ -8,7 +8,9 @@ re-solves with the same library, and compares the **whole** replayed `RebalanceP
 with the recorded one, field by field; then, if an explanation was recorded, re-explains and
 compares the whole `ExplanationCreated` payload, narratives included. Every field that differs is
 named in `differences`. A version difference is reported beside the verdict, since a different
-optimizer may rightly differ (and the version fields themselves then differ too).
+optimizer may rightly differ (and the version fields themselves then differ too). Narratives that
+quote a risk assessment (`risk_event_id`) are re-written with that recorded `RiskAssessed`; one
+missing from the record, or of another proposal, makes the explanation differ.
 
 What is not compared, and why (nothing else is left out):
 
@@ -47,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.errors import NotFound
-from trimtab.shared.events import ExplanationCreated, RebalanceProposed
+from trimtab.shared.events import ExplanationCreated, RebalanceProposed, RiskAssessed
 
 from .models import records
 
@@ -56,7 +58,7 @@ PROPOSAL_INPUTS: tuple[str, ...] = ("proposal_id", "drift_id", "snapshot", "cont
 #: `RebalanceProposed` fields two honest runs on the same input may differ in (`[]`: every element).
 PROPOSAL_RUN_DEPENDENT: tuple[str, ...] = ("solver.solve_ms", "orders[].client_order_id")
 #: `ExplanationCreated` fields copied from the record into the replay (its inputs).
-EXPLANATION_INPUTS: tuple[str, ...] = ("explanation_id",)
+EXPLANATION_INPUTS: tuple[str, ...] = ("explanation_id", "risk_event_id")
 #: `ExplanationCreated` fields two honest runs may differ in: none (it carries no timing).
 EXPLANATION_RUN_DEPENDENT: tuple[str, ...] = ()
 
@@ -161,11 +163,13 @@ def _explain_calls(explained: ExplanationCreated) -> Iterator[tuple[str, dict[st
     yield "plain explain", {"drivers": drivers, "follow": follow}
 
 
-def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated | None) -> dict[str, Any]:
+def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated | None,
+                    risk: RiskAssessed | None = None) -> dict[str, Any]:
     """Pure CPU work (runs in a worker thread): re-solve and re-explain; the comparison parts.
 
     Both run with the context and driver weights the proposal records (an older proposal records
-    neither: the snapshot alone under the default weights, as it was solved)."""
+    neither: the snapshot alone under the default weights, as it was solved). `risk`: the
+    recorded assessment the explanation's narratives quote (`risk_event_id`), passed back in."""
     from trimtab.rebalance import (
         OPTIMIZER_VERSION,
         RebalanceContext,
@@ -207,7 +211,8 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
         best: list[str] | None = None
         for how, call in _explain_calls(explained):
             try:
-                ex = explanation_payload(explain(proposed, context=context, driver_weights=weights, **call),
+                ex = explanation_payload(explain(proposed, context=context, driver_weights=weights,
+                                                 risk=risk, **call),
                                          explanation_id=explained.explanation_id)
             except (RebalanceError, ValueError) as e:  # e.g. drivers this library does not know
                 got = [f"explanation ({how}): the recorded proposal does not explain now: {e}"]
@@ -238,7 +243,23 @@ async def replay(s: AsyncSession, tenant_id: str, proposal_id: uuid.UUID) -> Rep
     proposed = RebalanceProposed.model_validate(json.loads(bytes(prop_row.envelope))["payload"])
     explained = (ExplanationCreated.model_validate(json.loads(bytes(expl_row.envelope))["payload"])
                  if expl_row is not None else None)
-    result = await asyncio.to_thread(replay_payloads, proposed, explained)
+    risk, risk_problem = None, None
+    if explained is not None and explained.risk_event_id is not None:
+        row = (await s.execute(select(records.c.envelope).where(
+            records.c.tenant_id == tenant_id, records.c.event_id == explained.risk_event_id,
+            records.c.event_type == "RiskAssessed"))).first()
+        if row is None:
+            risk_problem = (f"explanation.risk_event_id: the narratives quote risk assessment "
+                            f"{explained.risk_event_id}, which is not in the record")
+        else:
+            risk = RiskAssessed.model_validate(json.loads(bytes(row.envelope))["payload"])
+            if risk.proposal_id != proposal_id:
+                risk_problem = (f"explanation.risk_event_id: risk assessment {explained.risk_event_id} "
+                                f"is of proposal {risk.proposal_id}, not {proposal_id}")
+    result = await asyncio.to_thread(replay_payloads, proposed, explained, risk)
+    if risk_problem is not None:
+        result["explanation_identical"] = False
+        result["differences"] = [*result["differences"], risk_problem]
     return ReplayReport(
         proposal_id=proposal_id, proposal_seq=prop_row.seq,
         explanation_seq=expl_row.seq if expl_row is not None else None,

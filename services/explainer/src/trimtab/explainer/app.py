@@ -23,6 +23,8 @@ from .engine import ExplainEngine
 from .models import SCHEMA, infra, metadata
 
 log = logging.getLogger(__name__)
+#: The consumer group (suffix) that keeps risk assessments for the narratives.
+RISK_CONSUMER = "explainer-risk"
 
 
 class Settings(ServiceSettings):
@@ -36,6 +38,9 @@ class Settings(ServiceSettings):
     #: Each order costs about 30 re-solves (bisection), hence a bound.
     explainer_counterfactual_orders: int = Field(default=8, validation_alias="EXPLAINER_COUNTERFACTUAL_ORDERS",
                                                  ge=0)
+    #: How long after a proposal was published its explanation may wait for the proposal's risk
+    #: assessment, whose figures the narratives quote (ms; 0: quote it only if already stored).
+    explainer_risk_wait_ms: float = Field(default=2000.0, validation_alias="EXPLAINER_RISK_WAIT_MS", ge=0)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -44,7 +49,11 @@ def create(settings: Settings | None = None) -> FastAPI:
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
     engine = ExplainEngine(settings.explainer_processes,
                            counterfactual_orders=settings.explainer_counterfactual_orders)
-    runtime.handle("RebalanceProposed")(partial(handlers.on_rebalance_proposed, engine=engine))
+    runtime.handle("RebalanceProposed")(partial(handlers.on_rebalance_proposed, engine=engine,
+                                                risk_wait_s=settings.explainer_risk_wait_ms / 1000))
+    # Risk assessments in a consumer group of their own: an explanation waiting for its
+    # proposal's assessment must not wait on the consumer that would bring it.
+    runtime.handle("RiskAssessed", consumer=RISK_CONSUMER)(handlers.on_risk_assessed)
     # n worker processes explain n proposals at once: n partitions handled concurrently (each
     # in order; the handler keeps nothing in memory across proposals).
     runtime.concurrent(max(1, settings.explainer_processes))

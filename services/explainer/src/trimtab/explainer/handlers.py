@@ -8,6 +8,13 @@ Idempotency: the consumer drops a redelivered event by its id; the row is also u
 under a new event id is explained once and announced once. A recorded failure is retried when
 the proposal arrives again (a fixed deployment can then explain it).
 
+Risk figures: `RiskAssessed` events are kept (`risk_assessments`, consumer group
+`explainer-risk`, so that an explanation waiting for its assessment never waits on its own
+consumer). The narratives quote the proposal's assessment when it is known; for a proposal
+published less than `EXPLAINER_RISK_WAIT_MS` ago the handler waits up to then for it (the risk
+service answers in milliseconds; a backlog's proposals are older and find theirs stored, or go
+without: the wait never holds a backlog back). `ExplanationCreated.risk_event_id` names it.
+
 What is refused (recorded as a failure, nothing published): a snapshot whose canonical hash is
 not the one the proposal claims (the explanation would be of something else than what was
 proposed), a snapshot of another account, and anything the library refuses (`RebalanceError`).
@@ -15,8 +22,10 @@ proposed), a snapshot of another account, and anything the library refuses (`Reb
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,11 +36,11 @@ from sqlalchemy.dialects.postgresql import insert
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
-from trimtab.shared.events import RebalanceProposed
+from trimtab.shared.events import RebalanceProposed, RiskAssessed
 from trimtab.shared.outbox import UnitOfWork
 
 from .engine import ExplainEngine, Failure
-from .models import explanations
+from .models import explanations, risk_assessments
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,41 @@ def _version() -> str:
     return OPTIMIZER_VERSION
 
 
-async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: ExplainEngine) -> None:
+async def on_risk_assessed(env: Envelope, uow: UnitOfWork) -> None:
+    """Keep a proposal's risk assessment for its explanation (the first one wins)."""
+    try:
+        r = env.parse(RiskAssessed)
+    except ValidationError as e:
+        raise PermanentEventError(f"{env.event_type} {env.event_id} is invalid: {e}") from None
+    stmt = insert(risk_assessments).values(tenant_id=env.tenant_id, proposal_id=r.proposal_id,
+                                           event_id=env.event_id, payload=r.model_dump(mode="json"))
+    await uow.session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "proposal_id"]))
+
+
+async def risk_for(uow: UnitOfWork, env: Envelope, p: RebalanceProposed, wait_s: float
+                   ) -> tuple[uuid.UUID, dict[str, Any]] | None:
+    """(event id, payload) of the proposal's stored `RiskAssessed`, waiting until `wait_s` after
+    the proposal was published for one to arrive; None if none did (or it names another account)."""
+    q = select(risk_assessments.c.event_id, risk_assessments.c.payload).where(
+        risk_assessments.c.tenant_id == env.tenant_id, risk_assessments.c.proposal_id == p.proposal_id)
+    published = env.occurred_at if env.occurred_at.tzinfo else env.occurred_at.replace(tzinfo=UTC)
+    deadline = published.timestamp() + wait_s
+    while True:
+        row = (await uow.session.execute(q)).first()  # read committed: each query sees new rows
+        if row is not None:
+            if row.payload.get("account_id") != p.account_id:
+                log.warning("risk assessment %s of proposal %s names account %s, not %s: not quoted",
+                            row.event_id, p.proposal_id, row.payload.get("account_id"), p.account_id)
+                return None
+            return row.event_id, dict(row.payload)
+        left = deadline - datetime.now(UTC).timestamp()
+        if left <= 0:
+            return None
+        await asyncio.sleep(min(0.05, left))
+
+
+async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: ExplainEngine,
+                                risk_wait_s: float = 0.0) -> None:
     try:
         p = env.parse(RebalanceProposed)
     except ValidationError as e:
@@ -77,7 +120,8 @@ async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: Expla
         await _save(uow, base, failure=Failure(
             "snapshot_mismatch", "the snapshot's canonical hash is not the proposal's snapshot_hash"))
         return
-    outcome = await engine.explain(p, explanation_id=explanation_id)
+    risk = await risk_for(uow, env, p, risk_wait_s)
+    outcome = await engine.explain(p, explanation_id=explanation_id, risk=risk)
     if outcome.failure is not None:
         log.warning("proposal %s: no explanation: %s: %s", p.proposal_id, outcome.failure.kind,
                     outcome.failure.detail)

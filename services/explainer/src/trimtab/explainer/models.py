@@ -58,5 +58,18 @@ explanations = Table(
     PrimaryKeyConstraint("tenant_id", "proposal_id"),
     UniqueConstraint("explanation_id", name="uq_explanations_explanation_id"),
 )
+#: The risk assessments of proposals (`RiskAssessed`, consumed by a consumer group of its own),
+#: so that an explanation's narratives can quote the proposal's risk figures.
+risk_assessments = Table(
+    "risk_assessments",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("proposal_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "proposal_id"),
+)
+
 Index("ix_explanations_tenant_account_created", explanations.c.tenant_id,
       explanations.c.account_id, explanations.c.created_at)

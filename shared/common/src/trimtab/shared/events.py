@@ -357,6 +357,10 @@ class ExplanationCreated(_Model):
     resolves: int
     narrative_advisor: str
     narrative_client: str
+    #: The `RiskAssessed` event whose figures (volatility, score, VaR) the narratives quote;
+    #: left out when they quote none (the assessment had not arrived). The audit replay passes
+    #: that assessment back in.
+    risk_event_id: uuid.UUID | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 # ---------------------------------------------------------------- decisions and trades

@@ -215,6 +215,9 @@ def advisor_narrative(inp: RebalanceInput, proposal: Any, trades: Sequence[Trade
         elif risk.pre_var_95_1d_pct is not None and risk.post_var_95_1d_pct is not None:
             measured += (f"; 1-day 95% VaR {risk.pre_var_95_1d_pct}% -> {risk.post_var_95_1d_pct}% "
                          "of value")
+        if risk.pre_tracking_error_annual_pct is not None and risk.post_tracking_error_annual_pct is not None:
+            measured += (f"; tracking error to target {risk.pre_tracking_error_annual_pct}% -> "
+                         f"{risk.post_tracking_error_annual_pct}% a year")
         lines.append(f"Risk ({risk.model.name} {risk.model.version}): annualized volatility "
                      f"{risk.pre_vol_annual_pct}% -> {risk.post_vol_annual_pct}%" + measured
                      + (f"; flags: {', '.join(risk.flags)}" if risk.flags else "") + ".")
