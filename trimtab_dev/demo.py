@@ -237,9 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s:12s} {pct(v, 50):9.1f} {pct(v, 99):9.1f}  {len(v)}")
         print(f"audit chain verified: {verify['ok']} ({verify['records_checked']} records"
               + (f", first bad seq {verify['first_bad_seq']}: {verify['reason']})" if not verify["ok"] else ")"))
-        sample = next((r for r in records if r["event_type"] == "ExplanationCreated"), None)
-        if sample:
-            detail = _check(audit.get(f"/v1/audit/records/{sample['seq']}"))
+        # The first explanation whose narratives quote the proposal's risk assessment (the very
+        # first proposals can be explained before the risk service, still warming up, answers).
+        sample, detail = None, None
+        for r in [r for r in records if r["event_type"] == "ExplanationCreated"][:20]:
+            sample, detail = r, _check(audit.get(f"/v1/audit/records/{r['seq']}"))
+            if detail["envelope"]["payload"].get("risk_event_id"):
+                break
+        if sample and detail:
             p = detail["envelope"]["payload"]
             print(f"\nexplanation of proposal {p['proposal_id']} (account {p['account_id']}), advisor voice:")
             print("  " + p["narrative_advisor"].replace("\n", "\n  ")[:1500])

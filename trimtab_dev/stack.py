@@ -127,8 +127,12 @@ class Stack:
         asyncio.run(ensure_database(self.database_url, recreate=self.fresh_database))
         say(f"PostgreSQL: {self.db.origin}, database {self.database_name}")
         group_prefix = f"trimtab-{uuid.uuid4().hex[:6]}"
+        taken: set[int] = set()
         for name, (_, default_port) in SERVICES.items():
             port = default_port if self.fixed_ports else free_port()
+            while port in taken:  # the kernel may hand out a port twice before anyone binds it
+                port = free_port()
+            taken.add(port)
             env = {
                 **os.environ,
                 "SERVICE_NAME": name,
