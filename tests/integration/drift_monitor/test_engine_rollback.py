@@ -16,7 +16,7 @@ from tests.integration.drift_monitor.test_drift_monitor import svc  # noqa: F401
 from trimtab.drift_monitor.book import insert_accounts, upsert_model
 from trimtab.drift_monitor.cache import BookCache
 from trimtab.drift_monitor.handlers import DriftHandlers
-from trimtab.drift_monitor.models import accounts, infra, prices
+from trimtab.drift_monitor.models import accounts, drift_candidates, infra, prices
 from trimtab.drift_monitor.schemas import AccountIn
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import PriceTicked
@@ -193,3 +193,51 @@ async def test_the_start_up_screen_decides_every_breach(svc):  # noqa: F811
     # it again from the database and fires nothing.
     assert await handlers.screen_all() == 0
     assert len(await _drift_payloads(sm, t)) == 1
+
+
+async def test_a_tick_without_candidates_keeps_the_window_open(svc):  # noqa: F811
+    """AAA makes A1 a candidate, ZZZ (held by nobody) arrives 0.7 s later, BBB (putting A1 back
+    in balance) 1.4 s after AAA: the window (1 s) must still be open when BBB arrives, since ZZZ
+    was a tick of the batch too; A1 is then decided at both prices and does not fire."""
+    import asyncio
+
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, _ = await one_account_tenant(sm, quiet_s=0)
+    async with sm() as s, s.begin():
+        await s.execute(insert(prices).values(tenant_id=t, symbol="ZZZ", price_usd=Decimal(5), as_of=T0))
+    handlers = DriftHandlers(cache, 0, settle_s=1.0, settle_max_s=5, uow=lambda: UnitOfWork(sm, infra))
+    for e in (tick(t, "AAA", "200", 1), tick(t, "ZZZ", "6", 1), tick(t, "BBB", "200", 1)):
+        async with UnitOfWork(sm, infra) as uow:
+            await handlers.on_price_ticked(e, uow)
+            await uow.commit()
+        await asyncio.sleep(0.7)
+    await handlers.settled()
+    assert await _drift_payloads(sm, t) == [], "decided before the batch's last tick"
+    async with sm() as s:
+        left = (await s.execute(select(func.count()).select_from(drift_candidates).where(
+            drift_candidates.c.tenant_id == t))).scalar_one()
+    assert left == 0, "the decided candidate is no longer stored"
+
+
+async def test_a_window_lost_with_its_process_is_decided_by_the_sweep(svc):  # noqa: F811
+    """The candidates are stored with the tick. A process that stops inside the window (here:
+    stop() cancels it; a crash or a commit whose reply was lost leaves the same rows) leaves
+    them in drift_candidates; the next start's sweep (another replica's, or this one's start-up
+    screen) decides them, caused by the tick that made them candidates."""
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, _ = await one_account_tenant(sm, quiet_s=0)
+    first = DriftHandlers(cache, 0, settle_s=30, settle_max_s=60, uow=lambda: UnitOfWork(sm, infra))
+    e1 = tick(t, "AAA", "200", 1)
+    async with UnitOfWork(sm, infra) as uow:
+        await first.on_price_ticked(e1, uow)
+        await uow.commit()
+    await first.stop()  # the window is gone, nothing decided
+    assert await _drift_payloads(sm, t) == []
+    second = DriftHandlers(cache, 0, settle_s=0.3, uow=lambda: UnitOfWork(sm, infra))
+    assert await second.sweep_once(older_than_s=0) >= 1
+    async with sm() as s:
+        rows = (await s.execute(select(infra.outbox.c.envelope).where(
+            infra.outbox.c.topic == "portfolio.drift.v1", infra.outbox.c.tenant_id == t))).scalars().all()
+    [drift] = [Envelope.from_bytes(bytes(r)) for r in rows]
+    assert drift.causation_id == e1.event_id and drift.correlation_id == e1.correlation_id
+    assert await second.sweep_once(older_than_s=0) == 0  # decided once

@@ -48,6 +48,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         assert runtime.sessionmaker is not None
         await cache.warm(runtime.sessionmaker)
         await handlers.screen_all()
+        handlers.start_sweeper()
 
     runtime.on_start(warm)
     runtime.on_stop(handlers.stop)

@@ -1,17 +1,16 @@
 """Event handlers of drift-monitor, one per consumed event, each inside the consumer's unit of work.
 
 - `PriceTicked`: store the price, sync the engine (changed rows only), let the engine update and
-  screen the holders of the symbol. The candidates wait for the tick batch to settle
-  (`DRIFT_TICK_SETTLE_MS` after the tenant's last tick, at most `DRIFT_TICK_SETTLE_MAX_MS` after
-  its first): the ticks of one batch reach this service one by one, in partitions of their own,
-  and an account screened on the first of them would be priced with the others' old prices (the
-  optimizer then expires that proposal on the next tick of the batch, and the solve, the risk
-  assessment and the explanation were wasted). After the window, each candidate is decided
-  exactly from the locked database rows (firing.py), `DriftDetected` is emitted and the account
-  marked pending, in a transaction of its own. A window of 0 decides inside the tick's
-  transaction. The window is in memory: candidates of a process that stops inside it are found
-  again by the full screen at start-up (`screen_all`), which also catches every breach of a
-  time the service was down.
+  screen the holders of the symbol. The candidates are stored (`drift_candidates`, in the tick's
+  transaction) and wait for the tick batch to settle (`DRIFT_TICK_SETTLE_MS` after the tenant's
+  last tick, at most `DRIFT_TICK_SETTLE_MAX_MS` after the window's first): the ticks of one batch
+  reach this service one by one, in partitions of their own, and an account decided on the first
+  of them would be priced with the others' old prices (the optimizer then expires that proposal
+  on the next tick of the batch: the solve, the risk assessment and the explanation wasted).
+  After the window, each stored candidate is decided exactly from the locked database rows
+  (firing.py), `DriftDetected` is emitted and the account marked pending. A sweep decides the
+  candidates a lost window left stored; the start-up screens every account. A window of 0
+  decides inside the tick's transaction (docs/drift-monitor.md).
 - `RebalanceDecided`: refusals re-arm a pending account (after a quiet interval); approvals wait
   for fills.
 - `TradesExecuted`: apply the fills to lots and cash once, then re-arm; the fill time starts the
@@ -28,12 +27,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from trimtab.shared.envelope import Envelope
@@ -46,7 +46,7 @@ from .cache import BookCache
 from .domain.ledger import FillLine, LedgerError, apply_fills
 from .domain.policy import ARMED, PENDING, after_decision
 from .firing import fire_due
-from .models import CURRENT_XID, accounts, drifts, executions, prices
+from .models import CURRENT_XID, accounts, drift_candidates, drifts, executions, prices
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("trimtab.drift_monitor")
@@ -60,12 +60,10 @@ def _now() -> datetime:
 
 @dataclass
 class _Due:
-    """A tenant's candidates waiting for its tick batch to settle."""
+    """A tenant's window: accounts waiting for its tick batch to settle (their causes and tick
+    times are in `drift_candidates`, written with the tick)."""
 
-    #: account -> the tick that last made it a candidate (the drift's cause and trace)
-    accounts: dict[str, Envelope] = field(default_factory=dict)
-    #: the newest tick time among them (the snapshot's `as_of`)
-    as_of: datetime | None = None
+    accounts: set[str] = field(default_factory=set)
     first: float = 0.0
     last: float = 0.0
     task: asyncio.Task[None] | None = None
@@ -81,6 +79,7 @@ class DriftHandlers:
         self._uow = uow
         self._due: dict[str, _Due] = {}
         self._deciding = 0
+        self._sweeper: asyncio.Task[None] | None = None
         #: accounts whose drift was decided after a settle window (tests, metrics)
         self.settled_fired = 0
 
@@ -102,11 +101,21 @@ class DriftHandlers:
         self.cache.touch_symbol(tenant, tick.symbol)  # applied before this transaction commits
         now = _now()
         candidates = engine.tick(tick.symbol, float(tick.price_usd), now.timestamp(), self.min_interval_s)
-        if not candidates:
-            return
         if self.settle_s > 0:
-            # Only once this tick's price is committed: the decision reads it from the database.
-            uow.after_commit(lambda: self._defer(tenant, candidates, env, tick.as_of))
+            if candidates:
+                # Durable with the tick: a window lost with this process is found by the sweep.
+                stmt = pg_insert(drift_candidates).values([
+                    {"tenant_id": tenant, "account_id": a, "tick_as_of": tick.as_of, "cause": env.to_bytes()}
+                    for a in sorted(candidates)])
+                await s.execute(stmt.on_conflict_do_update(
+                    index_elements=["tenant_id", "account_id"],
+                    set_={"cause": stmt.excluded.cause,
+                          "tick_as_of": func.greatest(drift_candidates.c.tick_as_of, stmt.excluded.tick_as_of)}))
+            # Every stored tick, candidates or not, keeps an open window open: another of the
+            # batch's symbols is still arriving. Scheduled once the tick has committed.
+            uow.after_commit(lambda: self._defer(tenant, candidates))
+            return
+        if not candidates:
             return
         books = await load_books(s, tenant, candidates, for_update=True)
         price_rows = await load_prices(s, tenant)
@@ -116,103 +125,165 @@ class DriftHandlers:
 
     # ------------------------------------------------------------------ settle window
 
-    def _defer(self, tenant: str, candidates: list[str], cause: Envelope, as_of: datetime) -> None:
+    def _defer(self, tenant: str, candidates: list[str]) -> None:
+        """After a tick committed: add its candidates to the tenant's window (opening one if
+        there are any) and move the window's end."""
         now = time.monotonic()
         due = self._due.get(tenant)
         if due is None:
+            if not candidates:
+                return
             due = self._due[tenant] = _Due(first=now)
-        for account_id in candidates:
-            due.accounts[account_id] = cause
-        due.as_of = as_of if due.as_of is None else max(due.as_of, as_of)
+        due.accounts.update(candidates)
         due.last = now
         if due.task is None:
             due.task = asyncio.get_running_loop().create_task(self._settle(tenant), name=f"drift-settle-{tenant}")
 
     async def _settle(self, tenant: str) -> None:
         """Wait until no tick of `tenant` came for `settle_s` (at most `settle_max_s` from the
-        first), then decide its candidates; on an error the candidates wait and are tried again."""
-        backoff = 0.5
+        window's first), then decide its candidates. What fails stays in `drift_candidates`
+        for the sweep."""
         while True:
             due = self._due[tenant]
             wait = min(due.last + self.settle_s, due.first + self.settle_max_s) - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            del self._due[tenant]
-            self._deciding += 1  # until decided or handed back: `settled` waits for it
-            try:
-                try:
-                    await self.fire_candidates(tenant, due.accounts, due.as_of or _now())
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    log.warning("tenant %s: deciding %d drift candidate(s) failed, retrying: %r", tenant,
-                                len(due.accounts), e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                again = self._due.get(tenant)
-                if again is not None:
-                    # Newer ticks started a window of their own: hand these candidates to it.
-                    for account_id, cause in due.accounts.items():
-                        again.accounts.setdefault(account_id, cause)
-                    if due.as_of is not None:
-                        again.as_of = due.as_of if again.as_of is None else max(again.as_of, due.as_of)
-                    return
-                due.task = asyncio.current_task()
-                self._due[tenant] = due
-            finally:
-                self._deciding -= 1
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        del self._due[tenant]
+        self._deciding += 1
+        try:
+            await self.decide_stored(tenant, due.accounts)
+        finally:
+            self._deciding -= 1
 
-    async def fire_candidates(self, tenant: str, candidates: dict[str, Envelope | None], as_of: datetime) -> list[str]:
-        """Decide `candidates` (account -> causing event, None for none) from the locked
-        database rows in one transaction; returns the accounts that fired."""
-        assert self._uow is not None
+    async def decide_stored(self, tenant: str, account_ids: set[str] | list[str]) -> list[str]:
+        """Decide the stored candidates among `account_ids`, all in one transaction; if that
+        fails, each in a transaction of its own, so that one account that cannot be decided
+        holds back no other (it stays stored, and the sweep tries it again). Returns the
+        accounts that fired. Never raises (but on cancellation)."""
+        ids = sorted(account_ids)
+        try:
+            return await self._decide_stored_once(tenant, ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("tenant %s: deciding %d drift candidate(s) together failed (%r): one by one",
+                        tenant, len(ids), e)
         fired: list[str] = []
+        for account_id in ids:
+            try:
+                fired += await self._decide_stored_once(tenant, [account_id])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("tenant %s: drift candidate %s left for the sweep: %r", tenant, account_id, e)
+        return fired
+
+    async def _decide_stored_once(self, tenant: str, ids: list[str]) -> list[str]:
+        assert self._uow is not None
         async with self._uow() as uow:
-            s = uow.session
-            books = await load_books(s, tenant, sorted(candidates), for_update=True)
-            price_rows = await load_prices(s, tenant)
-            now = _now()
-            by_cause: dict[object, tuple[Envelope | None, dict[str, object]]] = {}
-            for account_id, book in books.items():
-                cause = candidates[account_id]
-                by_cause.setdefault(cause.event_id if cause else None, (cause, {}))[1][account_id] = book
-            for cause, group in by_cause.values():
-                # In the causing tick's trace (this task runs outside the tick's span): one
-                # trace per tick, as when the tick's handler decides at once.
-                with tracer.start_as_current_span(
-                        "drift-monitor decide settled", context=extract(cause.trace) if cause else Context(),
-                        attributes={"trimtab.tenant_id": tenant, "trimtab.accounts": len(group)}):
-                    fired += await fire_due(uow, tenant, group, price_rows, now, as_of,  # type: ignore[arg-type]
-                                            self.min_interval_s, cause)
+            rows = (await uow.session.execute(
+                delete(drift_candidates).where(drift_candidates.c.tenant_id == tenant,
+                                               drift_candidates.c.account_id.in_(ids))
+                .returning(drift_candidates.c.account_id, drift_candidates.c.cause,
+                           drift_candidates.c.tick_as_of))).all()
+            if not rows:  # decided already (another replica, the sweep)
+                return []
+            causes = {r.account_id: Envelope.from_bytes(bytes(r.cause)) for r in rows}
+            fired = await self._decide(uow, tenant, causes, max(r.tick_as_of for r in rows))
             await uow.commit()
         self.settled_fired += len(fired)
-        log.info("tenant %s: tick batch settled -> %d drift(s) of %d candidate(s)", tenant, len(fired),
-                 len(candidates))
+        log.info("tenant %s: tick batch settled -> %d drift(s) of %d candidate(s)", tenant, len(fired), len(rows))
         return fired
+
+    async def _decide(self, uow: UnitOfWork, tenant: str, candidates: dict[str, Envelope | None],
+                      as_of: datetime) -> list[str]:
+        """Decide `candidates` (account -> causing event, None for none) from the locked
+        database rows, inside `uow`; returns the accounts that fired."""
+        s = uow.session
+        books = await load_books(s, tenant, sorted(candidates), for_update=True)
+        price_rows = await load_prices(s, tenant)
+        now = _now()
+        by_cause: dict[object, tuple[Envelope | None, dict[str, Any]]] = {}
+        for account_id, book in books.items():
+            cause = candidates[account_id]
+            by_cause.setdefault(cause.event_id if cause else None, (cause, {}))[1][account_id] = book
+        fired: list[str] = []
+        for cause, group in by_cause.values():
+            # In the causing tick's trace (this task runs outside the tick's span): one trace
+            # per tick, as when the tick's handler decides at once.
+            with tracer.start_as_current_span(
+                    "drift-monitor decide settled", context=extract(cause.trace) if cause else Context(),
+                    attributes={"trimtab.tenant_id": tenant, "trimtab.accounts": len(group)}):
+                fired += await fire_due(uow, tenant, group, price_rows, now, as_of, self.min_interval_s, cause)
+        return fired
+
+    async def sweep_once(self, older_than_s: float) -> int:
+        """Decide the stored candidates older than `older_than_s` that no window of this process
+        holds: those of a window lost with a process (a crash, a commit whose reply was lost)."""
+        assert self._uow is not None
+        async with self._uow() as uow:
+            rows = (await uow.session.execute(select(drift_candidates.c.tenant_id, drift_candidates.c.account_id)
+                    .where(drift_candidates.c.created_at < func.now() - timedelta(seconds=older_than_s))
+                    .order_by(drift_candidates.c.tenant_id, drift_candidates.c.account_id).limit(10_000))).all()
+        by_tenant: dict[str, list[str]] = {}
+        for r in rows:
+            due = self._due.get(r.tenant_id)
+            if due is None or r.account_id not in due.accounts:
+                by_tenant.setdefault(r.tenant_id, []).append(r.account_id)
+        fired = 0
+        for tenant, ids in by_tenant.items():
+            fired += len(await self.decide_stored(tenant, ids))
+        if by_tenant:
+            log.info("sweep: %d left-over drift candidate(s) decided, %d fired",
+                     sum(map(len, by_tenant.values())), fired)
+        return fired
+
+    async def _sweep_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.sweep_once(older_than_s=self.settle_max_s + every_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("sweeping left-over drift candidates failed")
+
+    def start_sweeper(self, every_s: float = 5.0) -> None:
+        if self._uow is not None and self.settle_s > 0 and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(every_s),
+                                                                   name="drift-settle-sweep")
 
     async def screen_all(self) -> int:
         """Start-up: decide every account the engine finds in breach (a breach of a time this
-        service was down, or candidates of a settle window that a stop cut short)."""
+        service was down), and the stored candidates any process left. A tenant that fails is
+        logged and skipped: it must not stop the service from starting."""
         if self._uow is None:
             return 0
         fired = 0
         for tenant in self.cache.tenants():
-            eng = self.cache.engine(tenant)
-            due = eng.due_all(time.time(), self.min_interval_s)
-            if not due:
-                continue
-            async with self._uow() as uow:
-                rows = await load_prices(uow.session, tenant)
-            if not rows:
-                continue
-            as_of = max(p.as_of for p in rows.values())
-            fired += len(await self.fire_candidates(tenant, dict.fromkeys(due), as_of))
+            try:
+                due = self.cache.engine(tenant).due_all(time.time(), self.min_interval_s)
+                if not due:
+                    continue
+                async with self._uow() as uow:
+                    rows = await load_prices(uow.session, tenant)
+                    if rows:
+                        as_of = max(p.as_of for p in rows.values())
+                        fired += len(await self._decide(uow, tenant, dict.fromkeys(due), as_of))
+                        await uow.commit()
+            except Exception:  # noqa: BLE001
+                log.exception("tenant %s: the start-up screen failed; its ticks and the sweep will catch up",
+                              tenant)
+        if self.settle_s > 0:
+            try:
+                fired += await self.sweep_once(older_than_s=0)
+            except Exception:  # noqa: BLE001
+                log.exception("deciding left-over drift candidates at start-up failed")
         return fired
 
     async def settled(self, timeout_s: float = 30.0) -> None:
-        """Wait until no candidates wait for a window and none are being decided (tests, stop)."""
+        """Wait until no candidates wait for a window and none are being decided (tests)."""
         deadline = time.monotonic() + timeout_s
         while self._due or self._deciding:
             if time.monotonic() > deadline:
@@ -220,16 +291,16 @@ class DriftHandlers:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Decide what is waiting now (the consumers have stopped: no tick comes any more)."""
-        pending = list(self._due.items())
+        """Cancel the windows and the sweep and wait for them: what they had not decided stays
+        in `drift_candidates` (the next start, or another replica's sweep, decides it)."""
+        tasks = [d.task for d in self._due.values() if d.task is not None]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
         self._due.clear()
-        for tenant, due in pending:
-            if due.task is not None:
-                due.task.cancel()
-            try:
-                await self.fire_candidates(tenant, due.accounts, due.as_of or _now())
-            except Exception as e:  # the start-up screen finds them again
-                log.warning("tenant %s: %d drift candidate(s) left at stop: %r", tenant, len(due.accounts), e)
+        self._sweeper = None
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def on_rebalance_decided(self, env: Envelope, uow: UnitOfWork) -> None:
         d = env.parse(RebalanceDecided)

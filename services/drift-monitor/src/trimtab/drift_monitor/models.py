@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     PrimaryKeyConstraint,
     String,
@@ -250,6 +251,24 @@ drifts = Table(
     PrimaryKeyConstraint("tenant_id", "drift_id"),
 )
 Index("ix_drifts_account", drifts.c.tenant_id, drifts.c.account_id, drifts.c.detected_at)
+
+#: Accounts a tick made drift candidates, waiting for the tick batch to settle (handlers.py).
+#: Written in the tick's transaction, deleted by the transaction that decides them: a candidate
+#: whose in-memory window was lost (a crash, a commit whose reply was lost) is still here, and
+#: the sweep decides it.
+drift_candidates = Table(
+    "drift_candidates",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    #: the newest tick time among the ticks that made it a candidate
+    Column("tick_as_of", DateTime(timezone=True), nullable=False),
+    #: the envelope of the tick that last made it a candidate (the drift's cause and trace)
+    Column("cause", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id"),
+)
+Index("ix_drift_candidates_created", drift_candidates.c.created_at)
 
 executions = Table(
     "executions",

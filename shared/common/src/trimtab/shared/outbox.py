@@ -14,6 +14,7 @@ granularity so unrelated accounts do not wait for each other).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .envelope import Envelope
 from .events import topic_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,9 @@ class UnitOfWork:
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Call `fn` once this transaction has committed (never if it rolls back): for work
-        that must only see what the transaction wrote, e.g. scheduling a later step."""
+        that must only see what the transaction wrote, e.g. scheduling a later step. Best
+        effort: a commit whose reply is lost runs no callback, and a callback that raises is
+        logged; what must not be lost belongs in the transaction itself."""
         self._after_commit.append(fn)
 
     @property
@@ -218,4 +223,7 @@ class UnitOfWork:
             self._on_commit()
         callbacks, self._after_commit = self._after_commit, []
         for fn in callbacks:
-            fn()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - committed is committed: a callback must not undo that
+                log.exception("after-commit callback %r failed", fn)
