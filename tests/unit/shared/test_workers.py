@@ -52,3 +52,31 @@ async def test_a_dead_worker_process_does_not_break_later_jobs() -> None:
         assert await w.run(_fine) == "fine"
     finally:
         w.stop()
+
+
+def _sleep_then(value: str) -> str:
+    import time
+
+    time.sleep(0.5)
+    return value
+
+
+async def test_a_job_that_kills_its_worker_fails_alone_not_the_jobs_beside_it() -> None:
+    """Jobs run side by side in one pool (a service handling several partitions at once): one
+    kills its worker, which breaks the pool for every job in it. Each is tried again alone, so
+    only the culprit is `WorkerCrashed`; the others return their results."""
+    import asyncio
+
+    from trimtab.shared.workers import WorkerCrashed
+
+    w = CpuWorkers(3, name="probe")
+    w.start()
+    try:
+        await w.warm(_fine)
+        results = await asyncio.gather(w.run(_sleep_then, "a"), w.run(_die), w.run(_sleep_then, "b"),
+                                       return_exceptions=True)
+        assert results[0] == "a" and results[2] == "b", results
+        assert isinstance(results[1], WorkerCrashed)
+        assert await w.run(_fine) == "fine"
+    finally:
+        w.stop()

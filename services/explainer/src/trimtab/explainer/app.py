@@ -79,7 +79,7 @@ def create(settings: Settings | None = None) -> FastAPI:
                      description="Exact Shapley attribution of every rebalancing proposal to its "
                                  "drivers (drift, factor risk, cost, tax: harvesting losses and "
                                  "avoiding gains, cash, restrictions, ESG screen), with counterfactuals, charts and advisor "
-                                 "and client narratives; consumes rebalance.proposed.v1, publishes "
+                                 "and client narratives; consumes rebalance.proposed.v1 and risk.assessed.v1, publishes "
                                  "explanation.created.v1.")
     app.state.engine = engine
     return app

@@ -77,7 +77,9 @@ async def risk_for(uow: UnitOfWork, env: Envelope, p: RebalanceProposed, wait_s:
     q = select(risk_assessments.c.event_id, risk_assessments.c.payload).where(
         risk_assessments.c.tenant_id == env.tenant_id, risk_assessments.c.proposal_id == p.proposal_id)
     published = env.occurred_at if env.occurred_at.tzinfo else env.occurred_at.replace(tzinfo=UTC)
-    deadline = published.timestamp() + wait_s
+    # On the producer's clock, and never longer than `wait_s` on ours: a skewed clock or a
+    # timestamp in the future must not hold the partition.
+    deadline = min(published.timestamp(), datetime.now(UTC).timestamp()) + wait_s
     while True:
         row = (await uow.session.execute(q)).first()  # read committed: each query sees new rows
         if row is not None:

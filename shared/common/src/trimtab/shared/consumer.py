@@ -308,11 +308,12 @@ class EventConsumer:
             # (idempotency absorbs what was handled) rather than let the task die.
             log.exception("%s: processing %s failed, re-reading from %d: %r",
                           self.name, tp, records[0].offset, e)
-            c.seek(tp, records[0].offset)
+            if tp in c.assignment():  # revoked meanwhile: its new owner reads from the commit
+                c.seek(tp, records[0].offset)
             await asyncio.sleep(1)
             return
         await self._commit_offset(tp, records[-1].offset + 1)
-        hw = c.highwater(tp)
+        hw = c.highwater(tp) if tp in c.assignment() else None  # it may be revoked meanwhile
         if hw is not None:
             self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - (records[-1].offset + 1))
 

@@ -45,25 +45,30 @@ class CpuWorkers:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker. A process pool broken by a dying worker is rebuilt and the
-        job run once more (a pool once broken refuses every later job: without the rebuild one
-        crash would fail every job until a restart); if the job breaks the new pool too,
-        `WorkerCrashed`."""
+        """`fn(*args)` in a worker. A process pool broken by a dying worker is rebuilt (a pool
+        once broken refuses every later job: without the rebuild one crash would fail every job
+        until a restart), and the job runs once more **alone**, in a one-off process of its own:
+        with several jobs in the pool at once (`runtime.concurrent`), the pool's breaking says
+        only that one of them killed its worker, so each is tried again on its own and only the
+        one that kills its own process again is `WorkerCrashed`."""
         if self._executor is None:
             raise RuntimeError(f"{self._name} workers not started")
-        for attempt in (1, 2):
-            executor = self._executor
-            try:
-                return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-            except BrokenExecutor as e:
-                log.error("%s worker pool broken (%r); rebuilding it", self._name, e)
-                if self._executor is executor:  # not already rebuilt by a concurrent job
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self.start()
-                if attempt == 2:
-                    raise WorkerCrashed(f"a {self._name} worker died running {getattr(fn, '__name__', fn)} "
-                                        "twice") from e
-        raise AssertionError("unreachable")
+        executor = self._executor
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except BrokenExecutor as e:
+            log.error("%s worker pool broken (%r); rebuilding it", self._name, e)
+            if self._executor is executor:  # not already rebuilt by a concurrent job
+                executor.shutdown(wait=False, cancel_futures=True)
+                self.start()
+        alone = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(alone, fn, *args)
+        except BrokenExecutor as e:
+            raise WorkerCrashed(f"a {self._name} worker died running {getattr(fn, '__name__', fn)} "
+                                "twice, the second time alone") from e
+        finally:
+            alone.shutdown(wait=False, cancel_futures=True)
 
     async def warm(self, fn: Callable[[], Any]) -> None:
         """Run `fn` once in every worker (imports, compiles), so the first real job does not
