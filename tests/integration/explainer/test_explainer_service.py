@@ -251,3 +251,36 @@ async def test_the_narratives_quote_the_proposals_risk_assessment(service, kafka
             "tracking error to target 3.10% -> 0.80% a year.") in quoted.narrative_advisor
     assert plain.risk_event_id is None and "Risk (" not in plain.narrative_advisor
     assert "risk_event_id" not in envs[bare.event_id].payload  # left out, as for older producers
+
+
+async def test_two_copies_of_a_proposal_explained_at_once_are_announced_once(service):
+    """The same proposal under two event ids, handled at the same time (two partitions, or two
+    replicas): the one that commits second finds the explanation created and publishes nothing."""
+    from trimtab.explainer.engine import Outcome
+    from trimtab.explainer.handlers import on_rebalance_proposed
+    from trimtab.explainer.models import explanations, infra
+    from trimtab.shared.outbox import UnitOfWork
+
+    app, _ = service
+    sm = app.state.runtime.sessionmaker
+    env = proposed(21)
+    p = env.parse(RebalanceProposed)
+    payload = explanation_payload(explain(p), explanation_id=explanation_id_for(TENANT, p.proposal_id))
+
+    class OtherCopyWinsMeanwhile:
+        """Explains, while the other copy's handler commits its explanation of the proposal."""
+
+        async def explain(self, proposal, *, explanation_id, risk=None):  # type: ignore[no-untyped-def]
+            async with sm() as s, s.begin():
+                await s.execute(explanations.insert().values(
+                    tenant_id=TENANT, proposal_id=p.proposal_id, explanation_id=explanation_id,
+                    account_id=p.account_id, snapshot_hash=p.snapshot_hash, status="created",
+                    payload=payload.model_dump(mode="json"), optimizer_version="x",
+                    proposal_optimizer_version="x", correlation_id=env.correlation_id,
+                    causation_id=uuid.uuid4()))
+            return Outcome(payload=payload)
+
+    async with UnitOfWork(sm, infra) as uow:
+        await on_rebalance_proposed(env, uow, engine=OtherCopyWinsMeanwhile())  # type: ignore[arg-type]
+        assert uow.published == [], "announced a second explanation of the proposal"
+        await uow.commit()

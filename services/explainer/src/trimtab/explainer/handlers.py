@@ -131,16 +131,19 @@ async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: Expla
         return
     assert outcome.payload is not None
     out = env.caused(outcome.payload, producer=PRODUCER)
-    await _save(uow, base, payload=outcome.payload.model_dump(mode="json"), details=outcome.details,
-                resolves=outcome.payload.resolves, elapsed_ms=outcome.elapsed_ms, event_id=out.event_id)
-    uow.publish(out, key=p.account_id)
+    if await _save(uow, base, payload=outcome.payload.model_dump(mode="json"), details=outcome.details,
+                   resolves=outcome.payload.resolves, elapsed_ms=outcome.elapsed_ms, event_id=out.event_id):
+        uow.publish(out, key=p.account_id)
+    else:  # a copy of this proposal under another event id was explained meanwhile: announced once
+        log.info("proposal %s was explained meanwhile; this explanation is not announced", p.proposal_id)
 
 
 async def _save(uow: UnitOfWork, base: dict[str, Any], *, failure: Failure | None = None,
                 payload: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
                 resolves: int | None = None, elapsed_ms: float | None = None,
-                event_id: uuid.UUID | None = None) -> None:
-    """Insert the row, or replace a recorded failure (a created explanation is never replaced)."""
+                event_id: uuid.UUID | None = None) -> bool:
+    """Insert the row, or replace a recorded failure (a created explanation is never replaced);
+    False when nothing was written (a created explanation was there)."""
     values = {
         **base,
         "status": "failed" if failure else "created",
@@ -151,9 +154,10 @@ async def _save(uow: UnitOfWork, base: dict[str, Any], *, failure: Failure | Non
         "error": failure.detail if failure else None,
     }
     stmt = insert(explanations).values(**values)
-    await uow.session.execute(stmt.on_conflict_do_update(
+    written = await uow.session.execute(stmt.on_conflict_do_update(
         index_elements=["tenant_id", "proposal_id"],
         set_={k: stmt.excluded[k] for k in values if k not in ("tenant_id", "proposal_id")},
         where=explanations.c.status == "failed",
-    ))
+    ).returning(explanations.c.proposal_id))
+    return written.first() is not None
 
