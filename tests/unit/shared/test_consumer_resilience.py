@@ -211,3 +211,14 @@ async def test_partitions_of_one_poll_run_concurrently_up_to_the_limit() -> None
         # every partition's offset committed after its records
         assert sorted(next(iter(o)).partition for o in committed) == [0, 1, 2]
         assert all(next(iter(o.values())) == 4 for o in committed)
+
+
+def test_a_busy_connection_pool_is_infrastructure_not_the_events_fault() -> None:
+    """Every connection busy (several partitions in flight) must be retried, not count towards
+    dead-lettering a good event."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from trimtab.shared.consumer import _is_transient
+
+    assert _is_transient(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))
+    assert not _is_transient(ValueError("a bad event"))

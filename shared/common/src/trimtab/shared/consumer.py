@@ -42,6 +42,7 @@ from opentelemetry.propagate import extract
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .envelope import Envelope
@@ -104,7 +105,9 @@ class BatchHandler:
     async def __call__(self, env: Envelope, uow: UnitOfWork) -> None:
         await self.fn([env], uow)
 
-TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaError)
+#: Infrastructure, not the event: retried without limit. A pool checkout that timed out (every
+#: connection busy, e.g. with several partitions in flight) is one too.
+TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaError, PoolTimeout)
 
 
 #: Deadlock and serialization failure: the transaction lost a race, the event is fine.
