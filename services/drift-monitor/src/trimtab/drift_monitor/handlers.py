@@ -117,9 +117,7 @@ class DriftHandlers:
             return
         if not candidates:
             return
-        books = await load_books(s, tenant, candidates, for_update=True)
-        price_rows = await load_prices(s, tenant)
-        fired = await fire_due(uow, tenant, books, price_rows, now, tick.as_of, self.min_interval_s, env)
+        fired = await self._decide(uow, tenant, dict.fromkeys(candidates, env), tick.as_of)
         log.info("tenant %s: %s on %s -> %d drift(s) of %d candidate(s)", tenant, tick.symbol,
                  tick.price_usd, len(fired), len(candidates))
 
@@ -197,12 +195,17 @@ class DriftHandlers:
         return fired
 
     async def _decide(self, uow: UnitOfWork, tenant: str, candidates: dict[str, Envelope | None],
-                      as_of: datetime) -> list[str]:
+                      as_of: datetime | None) -> list[str]:
         """Decide `candidates` (account -> causing event, None for none) from the locked
-        database rows, inside `uow`; returns the accounts that fired."""
+        database rows, inside `uow`; returns the accounts that fired. `as_of`: the snapshots'
+        time (None: the newest stored price's; nothing fires without prices)."""
         s = uow.session
-        books = await load_books(s, tenant, sorted(candidates), for_update=True)
         price_rows = await load_prices(s, tenant)
+        if not price_rows:
+            return []
+        if as_of is None:
+            as_of = max(p.as_of for p in price_rows.values())
+        books = await load_books(s, tenant, sorted(candidates), for_update=True)
         now = _now()
         by_cause: dict[object, tuple[Envelope | None, dict[str, Any]]] = {}
         for account_id, book in books.items():
@@ -210,10 +213,10 @@ class DriftHandlers:
             by_cause.setdefault(cause.event_id if cause else None, (cause, {}))[1][account_id] = book
         fired: list[str] = []
         for cause, group in by_cause.values():
-            # In the causing tick's trace (this task runs outside the tick's span): one trace
-            # per tick, as when the tick's handler decides at once.
+            # In the causing event's trace (a settle window runs outside the tick's span): one
+            # trace per tick.
             with tracer.start_as_current_span(
-                    "drift-monitor decide settled", context=extract(cause.trace) if cause else Context(),
+                    "drift-monitor decide", context=extract(cause.trace) if cause else Context(),
                     attributes={"trimtab.tenant_id": tenant, "trimtab.accounts": len(group)}):
                 fired += await fire_due(uow, tenant, group, price_rows, now, as_of, self.min_interval_s, cause)
         return fired
@@ -267,11 +270,8 @@ class DriftHandlers:
                 if not due:
                     continue
                 async with self._uow() as uow:
-                    rows = await load_prices(uow.session, tenant)
-                    if rows:
-                        as_of = max(p.as_of for p in rows.values())
-                        fired += len(await self._decide(uow, tenant, dict.fromkeys(due), as_of))
-                        await uow.commit()
+                    fired += len(await self._decide(uow, tenant, dict.fromkeys(due), None))
+                    await uow.commit()
             except Exception:  # noqa: BLE001
                 log.exception("tenant %s: the start-up screen failed; its ticks and the sweep will catch up",
                               tenant)
@@ -339,15 +339,8 @@ class DriftHandlers:
             values["pending_proposal_id"] = d.proposal_id
         await s.execute(update(accounts).where(
             accounts.c.tenant_id == tenant, accounts.c.account_id == d.account_id).values(**values))
-        if moved and t.rearmed:
-            books = await load_books(s, tenant, [d.account_id], for_update=True)
-            price_rows = await load_prices(s, tenant)
-            if books and price_rows:
-                as_of = max(p.as_of for p in price_rows.values())
-                fired = await fire_due(uow, tenant, books, price_rows, _now(), as_of, self.min_interval_s, env)
-                if fired:
-                    log.info("tenant %s: %s re-checked after a price-move expiry: drift again",
-                             tenant, d.account_id)
+        if moved and t.rearmed and await self._decide(uow, tenant, {d.account_id: env}, None):
+            log.info("tenant %s: %s re-checked after a price-move expiry: drift again", tenant, d.account_id)
 
     async def on_trades_executed(self, env: Envelope, uow: UnitOfWork) -> None:
         te = env.parse(TradesExecuted)

@@ -59,13 +59,12 @@ def recorded_problem(proposal: RebalanceProposed) -> tuple[Any, dict[str, float]
 
 
 def explain_proposal(proposal_json: dict[str, Any], explanation_id: str, *,
-                     counterfactual_orders: int = 0, risk_json: dict[str, Any] | None = None,
-                     risk_event_id: str | None = None) -> Outcome:
+                     counterfactual_orders: int = 0, risk_json: dict[str, Any] | None = None) -> Outcome:
     """Explain one proposal (in a worker); the only code that calls the rebalancing library.
 
     Six drivers (tax split into harvesting losses and avoiding gains); counterfactuals for the
-    `counterfactual_orders` largest orders (0: none). `risk_json`: the proposal's `RiskAssessed`
-    (event `risk_event_id`), whose figures the narratives then quote.
+    `counterfactual_orders` largest orders (0: none). `risk_json`: the proposal's `RiskAssessed`,
+    whose figures the narratives then quote.
     """
     proposal = RebalanceProposed.model_validate(proposal_json)
     risk = RiskAssessed.model_validate(risk_json) if risk_json is not None else None
@@ -85,8 +84,6 @@ def explain_proposal(proposal_json: dict[str, Any], explanation_id: str, *,
                      max_counterfactual_orders=counterfactual_orders, prune=True,
                      context=context, driver_weights=weights, risk=risk)
         payload = explanation_payload(ex, explanation_id=uuid.UUID(explanation_id))
-        if risk is not None and risk_event_id is not None:
-            payload = payload.model_copy(update={"risk_event_id": uuid.UUID(risk_event_id)})
     except RebalanceError as e:
         return Outcome(failure=Failure(_kind(e), e.detail))
     except Exception as e:  # noqa: BLE001 - a bug must fail this explanation, not the consumer
@@ -117,12 +114,11 @@ class ExplainEngine:
         await self._workers.warm(_warm)
 
     async def explain(self, proposal: RebalanceProposed, *, explanation_id: uuid.UUID,
-                      risk: tuple[uuid.UUID, dict[str, Any]] | None = None) -> Outcome:
-        """`risk`: (event id, `RiskAssessed` JSON) of the proposal's assessment, if known."""
+                      risk: dict[str, Any] | None = None) -> Outcome:
+        """`risk`: the proposal's `RiskAssessed` (JSON), if known."""
         return await self._workers.run(partial(
             explain_proposal, proposal.model_dump(mode="json"), str(explanation_id),
-            counterfactual_orders=self._counterfactual_orders,
-            risk_json=risk[1] if risk else None, risk_event_id=str(risk[0]) if risk else None))
+            counterfactual_orders=self._counterfactual_orders, risk_json=risk))
 
     def stop(self) -> None:
         self._workers.stop()

@@ -123,16 +123,18 @@ async def on_rebalance_proposed(env: Envelope, uow: UnitOfWork, *, engine: Expla
             "snapshot_mismatch", "the snapshot's canonical hash is not the proposal's snapshot_hash"))
         return
     risk = await risk_for(uow, env, p, risk_wait_s)
-    outcome = await engine.explain(p, explanation_id=explanation_id, risk=risk)
+    outcome = await engine.explain(p, explanation_id=explanation_id, risk=risk[1] if risk else None)
     if outcome.failure is not None:
         log.warning("proposal %s: no explanation: %s: %s", p.proposal_id, outcome.failure.kind,
                     outcome.failure.detail)
         await _save(uow, base, failure=outcome.failure)
         return
     assert outcome.payload is not None
-    out = env.caused(outcome.payload, producer=PRODUCER)
-    if await _save(uow, base, payload=outcome.payload.model_dump(mode="json"), details=outcome.details,
-                   resolves=outcome.payload.resolves, elapsed_ms=outcome.elapsed_ms, event_id=out.event_id):
+    payload = outcome.payload if risk is None else outcome.payload.model_copy(
+        update={"risk_event_id": risk[0]})  # the narratives quote it: name it
+    out = env.caused(payload, producer=PRODUCER)
+    if await _save(uow, base, payload=payload.model_dump(mode="json"), details=outcome.details,
+                   resolves=payload.resolves, elapsed_ms=outcome.elapsed_ms, event_id=out.event_id):
         uow.publish(out, key=p.account_id)
     else:  # a copy of this proposal under another event id was explained meanwhile: announced once
         log.info("proposal %s was explained meanwhile; this explanation is not announced", p.proposal_id)

@@ -20,7 +20,13 @@ T = TypeVar("T")
 
 class WorkerCrashed(RuntimeError):
     """A worker process died running the job (killed, out of memory, a crash in native code),
-    and again after the pool was rebuilt: the job itself is the likely cause."""
+    and again when the job ran alone in a process of its own: the job itself is the cause."""
+
+
+def _process_pool(processes: int) -> ProcessPoolExecutor:
+    # spawn: a forked child of a process running an event loop and Kafka clients would inherit
+    # their sockets and locks.
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
 
 
 class CpuWorkers:
@@ -37,10 +43,7 @@ class CpuWorkers:
 
     def start(self) -> None:
         if self._processes > 0:
-            # spawn: a forked child of a process running an event loop and Kafka clients would
-            # inherit their sockets and locks.
-            self._executor = ProcessPoolExecutor(
-                self._processes, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = _process_pool(self._processes)
         else:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
 
@@ -61,7 +64,7 @@ class CpuWorkers:
             if self._executor is executor:  # not already rebuilt by a concurrent job
                 executor.shutdown(wait=False, cancel_futures=True)
                 self.start()
-        alone = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        alone = _process_pool(1)
         try:
             return await asyncio.get_running_loop().run_in_executor(alone, fn, *args)
         except BrokenExecutor as e:

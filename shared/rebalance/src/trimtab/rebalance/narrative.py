@@ -15,7 +15,7 @@ texts depend only on their inputs, so a replay reproduces them byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,12 @@ def wash_sale_status(inp: RebalanceInput, orders: Sequence[Order], notes: Sequen
     return out
 
 
+def _between(label: str, fmt: Callable[[Any], str], c: Counterfactual, again: str) -> str:
+    """A stretch where the order stops: "<label> between lo and hi (trades again <again>; now x)"."""
+    lo, hi = sorted((c.threshold, c.until))
+    return f"{label} between {fmt(lo)} and {fmt(hi)} (trades again {again}; now {fmt(c.current)})"
+
+
 def _counterfactual_text(c: Counterfactual) -> str:
     """One counterfactual for the advisor: a one-sided threshold only where the order stays
     stopped beyond it; where it stops and comes back, the stretch where it is stopped."""
@@ -167,25 +173,20 @@ def _counterfactual_text(c: Counterfactual) -> str:
         if c.threshold is None:
             return f"no band up to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
         if c.until is not None:
-            lo, hi = sorted((c.threshold, c.until))
-            return f"band between {_pct(lo)} and {_pct(hi)} (trades again wider; now {_pct(c.current)})"
+            return _between("band", _pct, c, "wider")
         return f"band >= {_pct(c.threshold)} (now {_pct(c.current)})"
     if c.parameter == "price":
         rel = "<=" if c.direction == "below" else ">="
         if c.threshold is None:
             return (f"no price move to {_usd(c.searched_to)} stops it (now {_usd(c.current)})")
         if c.until is not None:
-            lo, hi = sorted((c.threshold, c.until))
-            return (f"price between {_usd(lo)} and {_usd(hi)} (trades again "
-                    f"{'lower' if c.direction == 'below' else 'higher'}; now {_usd(c.current)})")
+            return _between("price", _usd, c, "lower" if c.direction == "below" else "higher")
         return f"price {rel} {_usd(c.threshold)} ({c.change_pct:+.1f}%, now {_usd(c.current)})"
     rel = ">=" if c.direction == "above" else "<="
     if c.threshold is None:
         return f"no long-term tax rate to {_pct(c.searched_to)} stops it (now {_pct(c.current)})"
     if c.until is not None:
-        lo, hi = sorted((c.threshold, c.until))
-        return (f"long-term tax rate between {_pct(lo)} and {_pct(hi)} (trades again "
-                f"{'lower' if c.direction == 'below' else 'higher'}; now {_pct(c.current)})")
+        return _between("long-term tax rate", _pct, c, "lower" if c.direction == "below" else "higher")
     return f"long-term tax rate {rel} {_pct(c.threshold)} (now {_pct(c.current)})"
 
 
