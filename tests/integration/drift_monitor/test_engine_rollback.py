@@ -241,3 +241,46 @@ async def test_a_window_lost_with_its_process_is_decided_by_the_sweep(svc):  # n
     [drift] = [Envelope.from_bytes(bytes(r)) for r in rows]
     assert drift.causation_id == e1.event_id and drift.correlation_id == e1.correlation_id
     assert await second.sweep_once(older_than_s=0) == 0  # decided once
+
+
+async def test_a_candidate_that_cannot_be_decided_is_given_up_as_a_dead_letter(svc):  # noqa: F811
+    """A stored candidate whose decision fails (here: its stored cause is not an envelope) holds
+    back no other account, counts its failures, and after `max_attempts` is deleted and recorded
+    as a dead letter instead of being retried by every sweep forever."""
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, _ = await one_account_tenant(sm, quiet_s=0)
+    handlers = DriftHandlers(cache, 0, settle_s=30, settle_max_s=60, uow=lambda: UnitOfWork(sm, infra),
+                             max_attempts=2, dead_letters=infra.dead_letters)
+    try:
+        async with UnitOfWork(sm, infra) as uow:
+            await handlers.on_price_ticked(tick(t, "AAA", "200", 1), uow)
+            await uow.commit()
+        async with sm() as s, s.begin():
+            await s.execute(insert(drift_candidates).values(tenant_id=t, account_id="GHOST", tick_as_of=T0,
+                                                            cause=b"not an envelope"))
+
+        async def ghost() -> tuple[int, str | None] | None:
+            async with sm() as s:
+                row = (await s.execute(select(drift_candidates.c.attempts, drift_candidates.c.last_error).where(
+                    drift_candidates.c.tenant_id == t, drift_candidates.c.account_id == "GHOST"))).first()
+            return None if row is None else (row.attempts, row.last_error)
+
+        async def dead() -> list:  # type: ignore[type-arg]
+            async with sm() as s:
+                return (await s.execute(select(infra.dead_letters).where(
+                    infra.dead_letters.c.consumer == "drift-monitor.settle",
+                    infra.dead_letters.c.key == "GHOST",
+                    infra.dead_letters.c.error.contains(t)))).all()
+
+        assert await handlers.decide_stored(t, ["A1", "GHOST"]) == ["A1"], "the good account is decided"
+        attempts, error = await ghost() or (None, None)
+        assert attempts == 1 and error is not None and "Error" in error
+        assert await dead() == []
+        assert await handlers.decide_stored(t, ["GHOST"]) == []
+        assert await ghost() is None, "given up after max_attempts"
+        [row] = await dead()
+        assert row.topic == "market.ticks.v1" and row.partition == -1 and row.event_id is None
+        assert "abandoned after 2 failed decisions" in row.error
+        assert len(await _drift_payloads(sm, t)) == 1  # A1's drift, nothing else
+    finally:
+        await handlers.stop()

@@ -31,6 +31,8 @@ class Settings(ServiceSettings):
     drift_tick_settle_ms: float = Field(default=300.0, validation_alias="DRIFT_TICK_SETTLE_MS", ge=0)
     #: ... but no later than this long (ms) after the window's first tick (a steady stream).
     drift_tick_settle_max_ms: float = Field(default=2000.0, validation_alias="DRIFT_TICK_SETTLE_MAX_MS", ge=0)
+    #: Failed decisions of one stored drift candidate before it is given up as a dead letter.
+    drift_candidate_max_attempts: int = Field(default=5, validation_alias="DRIFT_CANDIDATE_MAX_ATTEMPTS", ge=1)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -39,7 +41,9 @@ def create(settings: Settings | None = None) -> FastAPI:
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
     cache = BookCache()
     handlers = DriftHandlers(cache, settings.drift_min_interval_s, settle_s=settings.drift_tick_settle_ms / 1000,
-                             settle_max_s=settings.drift_tick_settle_max_ms / 1000, uow=runtime.uow)
+                             settle_max_s=settings.drift_tick_settle_max_ms / 1000, uow=runtime.uow,
+                             max_attempts=settings.drift_candidate_max_attempts,
+                             dead_letters=infra.dead_letters)
     runtime.handle("PriceTicked")(handlers.on_price_ticked)
     runtime.handle("RebalanceDecided")(handlers.on_rebalance_decided)
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)

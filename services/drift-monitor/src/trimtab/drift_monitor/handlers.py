@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
-from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted
+from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted, topic_of
 from trimtab.shared.outbox import UnitOfWork
 
 from .book import bump, load_books, load_prices, write_lots
@@ -50,6 +50,16 @@ from .models import CURRENT_XID, accounts, drift_candidates, drifts, executions,
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("trimtab.drift_monitor")
+_meter = metrics.get_meter("trimtab.drift_monitor")
+_candidate_failures = _meter.create_counter(
+    "trimtab_drift_candidate_failures", unit="{decision}",
+    description="stored drift candidates whose decision failed (each is tried again by the sweep)")
+_candidates_abandoned = _meter.create_counter(
+    "trimtab_drift_candidates_abandoned", unit="{candidate}",
+    description="stored drift candidates given up after DRIFT_CANDIDATE_MAX_ATTEMPTS failed "
+                "decisions (recorded as dead letters)")
+#: `dead_letters.consumer` of an abandoned drift candidate (not a Kafka consumer: nothing parks).
+SETTLE_DEAD_LETTER_CONSUMER = "drift-monitor.settle"
 #: `RebalanceDecided.decided_by` of a proposal the optimizer expired because its prices moved.
 PRICE_MOVE = "optimizer:price-move"
 
@@ -71,8 +81,12 @@ class _Due:
 
 class DriftHandlers:
     def __init__(self, cache: BookCache, min_interval_s: float, *, settle_s: float = 0.0,
-                 settle_max_s: float = 2.0, uow: Callable[[], UnitOfWork] | None = None) -> None:
+                 settle_max_s: float = 2.0, uow: Callable[[], UnitOfWork] | None = None,
+                 max_attempts: int = 5, dead_letters: Table | None = None) -> None:
         self.cache = cache
+        #: Failed decisions of one stored candidate before it is given up (`_failed`).
+        self.max_attempts = max(1, max_attempts)
+        self._dead_letters = dead_letters
         self.min_interval_s = min_interval_s
         self.settle_s = settle_s if uow is not None else 0.0
         self.settle_max_s = max(settle_max_s, self.settle_s)
@@ -174,8 +188,52 @@ class DriftHandlers:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("tenant %s: drift candidate %s left for the sweep: %r", tenant, account_id, e)
+                await self._failed(tenant, account_id, e)
         return fired
+
+    async def _failed(self, tenant: str, account_id: str, error: Exception) -> None:
+        """Count a failed decision on the stored candidate. It stays for the sweep until it has
+        failed `max_attempts` times; then it is deleted and recorded in `dead_letters` (GET
+        /v1/ops/dead-letters, consumer `drift-monitor.settle`, key the account) instead of
+        being retried every sweep forever. Nothing is lost with it: the account's book and the
+        prices are untouched, and its next tick (or the start-up screen) makes it a candidate
+        again. Never raises (but on cancellation): with the database away, nothing is counted."""
+        assert self._uow is not None
+        text = f"{type(error).__name__}: {error}"[:2000]
+        _candidate_failures.add(1)
+        try:
+            async with self._uow() as uow:
+                s, c = uow.session, drift_candidates.c
+                row = (await s.execute(
+                    update(drift_candidates).where(c.tenant_id == tenant, c.account_id == account_id)
+                    .values(attempts=c.attempts + 1, last_error=text)
+                    .returning(c.attempts, c.cause))).first()
+                if row is None:  # decided meanwhile (another replica)
+                    return
+                if row.attempts < self.max_attempts or self._dead_letters is None:
+                    await uow.commit()
+                    log.warning("tenant %s: drift candidate %s failed (%d of %d), left for the sweep: %s",
+                                tenant, account_id, row.attempts, self.max_attempts, text)
+                    return
+                await s.execute(delete(drift_candidates).where(c.tenant_id == tenant, c.account_id == account_id))
+                try:
+                    event_id = Envelope.from_bytes(bytes(row.cause)).event_id
+                except Exception:  # noqa: BLE001 - an unreadable cause is a reason to be here
+                    event_id = None
+                await s.execute(insert(self._dead_letters).values(
+                    consumer=SETTLE_DEAD_LETTER_CONSUMER, topic=topic_of("PriceTicked"), partition=-1,
+                    offset=-1, key=account_id, event_id=event_id,
+                    error=f"tenant {tenant}: drift candidate {account_id} abandoned after {row.attempts} "
+                          f"failed decisions; last: {text}"))
+                await uow.commit()
+            _candidates_abandoned.add(1)
+            log.error("tenant %s: drift candidate %s abandoned after %d failed decisions (dead letter): %s",
+                      tenant, account_id, row.attempts, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - counted next time
+            log.warning("tenant %s: drift candidate %s failed (%s); counting it failed too: %r",
+                        tenant, account_id, text, e)
 
     async def _decide_stored_once(self, tenant: str, ids: list[str]) -> list[str]:
         assert self._uow is not None

@@ -27,6 +27,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     func,
     text,
 )
@@ -266,6 +267,9 @@ drift_candidates = Table(
     #: the envelope of the tick that last made it a candidate (the drift's cause and trace)
     Column("cause", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: failed decisions so far, and the last one's error (`DriftHandlers._failed`)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
     PrimaryKeyConstraint("tenant_id", "account_id"),
 )
 Index("ix_drift_candidates_created", drift_candidates.c.created_at)
