@@ -284,3 +284,40 @@ async def test_two_copies_of_a_proposal_explained_at_once_are_announced_once(ser
         await on_rebalance_proposed(env, uow, engine=OtherCopyWinsMeanwhile())  # type: ignore[arg-type]
         assert uow.published == [], "announced a second explanation of the proposal"
         await uow.commit()
+
+
+async def test_old_risk_assessments_are_purged_and_recent_ones_kept(service):
+    """The stored risk assessments are a cache of minutes' use: those older than the retention
+    are deleted (in batches), the recent ones stay."""
+    from sqlalchemy import func, insert, select, update
+
+    from trimtab.explainer.app import purge_once
+    from trimtab.explainer.handlers import purge_risk_assessments
+    from trimtab.explainer.models import infra, risk_assessments
+    from trimtab.shared.outbox import UnitOfWork
+
+    app, _ = service
+    sm = app.state.runtime.sessionmaker
+    tenant = f"purge-{uuid.uuid4().hex[:8]}"
+    ids = [uuid.uuid4() for _ in range(5)]
+    async with sm() as s, s.begin():
+        await s.execute(insert(risk_assessments), [
+            {"tenant_id": tenant, "proposal_id": pid, "event_id": uuid.uuid4(), "payload": {"account_id": "A"}}
+            for pid in ids])
+        # Three arrived two days ago, two just now.
+        await s.execute(update(risk_assessments).where(risk_assessments.c.proposal_id.in_(ids[:3]))
+                        .values(received_at=func.now() - func.make_interval(0, 0, 0, 2)))
+
+    async def left() -> set[uuid.UUID]:
+        async with sm() as s:
+            return set((await s.execute(select(risk_assessments.c.proposal_id).where(
+                risk_assessments.c.tenant_id == tenant))).scalars())
+
+    async with UnitOfWork(sm, infra) as uow:
+        assert await purge_risk_assessments(uow, 3 * 86400.0) == 0, "nothing is three days old"
+        # In batches: a limit of 2 deletes two of the three old ones, the oldest first.
+        assert await purge_risk_assessments(uow, 86400.0, limit=2) == 2
+        await uow.commit()
+    assert len(await left() & set(ids[:3])) == 1 and set(ids[3:]) <= await left()
+    assert await purge_once(app.state.runtime, retention_h=24.0) >= 1
+    assert await left() == set(ids[3:]), "the old ones are gone, the recent ones kept"

@@ -41,6 +41,35 @@ class Settings(ServiceSettings):
     #: How long after a proposal was published its explanation may wait for the proposal's risk
     #: assessment, whose figures the narratives quote (ms; 0: quote it only if already stored).
     explainer_risk_wait_ms: float = Field(default=2000.0, validation_alias="EXPLAINER_RISK_WAIT_MS", ge=0)
+    #: Stored risk assessments are kept this long (hours), then purged: a narrative quotes its
+    #: proposal's within seconds (a failed explanation retried later may go without figures).
+    explainer_risk_retention_h: float = Field(default=168.0, validation_alias="EXPLAINER_RISK_RETENTION_H", gt=0)
+    #: Seconds between purges of old risk assessments.
+    explainer_risk_purge_s: float = Field(default=3600.0, validation_alias="EXPLAINER_RISK_PURGE_S", gt=0)
+
+
+async def purge_once(runtime: ServiceRuntime, retention_h: float) -> int:
+    """Purge the risk assessments older than `retention_h`, in transactions of 10,000 rows."""
+    total = 0
+    while True:
+        async with runtime.uow() as uow:
+            n = await handlers.purge_risk_assessments(uow, retention_h * 3600.0)
+            await uow.commit()
+        total += n
+        if n < 10_000:
+            break
+    if total:
+        log.info("purged %d risk assessments older than %g h", total, retention_h)
+    return total
+
+
+async def _purge_forever(runtime: ServiceRuntime, retention_h: float, every_s: float) -> None:
+    while True:
+        try:
+            await purge_once(runtime, retention_h)
+        except Exception:  # noqa: BLE001 - the next pass retries
+            log.exception("purging old risk assessments failed")
+        await asyncio.sleep(every_s)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -65,14 +94,17 @@ def create(settings: Settings | None = None) -> FastAPI:
         # Warm in the background (shap's import and JIT take seconds): the service is ready at
         # once, and the first explanation simply queues behind the warm-up in the worker.
         warming["task"] = asyncio.create_task(engine.warm(), name="explainer:warm")
+        warming["purge"] = asyncio.create_task(
+            _purge_forever(runtime, settings.explainer_risk_retention_h, settings.explainer_risk_purge_s),
+            name="explainer:purge-risk")
 
     @runtime.on_stop
     async def _stop() -> None:
-        task = warming.pop("task", None)
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (warming.pop("task", None), warming.pop("purge", None)):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         engine.stop()
 
     app = create_app(runtime, [api.router], title="Trimtab explainer",

@@ -14,6 +14,8 @@ consumer). The narratives quote the proposal's assessment when it is known; for 
 published less than `EXPLAINER_RISK_WAIT_MS` ago the handler waits up to then for it (the risk
 service answers in milliseconds; a backlog's proposals are older and find theirs stored, or go
 without: the wait never holds a backlog back). `ExplanationCreated.risk_event_id` names it.
+The stored assessments are deleted `EXPLAINER_RISK_RETENTION_H` after they arrived (a sweep
+every `EXPLAINER_RISK_PURGE_S`): the one a narrative quoted stays in the audit record.
 
 What is refused (recorded as a failure, nothing published): a snapshot whose canonical hash is
 not the one the proposal claims (the explanation would be of something else than what was
@@ -25,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.canonical import canonical_hash
@@ -68,6 +70,21 @@ async def on_risk_assessed(env: Envelope, uow: UnitOfWork) -> None:
     stmt = insert(risk_assessments).values(tenant_id=env.tenant_id, proposal_id=r.proposal_id,
                                            event_id=env.event_id, payload=r.model_dump(mode="json"))
     await uow.session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "proposal_id"]))
+
+
+async def purge_risk_assessments(uow: UnitOfWork, older_than_s: float, *, limit: int = 10_000) -> int:
+    """Delete stored risk assessments received more than `older_than_s` ago (at most `limit`);
+    returns how many. A narrative quotes its proposal's assessment within seconds of the
+    proposal; the quoted one stays in the audit record (`ExplanationCreated.risk_event_id`
+    names it), so the explainer's copy is only a cache of a few minutes' use."""
+    ra = risk_assessments.c
+    oldest = (select(ra.tenant_id, ra.proposal_id)
+              .where(ra.received_at < func.now() - timedelta(seconds=older_than_s))
+              .order_by(ra.received_at).limit(limit).cte("oldest"))
+    result = await uow.session.execute(
+        delete(risk_assessments).where(tuple_(ra.tenant_id, ra.proposal_id).in_(
+            select(oldest.c.tenant_id, oldest.c.proposal_id))).returning(ra.proposal_id))
+    return len(result.all())
 
 
 async def risk_for(uow: UnitOfWork, env: Envelope, p: RebalanceProposed, wait_s: float

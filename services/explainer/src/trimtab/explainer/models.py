@@ -71,5 +71,6 @@ risk_assessments = Table(
     PrimaryKeyConstraint("tenant_id", "proposal_id"),
 )
 
+Index("ix_risk_assessments_received", risk_assessments.c.received_at)
 Index("ix_explanations_tenant_account_created", explanations.c.tenant_id,
       explanations.c.account_id, explanations.c.created_at)
