@@ -276,6 +276,8 @@ async def test_a_candidate_that_cannot_be_decided_is_given_up_as_a_dead_letter(s
         attempts, error = await ghost() or (None, None)
         assert attempts == 1 and error is not None and "Error" in error
         assert await dead() == []
+        await handlers._failed(t, "GHOST", ConnectionError("database away"))  # noqa: SLF001
+        assert (await ghost() or (None,))[0] == 1, "a transient failure is not the candidate's: not counted"
         assert await handlers.decide_stored(t, ["GHOST"]) == []
         assert await ghost() is None, "given up after max_attempts"
         [row] = await dead()

@@ -218,7 +218,7 @@ def test_a_busy_connection_pool_is_infrastructure_not_the_events_fault() -> None
     dead-lettering a good event."""
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from trimtab.shared.consumer import _is_transient
+    from trimtab.shared.consumer import is_transient
 
-    assert _is_transient(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))
-    assert not _is_transient(ValueError("a bad event"))
+    assert is_transient(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))
+    assert not is_transient(ValueError("a bad event"))

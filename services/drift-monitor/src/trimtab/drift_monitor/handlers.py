@@ -36,6 +36,7 @@ from opentelemetry.propagate import extract
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from trimtab.shared.consumer import is_transient
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted, topic_of
@@ -197,10 +198,14 @@ class DriftHandlers:
         /v1/ops/dead-letters, consumer `drift-monitor.settle`, key the account) instead of
         being retried every sweep forever. Nothing is lost with it: the account's book and the
         prices are untouched, and its next tick (or the start-up screen) makes it a candidate
-        again. Never raises (but on cancellation): with the database away, nothing is counted."""
+        again. A transient error (`is_transient`: the database away, a deadlock lost) is not
+        counted. Never raises (but on cancellation)."""
         assert self._uow is not None
         text = f"{type(error).__name__}: {error}"[:2000]
         _candidate_failures.add(1)
+        if is_transient(error):  # the database away, a deadlock lost: not the candidate's fault
+            log.warning("tenant %s: drift candidate %s left for the sweep: %s", tenant, account_id, text)
+            return
         try:
             async with self._uow() as uow:
                 s, c = uow.session, drift_candidates.c

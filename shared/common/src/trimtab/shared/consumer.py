@@ -114,7 +114,9 @@ TRANSIENT = (OperationalError, InterfaceError, OSError, ConnectionError, KafkaEr
 _RETRY_SQLSTATES = {"40P01", "40001"}
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """Infrastructure or a lost race (deadlock, serialization failure), not the work itself: try
+    again, without counting it against the work."""
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -418,7 +420,7 @@ class EventConsumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    if _is_transient(e) and attempt < 1000:
+                    if is_transient(e) and attempt < 1000:
                         _failures.add(1, {"consumer": self.name, "event_type": "(batch)", "kind": "transient"})
                         log.warning("%s: transient failure on a batch, retrying: %r", self.name, e)
                         await asyncio.sleep(min(5.0, self._backoff * 2 ** min(attempt, 7)))
@@ -485,7 +487,7 @@ class EventConsumer:
                     await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=True)
                     return
                 except Exception as e:
-                    transient = _is_transient(e)
+                    transient = is_transient(e)
                     _failures.add(1, {"consumer": self.name, "event_type": env.event_type,
                                       "kind": "transient" if transient else "error"})
                     if transient:
