@@ -82,7 +82,7 @@ def clarabel_settings(inps: list[Any]) -> dict[str, Any]:
     for name, settings in variants.items():
         setup, solve, iters, objs = [], [], [], []
         for th in thetas:
-            t1 = np.append(th, 1.0)
+            t1 = th  # theta ends with the constant 1
             P, q, A, b = fast.P.at(t1), fast.q @ t1, fast.A.at(t1), fast.b @ t1
             t0 = time.perf_counter()
             solver = clarabel.DefaultSolver(P, q, A, b, fast.cones, settings)
@@ -121,7 +121,7 @@ def warm_start(accounts: int) -> dict[str, Any]:
     assert fast is not None and not shape.impact
 
     def data(inp: Any, bans: S.Bans) -> tuple[Any, ...]:
-        t1 = np.append(prob.theta(S._Run(inp, w, DEFAULT_TUNING, shape).data(bans)), 1.0)  # noqa: SLF001
+        t1 = prob.theta(S._Run(inp, w, DEFAULT_TUNING, shape).data(bans))  # noqa: SLF001
         P, q, A, b = fast.P.at(t1), fast.q @ t1, fast.A.at(t1), fast.b @ t1
         lo, at = np.full(len(b), -np.inf), 0  # Clarabel's A x + s = b, s in {0} or R+
         for cone in fast.cones:

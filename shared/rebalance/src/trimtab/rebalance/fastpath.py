@@ -286,12 +286,15 @@ class ClarabelFastPath:
               ) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
         """(status, sell, buy, objective in solver scale); status is a cvxpy status string.
 
+        `theta`: the Parameter values in `names` order, optionally followed by a 1 (the affine
+        map's constant column, as `CompiledProblem.theta` gives them).
+
         `attempt` picks the settings (`attempts`): 0 the fast ones, 1 Clarabel's defaults with
         this problem's tolerances, 2 tolerances of `LOOSE_TOL` (Clarabel stalls near 1e-9 on a
         few large problems with power cones; a certified 1e-7 optimum is better than a fallback
         solver's uncertified one).
         """
-        theta1 = np.append(theta, 1.0)
+        theta1 = theta if len(theta) == self.dim + 1 else np.append(theta, 1.0)
         settings = self.attempts[attempt]
         solver = self._clarabel.DefaultSolver(self.P.at(theta1), self.q @ theta1, self.A.at(theta1),
                                              self.b @ theta1, self.cones, settings)

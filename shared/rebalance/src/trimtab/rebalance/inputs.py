@@ -155,9 +155,27 @@ class RebalanceInput:
         return self.wash_group if self.wash_group is not None else self.symbols
 
     @cached_property
+    def group_names(self) -> tuple[str, ...]:
+        """The wash-sale groups present, sorted: `group_code` indexes this."""
+        return tuple(sorted(set(self.groups)))
+
+    @cached_property
     def group_code(self) -> np.ndarray:
         """Wash-sale group of each security as an integer (codes follow the sorted group names)."""
-        return _frozen(np.unique(np.array(self.groups, dtype=object), return_inverse=True)[1].ravel())
+        index = {g: c for c, g in enumerate(self.group_names)}
+        return _frozen(np.array([index[g] for g in self.groups], dtype=np.int64))
+
+    @cached_property
+    def _securities_by_group(self) -> tuple[np.ndarray, np.ndarray]:
+        """(security indices sorted by group code, ascending within a group; start of each
+        group's run)."""
+        order = np.argsort(self.group_code, kind="stable")
+        return order, np.searchsorted(self.group_code[order], np.arange(len(self.group_names) + 1))
+
+    def group_members(self, code: int) -> np.ndarray:
+        """Security indices of wash group `code`, ascending."""
+        order, starts = self._securities_by_group
+        return order[starts[code]:starts[code + 1]]
 
     @cached_property
     def lot_rank_order(self) -> np.ndarray:

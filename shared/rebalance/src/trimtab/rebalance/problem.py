@@ -267,6 +267,12 @@ class CompiledProblem:
         assert self.problem.is_dpp(), "the rebalancing problem must stay DPP"
         self.compile_ms = 0.0
         self.fast: ClarabelFastPath | None = None
+        at, self._theta_slices = 0, []
+        for name, param in self.p.items():
+            size = int(np.prod(param.shape)) if param.shape else 1
+            self._theta_slices.append((name, at, at + size, not param.shape))
+            at += size
+        self._theta_dim = at
 
     def compile(self, *, fast_path: bool = True) -> None:
         """Canonicalize for the primary solver now (DPP caches it), then build the fast path."""
@@ -288,9 +294,17 @@ class CompiledProblem:
     # ------------------------------------------------------------------ parameter values
 
     def theta(self, data: ProblemData) -> np.ndarray:
-        """All Parameter values flattened in a fixed order (the fast path's input)."""
-        return np.concatenate([np.atleast_1d(np.asarray(getattr(data, name), dtype=float)).ravel()
-                               for name in self.p])
+        """All Parameter values flattened in a fixed order, then a 1 (the fast path's input:
+        the affine map's constant column)."""
+        out = np.empty(self._theta_dim + 1)
+        for name, start, stop, scalar in self._theta_slices:
+            value = getattr(data, name)
+            if scalar:
+                out[start] = value
+            else:
+                out[start:stop] = np.ravel(value)
+        out[-1] = 1.0
+        return out
 
     def set_theta(self, theta: np.ndarray) -> None:
         at = 0

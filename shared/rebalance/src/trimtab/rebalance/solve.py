@@ -406,12 +406,19 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
         alone = (np.bincount(code) == 1)[code[inp.lot_security]]
         loss &= ~alone | (run.lin < 0)
     lot_code = code[inp.lot_security]
-    candidates = np.intersect1d(lot_code[loss], code[buyable])
-    names = tuple(inp.groups[int(np.flatnonzero(code == c)[0])] for c in candidates)
-    members = {g: np.flatnonzero(code == c) for g, c in zip(names, candidates, strict=True)}
-    loss_lots = {g: np.flatnonzero(loss & (lot_code == c)) for g, c in zip(names, candidates, strict=True)}
-    order = sorted(range(len(names)), key=lambda j: names[j])
-    return _Groups(tuple(names[j] for j in order), members, loss_lots)
+    # Loss lots grouped by wash group (ascending within a group), one sort for all groups.
+    lots = np.flatnonzero(loss)
+    lots = lots[np.argsort(lot_code[lots], kind="stable")]
+    starts = np.searchsorted(lot_code[lots], np.arange(len(inp.group_names) + 1))
+    has_loss = np.diff(starts) > 0
+    has_buy = np.zeros(len(inp.group_names), dtype=bool)
+    has_buy[code[buyable]] = True
+    # Codes follow the sorted group names, so the candidates come out in name order.
+    candidates = np.flatnonzero(has_loss & has_buy)
+    names = tuple(inp.group_names[c] for c in candidates)
+    members = {g: inp.group_members(c) for g, c in zip(names, candidates, strict=True)}
+    loss_lots = {g: lots[starts[c]:starts[c + 1]] for g, c in zip(names, candidates, strict=True)}
+    return _Groups(names, members, loss_lots)
 
 
 def _harvest_benefit(lin: np.ndarray, inp: RebalanceInput, lots: np.ndarray) -> float:
