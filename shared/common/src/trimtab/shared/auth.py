@@ -69,6 +69,10 @@ def mint_token(
     return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)
 
 
+#: Longest accepted token subject: the services record it in columns of this length.
+SUBJECT_MAX = 200
+
+
 def decode_token(settings: ServiceSettings, token: str) -> Principal:
     key = settings.jwt_public_key or settings.jwt_secret
     try:
@@ -78,11 +82,14 @@ def decode_token(settings: ServiceSettings, token: str) -> Principal:
         )
     except jwt.PyJWTError as e:
         raise Unauthorized(f"invalid token: {e}") from None
-    tenant = str(claims["tenant"])
-    if not tenant or len(tenant) > 64:
+    tenant, subject = str(claims["tenant"]), str(claims["sub"])
+    if not tenant or len(tenant) > 64 or "\x00" in tenant:
         raise Unauthorized("invalid token: bad tenant claim")
+    # The subject is recorded as who decided or changed something (columns of 200 characters).
+    if not subject or len(subject) > SUBJECT_MAX or "\x00" in subject:
+        raise Unauthorized(f"invalid token: the subject must be 1 to {SUBJECT_MAX} characters")
     return Principal(
-        subject=str(claims["sub"]), tenant_id=tenant,
+        subject=subject, tenant_id=tenant,
         scopes=frozenset(str(claims.get("scope", "")).split()),
     )
 

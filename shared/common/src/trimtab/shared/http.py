@@ -7,7 +7,9 @@ lifespan (migrations, producer, relay, consumers) around the app.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,6 +63,74 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged", request)
 
 
+#: A JSON escape of U+0000: "\\u0000" preceded by an even number of other backslashes.
+_NUL_ESCAPE = re.compile(rb"(\\+)u0000")
+_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def has_nul(body: bytes) -> bool:
+    """Whether a request body carries U+0000: as a raw byte (CSV, text) or as a JSON escape
+    (an escaped backslash followed by "u0000" is text, not a NUL)."""
+    if b"\x00" in body:
+        return True
+    return any(len(m.group(1)) % 2 == 1 for m in _NUL_ESCAPE.finditer(body))
+
+
+class RejectNulMiddleware:
+    """Refuse U+0000 anywhere in a request (path, query, body) with a 422 problem.
+
+    PostgreSQL cannot store NUL in text (nor in JSONB), so a NUL that reached a query or an
+    insert failed there as a 500, on every service and route that takes a string. Refused here,
+    once, before any route runs. The body is read whole (FastAPI reads it whole anyway) and
+    handed on unchanged."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = None
+        if "\x00" in scope.get("path", ""):
+            where = "path"
+        elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+            where = "query"
+        body_messages: list[dict[str, Any]] = []
+        if where is None and scope.get("method") in _WITH_BODY:
+            chunks, more = [], True
+            while more:
+                message = await receive()
+                body_messages.append(message)
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            if has_nul(b"".join(chunks)):
+                where = "body"
+        if where is not None:
+            body = json.dumps({
+                "type": "about:blank", "title": "Invalid request", "status": 422,
+                "detail": f"the request's {where} contains a NUL character (U+0000), which is not accepted",
+                "instance": scope.get("path", "").replace("\x00", "\\0"),
+            }).encode()
+            await send({"type": "http.response.start", "status": 422,
+                        "headers": [(b"content-type", PROBLEM.encode()),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if not body_messages:
+            await self.app(scope, receive, send)
+            return
+
+        async def replay() -> dict[str, Any]:
+            if body_messages:
+                return body_messages.pop(0)
+            return await receive()  # type: ignore[no-any-return]
+
+        await self.app(scope, replay, send)
+
+
 def create_app(
     runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str, description: str = "",
     version: str = "0.1.0",
@@ -81,6 +151,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.add_middleware(RejectNulMiddleware)
 
     @app.get("/livez", tags=["health"], summary="The process is alive")
     async def livez() -> dict[str, str]:

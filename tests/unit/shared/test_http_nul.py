@@ -1,0 +1,86 @@
+"""U+0000 anywhere in a request is refused with a 422 problem before any route runs (PostgreSQL
+cannot store it: it reached queries and inserts as a 500 on every service), and a token's subject
+must fit the columns that record it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from trimtab.shared.auth import SUBJECT_MAX, decode_token, mint_token
+from trimtab.shared.config import ServiceSettings
+from trimtab.shared.errors import Unauthorized
+from trimtab.shared.http import RejectNulMiddleware, has_nul, install_problem_handlers
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.add_middleware(RejectNulMiddleware)
+
+    @app.get("/items/{item_id}")
+    async def get_item(item_id: str, q: str = "") -> dict[str, str]:
+        return {"item_id": item_id, "q": q}
+
+    @app.post("/items")
+    async def post_item(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    return app
+
+
+async def _call(method: str, url: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
+        return await c.request(method, url, **kw)
+
+
+@pytest.mark.parametrize(("method", "url", "kw", "where"), [
+    ("GET", "/items/a%00b", {}, "path"),
+    ("GET", "/items/a?q=x%00", {}, "query"),
+    ("POST", "/items", {"content": b'{"name": "bad\\u0000"}', "headers": {"content-type": "application/json"}}, "body"),
+    ("POST", "/items", {"content": b"account_id,name\na1,x\x00y\n", "headers": {"content-type": "text/csv"}}, "body"),
+])
+async def test_a_nul_anywhere_is_a_422_problem(method: str, url: str, kw: dict, where: str) -> None:  # type: ignore[type-arg]
+    r = await _call(method, url, **kw)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert f"request's {where} contains a NUL" in r.json()["detail"]
+
+
+async def test_clean_requests_and_escaped_backslashes_pass_unchanged() -> None:
+    body = b'{"name": "C:\\\\u0000dir", "note": "' + b"x" * 200_000 + b'"}'
+    r = await _call("POST", "/items", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json() == {"received": len(body)}, "the body reaches the route whole"
+    r = await _call("GET", "/items/a%20b?q=100%25")
+    assert r.status_code == 200 and r.json() == {"item_id": "a b", "q": "100%"}
+
+
+def test_has_nul_tells_an_escape_from_an_escaped_backslash() -> None:
+    assert has_nul(b'"\\u0000"') and has_nul(b'"\\\\\\u0000"') and has_nul(b"\x00")
+    assert not has_nul(b'"\\\\u0000"') and not has_nul(b'"u0000"')
+
+
+def test_a_token_subject_must_fit_the_columns_that_record_it() -> None:
+    s = ServiceSettings()
+    assert decode_token(s, mint_token(s, subject="a" * SUBJECT_MAX, tenant_id="f")).subject == "a" * SUBJECT_MAX
+    for bad in ("a" * (SUBJECT_MAX + 1), "a\x00b"):
+        with pytest.raises(Unauthorized):
+            decode_token(s, mint_token(s, subject=bad, tenant_id="f"))
+    with pytest.raises(Unauthorized):
+        decode_token(s, mint_token(s, subject="a", tenant_id="f\x00"))
+
+
+@pytest.mark.parametrize("package", ["market_data", "drift_monitor", "optimizer", "risk", "explainer", "audit"])
+async def test_every_service_refuses_a_nul_before_its_routes(package: str) -> None:
+    """Each service's app (built by the shared factory, not started: the refusal needs neither
+    the database nor the broker) answers the fuzzer's 500 case, the operators' dead-letter query
+    with a NUL, with a 422 problem."""
+    import importlib
+
+    from tests.support import auth, settings
+
+    mod = importlib.import_module(f"trimtab.{package}.app")
+    app = mod.create(settings(mod.Settings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/v1/ops/dead-letters", params={"consumer": "\x00"}, headers=auth(scopes=["ops:read"]))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
