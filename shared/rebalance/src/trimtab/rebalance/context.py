@@ -19,6 +19,7 @@ so a service can pass it through a process pool or an API unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,6 +32,10 @@ MODES: tuple[str, ...] = ("both", "buy_only", "sell_only")
 
 #: The US wash-sale window: 30 days before and after a loss sale.
 WASH_WINDOW_DAYS = 30
+
+
+#: Largest dollar amount a context may carry (withdrawal, tax budget, gain cap, thresholds).
+MAX_CONTEXT_USD = 1e13
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,22 @@ class RebalanceContext:
             raise ValueError("withdrawal must be nonnegative")
         if self.gain_cap_usd is not None and self.gain_cap_usd < 0:
             raise ValueError("gain cap must be nonnegative")
+        # Magnitudes far beyond any real account, well inside what a solver handles.
+        for name, value, low, high in (
+            ("withdrawal_usd", self.withdrawal_usd, 0.0, MAX_CONTEXT_USD),
+            ("tax_budget_usd", self.tax_budget_usd, -MAX_CONTEXT_USD, MAX_CONTEXT_USD),
+            ("gain_cap_usd", self.gain_cap_usd, 0.0, MAX_CONTEXT_USD),
+            ("harvest_min_loss_usd", self.harvest_min_loss_usd, 0.0, MAX_CONTEXT_USD),
+            ("harvest_min_loss_pct", self.harvest_min_loss_pct, 0.0, 1.0),
+            ("impact_b", self.impact_b, 0.0, 1e3),
+        ):
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+        for symbol, info in self.securities.items():
+            if info.sigma_daily is not None and not (math.isfinite(info.sigma_daily) and 0 <= info.sigma_daily <= 10):
+                raise ValueError(f"{symbol}: sigma_daily must be between 0 and 10, not {info.sigma_daily:g}")
+            if info.adv_usd is not None and not (math.isfinite(info.adv_usd) and 0 <= info.adv_usd <= 1e15):
+                raise ValueError(f"{symbol}: adv_usd must be between 0 and 1e15, not {info.adv_usd:g}")
 
     def info(self, symbol: str) -> SecurityInfo:
         return self.securities.get(symbol) or SecurityInfo()

@@ -75,7 +75,7 @@ from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.events import AccountSnapshot, Order, SecuritySnapshot, SolverInfo
 from trimtab.shared.money import dec, usd
 
-from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
+from .context import EMPTY_CONTEXT, MAX_CONTEXT_USD, WASH_WINDOW_DAYS, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights, validate_weights
 from .errors import InfeasibleProblem, InvalidSnapshot, RebalanceError, SolverFailed
 from .inputs import RebalanceInput, from_snapshot, group_bands
@@ -310,6 +310,11 @@ def household_input(
     unknown = set(withdrawals_usd) - set(ids)
     if unknown:
         raise InvalidSnapshot(f"withdrawals for accounts outside the household: {sorted(unknown)}")
+    for account, given in withdrawals_usd.items():
+        amount = given if isinstance(given, Decimal) else Decimal(repr(float(given)))
+        if not (amount.is_finite() and 0 <= amount <= Decimal(repr(MAX_CONTEXT_USD))):
+            raise InvalidSnapshot(f"the withdrawal of {account} must be between 0 and {MAX_CONTEXT_USD:g} "
+                                  f"USD, not {amount:.6g}", account_ids=[account])
     multipliers = dict(LOCATION_MULTIPLIERS)
     multipliers.update(location_multipliers or {})
 

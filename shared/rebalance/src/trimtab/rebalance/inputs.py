@@ -435,11 +435,40 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         target_weight_without_esg=arr([_f(before_esg.get(s, 0)) for s in symbols]) if before_esg else None,
         screen_only_mask=arr([s not in core for s in symbols], bool) if len(core) < len(symbols) else None,
     )
+    _check_magnitudes(inp)
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
     return apply_context(inp, context or EMPTY_CONTEXT)
+
+
+#: What a snapshot's numbers may be: far beyond any real account, well inside what a solver
+#: handles (a price of 1e-300 or a cash balance of 1e400 made it fail, or answer nonsense).
+MAX_USD = 1e13  # cash, reserve, account value
+PRICE_RANGE_USD = (1e-4, 1e7)  # a price or a lot's basis per share (basis may be 0)
+MAX_SHARES = 1e12
+MAX_HALF_SPREAD_BPS = 1e4
+MAX_COMMISSION_USD_PER_SHARE = 1e3
+
+
+def _check_magnitudes(inp: RebalanceInput) -> None:
+    lo, hi = PRICE_RANGE_USD
+    checks = [
+        ("a price", inp.price_usd, lo, hi),
+        ("a lot's basis per share", inp.lot_basis_usd_per_share, 0.0, hi),
+        ("a lot's shares", inp.lot_shares, 0.0, MAX_SHARES),
+        ("a half spread (bps)", inp.half_spread_bps, 0.0, MAX_HALF_SPREAD_BPS),
+        ("a commission per share", inp.commission_usd_per_share, 0.0, MAX_COMMISSION_USD_PER_SHARE),
+        ("cash", np.array([inp.cash_usd]), -MAX_USD, MAX_USD),
+        ("the cash reserve", np.array([inp.cash_reserve_usd]), 0.0, MAX_USD),
+    ]
+    for what, values, low, high in checks:
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            raise InvalidSnapshot(f"{what} is outside [{low:g}, {high:g}]: {float(values[bad][0]):g}")
+    if not inp.value_usd <= MAX_USD:
+        raise InvalidSnapshot(f"account value {inp.value_usd:g} is above {MAX_USD:g}")
 
 
 def group_bands(band: np.ndarray, membership: np.ndarray) -> np.ndarray:
