@@ -84,3 +84,22 @@ async def test_every_service_refuses_a_nul_before_its_routes(package: str) -> No
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         r = await c.get("/v1/ops/dead-letters", params={"consumer": "\x00"}, headers=auth(scopes=["ops:read"]))
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+
+
+async def test_the_openapi_documents_promise_problems_and_405_says_what_is_allowed() -> None:
+    """Platform teams generate clients from /v1/openapi.json: every route's errors are documented
+    as the problem+json the services send (not FastAPI's default 422 schema), and a wrong
+    method's 405 names the allowed ones."""
+    from tests.support import settings
+    from trimtab.optimizer.app import Settings, create
+
+    app = create(settings(Settings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    spec = app.openapi()
+    assert "HTTPValidationError" not in str(spec)
+    what_if = spec["paths"]["/v1/rebalance/what-if"]["post"]["responses"]
+    assert set(what_if) >= {"200", "422", "4XX", "5XX"}
+    assert list(what_if["422"]["content"]) == ["application/problem+json"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.delete("/v1/rebalance/what-if")
+    assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["allow"] == "POST"

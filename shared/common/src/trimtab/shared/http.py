@@ -27,13 +27,38 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, request: Request | None = None, **extra: Any) -> JSONResponse:
+def problem(status: int, title: str, detail: str, request: Request | None = None, *,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if request is not None:
         body["instance"] = request.url.path
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
+
+
+#: What every route may answer besides its success, as the OpenAPI documents say it: an RFC 9457
+#: problem (FastAPI's default 422 schema is not what the services send).
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "422 from schema validation: where and what"},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"description": "Invalid request (problem+json; `errors` lists schema violations)",
+          "content": {PROBLEM: {"schema": _PROBLEM_SCHEMA}}},
+    "4XX": {"description": "Refused: unauthenticated, forbidden, not found, conflict... (problem+json)",
+            "content": {PROBLEM: {"schema": _PROBLEM_SCHEMA}}},
+    "5XX": {"description": "Internal error or a dependency unavailable (problem+json)",
+            "content": {PROBLEM: {"schema": _PROBLEM_SCHEMA}}},
+}
 
 
 def _jsonable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -55,7 +80,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail) if exc.status_code < 500 else "Error", str(exc.detail), request)
+        # Keep the exception's headers (405's `Allow`).
+        return problem(exc.status_code, str(exc.detail) if exc.status_code < 500 else "Error", str(exc.detail), request,
+                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -174,6 +201,6 @@ def create_app(
     from .ops import router as ops_router
 
     for r in [*routers, ops_router]:
-        app.include_router(r)
+        app.include_router(r, responses=PROBLEM_RESPONSES)
     instrument_app(app)
     return app
