@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trimtab.shared.auth import Principal, requires
@@ -43,6 +44,26 @@ Admin = Annotated[Principal, Depends(requires("audit:write"))]
 MAX_SEQ = 2**63 - 1  # the bigint column's range; larger numbers are a 422, not a 500
 AfterSeq = Annotated[int, Query(ge=0, le=MAX_SEQ, description="only records with a greater seq")]
 PageLimit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _instant(v: datetime | None) -> datetime | None:
+    """A time filter: without an offset it is UTC; its UTC time must exist (years 1 to 9999).
+
+    "9999-12-31T23:59:59-14:00" parses but is in year 10000 in UTC: a 422 here, not an
+    OverflowError when the driver converts it."""
+    if v is None:
+        return None
+    if v.tzinfo is None or v.utcoffset() is None:
+        v = v.replace(tzinfo=UTC)
+    try:
+        v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC it must fall in years 1 to 9999") from None
+    return v
+
+
+#: A date-time query parameter (ISO 8601; UTC when it has no offset), bounded as `_instant` says.
+Instant = AfterValidator(_instant)
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -268,8 +289,10 @@ async def export_records(
     household_id: Annotated[str | None, Query(max_length=64, description=(
         "records naming the household, and every record of its accounts"))] = None,
     proposal_id: uuid.UUID | None = None,
-    since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+    since: Annotated[datetime | None, Query(description="occurred_at >= since (UTC without an offset)"),
+                     Instant] = None,
+    until: Annotated[datetime | None, Query(description="occurred_at < until (UTC without an offset)"),
+                     Instant] = None,
     after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=20_000)] = 1000,
     proofs_: Annotated[bool, Query(alias="proofs")] = True,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
@@ -23,7 +25,14 @@ from .schemas import (
     TickBatchIn,
     TickBatchOut,
 )
-from .service import Replay, Tick, load_reference_securities, record_ticks
+from .service import (
+    Replay,
+    Tick,
+    future_ticks,
+    load_reference_securities,
+    max_future_s,
+    record_ticks,
+)
 
 router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(requires("market:read"))]
@@ -38,6 +47,15 @@ def _runtime(request: Request):  # type: ignore[no-untyped-def]
              summary="Publish a batch of price ticks (one correlation id for the batch)")
 async def post_ticks(body: TickBatchIn, principal: Writer, request: Request) -> TickBatchOut:
     ticks = [Tick(t.symbol, t.price_usd, t.as_of) for t in body.ticks]
+    # A tick from the future is bad input, like a negative price: the whole batch is a 422 naming
+    # each such tick, and nothing is stored (record_ticks checks again for its other callers).
+    limit_s = max_future_s(_runtime(request))
+    ahead = future_ticks(ticks, datetime.now(UTC), limit_s)
+    if ahead:
+        raise RequestValidationError([
+            {"loc": ("body", "ticks", i, "as_of"), "type": "future_as_of",
+             "msg": f"as_of is more than {limit_s:g} s ahead of the service's clock (MARKET_DATA_MAX_FUTURE_S)"}
+            for i in ahead])
     ids, stale, corr = await record_ticks(_runtime(request), principal.tenant_id, ticks, body.source)
     return TickBatchOut(accepted=len(ids), stale_ignored=stale, correlation_id=corr, event_ids=ids)
 

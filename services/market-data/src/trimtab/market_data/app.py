@@ -16,11 +16,15 @@ from trimtab.shared.runtime import ServiceRuntime
 
 from . import api
 from .models import SCHEMA, infra, metadata
-from .service import Replays
+from .service import DEFAULT_MAX_FUTURE_S, Replays
 
 
 class Settings(ServiceSettings):
     service_name: str = Field(default="market-data", validation_alias="SERVICE_NAME")
+    #: How far (seconds) a tick's `as_of` may be ahead of this service's clock (feeds' clock skew);
+    #: a batch with a tick dated later is refused with 422 and nothing of it is stored.
+    market_data_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S,
+                                            validation_alias="MARKET_DATA_MAX_FUTURE_S", ge=0)
 
 
 def create(settings: Settings | None = None) -> FastAPI:

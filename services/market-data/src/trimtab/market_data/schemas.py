@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -14,19 +14,38 @@ from trimtab.shared.money import DecimalStr
 
 Symbol = str
 
+#: The earliest tick time accepted. The latest is "now" plus MARKET_DATA_MAX_FUTURE_S, checked when
+#: the ticks are recorded (service.future_ticks): it depends on the clock, not on the input alone.
+EARLIEST_TICK = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+def tick_time(v: datetime) -> datetime:
+    """A tick's `as_of`: with a time zone, representable in UTC, not before EARLIEST_TICK.
+
+    "9999-12-31T23:59:59-14:00" parses but has no UTC value (year 10000): it is refused here, not
+    left to overflow when the database driver converts it."""
+    if v.tzinfo is None or v.utcoffset() is None:
+        raise ValueError("as_of must carry a time zone (e.g. 2024-01-02T21:00:00Z)")
+    try:
+        utc = v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("as_of is out of range (its UTC time is before year 1 or after year 9999)") from None
+    if utc < EARLIEST_TICK:
+        raise ValueError(f"as_of must not be before {EARLIEST_TICK.isoformat()}")
+    return v
+
 
 class TickIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     symbol: Symbol = Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")
+    #: latest_prices / price_history.price_usd are Numeric(18, 6)
     price_usd: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
     as_of: datetime
 
     @field_validator("as_of")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("as_of must carry a time zone (e.g. 2024-01-02T21:00:00Z)")
-        return v
+        return tick_time(v)
 
 
 class TickBatchIn(BaseModel):
@@ -49,9 +68,14 @@ class SecurityIn(BaseModel):
     asset_class: str = Field(min_length=1, max_length=32)
     sector: str | None = Field(default=None, max_length=64)
     substitute_group: str | None = Field(default=None, max_length=32)
-    half_spread_bps: Decimal = Field(default=Decimal("2"), ge=0, le=10_000)
-    commission_usd_per_share: Decimal = Field(default=Decimal("0"), ge=0)
-    esg_score: Decimal | None = Field(default=None, ge=0, le=100)
+    # Bounds within the columns' precision and scale (models.securities), so a value the column
+    # cannot hold (or would silently round) is a 422, not a "numeric field overflow" 500.
+    #: Numeric(10, 4)
+    half_spread_bps: Decimal = Field(default=Decimal("2"), ge=0, le=10_000, max_digits=10, decimal_places=4)
+    #: Numeric(10, 6): at most 9999.999999 USD a share
+    commission_usd_per_share: Decimal = Field(default=Decimal("0"), ge=0, max_digits=10, decimal_places=6)
+    #: Numeric(6, 2)
+    esg_score: Decimal | None = Field(default=None, ge=0, le=100, max_digits=6, decimal_places=2)
 
 
 #: securities per `POST /v1/securities` (one INSERT: 9 bind parameters a row, 32,767 at most)

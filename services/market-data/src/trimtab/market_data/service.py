@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 
@@ -37,6 +37,22 @@ class Tick:
 
 #: rows per INSERT: PostgreSQL (asyncpg) takes at most 32,767 bind parameters per statement
 ROWS_PER_INSERT = 1000
+
+
+#: Default of MARKET_DATA_MAX_FUTURE_S: how far ahead of this service's clock a tick may be dated
+#: (the feeds' clock skew). A tick dated later would become the latest price until that time and
+#: turn every real tick until then into a stale one.
+DEFAULT_MAX_FUTURE_S = 300.0
+
+
+def future_ticks(ticks: list[Tick], now: datetime, max_future_s: float) -> list[int]:
+    """Indexes of the ticks dated more than `max_future_s` seconds after `now`."""
+    limit = now + timedelta(seconds=max_future_s)
+    return [i for i, t in enumerate(ticks) if t.as_of > limit]
+
+
+def max_future_s(runtime: ServiceRuntime) -> float:
+    return float(getattr(runtime.settings, "market_data_max_future_s", DEFAULT_MAX_FUTURE_S))
 
 
 def _chunks(rows: list[dict[str, object]]) -> list[list[dict[str, object]]]:
@@ -74,7 +90,16 @@ async def record_ticks(
     One event per (symbol, day) of the batch, the day's newest tick, in `as_of` order
     (`ticks_to_publish`); a tick older than the stored latest price is kept in history but not
     re-published. Returns (event ids, count of ticks not published, correlation id).
+
+    Every way ticks enter (the API, replays) comes through here: a tick dated more than
+    MARKET_DATA_MAX_FUTURE_S ahead refuses the whole batch (Invalid) before anything is stored.
     """
+    ahead = future_ticks(ticks, datetime.now(UTC), max_future_s(runtime))
+    if ahead:
+        first = ticks[ahead[0]]
+        raise Invalid(f"{len(ahead)} tick(s) dated in the future (more than {max_future_s(runtime):g} s "
+                      f"ahead of the service's clock), e.g. {first.symbol} at {first.as_of.isoformat()}; "
+                      "nothing was stored", future_ticks=ahead[:100])
     correlation_id = correlation_id or uuid.uuid4()
     symbols = sorted({t.symbol for t in ticks})
     async with runtime.uow() as uow:
@@ -87,10 +112,15 @@ async def record_ticks(
         if unknown:
             raise Invalid(f"unknown securities: {', '.join(unknown)}; add them with POST /v1/securities",
                           unknown_symbols=unknown)
+        # A stored latest price dated beyond the future limit (stored before ticks from the future
+        # were refused) would hold every real tick stale until that date: it counts as none, and
+        # the next real tick replaces it.
+        horizon = datetime.now(UTC) + timedelta(seconds=max_future_s(runtime))
         latest = {
             r.symbol: r.as_of
             for r in await s.execute(select(latest_prices.c.symbol, latest_prices.c.as_of).where(
                 latest_prices.c.tenant_id == tenant_id, latest_prices.c.symbol.in_(symbols)))
+            if r.as_of <= horizon
         }
         by_day, fresh = ticks_to_publish(ticks, latest)
         hist = insert(price_history)
@@ -118,7 +148,7 @@ async def record_ticks(
                     index_elements=["tenant_id", "symbol"],
                     set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of,
                           "source": stmt.excluded.source},
-                    where=latest_prices.c.as_of <= stmt.excluded.as_of,
+                    where=or_(latest_prices.c.as_of <= stmt.excluded.as_of, latest_prices.c.as_of > horizon),
                 ))
             for t in fresh:
                 env = Envelope.new(
