@@ -1,7 +1,9 @@
 """Request and response models of the drift-monitor API (separate from the tables).
 
 Money, shares and weights are Decimals in, Decimal strings out. Input limits match the columns
-(shares and cost bases to 8 places, cash to 6, weights to 10), so nothing is rounded silently.
+(shares and cost bases to 8 places, cash to 6, weights to 10), so nothing is rounded silently,
+and bound magnitudes so that what is derived from them fits its column too (MAX_USD, MAX_SHARES,
+MAX_PRICE below).
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from trimtab.shared.money import DecimalStr
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
 LotId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#\-]*$")]
 Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")]
+
+#: Magnitude bounds of what the API accepts. Cash, cash flows, withdrawals and the policy's dollar
+#: amounts: at most $1 trillion (accounts.cash_usd is NUMERIC(20,6), below 10^14; a cash flow is
+#: refused if the cash it leaves would exceed MAX_USD). Shares: at most 10^10 per lot and per
+#: account in all (lots.shares NUMERIC(28,8)); cost bases at most $10 million a share. An account's
+#: value, at most 10^10 shares x a price of that order + cash, then stays below 10^18, what
+#: drifts.total_value_usd NUMERIC(20,2) holds.
+MAX_USD = Decimal("1000000000000")
+MAX_SHARES = Decimal("10000000000")
+MAX_PRICE = Decimal("10000000")
+
 Weight = Annotated[Decimal, Field(ge=0, le=1, decimal_places=10)]
-Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6)]
+Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, max_digits=20, decimal_places=6)]
 Rate = Annotated[Decimal, Field(ge=0, le=1, decimal_places=4)]
 
 
@@ -36,7 +49,9 @@ Band = Annotated[Decimal, Field(gt=0, le=1, decimal_places=10)]
 
 class PolicyIn(_In):
     """Drift policy fields; a field left out inherits (account <- model <- defaults). A band set
-    to null switches that part off: {"band_abs": null, "band_rel": "0.25"} is a pure relative band."""
+    to null switches that part off: {"band_abs": null, "band_rel": "0.25"} is a pure relative band.
+    The other optional limits set to null are off too (min_interval_days: null is 0); automation
+    cannot be null (there is no "no automation level"): 422."""
 
     #: Absolute band as a weight: 0.05 fires when a weight is more than 5 points off target.
     band_abs: Band | None = None
@@ -49,9 +64,18 @@ class PolicyIn(_In):
     min_interval_days: int | None = Field(default=None, ge=0, le=3660)
     #: Uninvested cash (cash - max(reserve, cash target)) above this fires "cash_excess".
     cash_trigger_usd: Usd | None = None
+    #: Not nullable: null has no meaning here (leave the field out to inherit); 422.
     automation: AutomationLevel | None = None
     max_turnover: Decimal | None = Field(default=None, gt=0, le=2, decimal_places=10)
     max_tax_usd: Usd | None = None
+
+    @field_validator("automation")
+    @classmethod
+    def _automation_not_null(cls, v: str | None) -> str | None:
+        # Runs only on a value the caller sent (defaults are not validated): an explicit null.
+        if v is None:
+            raise ValueError("automation cannot be null; leave it out to inherit the model's (or the default)")
+        return v
 
     def stored(self) -> dict[str, Any]:
         """Only the fields the caller set (JSON-ready), so the rest keep inheriting."""
@@ -103,8 +127,8 @@ class ModelOut(BaseModel):
 class LotIn(_In):
     lot_id: LotId
     symbol: Symbol
-    shares: Decimal = Field(gt=0, max_digits=28, decimal_places=8)
-    cost_basis_usd_per_share: Decimal = Field(ge=0, max_digits=20, decimal_places=8)
+    shares: Decimal = Field(gt=0, le=MAX_SHARES, max_digits=28, decimal_places=8)
+    cost_basis_usd_per_share: Decimal = Field(ge=0, le=MAX_PRICE, max_digits=20, decimal_places=8)
     acquired_on: date
 
     @field_validator("acquired_on")
@@ -116,12 +140,16 @@ class LotIn(_In):
         return v
 
 
-def _unique_lots(lots: list[LotIn]) -> list[LotIn]:
+def _check_lots(lots: list[LotIn]) -> list[LotIn]:
+    """Unique lot ids, and at most MAX_SHARES shares in all (an account's value must fit)."""
     seen: set[str] = set()
     for lot in lots:
         if lot.lot_id in seen:
             raise ValueError(f"lot_id {lot.lot_id} appears twice")
         seen.add(lot.lot_id)
+    total = sum((lot.shares for lot in lots), Decimal(0))
+    if total > MAX_SHARES:
+        raise ValueError(f"the lots hold {total} shares in all, more than {MAX_SHARES} per account")
     return lots
 
 
@@ -151,7 +179,7 @@ class AccountIn(_In):
     tax_rates: TaxRatesIn = TaxRatesIn()
     lots: list[LotIn] = Field(default_factory=list, max_length=10_000)
 
-    _lots_unique = field_validator("lots")(_unique_lots)
+    _lots_unique = field_validator("lots")(_check_lots)
 
     @field_validator("custom_targets")
     @classmethod
@@ -173,7 +201,7 @@ class LotsIn(_In):
     #: Set cash too when the holdings were replaced by trades the book did not see.
     cash_usd: Usd | None = None
 
-    _lots_unique = field_validator("lots")(_unique_lots)
+    _lots_unique = field_validator("lots")(_check_lots)
 
 
 class LotOut(BaseModel):
@@ -337,7 +365,7 @@ class HouseholdDriftOut(BaseModel):
 
 class CashFlowIn(_In):
     #: Positive: a deposit; negative: cash leaving the account. Cash may not go below zero.
-    amount_usd: Decimal = Field(max_digits=20, decimal_places=6)
+    amount_usd: Decimal = Field(ge=-MAX_USD, le=MAX_USD, max_digits=20, decimal_places=6)
     note: str | None = Field(default=None, max_length=200)
 
     @field_validator("amount_usd")
@@ -349,7 +377,7 @@ class CashFlowIn(_In):
 
 
 class WithdrawalIn(_In):
-    amount_usd: Decimal = Field(gt=0, max_digits=20, decimal_places=6)
+    amount_usd: Decimal = Field(gt=0, le=MAX_USD, max_digits=20, decimal_places=6)
     due_on: date
 
 

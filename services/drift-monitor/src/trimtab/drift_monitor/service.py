@@ -40,10 +40,12 @@ from .book import (
     upsert_model,
     write_lots,
 )
+from .domain.rules import clean_policy
 from .domain.sleeves import descendants
 from .firing import decide, fire_due
 from .models import accounts, cash_flows, households, model_portfolios, withdrawals
 from .schemas import (
+    MAX_USD,
     AccountIn,
     AccountOut,
     BulkOut,
@@ -74,7 +76,7 @@ def account_out(book: Book) -> AccountOut:
         esg_excluded=list(a.esg_excluded or []),
         custom_targets=None if a.custom_targets is None else {k: Decimal(str(v)) for k, v in a.custom_targets.items()},
         targets=dict(sorted(book.targets.items())),
-        policy=policy_out(book.policy), policy_overrides=dict(a.policy or {}),
+        policy=policy_out(book.policy), policy_overrides=clean_policy(a.policy),
         open_withdrawals_usd=book.withdrawal_usd, last_rebalanced_at=a.last_rebalanced_at,
         tax_rates=TaxRatesOut(short_term=a.tax_short_term, long_term=a.tax_long_term),
         lots=[LotOut(lot_id=lot.lot_id, symbol=lot.symbol, shares=lot.shares,
@@ -112,7 +114,7 @@ async def list_models(rt: ServiceRuntime, tenant: str, model_id: str | None = No
                      models=dict(sorted(graph.get(r.model_id, {}).items())),
                      expanded_targets=dict(sorted(expanded[r.model_id].items())),
                      cash_target_weight=Decimal(1) - sum(expanded[r.model_id].values(), Decimal(0)),
-                     policy=dict(r.policy or {}), updated_at=r.updated_at) for r in rows]
+                     policy=clean_policy(r.policy), updated_at=r.updated_at) for r in rows]
 
 
 async def get_model(rt: ServiceRuntime, tenant: str, model_id: str) -> ModelOut:
@@ -347,6 +349,8 @@ async def cash_flow(rt: ServiceRuntime, tenant: str, account_id: str, body: Cash
         new_cash = row.cash_usd + body.amount_usd
         if new_cash < 0:
             raise Invalid(f"cash would go negative ({new_cash})", cash_usd=str(row.cash_usd))
+        if new_cash > MAX_USD:
+            raise Invalid(f"cash would be {new_cash}, more than {MAX_USD}", cash_usd=str(row.cash_usd))
         await s.execute(insert(cash_flows).values(tenant_id=tenant, flow_id=uuid.uuid4(), account_id=account_id,
                                                   amount_usd=body.amount_usd, note=body.note))
         await s.execute(update(accounts).where(accounts.c.tenant_id == tenant, accounts.c.account_id == account_id)

@@ -40,8 +40,9 @@ from .book import (
     sleeve_graph,
     upsert_model,
 )
+from .domain.rules import clean_policy
 from .models import accounts, lots, model_portfolios
-from .schemas import ImportOut, ImportRejected, LotIn, ModelIn, PolicyIn, _In
+from .schemas import MAX_SHARES, ImportOut, ImportRejected, LotIn, ModelIn, PolicyIn, _In
 
 Kind = Literal["accounts", "lots", "models"]
 Format = Literal["csv", "jsonl"]
@@ -83,14 +84,22 @@ def _rows(text: str, fmt: Format) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield n, obj if isinstance(obj, dict) else "not a JSON object"
         return
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        return
-    for row in reader:
-        n = reader.line_num
-        if None in row:
-            yield n, "more cells than header columns"
-            continue
-        yield n, {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
+    try:
+        if not reader.fieldnames:
+            return
+        for row in reader:
+            n = reader.line_num
+            if None in row:
+                yield n, "more cells than header columns"
+                continue
+            yield n, {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
+    except csv.Error as e:
+        # The reader cannot go on past it (where the next row starts is unknown): the whole file.
+        n = reader.reader.line_num  # the line being read (DictReader's own count lags one row)
+        if "field larger than field limit" in str(e):
+            raise ImportError_(f"CSV line {n}: a cell is longer than {csv.field_size_limit()} "
+                               "characters (no field takes that much)") from None
+        raise ImportError_(f"CSV line {n}: not readable as CSV: {e}") from None
 
 
 def _policy_from_flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -186,15 +195,21 @@ async def _import_lots(rt: ServiceRuntime, tenant: str, rows: list[tuple[int, di
             await s.execute(select(accounts.c.account_id).where(
                 accounts.c.tenant_id == tenant, accounts.c.account_id.in_(sorted(known)))
                 .order_by(accounts.c.account_id).with_for_update())
-        existing = {(a, lid) for a, b in (await load_books(s, tenant, sorted(known))).items() for lid in
-                    (x.lot_id for x in b.lots)}
+        books = await load_books(s, tenant, sorted(known))
+        existing = {(a, lid) for a, b in books.items() for lid in (x.lot_id for x in b.lots)}
+        # Shares held in all per account (stored and accepted so far): at most MAX_SHARES.
+        held = {a: sum((x.shares for x in b.lots), Decimal(0)) for a, b in books.items()}
         good: list[LotRowIn] = []
         for n, lot in valid:
             if lot.account_id not in known:
                 rejected.append(ImportRejected(line=n, key=lot.lot_id, errors=[f"account_id: unknown account {lot.account_id}"]))
             elif (lot.account_id, lot.lot_id) in existing:
                 rejected.append(ImportRejected(line=n, key=lot.lot_id, errors=["lot_id: already exists"]))
+            elif held.get(lot.account_id, Decimal(0)) + lot.shares > MAX_SHARES:
+                rejected.append(ImportRejected(line=n, key=lot.lot_id, errors=[
+                    f"shares: account {lot.account_id} would hold more than {MAX_SHARES} shares in all"]))
             else:
+                held[lot.account_id] = held.get(lot.account_id, Decimal(0)) + lot.shares
                 good.append(lot)
         if good:
             await s.execute(lots.insert(), [
@@ -333,10 +348,11 @@ async def export_rows(rt: ServiceRuntime, tenant: str, kind: Kind, fmt: Format) 
                 return _jsonl([{"model_id": m.model_id, "name": m.name,
                                 "targets": {k: str(v) for k, v in sorted(targets[m.model_id].items())},
                                 "models": {k: str(v) for k, v in sorted(graph.get(m.model_id, {}).items())},
-                                "policy": policies.get(m.model_id) or {}} for m in ms])
+                                "policy": clean_policy(policies.get(m.model_id))} for m in ms])
             out = []
             for m in ms:
-                pol = {f"policy.{k}": ("null" if v is None else v) for k, v in (policies.get(m.model_id) or {}).items()}
+                pol = {f"policy.{k}": ("null" if v is None else v)
+                       for k, v in clean_policy(policies.get(m.model_id)).items()}
                 entries = ([(sym, w, None) for sym, w in sorted(targets[m.model_id].items())]
                            + [(None, w, c) for c, w in sorted(graph.get(m.model_id, {}).items())])
                 for k, (sym, w, c) in enumerate(entries or [(None, None, None)]):
@@ -358,7 +374,7 @@ async def export_rows(rt: ServiceRuntime, tenant: str, kind: Kind, fmt: Format) 
             "model_id": a.model_id, "cash_usd": str(a.cash_usd), "cash_reserve_usd": str(a.cash_reserve_usd),
             "restricted": list(a.restricted or []), "never_buy": list(a.never_buy or []),
             "esg_excluded": list(a.esg_excluded or []), "custom_targets": a.custom_targets,
-            "policy": dict(a.policy or {}),
+            "policy": clean_policy(a.policy),
             "tax_rates": {"short_term": str(a.tax_short_term), "long_term": str(a.tax_long_term)},
         }
         if fmt == "jsonl":

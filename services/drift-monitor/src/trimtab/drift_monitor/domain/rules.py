@@ -103,7 +103,9 @@ POLICY_FIELDS = tuple(f.name for f in fields(Policy))
 
 def resolve_policy(*layers: Mapping[str, Any] | None) -> Policy:
     """Defaults, then each layer's fields (model, then account). A layer may set a band to None
-    explicitly to switch it off ({"band_abs": null, "band_rel": "0.2"} is a pure relative band)."""
+    explicitly to switch it off ({"band_abs": null, "band_rel": "0.2"} is a pure relative band);
+    min_interval_days None is 0. `automation` None means nothing (the API refuses it); one stored
+    before that was refused is skipped, so the layer below (the model's, the default) holds."""
     p = Policy()
     for layer in layers:
         if not layer:
@@ -112,14 +114,25 @@ def resolve_policy(*layers: Mapping[str, Any] | None) -> Policy:
         for k, v in layer.items():
             if k not in POLICY_FIELDS:
                 continue
-            if k in ("automation",):
-                vals[k] = v
+            if k in NOT_NULL_FIELDS:
+                if v is not None:
+                    vals[k] = v
             elif k == "min_interval_days":
                 vals[k] = int(v or 0)
             else:
                 vals[k] = None if v is None else Decimal(str(v))
         p = replace(p, **vals)
     return p
+
+
+#: Policy fields for which None means nothing (it is neither "off" nor a value).
+NOT_NULL_FIELDS = ("automation",)
+
+
+def clean_policy(layer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored policy layer as shown and exported: without a None that means nothing (stored
+    before the API refused it), so what is shown can be sent back."""
+    return {k: v for k, v in (layer or {}).items() if not (v is None and k in NOT_NULL_FIELDS)}
 
 
 def effective_targets(base: Mapping[str, Decimal], excluded: frozenset[str] | set[str]) -> dict[str, Decimal]:
