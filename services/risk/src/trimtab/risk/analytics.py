@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import numpy as np
 
@@ -29,18 +29,25 @@ from .schemas import ConcentrationOut, RiskMeasuresOut
 
 PCT = Decimal("0.0001")
 UNIT = Decimal("0.000001")
+DAYS = Decimal("0.01")
+#: wide enough to hold any finite float to a few places (1.8e308: 309 digits), so that a huge
+#: number is reported, not an InvalidOperation of the default 28 digits
+_WIDE = Context(prec=400, rounding=ROUND_HALF_EVEN)
+
+
+def fixed(x: float | None, places: Decimal, scale: int = 1) -> Decimal | None:
+    """`x * scale` as a Decimal with `places`, half to even; None if not finite."""
+    if x is None or not math.isfinite(x):
+        return None
+    return _WIDE.multiply(Decimal(repr(float(x))), scale).quantize(places, context=_WIDE)
 
 
 def pct(x: float | None) -> Decimal | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return (Decimal(repr(float(x))) * 100).quantize(PCT, rounding=ROUND_HALF_EVEN)
+    return fixed(x, PCT, 100)
 
 
 def unit(x: float | None) -> Decimal | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return Decimal(repr(float(x))).quantize(UNIT, rounding=ROUND_HALF_EVEN)
+    return fixed(x, UNIT)
 
 
 def floats(weights: Mapping[str, Decimal] | None) -> dict[str, float]:
@@ -72,8 +79,7 @@ def measures_out(p: RiskProfile, garch_vol: float | None = None) -> RiskMeasures
             top5_weight=unit(p.top5_weight), herfindahl=unit(p.herfindahl),
             largest_sector=p.largest_sector, largest_sector_weight=unit(p.largest_sector_weight),
             sector_weights={k: unit(v) for k, v in p.sector_weights.items()}),
-        liquidity_days=None if p.liquidity_days is None else Decimal(repr(p.liquidity_days)).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_EVEN),
+        liquidity_days=fixed(p.liquidity_days, DAYS),
         garch_vol_annual_pct=pct(garch_vol),
     )
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal, requires
-from trimtab.shared.errors import NotFound
+from trimtab.shared.errors import Invalid, NotFound
 from trimtab.shared.events import RiskModelInfo
 
 from .analytics import (
@@ -38,9 +38,11 @@ from .domain.model import MODEL_NAME
 from .domain.portfolio import TRADING_DAYS, is_cash
 from .domain.scenarios import BUILTIN
 from .domain.score import vol_of_score
-from .models import assessments, risk_profiles
-from .scenario_store import load_scenarios, pick_scenarios
+from .models import assessments, recorded_by, risk_profiles
+from .reference import ReferenceUnavailable
+from .scenario_store import load_scenarios, pick_scenarios, runnable
 from .schemas import (
+    AccountId,
     AccountRiskOut,
     AssessmentOut,
     FactorModelOut,
@@ -149,11 +151,16 @@ async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIf
                    and body.prices_usd[sym] > 0}]
         adv = {sym: float(v) for sym, v in body.adv_shares.items()}
     wanted = body.scenario_ids if body.scenario_ids is not None else [s.scenario_id for s in BUILTIN]
-    chosen = pick_scenarios(wanted, tenant_scenarios) if wanted else []
+    chosen = pick_scenarios(wanted, tenant_scenarios)[0] if wanted else []
     # on the event loop: copies of what the measures need (the consumers update the model here);
     # off it: the risk view (n x n, its eigendecomposition), the measures and the stress run
     measured = prepare_profiles(model, [body.weights], limits, body.target_weights, body.sectors)
-    stressed = prepare_stress(model, [body.weights]) if chosen else None
+    try:
+        stressed = prepare_stress(model, [body.weights]) if chosen else None
+    except ReferenceUnavailable as e:
+        raise Invalid(str(e)) from None
+    if stressed is not None:  # a scenario the history cannot shock: 422 naming it
+        chosen, _ = runnable(chosen, {}, stressed.reference, explicit=True)
 
     def compute() -> tuple[Any, Any]:
         out = measure_profiles(measured, limits, shares, adv, float(body.participation))
@@ -175,6 +182,11 @@ async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIf
     cells: list[StressCellOut] = []
     if stress_run is not None:
         result = stress_run[0]
+        broken = [sc.scenario_id for j, sc in enumerate(chosen)
+                  if not (math.isfinite(result.pnl[0, j]) and math.isfinite(result.worst[0, j]))]
+        if broken:
+            raise Invalid(f"scenario(s) {', '.join(broken)}: the moves are not finite numbers "
+                          "under the risk model")
         cells = [StressCellOut(scenario_id=sc.scenario_id, pnl_pct=pct(result.pnl[0, j]),
                                worst_pct=pct(result.worst[0, j])) for j, sc in enumerate(chosen)]
     invested = sum((w for sym, w in body.weights.items() if not is_cash(sym)), Decimal(0))
@@ -184,7 +196,7 @@ async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIf
 
 @router.get("/accounts/{account_id}/risk", response_model=AccountRiskOut,
             summary="Risk of the account's latest assessed portfolio, current and proposed")
-async def account_risk(account_id: str, principal: Reader, request: Request) -> AccountRiskOut:
+async def account_risk(account_id: AccountId, principal: Reader, request: Request) -> AccountRiskOut:
     models = _models(request)
     async with request.app.state.runtime.sessionmaker() as s:
         row = (await s.execute(select(assessments).where(
@@ -208,7 +220,7 @@ async def account_risk(account_id: str, principal: Reader, request: Request) -> 
 
 @router.get("/accounts/{account_id}/risk/attribution", response_model=ScoreAttributionOut,
             summary="Which exposures and market conditions drive the account's risk score (SHAP)")
-async def account_risk_attribution(account_id: str, principal: Reader, request: Request,
+async def account_risk_attribution(account_id: AccountId, principal: Reader, request: Request,
                                    portfolio: Literal["current", "proposed"] = "current"
                                    ) -> ScoreAttributionOut:
     models = _models(request)
@@ -228,9 +240,10 @@ async def account_risk_attribution(account_id: str, principal: Reader, request: 
 
 @router.put("/accounts/{account_id}/risk-profile", response_model=RiskProfileOut,
             summary="Set the client's risk tolerance (a risk score, 1..99) and limits")
-async def put_risk_profile(account_id: str, body: RiskProfileIn, principal: Writer,
+async def put_risk_profile(account_id: AccountId, body: RiskProfileIn, principal: Writer,
                            request: Request) -> RiskProfileOut:
-    values = {**body.model_dump(), "updated_by": principal.subject}
+    # the body's limits have at most the columns' places: stored exactly, never rounded
+    values = {**body.model_dump(), "updated_by": recorded_by(principal.subject)}
     async with request.app.state.runtime.sessionmaker() as s, s.begin():
         stmt = insert(risk_profiles).values(tenant_id=principal.tenant_id, account_id=account_id,
                                             **values)
@@ -242,7 +255,7 @@ async def put_risk_profile(account_id: str, body: RiskProfileIn, principal: Writ
 
 @router.get("/accounts/{account_id}/risk-profile", response_model=RiskProfileOut,
             summary="The client's stored risk profile")
-async def get_risk_profile(account_id: str, principal: Reader, request: Request) -> RiskProfileOut:
+async def get_risk_profile(account_id: AccountId, principal: Reader, request: Request) -> RiskProfileOut:
     async with request.app.state.runtime.sessionmaker() as s:
         row = (await s.execute(select(risk_profiles).where(
             risk_profiles.c.tenant_id == principal.tenant_id,

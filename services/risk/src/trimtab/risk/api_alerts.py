@@ -13,7 +13,7 @@ from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import NotFound
 
 from .models import alert_states, watched_portfolios
-from .schemas import AccountAlertsOut, AlertStateOut
+from .schemas import AccountAlertsOut, AccountId, AlertStateOut
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 Reader = Annotated[Principal, Depends(requires("risk:read"))]
@@ -21,7 +21,7 @@ Reader = Annotated[Principal, Depends(requires("risk:read"))]
 
 @router.get("/accounts/{account_id}/alerts", response_model=AccountAlertsOut,
             summary="The account's active early-warning conditions (all of them with ?include_cleared=true)")
-async def account_alerts(account_id: str, principal: Reader, request: Request,
+async def account_alerts(account_id: AccountId, principal: Reader, request: Request,
                          include_cleared: bool = False) -> AccountAlertsOut:
     async with request.app.state.runtime.sessionmaker() as s:
         watched = (await s.execute(select(watched_portfolios).where(

@@ -162,3 +162,13 @@ watched_portfolios = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "account_id"),
 )
+
+
+#: `created_by` / `updated_by` hold who changed a row: the token's subject, cut to the column
+RECORDED_BY_MAX = 200
+
+
+def recorded_by(subject: str) -> str:
+    """The subject as the `*_by` columns (String(200)) hold it: at most 200 characters (the
+    shared auth refuses longer subjects today; this keeps an insert from failing if it does not)."""
+    return subject[:RECORDED_BY_MAX]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trimtab.shared.events import RiskModelInfo
 from trimtab.shared.money import DecimalStr
 
 from .domain.history import MARKET
+from .domain.scenarios import MAX_SHOCK, MIN_SHOCK
+
+#: an account id in a path: the tables hold account ids of at most 200 characters
+ACCOUNT_ID_MAX = 200
+AccountId = Annotated[str, Path(min_length=1, max_length=ACCOUNT_ID_MAX)]
+#: a scenario id as the `scenarios` table holds it
+ScenarioId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class AssessmentOut(BaseModel):
@@ -96,6 +105,16 @@ MAX_WEIGHTS = 1000
 #: entries of the lookup maps of a request (sectors, prices, ADVs): one per symbol it can hold
 #: (`analytics.MAX_SYMBOLS`)
 MAX_LOOKUP = 2000
+#: the largest account value, price and average daily volume a what-if takes: far above any real
+#: account or security, far below what overflows the float arithmetic of the measures
+MAX_ACCOUNT_USD = Decimal("1e12")
+MAX_PRICE_USD = Decimal("1e9")
+MAX_ADV_SHARES = Decimal("1e13")
+#: places of a what-if's liquidity inputs (a price as `daily_closes.close_usd` holds it): a
+#: positive number of at most 6 places is at least 1e-6, never a float 0 to divide by
+LIQUIDITY_PLACES = 6
+PriceUsd = Annotated[Decimal, Field(gt=0, le=MAX_PRICE_USD, decimal_places=LIQUIDITY_PLACES)]
+AdvShares = Annotated[Decimal, Field(gt=0, le=MAX_ADV_SHARES, decimal_places=LIQUIDITY_PLACES)]
 
 
 def long_only_and_funded(v: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -122,14 +141,17 @@ class WhatIfIn(BaseModel):
     #: sectors by symbol, over the reference GICS sectors
     sectors: dict[str, str] | None = Field(default=None, max_length=MAX_LOOKUP)
     #: for liquidity: account value, prices and average daily volumes (shares)
-    account_value_usd: Decimal | None = Field(default=None, gt=0)
-    prices_usd: dict[str, Decimal] | None = Field(default=None, max_length=MAX_LOOKUP)
-    adv_shares: dict[str, Decimal] | None = Field(default=None, max_length=MAX_LOOKUP)
-    participation: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
+    #: (each positive, at most 6 decimal places, and at most 1e12 USD, 1e9 USD, 1e13 shares)
+    account_value_usd: Decimal | None = Field(default=None, gt=0, le=MAX_ACCOUNT_USD,
+                                              decimal_places=LIQUIDITY_PLACES)
+    prices_usd: dict[str, PriceUsd] | None = Field(default=None, max_length=MAX_LOOKUP)
+    adv_shares: dict[str, AdvShares] | None = Field(default=None, max_length=MAX_LOOKUP)
+    participation: Decimal = Field(default=Decimal("0.2"), gt=0, le=1,
+                                   decimal_places=LIQUIDITY_PLACES)
     #: a risk score (1..99) to flag against
     tolerance_score: int | None = Field(default=None, ge=1, le=99)
     #: scenario ids to stress the portfolio under (default: the built-in ones; [] for none)
-    scenario_ids: list[str] | None = None
+    scenario_ids: list[ScenarioId] | None = Field(default=None, max_length=100)
     #: also fit a GARCH(1,1) to the portfolio's return history (~50 ms)
     garch: bool = False
 
@@ -197,16 +219,63 @@ class AccountRiskOut(BaseModel):
     model: RiskModelInfo
 
 
+#: decimal places of the stored limits (`risk_profiles`: Numeric(6, 4) and Numeric(8, 4)): a
+#: limit with more places would be rounded on the way in (0.00001 to 0, which no limit may be)
+LIMIT_PLACES = 4
+
+
+def utf8(text: str) -> str:
+    """Text PostgreSQL can store: a JSON escape of half a surrogate pair ("\\ud800") parses to a
+    str that has no UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no unpaired surrogate escapes)") from None
+    return text
+
+
+def finite_json(value: Any) -> Any:
+    """JSON for a JSONB column: Python's parser reads NaN, Infinity and 1e999 (as inf), which
+    PostgreSQL's JSON refuses, and unpaired surrogate escapes, which have no UTF-8 form.
+    Iterative: a deeply nested document cannot exhaust the stack."""
+    stack = [value]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ValueError("numbers must be finite (no NaN, Infinity or 1e999)")
+        if isinstance(x, str):
+            utf8(x)
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return value
+
+
 class RiskProfileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tolerance_score: int = Field(ge=1, le=99)
-    concentration_limit: Decimal | None = Field(default=None, gt=0, le=1)
-    drawdown_limit_pct: Decimal | None = Field(default=None, gt=0, le=100)
+    #: at most 4 decimal places, as stored
+    concentration_limit: Decimal | None = Field(default=None, gt=0, le=1, decimal_places=LIMIT_PLACES)
+    drawdown_limit_pct: Decimal | None = Field(default=None, gt=0, le=100, decimal_places=LIMIT_PLACES)
     #: the answers the score came from, kept for the record
     questionnaire: dict[str, Any] | None = None
 
+    @field_validator("questionnaire")
+    @classmethod
+    def _storable(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return finite_json(v)
 
-class RiskProfileOut(RiskProfileIn):
+
+class RiskProfileOut(BaseModel):
+    """A stored profile as it is: no input rule applies (a limit stored before the places were
+    checked, 0.0000, must still be readable, so that it can be seen and set again)."""
+
+    tolerance_score: int
+    concentration_limit: DecimalStr | None
+    drawdown_limit_pct: DecimalStr | None
+    questionnaire: dict[str, Any] | None
     account_id: str
     #: what the tolerance means: the 95 % one-year downside and the volatility that reaches it
     tolerance_downside_1y_pct: DecimalStr
@@ -222,7 +291,8 @@ class ScenarioIn(BaseModel):
     kind: Literal["historical", "market", "sector", "factor", "vector"]
     start: date | None = None
     end: date | None = None
-    #: simple returns: {"market": "-0.2"}, {"Energy": "-0.3"}, {"MTUM": "-0.1"}, {"AAPL": "-0.5"}
+    #: simple returns: {"market": "-0.2"}, {"Energy": "-0.3"}, {"MTUM": "-0.1"}, {"AAPL": "-0.5"};
+    #: each from -1 (-100 %) to 10 (+1,000 %), at most 6 decimal places
     shocks: dict[str, Decimal] = Field(default_factory=dict, max_length=5000)
     propagate: bool = True
     description: str = Field(default="", max_length=1000)
@@ -238,9 +308,28 @@ class ScenarioIn(BaseModel):
             raise ValueError(f"a {self.kind} scenario needs shocks")
         if self.kind == "market" and set(self.shocks) != {MARKET}:
             raise ValueError(f'a market scenario has exactly one shock, keyed "{MARKET}"')
-        if any(not v.is_finite() or v < -1 for v in self.shocks.values()):
-            raise ValueError("shocks are simple returns, finite and >= -1")
+        for k in self.shocks:
+            utf8(k)
+        bad = sorted(k for k, v in self.shocks.items() if not _shock_ok(v))
+        if bad:
+            raise ValueError(
+                f"shocks are simple returns from {MIN_SHOCK:g} (-100 %) to {MAX_SHOCK:g} "
+                f"(+{MAX_SHOCK * 100:,.0f} %) with at most {SHOCK_PLACES} decimal places: "
+                f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
         return self
+
+
+#: decimal places of a shock: with at most two integer digits, 6 places survive the domain's
+#: float arithmetic and the response (`repr` of the float) exactly
+SHOCK_PLACES = 6
+
+
+_SHOCK_MIN, _SHOCK_MAX = Decimal(repr(MIN_SHOCK)), Decimal(repr(MAX_SHOCK))
+
+
+def _shock_ok(v: Decimal) -> bool:
+    return (v.is_finite() and _SHOCK_MIN <= v <= _SHOCK_MAX
+            and v.normalize().as_tuple().exponent >= -SHOCK_PLACES)  # type: ignore[operator]
 
 
 class ScenarioOut(BaseModel):
@@ -253,6 +342,10 @@ class ScenarioOut(BaseModel):
     propagate: bool
     description: str
     builtin: bool
+    #: False for a stored scenario that cannot run (defined before shocks were bounded, e.g. a
+    #: market move of +1e300): stress runs leave it out and say so; `problem` says why
+    usable: bool = True
+    problem: str | None = None
 
 
 class StressPortfolioIn(BaseModel):
@@ -273,8 +366,8 @@ class StressIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     portfolios: list[StressPortfolioIn] = Field(min_length=1, max_length=10_000)
-    #: default: every built-in and every tenant scenario
-    scenario_ids: list[str] | None = Field(default=None, max_length=100)
+    #: default: every built-in and every usable tenant scenario; if given, 1 to 100 ids
+    scenario_ids: list[ScenarioId] | None = Field(default=None, min_length=1, max_length=100)
     sectors: dict[str, str] | None = Field(default=None, max_length=MAX_LOOKUP)
 
 
@@ -295,6 +388,8 @@ class StressOut(BaseModel):
     windows: dict[str, list[date]]
     portfolios: list[StressPortfolioOut]
     elapsed_ms: DecimalStr
+    #: the scenarios left out, with why: a stored scenario that cannot run (see `ScenarioOut.usable`)
+    skipped: dict[str, str] = Field(default_factory=dict)
 
 
 class AlertStateOut(BaseModel):

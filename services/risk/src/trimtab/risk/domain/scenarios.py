@@ -29,6 +29,10 @@ from .concentration import UNCLASSIFIED
 from .history import MARKET, ReferenceHistory
 
 Kind = Literal["historical", "market", "sector", "factor", "vector"]
+KINDS: tuple[str, ...] = ("historical", "market", "sector", "factor", "vector")
+#: a shock is a simple return from -100 % to +1,000 %: beyond that it is not a scenario (and a
+#: +1e300 move overflows what the results can report)
+MIN_SHOCK, MAX_SHOCK = -1.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown scenario kind {self.kind!r}")
         if self.kind == "historical":
             if self.start is None or self.end is None or self.end <= self.start:
                 raise ValueError("a historical scenario needs start < end")
@@ -50,8 +56,11 @@ class Scenario:
             raise ValueError(f"a {self.kind} scenario needs shocks")
         if self.kind == "market" and set(self.shocks) != {MARKET}:
             raise ValueError('a market scenario has exactly one shock, keyed "market"')
-        if any(not np.isfinite(v) or v < -1.0 for v in self.shocks.values()):
-            raise ValueError("shocks are simple returns >= -1")
+        bad = sorted(k for k, v in self.shocks.items()
+                     if not (np.isfinite(v) and MIN_SHOCK <= v <= MAX_SHOCK))
+        if bad:
+            raise ValueError(f"shocks are simple returns from {MIN_SHOCK:g} to {MAX_SHOCK:g}: "
+                             f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
 
 
 def _hist(sid: str, name: str, start: date, end: date, text: str) -> Scenario:
@@ -82,6 +91,23 @@ BUILTIN: tuple[Scenario, ...] = (
              description="Market -5 % and momentum (MTUM minus market) -10 %"),
 )
 BUILTIN_IDS = frozenset(s.scenario_id for s in BUILTIN)
+
+
+def problem_under(sc: Scenario, history: ReferenceHistory) -> str | None:
+    """Why `build_shocks` cannot shock `sc` with `history` (None: it can): a window the
+    history does not cover, a factor it does not know."""
+    if sc.kind == "historical":
+        assert sc.start is not None and sc.end is not None
+        try:
+            history.window(sc.start, sc.end)
+        except ValueError as e:
+            return str(e)
+    elif sc.kind == "factor":
+        names = (MARKET, *history.factor_names)
+        unknown = sorted(set(sc.shocks) - set(names))
+        if unknown:
+            return f"unknown factor(s): {', '.join(unknown)}; known: {', '.join(names)}"
+    return None
 
 
 @dataclass(frozen=True)
