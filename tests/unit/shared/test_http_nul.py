@@ -11,7 +11,12 @@ from fastapi import FastAPI, Request
 from trimtab.shared.auth import SUBJECT_MAX, decode_token, mint_token
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.errors import Unauthorized
-from trimtab.shared.http import RejectNulMiddleware, has_nul, install_problem_handlers
+from trimtab.shared.http import (
+    RejectNulMiddleware,
+    has_lone_surrogate,
+    has_nul,
+    install_problem_handlers,
+)
 
 
 def _app() -> FastAPI:
@@ -53,6 +58,21 @@ async def test_clean_requests_and_escaped_backslashes_pass_unchanged() -> None:
     assert r.status_code == 200 and r.json() == {"received": len(body)}, "the body reaches the route whole"
     r = await _call("GET", "/items/a%20b?q=100%25")
     assert r.status_code == 200 and r.json() == {"item_id": "a b", "q": "100%"}
+
+
+async def test_an_unpaired_surrogate_escape_is_a_422_and_a_pair_passes() -> None:
+    """Python parses "\\ud800" into a string UTF-8 cannot encode: storing or echoing it was a 500."""
+    r = await _call("POST", "/items", content=b'{"name": "x\\ud800y"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "unpaired UTF-16 surrogate" in r.json()["detail"]
+    r = await _call("POST", "/items", content=b'{"name": "\\ud83d\\ude00"}', headers={"content-type": "application/json"})
+    assert r.status_code == 200
+
+
+def test_has_lone_surrogate_pairs_halves_and_skips_escaped_backslashes() -> None:
+    assert has_lone_surrogate(b'"\\ud800"') and has_lone_surrogate(b'"\\ude00"')
+    assert has_lone_surrogate(b'"\\ud83d x"') and has_lone_surrogate(b'"\\ud83d\\ud83d\\ude00"')
+    assert not has_lone_surrogate(b'"\\ud83d\\ude00"') and not has_lone_surrogate(b'"\\uD83D\\uDE00"')
+    assert not has_lone_surrogate(b'"\\\\ud800"'), "an escaped backslash, then text"
 
 
 def test_has_nul_tells_an_escape_from_an_escaped_backslash() -> None:

@@ -103,8 +103,34 @@ def has_nul(body: bytes) -> bool:
     return any(len(m.group(1)) % 2 == 1 for m in _NUL_ESCAPE.finditer(body))
 
 
+#: A JSON escape of a UTF-16 surrogate ("\\ud800" to "\\udfff"), with the backslashes before it.
+_SURROGATE_ESCAPE = re.compile(rb"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def has_lone_surrogate(body: bytes) -> bool:
+    """Whether a JSON body escapes a surrogate that is not half of a pair ("\\ud800" alone):
+    Python parses it into a string that cannot be encoded as UTF-8, so storing or echoing it
+    failed as a 500."""
+    pending_low_at = -1  # where the low half of the last high surrogate must start
+    for m in _SURROGATE_ESCAPE.finditer(body):
+        if len(m.group(1)) % 2 == 0:
+            continue  # an escaped backslash, then text
+        value = int(m.group(2), 16)
+        start = m.start() + len(m.group(1)) - 1
+        if pending_low_at >= 0:
+            if start != pending_low_at or value < 0xDC00:
+                return True
+            pending_low_at = -1
+        elif value < 0xDC00:
+            pending_low_at = m.end()
+        else:
+            return True  # a low half without its high half
+    return pending_low_at >= 0
+
+
 class RejectNulMiddleware:
-    """Refuse U+0000 anywhere in a request (path, query, body) with a 422 problem.
+    """Refuse U+0000 anywhere in a request (path, query, body), and an unpaired surrogate escape
+    in a JSON body, with a 422 problem.
 
     PostgreSQL cannot store NUL in text (nor in JSONB), so a NUL that reached a query or an
     insert failed there as a 500, on every service and route that takes a string. Refused here,
@@ -118,7 +144,7 @@ class RejectNulMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        where = None
+        where, what = None, "a NUL character (U+0000)"
         if "\x00" in scope.get("path", ""):
             where = "path"
         elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
@@ -133,12 +159,15 @@ class RejectNulMiddleware:
                     break
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
-            if has_nul(b"".join(chunks)):
+            raw = b"".join(chunks)
+            if has_nul(raw):
                 where = "body"
+            elif has_lone_surrogate(raw):
+                where, what = "body", "an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
         if where is not None:
             body = json.dumps({
                 "type": "about:blank", "title": "Invalid request", "status": 422,
-                "detail": f"the request's {where} contains a NUL character (U+0000), which is not accepted",
+                "detail": f"the request's {where} contains {what}, which is not accepted",
                 "instance": scope.get("path", "").replace("\x00", "\\0"),
             }).encode()
             await send({"type": "http.response.start", "status": 422,
