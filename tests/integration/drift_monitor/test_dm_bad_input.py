@@ -295,6 +295,30 @@ async def test_an_account_at_the_bounds_is_decided_and_its_drift_stored(svc):  #
     assert total == [D("100001000000000000.00")]
 
 
+async def test_a_relative_band_wider_than_the_account_reaches_the_optimizer_as_one(svc):  # noqa: F811
+    """band_rel 3 on targets of 0.5 and 0.4 makes bands of 1.5 and 1.2: the snapshot's one band
+    (the narrowest, 1.2) is above the contract's 1, and such a snapshot failed to build (a 500 on
+    the withdrawal that fired the account, and every tick's decision dead-lettered; found by
+    fuzzing). Bands reach the optimizer capped at 1."""
+    app, client, producer = svc
+    t = tenant()
+    h = auth(t)
+    r = await client.post("/v1/models", headers=h, json={
+        "model_id": "wide", "name": "Wide", "targets": {"AAA": "0.5", "BBB": "0.4"}})
+    assert r.status_code == 201, r.text
+    await tick(app, producer, t, "AAA", "10", 1)
+    await tick(app, producer, t, "BBB", "10", 2)
+    r = await client.post("/v1/accounts", headers=h, json={
+        "account_id": "W1", "model_id": "wide", "cash_usd": "1000",
+        "policy": {"band_rel": "3", "band_abs": None}})
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/accounts/W1/withdrawals", headers=h, json={"amount_usd": "5000", "due_on": "2020-01-01"})
+    assert r.status_code == 201, r.text
+    [event] = [e for e in await drift_events(app, t) if e.parse(DriftDetected).account_id == "W1"]
+    policy = event.parse(DriftDetected).snapshot.policy
+    assert policy.band_abs == D(1)
+
+
 # ---------------------------------------------------------------- CSV field limit
 
 

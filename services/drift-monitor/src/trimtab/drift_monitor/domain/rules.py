@@ -79,11 +79,14 @@ class Policy:
     def snapshot_band(self, targets: Mapping[str, Decimal]) -> Decimal:
         """One absolute band for the optimizer (the contract has only band_abs): the trade-back
         band if set, else the absolute band, else the narrowest relative band over the targets."""
+        # At most 1 (the contract's bound): a relative band of 3 on a 40 % target is 1.2, and a
+        # snapshot that carried it failed to build (every decision of the account, a 500 on a
+        # withdrawal or cash flow that fired it).
         for b in (self.trade_back_band, self.band_abs):
             if b is not None and b > 0:
-                return b
+                return min(b, Decimal(1))
         bands = [b for w in targets.values() if w > 0 and (b := self.band_for(w)) is not None and b > 0]
-        return min(bands) if bands else Decimal("0.05")
+        return min(min(bands), Decimal(1)) if bands else Decimal("0.05")
 
     def snapshot_bands(self, targets: Mapping[str, Decimal]) -> dict[str, Decimal] | None:
         """Per targeted symbol, its own band where it differs from `snapshot_band` (relative and
