@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
+from trimtab.rebalance.context import MAX_ADV_USD, MAX_SIGMA_DAILY
 from trimtab.shared.events import (
     AccountSnapshot,
     ExplanationCreated,
@@ -313,9 +315,25 @@ Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-
 
 class SecurityReferenceIn(SecurityContext):
     """One security's reference data: `SecurityContext`'s fields (each optional, null: not known)
-    and its symbol. Stored as given; replaces the symbol's earlier row whole."""
+    and its symbol. Stored as given; replaces the symbol's earlier row whole. Volatility and ADV
+    are held to what a solve accepts (`trimtab.rebalance.context`): a value stored beyond it made
+    every proposal of an account holding the symbol fail."""
 
     symbol: Symbol
+
+    @field_validator("sigma_daily")
+    @classmethod
+    def _sigma(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and v > Decimal(repr(MAX_SIGMA_DAILY)):
+            raise ValueError(f"sigma_daily must be at most {MAX_SIGMA_DAILY:g} (a daily volatility)")
+        return v
+
+    @field_validator("adv_usd")
+    @classmethod
+    def _adv(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and v > Decimal(repr(MAX_ADV_USD)):
+            raise ValueError(f"adv_usd must be at most {MAX_ADV_USD:g} USD")
+        return v
 
 
 class SecuritiesReferenceIn(RootModel[list[SecurityReferenceIn]]):

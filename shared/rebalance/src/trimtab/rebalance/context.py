@@ -36,6 +36,9 @@ WASH_WINDOW_DAYS = 30
 
 #: Largest dollar amount a context may carry (withdrawal, tax budget, gain cap, thresholds).
 MAX_CONTEXT_USD = 1e13
+#: Largest daily volatility (1,000 % a day) and average daily traded value a security may have.
+MAX_SIGMA_DAILY = 10.0
+MAX_ADV_USD = 1e15
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,12 @@ class RebalanceContext:
             if value is not None and not (math.isfinite(value) and low <= value <= high):
                 raise ValueError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
         for symbol, info in self.securities.items():
-            if info.sigma_daily is not None and not (math.isfinite(info.sigma_daily) and 0 <= info.sigma_daily <= 10):
-                raise ValueError(f"{symbol}: sigma_daily must be between 0 and 10, not {info.sigma_daily:g}")
-            if info.adv_usd is not None and not (math.isfinite(info.adv_usd) and 0 <= info.adv_usd <= 1e15):
-                raise ValueError(f"{symbol}: adv_usd must be between 0 and 1e15, not {info.adv_usd:g}")
+            if info.sigma_daily is not None and not (math.isfinite(info.sigma_daily)
+                                                     and 0 <= info.sigma_daily <= MAX_SIGMA_DAILY):
+                raise ValueError(f"{symbol}: sigma_daily must be between 0 and {MAX_SIGMA_DAILY:g}, "
+                                 f"not {info.sigma_daily:g}")
+            if info.adv_usd is not None and not (math.isfinite(info.adv_usd) and 0 <= info.adv_usd <= MAX_ADV_USD):
+                raise ValueError(f"{symbol}: adv_usd must be between 0 and {MAX_ADV_USD:g}, not {info.adv_usd:g}")
 
     def info(self, symbol: str) -> SecurityInfo:
         return self.securities.get(symbol) or SecurityInfo()
