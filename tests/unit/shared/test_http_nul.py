@@ -123,3 +123,26 @@ async def test_the_openapi_documents_promise_problems_and_405_says_what_is_allow
         r = await c.delete("/v1/rebalance/what-if")
     assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
     assert r.headers["allow"] == "POST"
+
+
+async def test_a_body_over_the_limit_is_a_413_problem_and_one_under_it_passes() -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.add_middleware(RejectNulMiddleware, max_body_bytes=1024)
+
+    @app.post("/items")
+    async def post_item(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    async def chunks():  # no Content-Length: the limit holds while the body streams in
+        for _ in range(4):
+            yield b"x" * 400
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        ok = await c.post("/items", content=b"x" * 1024)
+        declared = await c.post("/items", content=b"x" * 1025)
+        streamed = await c.post("/items", content=chunks())
+    assert ok.status_code == 200 and ok.json() == {"received": 1024}
+    for r in (declared, streamed):
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json", r.text
+        assert "HTTP_MAX_BODY_BYTES" in r.json()["detail"]

@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = Field(default="trimtab-api", validation_alias="JWT_AUDIENCE")
     http_host: str = Field(default="127.0.0.1", validation_alias="HTTP_HOST")
     http_port: int = Field(default=8000, validation_alias="HTTP_PORT")
+    #: Largest request body accepted (bytes); a larger one is a 413 problem, refused before it is
+    #: read whole. Bulk imports larger than this go in several requests.
+    http_max_body_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="HTTP_MAX_BODY_BYTES", ge=1024)
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
     )

@@ -137,8 +137,9 @@ class RejectNulMiddleware:
     once, before any route runs. The body is read whole (FastAPI reads it whole anyway) and
     handed on unchanged."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, max_body_bytes: int | None = None) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -150,14 +151,24 @@ class RejectNulMiddleware:
         elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
             where = "query"
         body_messages: list[dict[str, Any]] = []
+        limit = self.max_body_bytes
+        if where is None and limit is not None:
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self._too_large(scope, send, limit)
+                return
         if where is None and scope.get("method") in _WITH_BODY:
-            chunks, more = [], True
+            chunks, more, size = [], True, 0
             while more:
                 message = await receive()
                 body_messages.append(message)
                 if message["type"] != "http.request":
                     break
                 chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if limit is not None and size > limit:
+                    await self._too_large(scope, send, limit)
+                    return
                 more = message.get("more_body", False)
             raw = b"".join(chunks)
             if has_nul(raw):
@@ -186,6 +197,18 @@ class RejectNulMiddleware:
 
         await self.app(scope, replay, send)
 
+    @staticmethod
+    async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
+        body = json.dumps({
+            "type": "about:blank", "title": "Request body too large", "status": 413,
+            "detail": f"the request body is larger than {limit:,} bytes (HTTP_MAX_BODY_BYTES); "
+                      "send bulk data in several requests",
+            "instance": scope.get("path", "").replace("\x00", "\\0"),
+        }).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
 
 def create_app(
     runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str, description: str = "",
@@ -207,7 +230,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     install_problem_handlers(app)
-    app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(RejectNulMiddleware, max_body_bytes=settings.http_max_body_bytes)
 
     @app.get("/livez", tags=["health"], summary="The process is alive")
     async def livez() -> dict[str, str]:
