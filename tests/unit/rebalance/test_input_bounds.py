@@ -23,6 +23,22 @@ def test_a_real_account_passes() -> None:
     assert from_snapshot(drifted_account(6)).value_usd > 0
 
 
+def test_a_share_priced_for_a_price_counterfactual_passes() -> None:
+    """The explainer's price counterfactual searches up to 20x the price: a $700,000 share is
+    re-proposed at $14M, which must not be refused (a refusal reads as "the order still happens")."""
+    snap = drifted_account(6, value_usd=2e8)
+    secs = [snap.securities[0].model_copy(update={"price_usd": Decimal("14000000")}), *snap.securities[1:]]
+    assert from_snapshot(_with(snap, securities=secs)).price_usd.max() == 14_000_000
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+14:00", "9999-12-31T00:00:00+00:00"])
+def test_a_snapshot_dated_outside_any_market_is_refused(as_of: str) -> None:
+    from datetime import datetime
+
+    with pytest.raises(InvalidSnapshot, match="outside the years"):
+        from_snapshot(_with(drifted_account(6), as_of=datetime.fromisoformat(as_of)))
+
+
 @pytest.mark.parametrize(("edit", "says"), [
     (lambda s: _with(s, cash_usd=Decimal("1e400")), "cash"),
     (lambda s: _with(s, cash_reserve_usd=Decimal("1e14")), "the cash reserve"),

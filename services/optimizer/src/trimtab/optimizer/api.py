@@ -21,6 +21,7 @@ from trimtab.shared.events import (
     RebalanceProposed,
     SecurityContext,
 )
+from trimtab.shared.limits import trade_year_problem
 from trimtab.shared.pagination import decode_cursor, encode_cursor, link_next
 
 from . import decisions, household, reference
@@ -166,6 +167,7 @@ async def override(proposal_id: uuid.UUID, body: OverrideIn, principal: Decider,
 async def what_if(body: AccountSnapshot | WhatIfIn, principal: Reader, request: Request) -> RebalanceProposed:
     engine: Engine = request.app.state.engine
     snapshot, given = (body.snapshot, body.context) if isinstance(body, WhatIfIn) else (body, None)
+    _trade_date_ok(snapshot)
     async with _runtime(request).sessionmaker() as s:
         context = await household.context_for(s, principal.tenant_id, snapshot, given)
     outcome = await engine.propose(snapshot, proposal_id=uuid.uuid4(), context=context)
@@ -173,6 +175,14 @@ async def what_if(body: AccountSnapshot | WhatIfIn, principal: Reader, request: 
         _raise(outcome.failure)
     assert outcome.proposal is not None
     return outcome.proposal
+
+
+def _trade_date_ok(snapshot: AccountSnapshot) -> None:
+    """A 422 for a snapshot dated outside the years a solve accepts, before its context is read
+    (the wash-sale window's date arithmetic overflowed at the calendar's edges: a 500)."""
+    problem = trade_year_problem(snapshot.as_of.date().year)
+    if problem:
+        raise Invalid(f"as_of {snapshot.as_of.isoformat()} {problem}", kind="invalid_snapshot")
 
 
 def _raise(f: Failure) -> NoReturn:
@@ -206,6 +216,8 @@ async def household_what_if(body: HouseholdWhatIfIn, principal: Reader, request:
     if body.context is not None and body.context.withdrawal_usd > 0 and len(body.snapshots) > 1:
         raise Invalid("context.withdrawal_usd is one account's: give a household's withdrawals per "
                       "account in withdrawals_usd", kind="invalid_context")
+    for snap in body.snapshots:
+        _trade_date_ok(snap)
     engine: Engine = request.app.state.engine
     async with _runtime(request).sessionmaker() as s:
         context = await household.household_context_for(s, principal.tenant_id, hh, body.snapshots,

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
-from trimtab.rebalance.context import MAX_ADV_USD, MAX_SIGMA_DAILY
 from trimtab.shared.events import (
     AccountSnapshot,
     ExplanationCreated,
@@ -20,6 +19,7 @@ from trimtab.shared.events import (
     SecurityContext,
     SolverInfo,
 )
+from trimtab.shared.limits import MAX_ADV_USD, MAX_SIGMA_DAILY
 from trimtab.shared.money import DecimalStr
 
 StateName = Literal["proposed", "assessed", "explained", "ready", "approved", "rejected",
@@ -316,7 +316,7 @@ Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-
 class SecurityReferenceIn(SecurityContext):
     """One security's reference data: `SecurityContext`'s fields (each optional, null: not known)
     and its symbol. Stored as given; replaces the symbol's earlier row whole. Volatility and ADV
-    are held to what a solve accepts (`trimtab.rebalance.context`): a value stored beyond it made
+    are held to what a solve accepts (`trimtab.shared.limits`): a value stored beyond it made
     every proposal of an account holding the symbol fail."""
 
     symbol: Symbol

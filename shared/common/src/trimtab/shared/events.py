@@ -9,11 +9,11 @@ A breaking change is a new topic version (`...v2`), never an edit here.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .money import DecimalStr
 
@@ -27,26 +27,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-#: The market times an event may carry: a year 9999 (or 0001) tick or snapshot is not a market
-#: event, and date arithmetic on it (a 30-day wash-sale window, a model's staleness) overflows.
-MARKET_TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
-MARKET_TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def _market_time(v: datetime) -> datetime:
-    aware = v if v.tzinfo is not None else v.replace(tzinfo=UTC)
-    try:
-        ok = MARKET_TIME_MIN <= aware <= MARKET_TIME_MAX
-    except OverflowError:  # an offset at the edge of the calendar ("0001-01-01T00:00:00+14:00")
-        ok = False
-    if not ok:
-        raise ValueError(f"must be between {MARKET_TIME_MIN.date()} and {MARKET_TIME_MAX.date()}")
-    return v
-
-
-MarketTime = Annotated[datetime, AfterValidator(_market_time)]
-
-
 # ---------------------------------------------------------------- market.ticks.v1
 
 
@@ -55,7 +35,7 @@ class PriceTicked(_Model):
 
     symbol: str = Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")
     price_usd: DecimalStr = Field(gt=0)
-    as_of: MarketTime
+    as_of: datetime
     source: str = Field(default="api", max_length=32)
 
 
@@ -122,7 +102,7 @@ class AccountSnapshot(_Model):
     restricted: list[str] = Field(default_factory=list)
     policy: DriftPolicy = DriftPolicy()
     tax_rates: TaxRates = TaxRates()
-    as_of: MarketTime
+    as_of: datetime
     # The screens below are optional and left out of the JSON when empty, so snapshots without
     # them serialize (and hash) exactly as before the fields existed.
     #: Never bought (the client's or advisor's "never buy" list); may be sold. Their target in

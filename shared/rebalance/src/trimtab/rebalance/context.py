@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from trimtab.shared.limits import MAX_ADV_USD, MAX_SIGMA_DAILY
+
 Mode = Literal["both", "buy_only", "sell_only"]
 MODES: tuple[str, ...] = ("both", "buy_only", "sell_only")
 
@@ -36,9 +38,6 @@ WASH_WINDOW_DAYS = 30
 
 #: Largest dollar amount a context may carry (withdrawal, tax budget, gain cap, thresholds).
 MAX_CONTEXT_USD = 1e13
-#: Largest daily volatility (1,000 % a day) and average daily traded value a security may have.
-MAX_SIGMA_DAILY = 10.0
-MAX_ADV_USD = 1e15
 
 
 @dataclass(frozen=True)

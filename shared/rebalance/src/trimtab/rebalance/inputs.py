@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from trimtab.shared.events import AccountSnapshot
+from trimtab.shared.limits import trade_year_problem
 
 from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
 from .errors import InvalidSnapshot
@@ -331,6 +332,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
 
     `screened_targets_ok`: a screened security may carry a target (household mode: the
     household's targets replace the account's, the account's screens stay buy bans)."""
+    check_trade_date(snapshot)
     secs: dict[str, object] = {}
     for s in snapshot.securities:
         if s.symbol in secs:
@@ -443,10 +445,21 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     return apply_context(inp, context or EMPTY_CONTEXT)
 
 
+def check_trade_date(snapshot: AccountSnapshot) -> None:
+    """`InvalidSnapshot` unless the snapshot's `as_of` (its own calendar date) is in
+    `limits.TRADE_YEARS`. Checked on the way in (here and by the optimizer's routes), not by the
+    v1 event model: events already recorded must keep validating as they did."""
+    problem = trade_year_problem(snapshot.as_of.date().year)
+    if problem:
+        raise InvalidSnapshot(f"as_of {snapshot.as_of.isoformat()} {problem}")
+
+
 #: What a snapshot's numbers may be: far beyond any real account, well inside what a solver
-#: handles (a price of 1e-300 or a cash balance of 1e400 made it fail, or answer nonsense).
+#: handles (a price of 1e-300 or a cash balance of 1e400 made it fail, or answer nonsense). The
+#: price range leaves room for the explainer's price counterfactuals (up to 20x the price: a
+#: $700,000 share searched to $14M) and takes what market-data stores (down to 1e-6).
 MAX_USD = 1e13  # cash, reserve, account value
-PRICE_RANGE_USD = (1e-4, 1e7)  # a price or a lot's basis per share (basis may be 0)
+PRICE_RANGE_USD = (1e-6, 1e9)  # a price or a lot's basis per share (basis may be 0)
 MAX_SHARES = 1e12
 MAX_HALF_SPREAD_BPS = 1e4
 MAX_COMMISSION_USD_PER_SHARE = 1e3

@@ -1,0 +1,26 @@
+"""Bounds shared by the optimizer library and the services that feed it, in a module light enough
+for any process to import (the optimizer's API process does not load the solver stack).
+
+Each is far beyond any real account or market and well inside what a solve handles; input past
+them is refused where it comes in (a 422), not by the v1 event models (events already recorded
+must keep validating as they did)."""
+
+from __future__ import annotations
+
+#: Largest daily volatility (1,000 % a day) and average daily traded value (USD) of a security.
+MAX_SIGMA_DAILY = 10.0
+MAX_ADV_USD = 1e15
+#: The years a snapshot's `as_of` may fall in (its own calendar date): a year-1 or year-9999
+#: snapshot is no market's, and the wash-sale window's date arithmetic overflows at the edges.
+TRADE_YEARS = (1900, 2200)
+
+
+def trade_year_problem(year: int) -> str | None:
+    """Why a snapshot dated in `year` is refused, or None."""
+    if TRADE_YEARS[0] <= year <= TRADE_YEARS[1]:
+        return None
+    return f"is outside the years {TRADE_YEARS[0]} to {TRADE_YEARS[1]}"
+
+#: A stored latest price dated further ahead than this is not a real one (a tick from the future,
+#: accepted before market-data refused them): a real tick replaces it instead of being ignored.
+FUTURE_PRICE_HORIZON_S = 86_400.0
