@@ -269,8 +269,7 @@ async def test_a_candidate_that_cannot_be_decided_is_given_up_as_a_dead_letter(s
             async with sm() as s:
                 return (await s.execute(select(infra.dead_letters).where(
                     infra.dead_letters.c.consumer == "drift-monitor.settle",
-                    infra.dead_letters.c.key == "GHOST",
-                    infra.dead_letters.c.error.contains(t)))).all()
+                    infra.dead_letters.c.key == f"{t}:GHOST"))).all()
 
         assert await handlers.decide_stored(t, ["A1", "GHOST"]) == ["A1"], "the good account is decided"
         attempts, error = await ghost() or (None, None)
@@ -286,3 +285,20 @@ async def test_a_candidate_that_cannot_be_decided_is_given_up_as_a_dead_letter(s
         assert len(await _drift_payloads(sm, t)) == 1  # A1's drift, nothing else
     finally:
         await handlers.stop()
+
+
+async def test_a_far_future_stored_price_is_replaced_by_the_next_real_tick(svc):  # noqa: F811
+    """A year-9999 price (a tick market-data accepted before it refused them) would hold every
+    real tick of the symbol back for good: the next real tick replaces it."""
+    sm = svc[0].state.runtime.sessionmaker
+    t, cache, handlers = await one_account_tenant(sm, quiet_s=0)
+    async with sm() as s, s.begin():
+        await s.execute(prices.update().where(prices.c.tenant_id == t, prices.c.symbol == "AAA")
+                        .values(price_usd=Decimal(5), as_of=datetime(9999, 12, 31, tzinfo=UTC)))
+    async with UnitOfWork(sm, infra) as uow:
+        await handlers.on_price_ticked(tick(t, "AAA", "101", 3), uow)
+        await uow.commit()
+    async with sm() as s:
+        row = (await s.execute(select(prices.c.price_usd, prices.c.as_of).where(
+            prices.c.tenant_id == t, prices.c.symbol == "AAA"))).one()
+    assert row.price_usd == Decimal(101) and row.as_of == T0 + timedelta(minutes=3)

@@ -232,3 +232,27 @@ async def test_approve_after_a_big_move_is_refused_and_expires_the_proposal(
     await asyncio.sleep(0.5)
     approved = await events_of(kafka_bootstrap, "trades.approved.v1", p.proposal_id, n=0)
     assert approved == []
+
+
+async def test_a_far_future_stored_price_is_replaced_by_the_next_real_one(service):
+    """A year-9999 price (a tick market-data accepted before it refused them) is not newer than a
+    real one, it is wrong: the next real quote replaces it instead of being ignored for good."""
+    from datetime import UTC
+
+    app, _ = service
+    tenant = new_tenant()
+    real = datetime(2024, 1, 2, 21, tzinfo=UTC)
+    async with app.state.runtime.uow() as uow:
+        await prices.record_quotes(uow.session, {(tenant, "VTI"): prices.Quote(D("100"), datetime(9999, 12, 31, tzinfo=UTC))})
+        changed = await prices.record_quotes(uow.session, {(tenant, "VTI"): prices.Quote(D("101"), real)})
+        await uow.commit()
+    assert set(changed) == {(tenant, "VTI")}
+    async with app.state.runtime.sessionmaker() as s:
+        row = (await s.execute(select(latest_prices.c.price_usd, latest_prices.c.as_of).where(
+            latest_prices.c.tenant_id == tenant, latest_prices.c.symbol == "VTI"))).one()
+    assert row.price_usd == D("101") and row.as_of == real
+    # ... while an older real quote still changes nothing.
+    async with app.state.runtime.uow() as uow:
+        assert await prices.record_quotes(uow.session, {
+            (tenant, "VTI"): prices.Quote(D("99"), real - timedelta(days=1))}) == {}
+        await uow.commit()

@@ -33,13 +33,14 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from trimtab.shared.consumer import is_transient
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted, topic_of
+from trimtab.shared.limits import FUTURE_PRICE_HORIZON_S
 from trimtab.shared.outbox import UnitOfWork
 
 from .book import bump, load_books, load_prices, write_lots
@@ -108,7 +109,10 @@ class DriftHandlers:
             set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of, "updated_at": _now(),
                   "changed_xid": CURRENT_XID},
             # Ticks can arrive out of order: an older price must not replace a newer one.
-            where=prices.c.as_of <= stmt.excluded.as_of,
+            # ... but a stored price dated beyond the future horizon (a far-future tick
+            # market-data once accepted) is wrong, not newer: it would freeze the symbol.
+            where=or_(prices.c.as_of <= stmt.excluded.as_of,
+                      prices.c.as_of > func.now() + timedelta(seconds=FUTURE_PRICE_HORIZON_S)),
         ).returning(prices.c.symbol))).first()
         if stored is None:
             return
@@ -195,7 +199,7 @@ class DriftHandlers:
     async def _failed(self, tenant: str, account_id: str, error: Exception) -> None:
         """Count a failed decision on the stored candidate. It stays for the sweep until it has
         failed `max_attempts` times; then it is deleted and recorded in `dead_letters` (GET
-        /v1/ops/dead-letters, consumer `drift-monitor.settle`, key the account) instead of
+        /v1/ops/dead-letters, consumer `drift-monitor.settle`, key `tenant:account`) instead of
         being retried every sweep forever. Nothing is lost with it: the account's book and the
         prices are untouched, and its next tick (or the start-up screen) makes it a candidate
         again. A transient error (`is_transient`: the database away, a deadlock lost) is not
@@ -227,7 +231,7 @@ class DriftHandlers:
                     event_id = None
                 await s.execute(insert(self._dead_letters).values(
                     consumer=SETTLE_DEAD_LETTER_CONSUMER, topic=topic_of("PriceTicked"), partition=-1,
-                    offset=-1, key=account_id, event_id=event_id,
+                    offset=-1, key=f"{tenant}:{account_id}", event_id=event_id,
                     error=f"tenant {tenant}: drift candidate {account_id} abandoned after {row.attempts} "
                           f"failed decisions; last: {text}"))
                 await uow.commit()

@@ -25,17 +25,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, cast, literal, select, text
+from sqlalchemy import Row, bindparam, cast, func, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
 from trimtab.shared.envelope import utcnow
 from trimtab.shared.events import PriceTicked
+from trimtab.shared.limits import FUTURE_PRICE_HORIZON_S
 
 from .domain.lifecycle import Decision
 from .models import OPEN_STATES, ORDER_SYMBOLS, SCHEMA, latest_prices, proposals
@@ -186,8 +187,11 @@ async def record_quotes(session: AsyncSession, quotes: Mapping[tuple[str, str], 
         index_elements=[latest_prices.c.tenant_id, latest_prices.c.symbol],
         set_={"price_usd": stmt.excluded.price_usd, "as_of": stmt.excluded.as_of,
               "updated_at": stmt.excluded.updated_at},
-        # Out-of-order delivery: an older tick never replaces a newer price.
-        where=latest_prices.c.as_of <= stmt.excluded.as_of,
+        # Out-of-order delivery: an older tick never replaces a newer price; but a stored price
+        # dated beyond the future horizon (a far-future tick market-data once accepted) is not
+        # newer, it is wrong, and would freeze the symbol forever.
+        where=or_(latest_prices.c.as_of <= stmt.excluded.as_of,
+                  latest_prices.c.as_of > func.now() + timedelta(seconds=FUTURE_PRICE_HORIZON_S)),
     ).returning(latest_prices.c.tenant_id, latest_prices.c.symbol)
     changed = {(r.tenant_id, r.symbol) for r in (await session.execute(stmt)).all()}
     return {k: q for k, q in quotes.items() if k in changed}
