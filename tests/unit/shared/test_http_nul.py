@@ -52,6 +52,17 @@ async def test_a_nul_anywhere_is_a_422_problem(method: str, url: str, kw: dict, 
     assert f"request's {where} contains a NUL" in r.json()["detail"]
 
 
+async def test_json_escapes_are_text_in_a_csv_body_and_nul_in_a_jsonl_import() -> None:
+    """A CSV cell may hold the text \\u0000 or C:\\udb12 (no NUL, no surrogate: a review finding);
+    a JSON Lines import (format=jsonl, any content type) is JSON, so its escapes count."""
+    csv = b"account_id,note\na1,C:\\u0000 and C:\\udb12\n"
+    r = await _call("POST", "/items", content=csv, headers={"content-type": "text/plain"})
+    assert r.status_code == 200, r.text
+    r = await _call("POST", "/items?format=jsonl", content=b'{"note": "x\\u0000"}\n',
+                    headers={"content-type": "text/plain"})
+    assert r.status_code == 422
+
+
 async def test_clean_requests_and_escaped_backslashes_pass_unchanged() -> None:
     body = b'{"name": "C:\\\\u0000dir", "note": "' + b"x" * 200_000 + b'"}'
     r = await _call("POST", "/items", content=body, headers={"content-type": "application/json"})

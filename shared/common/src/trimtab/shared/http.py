@@ -129,8 +129,9 @@ def has_lone_surrogate(body: bytes) -> bool:
 
 
 class RejectNulMiddleware:
-    """Refuse U+0000 anywhere in a request (path, query, body), and an unpaired surrogate escape
-    in a JSON body, with a 422 problem.
+    """Refuse U+0000 anywhere in a request (path, query, body: a raw byte in any body, its escape
+    in a JSON one, i.e. a JSON content type or a `format=jsonl` import), and an unpaired surrogate
+    escape in a JSON body, with a 422 problem.
 
     PostgreSQL cannot store NUL in text (nor in JSONB), so a NUL that reached a query or an
     insert failed there as a 500, on every service and route that takes a string. Refused here,
@@ -171,9 +172,13 @@ class RejectNulMiddleware:
                     return
                 more = message.get("more_body", False)
             raw = b"".join(chunks)
-            if has_nul(raw):
+            # JSON escapes mean something only in JSON: a CSV cell may hold the text "\u0000".
+            headers = dict(scope.get("headers") or [])
+            is_json = (b"json" in headers.get(b"content-type", b"").lower()
+                       or b"format=jsonl" in scope.get("query_string", b""))
+            if b"\x00" in raw or (is_json and has_nul(raw)):
                 where = "body"
-            elif has_lone_surrogate(raw):
+            elif is_json and has_lone_surrogate(raw):
                 where, what = "body", "an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
         if where is not None:
             body = json.dumps({
