@@ -181,15 +181,8 @@ class RejectNulMiddleware:
             elif is_json and has_lone_surrogate(raw):
                 where, what = "body", "an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
         if where is not None:
-            body = json.dumps({
-                "type": "about:blank", "title": "Invalid request", "status": 422,
-                "detail": f"the request's {where} contains {what}, which is not accepted",
-                "instance": scope.get("path", "").replace("\x00", "\\0"),
-            }).encode()
-            await send({"type": "http.response.start", "status": 422,
-                        "headers": [(b"content-type", PROBLEM.encode()),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _send_problem(scope, send, 422, "Invalid request",
+                                f"the request's {where} contains {what}, which is not accepted")
             return
         if not body_messages:
             await self.app(scope, receive, send)
@@ -204,15 +197,19 @@ class RejectNulMiddleware:
 
     @staticmethod
     async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
-        body = json.dumps({
-            "type": "about:blank", "title": "Request body too large", "status": 413,
-            "detail": f"the request body is larger than {limit:,} bytes (HTTP_MAX_BODY_BYTES); "
-                      "send bulk data in several requests",
-            "instance": scope.get("path", "").replace("\x00", "\\0"),
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_problem(scope, send, 413, "Request body too large",
+                            f"the request body is larger than {limit:,} bytes (HTTP_MAX_BODY_BYTES); "
+                            "send bulk data in several requests")
+
+
+async def _send_problem(scope: dict[str, Any], send: Any, status: int, title: str, detail: str) -> None:
+    """A problem+json response sent from ASGI middleware (before any route, so without FastAPI's
+    handlers); the same body as `problem`."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail,
+                       "instance": scope.get("path", "").replace("\x00", "\\0")}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
