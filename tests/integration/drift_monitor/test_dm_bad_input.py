@@ -11,7 +11,10 @@ of it, and what was stored before such input was refused stays readable:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -20,6 +23,7 @@ from sqlalchemy import func, select, update
 from tests.integration.drift_monitor.test_drift_monitor import (
     account_body,
     make_model,
+    send,
     svc,  # noqa: F401  (module fixture)
     tenant,
     tick,
@@ -34,7 +38,8 @@ from trimtab.drift_monitor.models import (
     model_portfolios,
     withdrawals,
 )
-from trimtab.shared.events import DriftDetected
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import DriftDetected, Fill, TradesExecuted
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -338,3 +343,39 @@ async def test_a_csv_cell_over_the_field_limit_is_a_422(svc, kind):  # noqa: F81
     assert await count(app, accounts, t) == 0
     assert await count(app, lots, t) == 0
     assert [m["model_id"] for m in (await client.get("/v1/models", headers=h)).json()] == ["core"]
+
+
+# ---------------------------------------------------------------- fills past the API's bounds
+
+
+@pytest.mark.parametrize(("fill", "says"), [
+    (dict(symbol="AAA", side="buy", shares="1", price_usd="10000000.01"), "USD a share is above"),
+    (dict(symbol="AAA", side="buy", shares="9999999950", price_usd="0.0001"), "shares in the account"),
+    (dict(symbol="AAA", side="buy", shares="1000000000", price_usd="10000"), "USD of cash"),
+])
+async def test_a_fill_past_the_api_bounds_is_dead_lettered_and_the_book_kept(svc, fill, says):  # noqa: F811
+    """Found by review after the fuzzing: fills could store what the API refuses (a cost basis
+    above MAX_PRICE, more than MAX_SHARES shares, cash beyond MAX_USD), after which the account's
+    drift could no longer be decided or recorded. The fill is refused whole, with the reason."""
+    app, client, producer = svc
+    t = tenant()
+    h = auth(t)
+    await make_model(client, t)
+    assert (await client.post("/v1/accounts", headers=h, json=account_body("F1"))).status_code == 201
+    before = (await client.get("/v1/accounts/F1", headers=h)).json()
+    te = TradesExecuted(execution_id=f"EX-{uuid.uuid4().hex[:6]}", proposal_id=uuid.uuid4(), account_id="F1", fills=[
+        Fill(client_order_id="F1-1", executed_at=datetime(2024, 1, 3, tzinfo=UTC),
+             **{k: (D(v) if k in ("shares", "price_usd") else v) for k, v in fill.items()})])
+    env = Envelope.new(te, producer="oms", tenant_id=t)
+    await send(producer, env, "F1")
+    d = app.state.runtime.infra.dead_letters
+    for _ in range(400):
+        async with app.state.runtime.sessionmaker() as s:
+            row = (await s.execute(select(d.c.error, d.c.topic).where(d.c.event_id == env.event_id))).first()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None, "the fill was not dead-lettered"
+    assert says in row.error and row.topic == "trades.executed.v1", row
+    after = (await client.get("/v1/accounts/F1", headers=h)).json()
+    assert after["cash_usd"] == before["cash_usd"] and after["lots"] == before["lots"]

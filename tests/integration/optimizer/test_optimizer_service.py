@@ -591,15 +591,25 @@ async def test_an_operator_resolves_a_parked_key_without_a_restart(service, prod
         await asyncio.sleep(0.2)
     assert len(mine) == 2 and {d["consumer"] for d in mine} == {"optimizer"}, mine
     assert any(d["error"].startswith("parked") for d in mine)
+    assert {d["tenant_id"] for d in mine} == {TENANT}
+    # The same account id in another tenant is another account: its drift is solved.
+    elsewhere = drift_env(drifted(account), tenant="t-elsewhere")
+    await send(producer, elsewhere, account)
+    await wait_state(client, proposal_id_for("t-elsewhere", elsewhere.parse(DriftDetected).drift_id), "proposed",
+                     tenant="t-elsewhere")
     # Not an operator: 403; a key with nothing to resolve: 404; an unknown field: 422.
     body = {"consumer": "optimizer", "topic": "portfolio.drift.v1", "key": account}
     r = await client.post("/v1/ops/dead-letters/resolve", json=body, headers=auth(TENANT, scopes=["ops:read"]))
     assert r.status_code == 403
     r = await client.post("/v1/ops/dead-letters/resolve", json={**body, "key": "nobody"}, headers=ops)
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    r = await client.post("/v1/ops/dead-letters/resolve", json={**body, "tenant_id": "t-elsewhere"}, headers=ops)
+    assert r.status_code == 404, r.text  # nothing of that tenant is parked under the key
+    body["tenant_id"] = TENANT
     assert (await client.post("/v1/ops/dead-letters/resolve", json={**body, "x": 1}, headers=ops)).status_code == 422
     r = await client.post("/v1/ops/dead-letters/resolve", json=body, headers=ops)
     assert r.status_code == 200 and r.json()["unparked"] is True and r.json()["resolved"] >= 1, r.text
+    assert r.json()["tenant_id"] == TENANT
     assert not [d for d in (await client.get("/v1/ops/dead-letters", headers=ops)).json() if d["key"] == account]
     # The key's next drift is solved again (the operator replays the dead letters if they matter).
     again = drift_env(good)

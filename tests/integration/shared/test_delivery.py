@@ -175,8 +175,11 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_its_key_parked(
     bad = _tick("BADX")
     later_same_key = _tick("LATER")
     other_key = _tick("OTHER")
+    # Keys name accounts within a tenant: another tenant's event under the same key goes through.
+    other_tenant = _tick("TENANTB", tenant="t2")
     await _send_raw(kafka_bootstrap, "market.ticks.v1", bad.to_bytes(), b"PARKKEY", kafka_headers(bad))
     await _send_raw(kafka_bootstrap, "market.ticks.v1", later_same_key.to_bytes(), b"PARKKEY", kafka_headers(later_same_key))
+    await _send_raw(kafka_bootstrap, "market.ticks.v1", other_tenant.to_bytes(), b"PARKKEY", kafka_headers(other_tenant))
     await _send_raw(kafka_bootstrap, "market.ticks.v1", other_key.to_bytes(), b"OTHERKEY", kafka_headers(other_key))
     dlq = await read_events(kafka_bootstrap, "market.ticks.v1.dlq", raw=True,
                             until=lambda recs: {str(bad.event_id).encode(), str(later_same_key.event_id).encode()}
@@ -190,14 +193,17 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_its_key_parked(
     assert calls.count("BADX") in (2, 3)
     assert "LATER" not in calls  # not applied past the gap
 
-    async def other_done() -> bool:
-        async with rt.sessionmaker() as s:
-            return (await s.execute(select(seen.c.symbol).where(seen.c.event_id == str(other_key.event_id)))).first() is not None
-    await _wait(other_done)  # other keys are unaffected
+    def handled(env: Envelope):  # type: ignore[no-untyped-def]
+        async def done() -> bool:
+            async with rt.sessionmaker() as s:
+                return (await s.execute(select(seen.c.symbol).where(seen.c.event_id == str(env.event_id)))).first() is not None
+        return done
+    await _wait(handled(other_key))  # other keys are unaffected
+    await _wait(handled(other_tenant))  # and so is the same key of another tenant
     d = rt.infra.dead_letters
     async with rt.sessionmaker() as s:
-        rows = (await s.execute(select(d.c.key, d.c.event_id).where(d.c.key == "PARKKEY"))).all()
-    assert [r.event_id for r in rows] == [bad.event_id]
+        rows = (await s.execute(select(d.c.key, d.c.tenant_id, d.c.event_id).where(d.c.key == "PARKKEY"))).all()
+    assert [(r.event_id, r.tenant_id) for r in rows] == [(bad.event_id, "t1")]
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])

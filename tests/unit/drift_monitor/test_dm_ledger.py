@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trimtab.drift_monitor.domain.ledger import FillLine, LedgerError, Lot, apply_fills
+from trimtab.drift_monitor.domain.ledger import (
+    FillLine,
+    LedgerError,
+    LedgerLimits,
+    Lot,
+    apply_fills,
+)
 from trimtab.drift_monitor.domain.policy import ARMED, EXECUTING, PENDING, after_decision, may_fire
 
 D = Decimal
@@ -123,3 +129,27 @@ def test_hysteresis_policy() -> None:
     assert after_decision(PENDING, "overridden").state == EXECUTING
     # a late refusal of an older proposal does not release executing trades
     assert after_decision(EXECUTING, "rejected").state == EXECUTING
+
+
+LIMITS = LedgerLimits(max_price_usd=D("1000"), max_shares=D("100"), max_abs_cash_usd=D("5000"))
+
+
+@pytest.mark.parametrize(("fill", "says"), [
+    (FillLine("o1", "AAA", "buy", D("1"), D("1000.01"), date(2024, 1, 2)), "price 1000.01 USD a share"),
+    (FillLine("o1", "AAA", "buy", D("91"), D("1"), date(2024, 1, 2)), "101.00000000 shares"),
+    (FillLine("o1", "AAA", "buy", D("6.5"), D("999"), date(2024, 1, 2)), "-5493.50 USD of cash"),
+    (FillLine("o1", "AAA", "sell", D("5"), D("900"), date(2024, 1, 2)), "5500.00 USD of cash"),
+])
+def test_fills_past_the_limits_are_refused_whole(fill: FillLine, says: str) -> None:
+    lots = [lot("a", "AAA", "10", "5")]
+    with pytest.raises(LedgerError, match=says.replace(".", r"\.")):
+        apply_fills(lots, D("1000"), [fill], LIMITS)
+    # The same fill without limits goes through: the bound, not the arithmetic, refused it.
+    apply_fills(lots, D("1000"), [fill])
+
+
+def test_fills_within_the_limits_apply() -> None:
+    lots = [lot("a", "AAA", "10", "5")]
+    new, cash = apply_fills(lots, D("1000"), [FillLine("o1", "AAA", "buy", D("90"), D("10"), date(2024, 1, 2))],
+                            LIMITS)
+    assert sum(x.shares for x in new) == D(100) and cash == D(100)

@@ -145,7 +145,7 @@ async def test_parked_keys_are_reread_on_every_partition_assignment(monkeypatch)
 
     monkeypatch.setattr(module, "AIOKafkaConsumer", FakeKafka)
     c = _consumer(FlakyProducer(failures=0))
-    db = [set(), {("trades.approved.v1", "acct-1")}]  # what the dead letters hold, over time
+    db = [set(), {("trades.approved.v1", "t1", "acct-1")}]  # what the dead letters hold, over time
 
     async def load() -> None:
         c._parked = set(db[0])
@@ -157,7 +157,8 @@ async def test_parked_keys_are_reread_on_every_partition_assignment(monkeypatch)
         assert c._parked == set()
         db.pop(0)  # another replica parks acct-1, then the partition moves here
         await subscribed["listener"].on_partitions_assigned({TP})
-        assert ("trades.approved.v1", "acct-1") in c._parked
+        assert c.is_parked("trades.approved.v1", "t1", "acct-1")
+        assert not c.is_parked("trades.approved.v1", "t2", "acct-1")  # the key names t1's account
     finally:
         await c.stop()
 

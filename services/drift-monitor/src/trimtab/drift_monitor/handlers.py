@@ -45,13 +45,18 @@ from trimtab.shared.outbox import UnitOfWork
 
 from .book import bump, load_books, load_prices, write_lots
 from .cache import BookCache
-from .domain.ledger import FillLine, LedgerError, apply_fills
+from .domain.ledger import FillLine, LedgerError, LedgerLimits, apply_fills
 from .domain.policy import ARMED, PENDING, after_decision
 from .firing import fire_due
 from .models import CURRENT_XID, accounts, drift_candidates, drifts, executions, prices
+from .schemas import MAX_PRICE, MAX_SHARES, MAX_USD
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("trimtab.drift_monitor")
+
+#: Fills may leave an account only where the API could have put it (schemas.py): a fill past
+#: these is dead-lettered with the reason and the book stays as it was.
+FILL_LIMITS = LedgerLimits(max_price_usd=MAX_PRICE, max_shares=MAX_SHARES, max_abs_cash_usd=MAX_USD)
 _meter = metrics.get_meter("trimtab.drift_monitor")
 _candidate_failures = _meter.create_counter(
     "trimtab_drift_candidate_failures", unit="{decision}",
@@ -231,7 +236,7 @@ class DriftHandlers:
                     event_id = None
                 await s.execute(insert(self._dead_letters).values(
                     consumer=SETTLE_DEAD_LETTER_CONSUMER, topic=topic_of("PriceTicked"), partition=-1,
-                    offset=-1, key=f"{tenant}:{account_id}", event_id=event_id,
+                    offset=-1, key=f"{tenant}:{account_id}", tenant_id=tenant, event_id=event_id,
                     error=f"tenant {tenant}: drift candidate {account_id} abandoned after {row.attempts} "
                           f"failed decisions; last: {text}"))
                 await uow.commit()
@@ -429,7 +434,7 @@ class DriftHandlers:
         ) for f in te.fills]
         cash = book.account.cash_usd
         try:
-            new_lots, new_cash = apply_fills(book.lots, cash, fills)
+            new_lots, new_cash = apply_fills(book.lots, cash, fills, FILL_LIMITS)
         except LedgerError as e:
             raise PermanentEventError(str(e)) from e
         await write_lots(s, tenant, te.account_id, new_lots)

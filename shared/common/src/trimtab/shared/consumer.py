@@ -4,8 +4,10 @@ For every message, in partition order:
 
 1. decode the envelope; a message that is not a valid envelope goes straight to `<topic>.dlq`
    (it can never succeed, and it carries no event identity that could order anything);
-2. if an earlier event with the same key was dead-lettered and not yet resolved, this one goes to
-   the DLQ too ("parked"), so later events for the key are never silently applied past a gap;
+2. if an earlier event of the same tenant with the same key was dead-lettered and not yet
+   resolved, this one goes to the DLQ too ("parked"), so later events for the key are never
+   silently applied past a gap (keys are account ids or symbols, named within a tenant: another
+   tenant's events under the same key are not held up);
 3. open a unit of work (a run of ordinary events of one partition shares one, so a burst of
    ticks costs one commit, not hundreds; if that shared transaction fails, its events are
    re-handled one by one, so the steps below still hold per event), record `(consumer, event_id)` (a redelivery stops here and changes
@@ -92,7 +94,7 @@ def _observe_parked(options: metrics.CallbackOptions) -> list[metrics.Observatio
 meter.create_observable_gauge("trimtab_consumer_running", callbacks=[_observe_state], unit="1",
                               description="1 while the consumer's poll loop runs, 0 once it stopped")
 meter.create_observable_gauge("trimtab_consumer_parked_keys", callbacks=[_observe_parked], unit="{key}",
-                              description="(topic, key) pairs parked behind an unresolved dead letter")
+                              description="(topic, tenant, key) triples parked behind an unresolved dead letter")
 
 
 class BatchHandler:
@@ -206,7 +208,9 @@ class EventConsumer:
         self._partition_concurrency = max(1, partition_concurrency)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._parked: set[tuple[str, str]] = set()
+        #: (topic, tenant, key) of unresolved dead letters; tenant None: a row recorded before
+        #: dead letters carried their tenant, which parks the key for every tenant.
+        self._parked: set[tuple[str, str | None, str]] = set()
         self.stats = ConsumerStats()
         self.assigned = asyncio.Event()
         _live.add(self)
@@ -245,21 +249,26 @@ class EventConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def unpark(self, topic: str, key: str) -> bool:
-        """Stop parking `key` on `topic` (its dead letters were resolved); True if it was parked."""
-        was = (topic, key) in self._parked
-        self._parked.discard((topic, key))
-        return was
+    def unpark(self, topic: str, key: str, tenant_id: str | None = None) -> bool:
+        """Stop parking `key` on `topic` for `tenant_id` (None: for every tenant), its dead
+        letters being resolved; True if it was parked."""
+        gone = {p for p in self._parked if p[0] == topic and p[2] == key
+                and (tenant_id is None or p[1] == tenant_id)}
+        self._parked -= gone
+        return bool(gone)
+
+    def is_parked(self, topic: str, tenant_id: str, key: str) -> bool:
+        return (topic, tenant_id, key) in self._parked or (topic, None, key) in self._parked
 
     async def _load_parked(self) -> None:
         d = self._infra.dead_letters
         async with self._sm() as s:
             rows = await s.execute(
-                select(d.c.topic, d.c.key).where(
+                select(d.c.topic, d.c.tenant_id, d.c.key).where(
                     d.c.consumer == self.name, d.c.resolved_at.is_(None), d.c.key.is_not(None)
                 )
             )
-            self._parked = {(r.topic, r.key) for r in rows}
+            self._parked = {(r.topic, r.tenant_id, r.key) for r in rows}
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -338,7 +347,7 @@ class EventConsumer:
         if env.event_type not in self._handlers:
             return None
         key = rec.key.decode(errors="replace") if rec.key is not None else None
-        if key is not None and (rec.topic, key) in self._parked:
+        if key is not None and self.is_parked(rec.topic, env.tenant_id, key):
             return None
         return env
 
@@ -454,7 +463,7 @@ class EventConsumer:
         handler = self._handlers.get(env.event_type)
         if handler is None:
             return  # another event type on a shared topic: not ours
-        if key is not None and (rec.topic, key) in self._parked:
+        if key is not None and self.is_parked(rec.topic, env.tenant_id, key):
             await self._dead_letter(rec, key, env, "parked: an earlier event with this key is in the DLQ", park=False)
             return
         ctx = extract(env.trace)
@@ -550,6 +559,7 @@ class EventConsumer:
                     insert(self._infra.dead_letters).values(
                         consumer=self.name, topic=rec.topic, partition=rec.partition,
                         offset=rec.offset, key=key if park and self._park_keys else None,
+                        tenant_id=env.tenant_id if env else None,
                         event_id=env.event_id if env else None, error=error[:4000],
                     )
                 )
@@ -561,7 +571,7 @@ class EventConsumer:
         await self._until_done("dead-letter send", send)
         await self._until_done("dead-letter record", record)
         if park and key is not None and self._park_keys:
-            self._parked.add((rec.topic, key))
+            self._parked.add((rec.topic, env.tenant_id if env else None, key))
         self.stats.dead_lettered += 1
         _dead.add(1, {"consumer": self.name, "topic": rec.topic})
         log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, error)

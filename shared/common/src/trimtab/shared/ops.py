@@ -35,6 +35,8 @@ class DeadLetterOut(BaseModel):
     partition: int
     offset: int
     key: str | None
+    tenant_id: str | None = Field(description="the event's tenant (null: undecodable, or recorded "
+                                              "before dead letters carried it)")
     event_id: Any | None
     error: str
     created_at: datetime
@@ -46,12 +48,15 @@ class ResolveIn(BaseModel):
     consumer: str = Field(min_length=1, max_length=100)
     topic: str = Field(min_length=1, max_length=200)
     key: str = Field(min_length=1, max_length=200)
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                  description="resolve the key for this tenant only; omitted: for every tenant")
 
 
 class ResolveOut(BaseModel):
     consumer: str
     topic: str
     key: str
+    tenant_id: str | None = None
     resolved: int = Field(description="dead letters of the key marked resolved")
     unparked: bool = Field(description="a running consumer of this service had the key parked")
 
@@ -84,13 +89,17 @@ async def resolve(body: ResolveIn, principal: OpsWriter, request: Request) -> Re
     runtime = request.app.state.runtime
     d = runtime.infra.dead_letters
     async with runtime.sessionmaker() as s, s.begin():
-        result = await s.execute(update(d).where(
-            d.c.consumer == body.consumer, d.c.topic == body.topic, d.c.key == body.key,
-            d.c.resolved_at.is_(None)).values(resolved_at=func.now()).returning(d.c.id))
+        which = update(d).where(d.c.consumer == body.consumer, d.c.topic == body.topic, d.c.key == body.key,
+                                d.c.resolved_at.is_(None))
+        if body.tenant_id is not None:
+            which = which.where(d.c.tenant_id == body.tenant_id)
+        result = await s.execute(which.values(resolved_at=func.now()).returning(d.c.id))
         resolved = len(result.all())
-    unparked = any(c.unpark(body.topic, body.key) for c in runtime.consumers if c.name == body.consumer)
+    unparked = any([c.unpark(body.topic, body.key, body.tenant_id)
+                    for c in runtime.consumers if c.name == body.consumer])
     if not resolved and not unparked:
-        raise NotFound(f"no unresolved dead letter of consumer {body.consumer!r} for key {body.key!r} "
+        whose = f" of tenant {body.tenant_id!r}" if body.tenant_id is not None else ""
+        raise NotFound(f"no unresolved dead letter of consumer {body.consumer!r} for key {body.key!r}{whose} "
                        f"on {body.topic!r}")
-    return ResolveOut(consumer=body.consumer, topic=body.topic, key=body.key, resolved=resolved,
-                      unparked=unparked)
+    return ResolveOut(consumer=body.consumer, topic=body.topic, key=body.key, tenant_id=body.tenant_id,
+                      resolved=resolved, unparked=unparked)

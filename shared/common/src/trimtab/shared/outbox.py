@@ -87,6 +87,10 @@ def infra_tables(metadata: MetaData) -> InfraTables:
         Column("partition", Integer, nullable=False),
         Column("offset", BigInteger, nullable=False),
         Column("key", String(200), nullable=True),
+        # The event's tenant: a key (an account id) names an account within a tenant, so
+        # parking is per tenant and key. NULL: undecodable, or recorded before the column (such
+        # a row parks its key for every tenant, as it did then).
+        Column("tenant_id", String(64), nullable=True),
         Column("event_id", UUID(as_uuid=True), nullable=True),
         Column("error", Text, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

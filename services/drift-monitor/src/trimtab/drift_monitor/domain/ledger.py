@@ -10,6 +10,11 @@
 - Cash moves by each fill's notional rounded to cents (what settles): sells add, buys subtract.
 
 Shares are kept to 8 decimal places and cost bases to 8, the precision of the book's columns.
+
+`limits` (optional) bounds what the fills may leave: the fill price (a new lot's cost basis),
+the shares the account holds in all and the cash either way. The service passes the bounds its
+API holds accounts to, so that no fill stores an account the API would refuse and whose value
+no longer fits the drift record (the fill is refused whole, with the reason).
 """
 
 from __future__ import annotations
@@ -51,11 +56,19 @@ class FillLine:
     lots: tuple[tuple[str, Decimal], ...] = ()
 
 
+@dataclass(frozen=True)
+class LedgerLimits:
+    max_price_usd: Decimal
+    max_shares: Decimal
+    max_abs_cash_usd: Decimal
+
+
 def _hifo_key(lot: Lot) -> tuple[Decimal, date, str]:
     return (-lot.cost_basis_usd_per_share, lot.acquired_on, lot.lot_id)
 
 
-def apply_fills(lots: Sequence[Lot], cash_usd: Decimal, fills: Sequence[FillLine]) -> tuple[list[Lot], Decimal]:
+def apply_fills(lots: Sequence[Lot], cash_usd: Decimal, fills: Sequence[FillLine],
+                limits: LedgerLimits | None = None) -> tuple[list[Lot], Decimal]:
     """The lots and cash after `fills`, applied in order. Lots come back in their original order,
     new lots appended; fully sold lots are removed."""
     book: dict[str, Lot] = {lot.lot_id: lot for lot in lots}
@@ -64,6 +77,9 @@ def apply_fills(lots: Sequence[Lot], cash_usd: Decimal, fills: Sequence[FillLine
         qty = f.shares.quantize(SHARES_Q)
         if qty <= 0:
             raise LedgerError(f"fill {f.client_order_id}: shares must be positive")
+        if limits is not None and f.price_usd > limits.max_price_usd:
+            raise LedgerError(f"fill {f.client_order_id}: price {f.price_usd} USD a share is above "
+                              f"{limits.max_price_usd} USD, the most an account may hold a share at")
         notional = usd(qty * f.price_usd)
         if f.side == "buy":
             lot_id, k = f.client_order_id, 1
@@ -95,6 +111,14 @@ def apply_fills(lots: Sequence[Lot], cash_usd: Decimal, fills: Sequence[FillLine
             raise LedgerError(f"fill {f.client_order_id}: sells {qty} {f.symbol} but the account "
                               f"holds {qty - need}")
         cash += notional
+    if limits is not None:
+        held = sum((lot.shares for lot in book.values()), Decimal(0))
+        if held > limits.max_shares:
+            raise LedgerError(f"the fills would leave {held} shares in the account, more than "
+                              f"{limits.max_shares}")
+        if abs(cash) > limits.max_abs_cash_usd:
+            raise LedgerError(f"the fills would leave {cash} USD of cash, beyond "
+                              f"{limits.max_abs_cash_usd} USD either way")
     return list(book.values()), cash
 
 
