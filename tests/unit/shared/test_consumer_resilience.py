@@ -60,6 +60,12 @@ class OneRecordConsumer:
     async def commit(self, offsets):  # type: ignore[no-untyped-def]
         self.committed.append(offsets)
 
+    def pause(self, *tps):  # type: ignore[no-untyped-def]
+        self.__dict__.setdefault("paused_set", set()).update(tps)
+
+    def resume(self, *tps):  # type: ignore[no-untyped-def]
+        self.__dict__.setdefault("paused_set", set()).difference_update(tps)
+
 
 def _consumer(producer: object) -> EventConsumer:
     return EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
@@ -223,3 +229,123 @@ def test_a_busy_connection_pool_is_infrastructure_not_the_events_fault() -> None
 
     assert is_transient(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))
     assert not is_transient(ValueError("a bad event"))
+
+
+class SlowAndFastPartitions(OneRecordConsumer):
+    """Partition 0 holds one record; partition 1 gets a new record on every poll (up to 5),
+    returned only while the partition is not paused, as aiokafka does."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+        self.next_fast = 0
+
+    def assignment(self):  # type: ignore[no-untyped-def]
+        return {TopicPartition(TP.topic, 0), TopicPartition(TP.topic, 1)}
+
+    async def getmany(self, **kw):  # type: ignore[no-untyped-def]
+        self.polls += 1
+        await asyncio.sleep(0.01)
+        paused = self.__dict__.get("paused_set", set())
+        out = {}
+        slow, fast = TopicPartition(TP.topic, 0), TopicPartition(TP.topic, 1)
+        if self.polls == 1:
+            out[slow] = [SimpleNamespace(topic=TP.topic, partition=0, offset=0, key=b"S", value=b"", headers=[])]
+        if fast not in paused and self.next_fast < 5:
+            out[fast] = [SimpleNamespace(topic=TP.topic, partition=1, offset=self.next_fast, key=b"F",
+                                         value=b"", headers=[])]
+            self.next_fast += 1
+        return out
+
+
+async def test_a_long_partition_does_not_hold_back_the_others() -> None:
+    """Pipelined partitions (concurrency above 1): while partition 0's one record takes long (a
+    big explanation), partition 1's later records, fetched by later polls, are handled; before,
+    the poll loop waited for every partition of a poll, so they waited for partition 0. Each
+    partition stays in order and is paused while its records are in hand."""
+    c = EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
+                      topics=[TP.topic], sessionmaker=None, infra=None, producer=None,  # type: ignore[arg-type]
+                      partition_concurrency=2)
+    kafka = SlowAndFastPartitions()
+    c._consumer = kafka  # type: ignore[assignment]
+    order: list[tuple[int, int, str]] = []
+    slow_done = asyncio.Event()
+
+    async def process(records):  # type: ignore[no-untyped-def]
+        rec = records[0]
+        assert TopicPartition(rec.topic, rec.partition) in kafka.paused_set  # paused while in hand
+        order.append((rec.partition, rec.offset, "start"))
+        await asyncio.sleep(0.5 if rec.partition == 0 else 0.01)
+        order.append((rec.partition, rec.offset, "end"))
+        if rec.partition == 0:
+            slow_done.set()
+
+    c._process_partition = process  # type: ignore[method-assign]
+    task = asyncio.create_task(c._run())
+    await asyncio.wait_for(slow_done.wait(), 10)
+    for _ in range(100):
+        if kafka.next_fast == 5 and not c._inflight:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    fast_before_slow_ended = [o for p, o, what in order[:order.index((0, 0, "end"))] if p == 1 and what == "end"]
+    assert fast_before_slow_ended == [0, 1, 2, 3, 4], order
+    assert [o for p, o, what in order if p == 1 and what == "start"] == [0, 1, 2, 3, 4]  # in order
+    assert {(next(iter(x)).partition, next(iter(x.values()))) for x in kafka.committed} >= {(0, 1), (1, 5)}
+    assert not kafka.paused_set  # every partition resumed
+
+
+async def test_records_of_a_partition_back_before_its_task_ended_wait_and_follow_a_rewind() -> None:
+    """A partition revoked and assigned back while its task still runs can return before that
+    task ends: the new records wait for it; if it failed (and rewound the partition to its first
+    offset), they are not handled at all but fetched again in order."""
+    c = EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
+                      topics=[TP.topic], sessionmaker=None, infra=None, producer=None,  # type: ignore[arg-type]
+                      partition_concurrency=2, retry_backoff_s=0.001)
+    kafka = OneRecordConsumer(b"")
+    c._consumer = kafka  # type: ignore[assignment]
+    handled: list[int] = []
+    release = asyncio.Event()
+
+    async def process(records):  # type: ignore[no-untyped-def]
+        if records[0].offset == 7:
+            await release.wait()
+            raise RuntimeError("a bug")
+        handled.append(records[0].offset)
+
+    c._process_partition = process  # type: ignore[method-assign]
+
+    def rec(offset: int) -> SimpleNamespace:
+        return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=b"K", value=b"", headers=[])
+
+    c._start_partition(TP, [rec(7)])
+    first = c._inflight[TP]
+    c._start_partition(TP, [rec(8)])  # the same partition, back before the first task ended
+    second = c._inflight[TP]
+    await asyncio.sleep(0.05)
+    assert handled == [] and not second.done()
+    release.set()
+    assert await asyncio.wait_for(first, 5) is False and await asyncio.wait_for(second, 5) is False
+    assert handled == [] and kafka.seeks == [(TP, 7)] and kafka.committed == []
+    assert not kafka.paused_set and not c._inflight
+
+    # A first task that succeeds lets the second one run after it, in order.
+    c._process_partition = process  # type: ignore[method-assign]
+    release.clear()
+
+    async def ok(records):  # type: ignore[no-untyped-def]
+        if records[0].offset == 9:
+            await release.wait()
+        handled.append(records[0].offset)
+
+    c._process_partition = ok  # type: ignore[method-assign]
+    c._start_partition(TP, [rec(9)])
+    c._start_partition(TP, [rec(10)])
+    await asyncio.sleep(0.05)
+    assert handled == []
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*c._inflight.values()), 5)
+    assert handled == [9, 10] and kafka.committed == [{TP: 10}, {TP: 11}]

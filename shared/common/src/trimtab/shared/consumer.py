@@ -201,11 +201,18 @@ class EventConsumer:
         #: compares the bytes it holds under the event id) gets already-processed events too,
         #: so that other content under a known id is dead-lettered, not dropped as a duplicate.
         self._recheck_duplicates = recheck_duplicates
-        #: Partitions of one poll handled at once (each still in order, in transactions of its
-        #: own): for handlers that await CPU work in worker processes (explanations, solves), so
-        #: that one service instance keeps its workers busy. 1: one partition after another.
-        #: Only for handlers that share no in-process state across keys.
+        #: Partitions handled at once (each still in order, in transactions of its own): for
+        #: handlers that await CPU work in worker processes (explanations, solves), so that one
+        #: service instance keeps its workers busy. 1: one partition after another, poll by
+        #: poll. Above 1 the partitions are pipelined: a partition's records are handed to a
+        #: task of its own and the partition is paused until that task is done, while the poll
+        #: loop goes on fetching the other partitions, so a long partition does not leave a
+        #: worker idle until the end of the poll. Only for handlers that share no in-process
+        #: state across keys.
         self._partition_concurrency = max(1, partition_concurrency)
+        self._gate = asyncio.Semaphore(self._partition_concurrency)
+        #: The task handling each partition's records in pipelined mode.
+        self._inflight: dict[TopicPartition, asyncio.Task[bool]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         #: (topic, tenant, key) of unresolved dead letters; tenant None: a row recorded before
@@ -282,35 +289,78 @@ class EventConsumer:
                 return await raw_getmany(c, **kw)
         # A poll may bring a whole run (at least the 500 that always were the cap).
         max_records = max(500, self._batch_size)
-        while True:
-            try:
-                batch = await getmany(timeout_ms=200, max_records=max_records)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("%s: poll failed: %r", self.name, e)
-                await asyncio.sleep(1)
-                continue
-            if c.assignment():
-                self.assigned.set()
-            for tp, records in batch.items():  # backlog as fetched, so lag shows work in hand
-                hw = c.highwater(tp)
-                if hw is not None:
-                    self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - records[0].offset)
-            if self._partition_concurrency > 1 and len(batch) > 1:
-                gate = asyncio.Semaphore(self._partition_concurrency)
-                await asyncio.gather(*(self._handle_partition(tp, records, gate) for tp, records in batch.items()))
-            else:
-                for tp, records in batch.items():
-                    await self._handle_partition(tp, records)
+        try:
+            while True:
+                try:
+                    batch = await getmany(timeout_ms=200, max_records=max_records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("%s: poll failed: %r", self.name, e)
+                    await asyncio.sleep(1)
+                    continue
+                if c.assignment():
+                    self.assigned.set()
+                for tp, records in batch.items():  # backlog as fetched, so lag shows work in hand
+                    hw = c.highwater(tp)
+                    if hw is not None:
+                        self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - records[0].offset)
+                if self._partition_concurrency > 1:
+                    for tp, records in batch.items():
+                        self._start_partition(tp, records)
+                else:
+                    for tp, records in batch.items():
+                        await self._handle_partition(tp, records)
+        finally:
+            await self._stop_partition_tasks()
 
-    async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord],
-                                gate: asyncio.Semaphore | None = None) -> None:
-        """One partition's records of a poll, then its offset; a failure re-reads them."""
-        if gate is not None:
-            async with gate:
-                await self._handle_partition(tp, records)
-            return
+    def _start_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Pipelined mode: pause `tp` and handle `records` in a task of their own; the task
+        resumes the partition when it is done, and the next poll that returns it fetches on."""
+        assert self._consumer is not None
+        self._consumer.pause(tp)
+        # A partition revoked and assigned back while its old task runs can come back before
+        # that task is done: the new records wait for it (and are left to be fetched again if
+        # it failed and rewound the partition), so a partition is never handled out of order.
+        before = self._inflight.get(tp)
+        task = asyncio.create_task(self._partition_task(tp, records, before),
+                                   name=f"consumer:{self.name}:{tp.topic}/{tp.partition}")
+        self._inflight[tp] = task
+
+    async def _partition_task(self, tp: TopicPartition, records: list[ConsumerRecord],
+                              before: asyncio.Task[bool] | None) -> bool:
+        c = self._consumer
+        assert c is not None
+        me = asyncio.current_task()
+        ok = False
+        try:
+            if before is not None and not await asyncio.shield(before):
+                return False  # it rewound the partition: these records will be fetched again
+            async with self._gate:
+                ok = await self._handle_partition(tp, records)
+            return ok
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a task must not die silently; re-read instead
+            log.exception("%s: partition task %s failed: %r", self.name, tp, e)
+            if tp in c.assignment():
+                c.seek(tp, records[0].offset)
+            return False
+        finally:
+            if self._inflight.get(tp) is me:  # a later task for tp resumes it when it is done
+                del self._inflight[tp]
+                if tp in c.assignment():  # revoked meanwhile: a new assignment starts unpaused
+                    c.resume(tp)
+
+    async def _stop_partition_tasks(self) -> None:
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> bool:
+        """One partition's records of a poll, then its offset; a failure re-reads them (False)."""
         c = self._consumer
         assert c is not None
         try:
@@ -325,11 +375,12 @@ class EventConsumer:
             if tp in c.assignment():  # revoked meanwhile: its new owner reads from the commit
                 c.seek(tp, records[0].offset)
             await asyncio.sleep(1)
-            return
+            return False
         await self._commit_offset(tp, records[-1].offset + 1)
         hw = c.highwater(tp) if tp in c.assignment() else None  # it may be revoked meanwhile
         if hw is not None:
             self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, hw - (records[-1].offset + 1))
+        return True
 
     async def _commit_offset(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None
