@@ -12,7 +12,9 @@ from trimtab.shared.auth import SUBJECT_MAX, decode_token, mint_token
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.errors import Unauthorized
 from trimtab.shared.http import (
+    BULK_BODY,
     RejectNulMiddleware,
+    bulk_routes,
     has_lone_surrogate,
     has_nul,
     install_problem_handlers,
@@ -157,3 +159,54 @@ async def test_a_body_over_the_limit_is_a_413_problem_and_one_under_it_passes() 
     for r in (declared, streamed):
         assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json", r.text
         assert "HTTP_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+async def test_a_route_without_bulk_data_takes_small_bodies_only() -> None:
+    """Found by the fuzzing: a 30 MB risk questionnaire was read, validated and stored. Routes
+    not marked BULK_BODY take at most HTTP_MAX_REQUEST_BYTES; bulk routes HTTP_MAX_BODY_BYTES."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    bulk: list = []
+    app.add_middleware(RejectNulMiddleware, max_body_bytes=4096, max_request_bytes=1024, bulk=bulk)
+
+    @app.post("/decisions")
+    async def decide(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    @app.post("/imports/{kind}", openapi_extra=BULK_BODY)
+    async def import_(kind: str, request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    bulk.extend(bulk_routes(app.routes))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        small_ok = await c.post("/decisions", content=b"x" * 1024)
+        small_big = await c.post("/decisions", content=b"x" * 1025)
+        bulk_ok = await c.post("/imports/lots", content=b"x" * 4096)
+        bulk_big = await c.post("/imports/lots", content=b"x" * 4097)
+    assert small_ok.json() == {"received": 1024} and bulk_ok.json() == {"received": 4096}
+    assert small_big.status_code == 413 and "HTTP_MAX_REQUEST_BYTES" in small_big.json()["detail"]
+    assert bulk_big.status_code == 413 and "HTTP_MAX_BODY_BYTES" in bulk_big.json()["detail"]
+    assert app.openapi()["paths"]["/imports/{kind}"]["post"]["x-trimtab-body"] == "bulk"
+
+
+async def test_the_services_risk_profile_is_small_and_their_imports_bulk() -> None:
+    """On the real apps (not started): a 2 MiB risk profile is a 413 before it is read whole; the
+    same size on a bulk route (risk what-if, drift-monitor import) is read and validated (422)."""
+    from tests.support import auth, settings
+    from trimtab.drift_monitor.app import Settings as DmSettings
+    from trimtab.drift_monitor.app import create as create_dm
+    from trimtab.risk.app import Settings as RiskSettings
+    from trimtab.risk.app import create as create_risk
+
+    big = b'{"answers": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    json_h = {**auth(scopes=["risk:write", "risk:read", "book:write"]), "content-type": "application/json"}
+    risk = create_risk(settings(RiskSettings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    dm = create_dm(settings(DmSettings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=risk), base_url="http://t") as c:
+        profile = await c.put("/v1/accounts/A1/risk-profile", content=big, headers=json_h)
+        what_if = await c.post("/v1/risk/what-if", content=big, headers=json_h)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dm), base_url="http://t") as c:
+        imported = await c.post("/v1/accounts/bulk", content=big, headers=json_h)
+    assert profile.status_code == 413 and "HTTP_MAX_REQUEST_BYTES" in profile.json()["detail"], profile.text
+    assert what_if.status_code == 422, what_if.text
+    assert imported.status_code == 422, imported.text

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid
+from trimtab.shared.http import BULK_BODY
 from trimtab.shared.pagination import link_next
 from trimtab.shared.runtime import ServiceRuntime
 
@@ -108,13 +109,13 @@ async def get_household(household_id: str, principal: Reader, request: Request) 
 
 
 @router.post("/accounts", response_model=AccountOut, status_code=status.HTTP_201_CREATED, tags=["accounts"],
-             summary="Create an account with its lots and cash")
+             summary="Create an account with its lots and cash", openapi_extra=BULK_BODY)
 async def create_account(body: AccountIn, principal: Writer, request: Request) -> AccountOut:
     return await service.create_account(_rt(request), principal.tenant_id, body)
 
 
 @router.post("/accounts/bulk", response_model=BulkOut, tags=["accounts"],
-             summary="Create many accounts in one transaction; bad rows are reported, good rows kept")
+             summary="Create many accounts in one transaction; bad rows are reported, good rows kept", openapi_extra=BULK_BODY)
 async def bulk_import(body: BulkIn, principal: Writer, request: Request) -> BulkOut:
     return await service.bulk_import(_rt(request), principal.tenant_id, body.accounts)
 
@@ -139,7 +140,7 @@ async def get_account(account_id: str, principal: Reader, request: Request) -> A
 
 
 @router.put("/accounts/{account_id}/lots", response_model=AccountOut, tags=["accounts"],
-            summary="Replace the account's tax lots (and optionally its cash)")
+            summary="Replace the account's tax lots (and optionally its cash)", openapi_extra=BULK_BODY)
 async def replace_lots(account_id: str, body: LotsIn, principal: Writer, request: Request) -> AccountOut:
     return await service.replace_lots(_rt(request), principal.tenant_id, account_id, body)
 
@@ -182,7 +183,7 @@ async def close_withdrawal(account_id: str, withdrawal_id: uuid.UUID, action: Li
 
 
 @router.post("/import/{kind}", response_model=ImportOut, tags=["bulk"],
-             summary="Import accounts, lots or models from CSV or JSON Lines (the raw body), row by row")
+             summary="Import accounts, lots or models from CSV or JSON Lines (the raw body), row by row", openapi_extra=BULK_BODY)
 async def import_file(kind: Kind, principal: Writer, request: Request,
                       body: Annotated[str, Body(media_type="text/plain")],
                       format: Annotated[Fmt, Query()] = "csv") -> ImportOut:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import NotFound
+from trimtab.shared.http import BULK_BODY
 
 from .models import latest_prices, securities
 from .schemas import (
@@ -44,7 +45,7 @@ def _runtime(request: Request):  # type: ignore[no-untyped-def]
 
 
 @router.post("/ticks", status_code=status.HTTP_202_ACCEPTED, response_model=TickBatchOut, tags=["ticks"],
-             summary="Publish a batch of price ticks (one correlation id for the batch)")
+             summary="Publish a batch of price ticks (one correlation id for the batch)", openapi_extra=BULK_BODY)
 async def post_ticks(body: TickBatchIn, principal: Writer, request: Request) -> TickBatchOut:
     ticks = [Tick(t.symbol, t.price_usd, t.as_of) for t in body.ticks]
     # A tick from the future is bad input, like a negative price: the whole batch is a 422 naming
@@ -94,7 +95,7 @@ async def get_security(symbol: str, principal: Reader, request: Request) -> Secu
 
 
 @router.post("/securities", response_model=list[SecurityOut], tags=["securities"],
-             summary="Create or update securities in the tenant's master")
+             summary="Create or update securities in the tenant's master", openapi_extra=BULK_BODY)
 async def upsert_securities(body: SecurityList, principal: Writer, request: Request) -> list[SecurityOut]:
     rt = _runtime(request)
     if not body:

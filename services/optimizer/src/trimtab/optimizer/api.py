@@ -21,6 +21,7 @@ from trimtab.shared.events import (
     RebalanceProposed,
     SecurityContext,
 )
+from trimtab.shared.http import BULK_BODY
 from trimtab.shared.limits import trade_year_problem
 from trimtab.shared.pagination import decode_cursor, encode_cursor, link_next
 
@@ -163,7 +164,7 @@ async def override(proposal_id: uuid.UUID, body: OverrideIn, principal: Decider,
 
 @router.post("/rebalance/what-if", response_model=RebalanceProposed, tags=["what-if"],
              summary="Solve a snapshot (optionally with a context: {snapshot, context}) and return the "
-                     "proposal it would give, with the context it used; nothing is stored")
+                     "proposal it would give, with the context it used; nothing is stored", openapi_extra=BULK_BODY)
 async def what_if(body: AccountSnapshot | WhatIfIn, principal: Reader, request: Request) -> RebalanceProposed:
     engine: Engine = request.app.state.engine
     snapshot, given = (body.snapshot, body.context) if isinstance(body, WhatIfIn) else (body, None)
@@ -197,7 +198,7 @@ def _raise(f: Failure) -> NoReturn:
 @router.post("/households/what-if", response_model=HouseholdWhatIfOut, tags=["what-if"],
              summary="Solve every account of a household as one portfolio (household targets, asset "
                      "location) and return per-account orders and the household's figures, with the "
-                     "context used; nothing is stored")
+                     "context used; nothing is stored", openapi_extra=BULK_BODY)
 async def household_what_if(body: HouseholdWhatIfIn, principal: Reader, request: Request) -> HouseholdWhatIfOut:
     hh = body.household_id
     strangers = [s.account_id for s in body.snapshots if s.household_id not in (None, hh)]
@@ -246,7 +247,7 @@ def _security_out(row) -> SecurityReferenceOut:  # type: ignore[no-untyped-def]
 @router.put("/reference/securities", response_model=list[SecurityReferenceOut], tags=["reference"],
             summary="Insert or replace the reference data of securities (a list of {symbol, sigma_daily, "
                     "adv_usd, wash_group, substitute_group, tax_drag}, each field optional): every "
-                    "later solve's context gets them for its snapshot's symbols; all or nothing")
+                    "later solve's context gets them for its snapshot's symbols; all or nothing", openapi_extra=BULK_BODY)
 async def put_reference_securities(body: SecuritiesReferenceIn, principal: MarketWriter,
                                    request: Request) -> list[SecurityReferenceOut]:
     items = body.root
@@ -286,7 +287,7 @@ async def get_reference_security(symbol: Annotated[Symbol, Path()], principal: M
 
 @router.put("/reference/risk-model", response_model=RiskModelOut, tags=["reference"],
             summary="Replace the tenant's factor risk model (loadings per symbol, specific variances): "
-                    "solves whose context has no model of their own use its rows of their symbols")
+                    "solves whose context has no model of their own use its rows of their symbols", openapi_extra=BULK_BODY)
 async def put_risk_model(body: FactorModelContext, principal: MarketWriter, request: Request) -> RiskModelOut:
     twice = sorted(s for s, n in Counter(body.symbols).items() if n > 1)
     if twice:

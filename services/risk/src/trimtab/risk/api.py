@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Invalid, NotFound
 from trimtab.shared.events import RiskModelInfo
+from trimtab.shared.http import BULK_BODY
 
 from .analytics import (
     PCT,
@@ -136,7 +137,7 @@ def _sig10(a: np.ndarray) -> Any:
 
 
 @router.post("/risk/what-if", response_model=WhatIfOut,
-             summary="Every risk measure of any long-only weights under the current model")
+             summary="Every risk measure of any long-only weights under the current model", openapi_extra=BULK_BODY)
 async def what_if(body: WhatIfIn, principal: Reader, request: Request) -> WhatIfOut:
     models = _models(request)
     limits = models.limits

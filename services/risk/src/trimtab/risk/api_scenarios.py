@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal, requires
 from trimtab.shared.errors import Conflict, Invalid
+from trimtab.shared.http import BULK_BODY
 
 from .analytics import StressInputs, pct, prepare_stress, reference, stress_prepared
 from .domain.assessment import Limits
@@ -113,7 +114,7 @@ async def create_scenario(body: ScenarioIn, principal: Writer, request: Request)
 
 
 @router.post("/stress", response_model=StressOut,
-             summary="Every portfolio under every scenario, in one matrix pass")
+             summary="Every portfolio under every scenario, in one matrix pass", openapi_extra=BULK_BODY)
 async def run(body: StressIn, principal: Reader, request: Request) -> StressOut:
     models: RiskModels = request.app.state.risk_models
     async with request.app.state.runtime.sessionmaker() as s:

@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     #: Largest request body accepted (bytes); a larger one is a 413 problem, refused before it is
     #: read whole. Bulk imports larger than this go in several requests.
     http_max_body_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="HTTP_MAX_BODY_BYTES", ge=1024)
+    #: Largest request body of a route that takes no bulk data (every route not marked
+    #: `http.BULK_BODY`: a decision, a risk profile, a scenario...).
+    http_max_request_bytes: int = Field(default=1024 * 1024, validation_alias="HTTP_MAX_REQUEST_BYTES", ge=1024)
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
     )

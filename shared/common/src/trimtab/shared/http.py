@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,11 @@ from .telemetry import instrument_app, setup_telemetry
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+
+#: `openapi_extra` of a route that takes bulk bodies (imports, batches, whole books): its bodies
+#: may be as large as HTTP_MAX_BODY_BYTES; every other route's are limited to
+#: HTTP_MAX_REQUEST_BYTES. The mark shows in the OpenAPI document as `x-trimtab-body: bulk`.
+BULK_BODY: dict[str, Any] = {"x-trimtab-body": "bulk"}
 
 
 def problem(status: int, title: str, detail: str, request: Request | None = None, *,
@@ -136,11 +141,31 @@ class RejectNulMiddleware:
     PostgreSQL cannot store NUL in text (nor in JSONB), so a NUL that reached a query or an
     insert failed there as a 500, on every service and route that takes a string. Refused here,
     once, before any route runs. The body is read whole (FastAPI reads it whole anyway) and
-    handed on unchanged."""
+    handed on unchanged.
 
-    def __init__(self, app: Any, max_body_bytes: int | None = None) -> None:
+    It also bounds the body: `max_body_bytes` for routes marked `BULK_BODY`, `max_request_bytes`
+    (when given, and smaller) for every other route, so that a 30 MB risk questionnaire is not
+    read, validated and stored. A larger body is a 413 problem, refused as soon as its declared
+    length or the bytes read pass the limit."""
+
+    def __init__(self, app: Any, max_body_bytes: int | None = None, max_request_bytes: int | None = None,
+                 bulk: Sequence[tuple[frozenset[str], re.Pattern[str]]] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_request_bytes = max_request_bytes
+        #: (methods, path pattern) of the routes marked BULK_BODY (`bulk_routes`); a list the app
+        #: factory fills once the routers are included.
+        self.bulk = bulk
+
+    def _limit(self, scope: dict[str, Any]) -> tuple[int | None, str]:
+        """The body limit of the route `scope` reaches, and the setting that sets it."""
+        if self.max_request_bytes is None or (self.max_body_bytes is not None
+                                              and self.max_request_bytes >= self.max_body_bytes):
+            return self.max_body_bytes, "HTTP_MAX_BODY_BYTES"
+        method, path = scope.get("method", ""), scope.get("path", "")
+        if any(method in methods and pattern.match(path) for methods, pattern in self.bulk):
+            return self.max_body_bytes, "HTTP_MAX_BODY_BYTES"
+        return self.max_request_bytes, "HTTP_MAX_REQUEST_BYTES"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -152,11 +177,11 @@ class RejectNulMiddleware:
         elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
             where = "query"
         body_messages: list[dict[str, Any]] = []
-        limit = self.max_body_bytes
+        limit, setting = self._limit(scope)
         if where is None and limit is not None:
             declared = dict(scope.get("headers") or []).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await self._too_large(scope, send, limit)
+                await self._too_large(scope, send, limit, setting)
                 return
         if where is None and scope.get("method") in _WITH_BODY:
             chunks, more, size = [], True, 0
@@ -168,7 +193,7 @@ class RejectNulMiddleware:
                 chunks.append(message.get("body", b""))
                 size += len(chunks[-1])
                 if limit is not None and size > limit:
-                    await self._too_large(scope, send, limit)
+                    await self._too_large(scope, send, limit, setting)
                     return
                 more = message.get("more_body", False)
             raw = b"".join(chunks)
@@ -196,10 +221,17 @@ class RejectNulMiddleware:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
+    async def _too_large(scope: dict[str, Any], send: Any, limit: int, setting: str) -> None:
+        advice = ("send bulk data in several requests" if setting == "HTTP_MAX_BODY_BYTES"
+                  else "this route takes no bulk data")
         await _send_problem(scope, send, 413, "Request body too large",
-                            f"the request body is larger than {limit:,} bytes (HTTP_MAX_BODY_BYTES); "
-                            "send bulk data in several requests")
+                            f"the request body is larger than {limit:,} bytes ({setting}); {advice}")
+
+
+def bulk_routes(routes: Iterable[Any]) -> list[tuple[frozenset[str], re.Pattern[str]]]:
+    """(methods, path pattern) of the routes marked `BULK_BODY`, for `RejectNulMiddleware`."""
+    return [(frozenset(r.methods or ()), r.path_regex) for r in routes
+            if (getattr(r, "openapi_extra", None) or {}).get("x-trimtab-body") == "bulk"]
 
 
 async def _send_problem(scope: dict[str, Any], send: Any, status: int, title: str, detail: str) -> None:
@@ -232,7 +264,9 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     install_problem_handlers(app)
-    app.add_middleware(RejectNulMiddleware, max_body_bytes=settings.http_max_body_bytes)
+    bulk: list[tuple[frozenset[str], re.Pattern[str]]] = []  # filled below, once the routes exist
+    app.add_middleware(RejectNulMiddleware, max_body_bytes=settings.http_max_body_bytes,
+                       max_request_bytes=settings.http_max_request_bytes, bulk=bulk)
 
     @app.get("/livez", tags=["health"], summary="The process is alive")
     async def livez() -> dict[str, str]:
@@ -256,5 +290,6 @@ def create_app(
 
     for r in [*routers, ops_router]:
         app.include_router(r, responses=PROBLEM_RESPONSES)
+    bulk.extend(bulk_routes(route for r in routers for route in r.routes))
     instrument_app(app)
     return app
