@@ -609,12 +609,24 @@ async def test_an_operator_resolves_a_parked_key_without_a_restart(service, prod
     assert (await client.post("/v1/ops/dead-letters/resolve", json={**body, "x": 1}, headers=ops)).status_code == 422
     r = await client.post("/v1/ops/dead-letters/resolve", json=body, headers=ops)
     assert r.status_code == 200 and r.json()["unparked"] is True and r.json()["resolved"] >= 1, r.text
-    assert r.json()["tenant_id"] == TENANT
+    assert r.json()["tenant_id"] == TENANT and r.json()["untenanted_left"] == 0
     assert not [d for d in (await client.get("/v1/ops/dead-letters", headers=ops)).json() if d["key"] == account]
     # The key's next drift is solved again (the operator replays the dead letters if they matter).
     again = drift_env(good)
     await send(producer, again, account)
     await wait_state(client, proposal_id_for(TENANT, again.parse(DriftDetected).drift_id), "proposed")
+    # A dead letter recorded before dead letters carried their tenant parks its key for every
+    # tenant: resolving one tenant's key says so (404 with the reason), resolving the key does it.
+    app = service[0]
+    d = app.state.runtime.infra.dead_letters
+    async with app.state.runtime.sessionmaker() as s, s.begin():
+        await s.execute(d.insert().values(consumer="optimizer", topic="portfolio.drift.v1", partition=0, offset=1,
+                                          key="acc-legacy", error="before the tenant column"))
+    legacy = {"consumer": "optimizer", "topic": "portfolio.drift.v1", "key": "acc-legacy"}
+    r = await client.post("/v1/ops/dead-letters/resolve", json={**legacy, "tenant_id": TENANT}, headers=ops)
+    assert r.status_code == 404 and "without a tenant" in r.json()["detail"], r.text
+    r = await client.post("/v1/ops/dead-letters/resolve", json=legacy, headers=ops)
+    assert r.status_code == 200 and r.json()["resolved"] == 1, r.text
 
 
 async def test_the_queue_gauges_count_open_proposals_by_tenant_and_state(service, producer, kafka_bootstrap):

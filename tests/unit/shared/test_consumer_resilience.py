@@ -172,6 +172,9 @@ async def test_parked_keys_are_reread_on_every_partition_assignment(monkeypatch)
 class ThreePartitionPoll(OneRecordConsumer):
     """One poll returns one record in each of three partitions; later polls return nothing."""
 
+    def assignment(self):  # type: ignore[no-untyped-def]
+        return {TopicPartition(TP.topic, p) for p in range(3)}
+
     async def getmany(self, **kw):  # type: ignore[no-untyped-def]
         self.polls += 1
         if self.polls > 1:
@@ -322,14 +325,18 @@ async def test_records_of_a_partition_back_before_its_task_ended_wait_and_follow
         return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=b"K", value=b"", headers=[])
 
     c._start_partition(TP, [rec(7)])
-    first = c._inflight[TP]
-    c._start_partition(TP, [rec(8)])  # the same partition, back before the first task ended
-    second = c._inflight[TP]
+    first = c._inflight[TP][0]
+    # The same partition, back before the first task ended: assigned again from its committed
+    # offset 5, below the first task's records (found by review: the first task's seek went to
+    # the old assignment, so skipping these records without a seek of its own lost 5 and 6).
+    c._start_partition(TP, [rec(5), rec(6)])
+    second = c._inflight[TP][0]
     await asyncio.sleep(0.05)
     assert handled == [] and not second.done()
     release.set()
     assert await asyncio.wait_for(first, 5) is False and await asyncio.wait_for(second, 5) is False
-    assert handled == [] and kafka.seeks == [(TP, 7)] and kafka.committed == []
+    # nothing handled past the failure; the partition rewound to the chain's first offset
+    assert handled == [] and kafka.seeks[-1] == (TP, 5) and kafka.committed == []
     assert not kafka.paused_set and not c._inflight
 
     # A first task that succeeds lets the second one run after it, in order.
@@ -347,5 +354,74 @@ async def test_records_of_a_partition_back_before_its_task_ended_wait_and_follow
     await asyncio.sleep(0.05)
     assert handled == []
     release.set()
-    await asyncio.wait_for(asyncio.gather(*c._inflight.values()), 5)
+    await asyncio.wait_for(asyncio.gather(*(t for t, _ in c._inflight.values())), 5)
     assert handled == [9, 10] and kafka.committed == [{TP: 10}, {TP: 11}]
+
+
+async def test_records_of_a_partition_revoked_while_they_waited_are_left_to_its_new_owner() -> None:
+    """Found by review: a task queued behind the concurrency limit for a partition revoked
+    meanwhile used to handle its records (up to a poll's 500) once a slot freed, racing the new
+    owner and holding a worker this instance's own partitions wait for."""
+    c = EventConsumer(name="x", group_id="g", bootstrap="-", handlers={"PriceTicked": None},  # type: ignore[dict-item]
+                      topics=[TP.topic], sessionmaker=None, infra=None, producer=None,  # type: ignore[arg-type]
+                      partition_concurrency=2)
+    kafka = OneRecordConsumer(b"")
+    c._consumer = kafka  # type: ignore[assignment]
+    handled: list[int] = []
+
+    async def process(records):  # type: ignore[no-untyped-def]
+        handled.append(records[0].offset)
+
+    c._process_partition = process  # type: ignore[method-assign]
+    await c._gate.acquire()
+    await c._gate.acquire()  # both slots busy
+    c._start_partition(TP, [SimpleNamespace(topic=TP.topic, partition=0, offset=3, key=b"K", value=b"", headers=[])])
+    task = c._inflight[TP][0]
+    kafka.assignment = lambda: set()  # type: ignore[method-assign]  # the partition is revoked
+    c._gate.release()
+    assert await asyncio.wait_for(task, 5) is False
+    assert handled == [] and kafka.committed == [] and not c._inflight
+
+
+async def test_a_key_parked_while_the_parked_set_is_reloaded_stays_parked() -> None:
+    """Found by review: the reload on partition assignment replaced the parked set with a read
+    that could predate a dead letter a partition task had just recorded, so that key's next
+    events were applied past the gap. Parks and resolutions made during the read are re-applied."""
+    from sqlalchemy import MetaData
+
+    from trimtab.shared.outbox import infra_tables
+
+    db: list[tuple[str, str | None, str]] = [("t", "demo", "OLD-1")]
+    read_started, read_may_end = asyncio.Event(), asyncio.Event()
+
+    class Session:
+        async def __aenter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        async def __aexit__(self, *a):  # type: ignore[no-untyped-def]
+            return False
+
+        def begin(self):  # type: ignore[no-untyped-def]
+            return self
+
+        async def execute(self, stmt):  # type: ignore[no-untyped-def]
+            if stmt.is_select:
+                snapshot = list(db)  # the statement's snapshot
+                read_started.set()
+                await read_may_end.wait()
+                return [SimpleNamespace(topic=t, tenant_id=ten, key=k) for t, ten, k in snapshot]
+            p = stmt.compile().params
+            db.append((p["topic"], p["tenant_id"], p["key"]))
+
+    c = EventConsumer(name="opt", group_id="g", bootstrap="-", handlers={}, topics=["t"],
+                      sessionmaker=lambda: Session(), infra=infra_tables(MetaData()),  # type: ignore[arg-type]
+                      producer=FlakyProducer(failures=0))
+    load = asyncio.create_task(c._load_parked())  # on partition assignment
+    await read_started.wait()
+    rec = SimpleNamespace(topic="t", partition=0, offset=3, key=b"ACC-1", value=b"{}", headers=[])
+    await c._dead_letter(rec, "ACC-1", SimpleNamespace(tenant_id="demo", event_id=None), "boom", park=True)
+    assert c.unpark("t", "OLD-1", "demo") is False  # an operator resolves OLD-1 meanwhile
+    read_may_end.set()
+    await load
+    assert c.is_parked("t", "demo", "ACC-1")
+    assert not c.is_parked("t", "demo", "OLD-1")

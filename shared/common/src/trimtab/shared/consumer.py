@@ -30,6 +30,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -211,13 +212,18 @@ class EventConsumer:
         #: state across keys.
         self._partition_concurrency = max(1, partition_concurrency)
         self._gate = asyncio.Semaphore(self._partition_concurrency)
-        #: The task handling each partition's records in pipelined mode.
-        self._inflight: dict[TopicPartition, asyncio.Task[bool]] = {}
+        #: The task handling each partition's records in pipelined mode, and the first offset of
+        #: the records it and the tasks it waits for hold (where a failure rewinds to).
+        self._inflight: dict[TopicPartition, tuple[asyncio.Task[bool], int]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         #: (topic, tenant, key) of unresolved dead letters; tenant None: a row recorded before
         #: dead letters carried their tenant, which parks the key for every tenant.
         self._parked: set[tuple[str, str | None, str]] = set()
+        #: Changes to `_parked` made while `_load_parked` reads the dead letters (a partition task
+        #: parks a key, an operator resolves one), re-applied to what it read: the read may
+        #: predate them.
+        self._park_changes: list[list[tuple[str, tuple[Any, ...]]]] = []
         self.stats = ConsumerStats()
         self.assigned = asyncio.Event()
         _live.add(self)
@@ -259,23 +265,46 @@ class EventConsumer:
     def unpark(self, topic: str, key: str, tenant_id: str | None = None) -> bool:
         """Stop parking `key` on `topic` for `tenant_id` (None: for every tenant), its dead
         letters being resolved; True if it was parked."""
-        gone = {p for p in self._parked if p[0] == topic and p[2] == key
-                and (tenant_id is None or p[1] == tenant_id)}
-        self._parked -= gone
+        gone = self._unpark(self._parked, topic, key, tenant_id)
+        for changes in self._park_changes:
+            changes.append(("unpark", (topic, key, tenant_id)))
         return bool(gone)
+
+    @staticmethod
+    def _unpark(parked: set[tuple[str, str | None, str]], topic: str, key: str,
+                tenant_id: str | None) -> set[tuple[str, str | None, str]]:
+        gone = {p for p in parked if p[0] == topic and p[2] == key and (tenant_id is None or p[1] == tenant_id)}
+        parked -= gone
+        return gone
+
+    def _park(self, item: tuple[str, str | None, str]) -> None:
+        self._parked.add(item)
+        for changes in self._park_changes:
+            changes.append(("park", item))
 
     def is_parked(self, topic: str, tenant_id: str, key: str) -> bool:
         return (topic, tenant_id, key) in self._parked or (topic, None, key) in self._parked
 
     async def _load_parked(self) -> None:
         d = self._infra.dead_letters
-        async with self._sm() as s:
-            rows = await s.execute(
-                select(d.c.topic, d.c.tenant_id, d.c.key).where(
-                    d.c.consumer == self.name, d.c.resolved_at.is_(None), d.c.key.is_not(None)
+        changes: list[tuple[str, tuple[Any, ...]]] = []
+        self._park_changes.append(changes)
+        try:
+            async with self._sm() as s:
+                rows = await s.execute(
+                    select(d.c.topic, d.c.tenant_id, d.c.key).where(
+                        d.c.consumer == self.name, d.c.resolved_at.is_(None), d.c.key.is_not(None)
+                    )
                 )
-            )
-            self._parked = {(r.topic, r.tenant_id, r.key) for r in rows}
+                loaded = {(r.topic, r.tenant_id, r.key) for r in rows}
+        finally:
+            self._park_changes.remove(changes)
+        for op, item in changes:
+            if op == "park":
+                loaded.add(item)  # type: ignore[arg-type]
+            else:
+                self._unpark(loaded, *item)
+        self._parked = loaded
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -320,23 +349,30 @@ class EventConsumer:
         assert self._consumer is not None
         self._consumer.pause(tp)
         # A partition revoked and assigned back while its old task runs can come back before
-        # that task is done: the new records wait for it (and are left to be fetched again if
-        # it failed and rewound the partition), so a partition is never handled out of order.
+        # that task is done: the new records wait for it, so a partition is never handled out
+        # of order. If it failed, they are not handled either: the partition is rewound to the
+        # first offset of the whole chain (the old task's seek may have gone to an assignment
+        # that no longer exists), so everything from there is fetched again, in order.
         before = self._inflight.get(tp)
-        task = asyncio.create_task(self._partition_task(tp, records, before),
+        first = records[0].offset if before is None else min(before[1], records[0].offset)
+        task = asyncio.create_task(self._partition_task(tp, records, before[0] if before else None, first),
                                    name=f"consumer:{self.name}:{tp.topic}/{tp.partition}")
-        self._inflight[tp] = task
+        self._inflight[tp] = (task, first)
 
     async def _partition_task(self, tp: TopicPartition, records: list[ConsumerRecord],
-                              before: asyncio.Task[bool] | None) -> bool:
+                              before: asyncio.Task[bool] | None, chain_first: int) -> bool:
         c = self._consumer
         assert c is not None
         me = asyncio.current_task()
         ok = False
         try:
             if before is not None and not await asyncio.shield(before):
-                return False  # it rewound the partition: these records will be fetched again
+                if tp in c.assignment():
+                    c.seek(tp, chain_first)
+                return False
             async with self._gate:
+                if tp not in c.assignment():
+                    return False  # revoked while it waited: its new owner reads from the commit
                 ok = await self._handle_partition(tp, records)
             return ok
         except asyncio.CancelledError:
@@ -347,13 +383,13 @@ class EventConsumer:
                 c.seek(tp, records[0].offset)
             return False
         finally:
-            if self._inflight.get(tp) is me:  # a later task for tp resumes it when it is done
+            if self._inflight.get(tp, (None,))[0] is me:  # a later task for tp resumes it when done
                 del self._inflight[tp]
                 if tp in c.assignment():  # revoked meanwhile: a new assignment starts unpaused
                     c.resume(tp)
 
     async def _stop_partition_tasks(self) -> None:
-        tasks = list(self._inflight.values())
+        tasks = [t for t, _ in self._inflight.values()]
         self._inflight.clear()
         for t in tasks:
             t.cancel()
@@ -622,7 +658,7 @@ class EventConsumer:
         await self._until_done("dead-letter send", send)
         await self._until_done("dead-letter record", record)
         if park and key is not None and self._park_keys:
-            self._parked.add((rec.topic, env.tenant_id if env else None, key))
+            self._park((rec.topic, env.tenant_id if env else None, key))
         self.stats.dead_lettered += 1
         _dead.add(1, {"consumer": self.name, "topic": rec.topic})
         log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, error)

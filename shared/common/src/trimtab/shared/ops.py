@@ -59,6 +59,9 @@ class ResolveOut(BaseModel):
     tenant_id: str | None = None
     resolved: int = Field(description="dead letters of the key marked resolved")
     unparked: bool = Field(description="a running consumer of this service had the key parked")
+    untenanted_left: int = Field(
+        default=0, description="unresolved dead letters of the key recorded before dead letters carried "
+                               "their tenant: they park the key for every tenant (resolve without tenant_id)")
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut],
@@ -95,11 +98,18 @@ async def resolve(body: ResolveIn, principal: OpsWriter, request: Request) -> Re
             which = which.where(d.c.tenant_id == body.tenant_id)
         result = await s.execute(which.values(resolved_at=func.now()).returning(d.c.id))
         resolved = len(result.all())
+        untenanted = 0
+        if body.tenant_id is not None:
+            untenanted = (await s.execute(select(func.count()).select_from(d).where(
+                d.c.consumer == body.consumer, d.c.topic == body.topic, d.c.key == body.key,
+                d.c.resolved_at.is_(None), d.c.tenant_id.is_(None)))).scalar_one()
     unparked = any([c.unpark(body.topic, body.key, body.tenant_id)
                     for c in runtime.consumers if c.name == body.consumer])
     if not resolved and not unparked:
         whose = f" of tenant {body.tenant_id!r}" if body.tenant_id is not None else ""
+        also = (f"; {untenanted} recorded without a tenant (before dead letters carried it) park the key "
+                "for every tenant: resolve without tenant_id") if untenanted else ""
         raise NotFound(f"no unresolved dead letter of consumer {body.consumer!r} for key {body.key!r}{whose} "
-                       f"on {body.topic!r}")
+                       f"on {body.topic!r}{also}")
     return ResolveOut(consumer=body.consumer, topic=body.topic, key=body.key, tenant_id=body.tenant_id,
-                      resolved=resolved, unparked=unparked)
+                      resolved=resolved, unparked=unparked, untenanted_left=untenanted)
