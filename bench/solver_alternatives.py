@@ -18,7 +18,8 @@ one core, side by side in one run, the medians over the same accounts of:
    on each account's data (one account's pattern; accounts whose pattern differs are left out).
 
 QOCO's tolerances are set to the optimizer's (1e-9) in 3 and 4; its default 1e-7 is printed too.
-Needs `pip install qoco qocogen`, cmake and a C compiler; the generation and the build of the
+Needs `uv pip install --python .venv/bin/python qoco qocogen` (not project dependencies:
+installed, QOCO would join cvxpy's solvers in the tests' environment) and a C compiler; the generation and the build of the
 unrolled C take about two minutes. `--json`: one JSON object of the figures as the last line.
 """
 
@@ -183,11 +184,13 @@ def main() -> int:
         import qoco  # noqa: F401
         import qocogen  # noqa: F401
     except ImportError:
-        print("needs QOCO and its code generator: pip install qoco qocogen", file=sys.stderr)
-        return 2
+        # Optional: `make bench` runs every bench, and these packages are not the project's.
+        print("nothing measured: needs QOCO and its code generator (uv pip install --python "
+              ".venv/bin/python qoco qocogen; the next uv sync removes them)")
+        return 0
     if shutil.which("cc") is None:
-        print("needs a C compiler (cc)", file=sys.stderr)
-        return 2
+        print("nothing measured: needs a C compiler (cc)")
+        return 0
 
     w = validate_weights(DEFAULT_DRIVER_WEIGHTS)
     inps = []
