@@ -256,3 +256,88 @@ async def test_partitions_of_a_poll_are_handled_concurrently_each_in_order(tmp_p
         await rt.stop()
     assert all(v == [1, 2, 3] for v in seen_order.values()), seen_order  # in order per key
     assert 1 <= state["peak"] <= concurrency
+
+
+async def test_pipelined_partitions_survive_rebalances_each_event_once_and_in_order(tmp_path, database_url,
+                                                                                    kafka_bootstrap):
+    """Two replicas of a pipelined consumer (`concurrent(2)`) in one group on the real broker: a
+    second replica joins mid-burst and the first then leaves, each a rebalance while partition
+    tasks are in flight. Every event takes effect exactly once, and each key's effects are in
+    the order of its events (the effect rows' ids follow the events' sequence numbers)."""
+    from sqlalchemy import BigInteger, Identity, Integer
+
+    schema = f"probe_{uuid.uuid4().hex[:8]}"
+    md, infra, _, mig = _probe_service(tmp_path, schema)
+    effects = Table("effects", md, Column("id", BigInteger, Identity(always=True), primary_key=True),
+                    Column("symbol", String(16), nullable=False), Column("seq", Integer, nullable=False))
+    settings = ServiceSettings.model_validate({
+        "SERVICE_NAME": f"probe-{schema}", "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_GROUP_PREFIX": schema, "OUTBOX_POLL_S": 0.05,
+        "CONSUMER_BATCH_SIZE": 1,
+    })
+    prefix = f"R{uuid.uuid4().hex[:5].upper()}"
+
+    def replica() -> ServiceRuntime:
+        rt = ServiceRuntime(settings, schema=schema, metadata=md, migrations_dir=mig, infra=infra)
+
+        async def on_tick(env: Envelope, uow: UnitOfWork) -> None:
+            tick = env.parse(PriceTicked)
+            if not tick.symbol.startswith(prefix):
+                return  # other tests' ticks on the shared topic
+            await asyncio.sleep(0.06 if int(tick.price_usd) % 4 == 1 else 0.005)  # work in a worker process
+            await uow.session.execute(effects.insert().values(symbol=tick.symbol, seq=int(tick.price_usd)))
+
+        rt.handle("PriceTicked")(on_tick)
+        rt.concurrent(2)
+        return rt
+
+    async def count() -> int:
+        async with first.sessionmaker() as s:
+            return (await s.execute(select(func.count()).select_from(effects))).scalar_one()  # type: ignore[no-any-return]
+
+    keys, per_key = [f"{prefix}{k}" for k in range(8)], 25
+    first = replica()
+    await first.start()
+    second: ServiceRuntime | None = None
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.assigned.wait() for c in first.consumers)), 30)
+        p = await start_producer(kafka_bootstrap, "test")
+
+        async def produce() -> None:  # in rounds, so that polls bring a partition's events in parts
+            for n in range(1, per_key + 1):
+                for key in keys:
+                    env = Envelope.new(PriceTicked(symbol=key, price_usd=Decimal(n), as_of=datetime.now(UTC)),
+                                       producer="test", tenant_id="t1")
+                    await p.send("market.ticks.v1", value=env.to_bytes(), key=key.encode(),
+                                 headers=encode_headers(kafka_headers(env)))
+                await p.flush()
+                await asyncio.sleep(0.05)
+
+        producing = asyncio.create_task(produce())
+        total = len(keys) * per_key
+        try:
+            await _wait(lambda: _async_ge(count, total // 5), timeout_s=60)
+            second = replica()  # joins mid-burst: a rebalance
+            await second.start()
+            await _wait(lambda: _async_ge(count, total // 2), timeout_s=90)
+            await first.stop()  # leaves mid-burst: another
+            await producing
+        finally:
+            producing.cancel()
+            await p.stop()
+        await _wait(lambda: _async_ge(count, total), timeout_s=120)
+        await asyncio.sleep(1.0)  # nothing more arrives: no event took effect twice
+        async with second.sessionmaker() as s:
+            rows = (await s.execute(select(effects.c.symbol, effects.c.seq).order_by(effects.c.id))).all()
+    finally:
+        for rt in (second, first):
+            if rt is not None:
+                await rt.stop()
+    by_key: dict[str, list[int]] = {}
+    for r in rows:
+        by_key.setdefault(r.symbol, []).append(r.seq)
+    assert by_key == {k: list(range(1, per_key + 1)) for k in keys}, by_key
+
+
+async def _async_ge(count, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await count() >= n  # type: ignore[no-any-return]
