@@ -261,3 +261,43 @@ async def test_relay_errors_are_counted_and_a_stopped_relay_leaves() -> None:
     assert r.last_error is not None and age(lock) == 0
     await r.stop()
     assert age(lock) is None
+
+
+async def test_pipelined_partitions_in_hand_and_waiting_are_exported() -> None:
+    """An SRE sizing SOLVER_PROCESSES / EXPLAINER_PROCESSES: partitions in hand, and those waiting
+    for a handler slot because every one is busy."""
+    from aiokafka import TopicPartition
+
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    c = EventConsumer(name=name, group_id=name, bootstrap="127.0.0.1:1", handlers={},
+                      topics=["market.ticks.v1"], sessionmaker=None, infra=None,  # type: ignore[arg-type]
+                      producer=None, partition_concurrency=2)  # type: ignore[arg-type]
+    release = asyncio.Event()
+
+    class Kafka:
+        def pause(self, *tps: Any) -> None: ...
+        def resume(self, *tps: Any) -> None: ...
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition("market.ticks.v1", p) for p in range(3)}
+        def highwater(self, tp: Any) -> int:
+            return 1
+        async def commit(self, offsets: Any) -> None: ...
+
+    async def slow(records: Any) -> None:
+        await release.wait()
+
+    c._consumer = Kafka()  # type: ignore[assignment]
+    c._process_partition = slow  # type: ignore[method-assign]
+    for p in range(3):
+        c._start_partition(TopicPartition("market.ticks.v1", p),
+                           [SimpleNamespace(topic="market.ticks.v1", partition=p, offset=0, key=b"K", value=b"", headers=[])])
+    await asyncio.sleep(0.05)
+    assert value("trimtab_consumer_partitions", consumer=name, state="in_hand") == 3
+    assert value("trimtab_consumer_partitions", consumer=name, state="waiting") == 1  # two slots busy
+    release.set()
+    for _ in range(100):
+        if not c._inflight:
+            break
+        await asyncio.sleep(0.01)
+    assert value("trimtab_consumer_partitions", consumer=name, state="in_hand") == 0
+    assert value("trimtab_consumer_partitions", consumer=name, state="waiting") == 0

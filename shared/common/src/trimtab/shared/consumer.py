@@ -92,6 +92,22 @@ def _observe_parked(options: metrics.CallbackOptions) -> list[metrics.Observatio
     return [metrics.Observation(len(c._parked), {"consumer": c.name}) for c in list(_live)]  # noqa: SLF001
 
 
+def _observe_in_hand(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    """Pipelined consumers: partitions whose records are in hand (paused), and of those the ones
+    waiting for a free slot (all `partition_concurrency` busy: more worker processes would help)."""
+    out = []
+    for c in list(_live):
+        if c._partition_concurrency > 1:  # noqa: SLF001
+            in_hand = len(c._inflight)  # noqa: SLF001
+            busy = c._partition_concurrency - c._gate._value  # noqa: SLF001
+            out.append(metrics.Observation(in_hand, {"consumer": c.name, "state": "in_hand"}))
+            out.append(metrics.Observation(max(0, in_hand - busy), {"consumer": c.name, "state": "waiting"}))
+    return out
+
+
+meter.create_observable_gauge("trimtab_consumer_partitions", callbacks=[_observe_in_hand], unit="{partition}",
+                              description="pipelined consumers: partitions in hand (state=in_hand) and, of "
+                                          "those, waiting for a free handler slot (state=waiting)")
 meter.create_observable_gauge("trimtab_consumer_running", callbacks=[_observe_state], unit="1",
                               description="1 while the consumer's poll loop runs, 0 once it stopped")
 meter.create_observable_gauge("trimtab_consumer_parked_keys", callbacks=[_observe_parked], unit="{key}",
