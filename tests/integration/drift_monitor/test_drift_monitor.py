@@ -320,3 +320,27 @@ async def test_metrics_show_events_handled_and_consumer_lag(svc):
     lag_lines = [ln for ln in text.splitlines() if ln.startswith("trimtab_consumer_lag{")]
     assert any('topic="market.ticks.v1"' in ln for ln in lag_lines), lag_lines
     assert "trimtab_handler_duration_milliseconds_bucket" in text
+
+
+@pytest.mark.parametrize("decided_by", ["optimizer:superseded", "optimizer:account-traded"])
+async def test_an_older_proposals_expiry_leaves_the_pending_drift_pending(svc, kafka_bootstrap, decided_by):
+    """The optimizer expires an account's older open proposal when a newer drift's proposal is
+    stored (or when fills of the account come in): that decision is not the pending drift's
+    answer. Applied, it re-armed the account under the newer proposal, and the next drift
+    superseded that one in turn."""
+    app, client, producer = svc
+    t = tenant()
+    await make_model(client, t)
+    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body("ACC7"))).status_code == 201
+    await tick(app, producer, t, "AAA", "10", 0)
+    await tick(app, producer, t, "BBB", "10", 0)
+    await tick(app, producer, t, "AAA", "14", 1)
+    assert (await client.get("/v1/accounts/ACC7", headers=auth(t))).json()["drift_state"] == "pending"
+    old = Envelope.new(RebalanceDecided(proposal_id=uuid.uuid4(), account_id="ACC7", decision="expired",
+                                        decided_by=decided_by, automatic=True, decided_at=T0,
+                                        reason="superseded by a newer proposal"),
+                       producer="optimizer", tenant_id=t)
+    await send(producer, old, "ACC7")
+    await processed(app, old)
+    assert (await client.get("/v1/accounts/ACC7", headers=auth(t))).json()["drift_state"] == "pending"
+    assert await drifts_in_outbox(app, t, "ACC7") == 1

@@ -69,6 +69,10 @@ _candidates_abandoned = _meter.create_counter(
 SETTLE_DEAD_LETTER_CONSUMER = "drift-monitor.settle"
 #: `RebalanceDecided.decided_by` of a proposal the optimizer expired because its prices moved.
 PRICE_MOVE = "optimizer:price-move"
+#: The optimizer expires an account's older open proposals when a newer drift's proposal is
+#: stored, and its open proposals when fills of the account come in: decisions about proposals
+#: this service no longer waits for (the fills re-armed the account themselves).
+NOT_PENDING_EXPIRIES = frozenset({"optimizer:superseded", "optimizer:account-traded"})
 
 
 def _now() -> datetime:
@@ -377,6 +381,13 @@ class DriftHandlers:
     async def on_rebalance_decided(self, env: Envelope, uow: UnitOfWork) -> None:
         d = env.parse(RebalanceDecided)
         tenant, s = env.tenant_id, uow.session
+        if d.decision == "expired" and d.decided_by in NOT_PENDING_EXPIRIES:
+            # Not the pending drift's answer (that is the newer proposal): applying it would
+            # re-arm the account under the newer proposal, and the next drift would supersede
+            # that one in turn.
+            log.info("tenant %s: proposal %s of %s expired (%s); nothing to do", tenant, d.proposal_id,
+                     d.account_id, d.decided_by)
+            return
         a = (await s.execute(select(accounts).where(
             accounts.c.tenant_id == tenant, accounts.c.account_id == d.account_id).with_for_update())).first()
         if a is None:

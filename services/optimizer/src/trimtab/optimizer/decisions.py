@@ -40,6 +40,10 @@ class PricesMoved(Conflict):
     title = "Prices moved since the snapshot"
 
 
+class HouseholdTraded(Conflict):
+    title = "The household traded since the solve"
+
+
 @dataclass(frozen=True)
 class DecisionResult:
     status_code: int
@@ -101,6 +105,16 @@ async def decide(
             orders = validate_override(snapshot, orders,
                                        context=context.model_dump(mode="json") if context else None)
         if kind in ("approved", "overridden"):
+            # One account's approvals one at a time, and none while an earlier approval's orders
+            # are still with the OMS: a second set of orders for the same book would trade the
+            # account twice.
+            await proposals.lock_account(uow, row)
+            blocking = await proposals.awaiting_execution(uow, row)
+            if blocking is not None:
+                raise Conflict(f"proposal {blocking.proposal_id} of account {row.account_id} was {blocking.state} "
+                               f"at {blocking.decided_at.isoformat()} and its orders are not all filled: a second "
+                               "approval would trade the account twice", state=row.state,
+                               awaiting_execution=str(blocking.proposal_id))
             expired, moves = await proposals.expire_if_prices_moved(
                 uow, row, max_price_move, proposals.continuing(row), orders=orders)
             if expired is not None:
@@ -110,6 +124,13 @@ async def decide(
                 raise PricesMoved(f"not approved, the proposal expired: {expired.decision_reason}",
                                   state=expired.state, price_moves=[m.as_json() for m in moves],
                                   max_price_move=str(max_price_move))
+        if kind == "approved":
+            # The household's trades since the solve, checked as an override's orders are.
+            expired, problems = await proposals.expire_if_household_traded(uow, row, proposals.continuing(row))
+            if expired is not None:
+                await uow.commit()
+                raise HouseholdTraded(f"not approved, the proposal expired: {expired.decision_reason}",
+                                      state=expired.state, violations=problems)
         try:
             row = await proposals.apply_decision(uow, row, decision, proposals.continuing(row),
                                                  orders=orders)

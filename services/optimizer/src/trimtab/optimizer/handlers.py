@@ -114,6 +114,7 @@ async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
         snapshot = await household.latest_snapshot(uow, env.tenant_id, executed.account_id)
         await household.record_fills(uow, env.tenant_id, executed.account_id, executed.execution_id,
                                      executed.fills, snapshot=snapshot, proposal_id=None)
+        await proposals.expire_after_trades(uow, env.tenant_id, executed.account_id, executed.execution_id)
         return
     row = await proposals.load_for_update(uow, env.tenant_id, executed.proposal_id)
     if row is None:
@@ -124,11 +125,14 @@ async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
         snapshot = await household.latest_snapshot(uow, env.tenant_id, executed.account_id)
         await household.record_fills(uow, env.tenant_id, executed.account_id, executed.execution_id,
                                      executed.fills, snapshot=snapshot, proposal_id=None)
+        await proposals.expire_after_trades(uow, env.tenant_id, executed.account_id, executed.execution_id)
         return
     await household.record_fills(uow, env.tenant_id, row.account_id, executed.execution_id, executed.fills,
                                  snapshot=AccountSnapshot.model_validate(row.snapshot),
                                  proposal_id=row.proposal_id)
     await proposals.record_fills(uow, row, executed.execution_id, executed.fills)
+    # The account's other open proposals were solved on the book before these fills.
+    await proposals.expire_after_trades(uow, env.tenant_id, row.account_id, executed.execution_id)
 
 
 async def on_price_ticks(envs: list[Envelope], uow: UnitOfWork, *, max_price_move: Decimal) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope, utcnow
 from trimtab.shared.events import (
+    AccountSnapshot,
     DriftDetected,
     Fill,
     Order,
@@ -51,6 +52,15 @@ PRODUCER = "optimizer"
 PROPOSAL_NAMESPACE = uuid.UUID("0c9b6f0e-3a57-5d0c-8f1e-6f7074696d7a")
 
 EnvelopeFactory = Callable[[BaseModel], Envelope]
+
+#: `decided_by` of the expiries this module decides on its own: a proposal superseded by a newer
+#: one of its account (the drift monitor ignores these: its pending drift is the newer one's),
+#: and one whose sells the household's trades since the solve made wash sales.
+SUPERSEDED = f"{PRODUCER}:superseded"
+ACCOUNT_TRADED = f"{PRODUCER}:account-traded"
+HOUSEHOLD_TRADES = f"{PRODUCER}:household-trades"
+#: The states in which a proposal's orders went to the OMS and are not all filled yet.
+AWAITING_EXECUTION = ("approved", "overridden")
 
 
 def proposal_id_for(tenant_id: str, drift_id: uuid.UUID) -> uuid.UUID:
@@ -131,7 +141,96 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     if row is None:
         return None
     uow.publish(out, key=proposal.account_id)
+    await supersede_older(uow, row)
     return await _maybe_decide_automatically(uow, row, caused_by(env), max_price_move)
+
+
+async def supersede_older(uow: UnitOfWork, row: Row[Any]) -> list[uuid.UUID]:
+    """Expire the account's other open proposals: `row` answers a newer drift of the account, so
+    they were solved on a book that no longer holds (a manual trade, a partial fill, a cash flow
+    re-armed the account). Otherwise both could be approved and the account traded twice."""
+    q = (select(proposals)
+         .where(proposals.c.tenant_id == row.tenant_id, proposals.c.account_id == row.account_id,
+                proposals.c.proposal_id != row.proposal_id,
+                proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
+         .order_by(proposals.c.proposal_id)
+         .with_for_update())
+    gone = []
+    for old in (await uow.session.execute(q)).all():
+        decision = Decision("expired", SUPERSEDED, automatic=True,
+                            reason=f"superseded by proposal {row.proposal_id}, made for a newer drift of the account")
+        await apply_decision(uow, old, decision, continuing(old))
+        log.info("proposal %s superseded by %s", old.proposal_id, row.proposal_id)
+        gone.append(old.proposal_id)
+    return gone
+
+
+async def expire_after_trades(uow: UnitOfWork, tenant_id: str, account_id: str, execution_id: str
+                              ) -> list[uuid.UUID]:
+    """Expire the account's open proposals stored before fills of it came in (a manual trade, or
+    another proposal's): they were solved on holdings and cash the fills changed, so approving
+    one would trade on a book that is gone (sell lots already sold, buy twice)."""
+    q = (select(proposals)
+         .where(proposals.c.tenant_id == tenant_id, proposals.c.account_id == account_id,
+                proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
+         .order_by(proposals.c.proposal_id)
+         .with_for_update())
+    gone = []
+    for old in (await uow.session.execute(q)).all():
+        decision = Decision("expired", ACCOUNT_TRADED, automatic=True,
+                            reason=f"the account traded after its snapshot (execution {execution_id})")
+        await apply_decision(uow, old, decision, continuing(old))
+        log.info("proposal %s expired: the account traded (execution %s)", old.proposal_id, execution_id)
+        gone.append(old.proposal_id)
+    return gone
+
+
+async def lock_account(uow: UnitOfWork, row: Row[Any]) -> None:
+    """Serialize approvals of one account (manual and automatic) until the transaction ends.
+    Taken after the proposal's row lock, never before one, so the two cannot deadlock."""
+    key = func.hashtextextended(f"optimizer:approve:{row.tenant_id}:{row.account_id}", 0)
+    await uow.session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+async def awaiting_execution(uow: UnitOfWork, row: Row[Any]) -> Row[Any] | None:
+    """Another proposal of the account approved (or overridden) whose orders are not all filled
+    yet: approving `row` too would send the OMS a second set of orders for the same book."""
+    q = (select(proposals.c.proposal_id, proposals.c.state, proposals.c.decided_at)
+         .where(proposals.c.tenant_id == row.tenant_id, proposals.c.account_id == row.account_id,
+                proposals.c.proposal_id != row.proposal_id, proposals.c.state.in_(AWAITING_EXECUTION))
+         .order_by(proposals.c.decided_at).limit(1))
+    return (await uow.session.execute(q)).first()
+
+
+async def expire_if_household_traded(uow: UnitOfWork, row: Row[Any], make_env: EnvelopeFactory
+                                     ) -> tuple[Row[Any] | None, list[str]]:
+    """Expire an open proposal whose own orders the household's trades recorded since its solve
+    break (a buy of a security elsewhere in the household makes its loss sale a wash sale): the
+    check an override passes, run on the proposal's orders before any approval. Returns (the
+    expired row or None, the violations). Nothing is checked when no trade is new."""
+    from trimtab.shared.events import OptimizerContext
+
+    from . import household
+    from .domain.override import OverrideRejected, validate_override
+
+    if not lifecycle_of(row).is_open or not row.orders:
+        return None, []
+    snapshot = AccountSnapshot.model_validate(row.snapshot)
+    recorded = (row.payload or {}).get("context")
+    base = OptimizerContext.model_validate(recorded) if recorded else None
+    merged = household.merge_context(base, await household.recent_trades(uow.session, row.tenant_id, snapshot))
+    if merged is None or (base is not None and merged.recent_trades == base.recent_trades):
+        return None, []
+    try:
+        validate_override(snapshot, [Order.model_validate(o) for o in row.orders],
+                          context=merged.model_dump(mode="json"))
+    except OverrideRejected as e:
+        problems = list(getattr(e, "extra", {}).get("violations") or [str(e)])
+        decision = Decision("expired", HOUSEHOLD_TRADES, automatic=True,
+                            reason="the household's trades since the solve break its orders: " + "; ".join(problems))
+        log.info("proposal %s expired: %s", row.proposal_id, decision.reason)
+        return await apply_decision(uow, row, decision, make_env), problems
+    return None, []
 
 
 async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
@@ -157,6 +256,7 @@ async def record_failure(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     row = (await uow.session.execute(stmt)).first()
     if row is None:
         return None
+    await supersede_older(uow, row)
     opt_metrics.decisions.add(1, {"decision": "rejected", "automatic": "true"})
     uow.publish(env.caused(RebalanceDecided(
         proposal_id=proposal_id, account_id=drift.account_id, decision="rejected",
@@ -196,6 +296,16 @@ async def _maybe_decide_automatically(uow: UnitOfWork, row: Row[Any], make_env: 
         risk_flags=risk_flags_of(row))
     if decision is None:
         return row
+    if decision.kind == "approved":
+        await lock_account(uow, row)
+        blocking = await awaiting_execution(uow, row)
+        if blocking is not None:
+            log.warning("proposal %s not approved automatically: proposal %s of the account (%s) awaits "
+                        "execution; left to the advisor", row.proposal_id, blocking.proposal_id, blocking.state)
+            return row
+        expired, _ = await expire_if_household_traded(uow, row, make_env)
+        if expired is not None:
+            return expired
     return await apply_decision(uow, row, decision, make_env)
 
 
