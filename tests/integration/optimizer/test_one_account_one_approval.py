@@ -30,7 +30,13 @@ from tests.support import auth
 from trimtab.optimizer import household
 from trimtab.optimizer.proposals import proposal_id_for
 from trimtab.shared.envelope import Envelope
-from trimtab.shared.events import DriftDetected, Fill, LotInstruction, RebalanceProposed, TradesExecuted
+from trimtab.shared.events import (
+    DriftDetected,
+    Fill,
+    LotInstruction,
+    RebalanceProposed,
+    TradesExecuted,
+)
 
 pytestmark = pytest.mark.integration
 
