@@ -5,7 +5,7 @@ PY := .venv/bin/python
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: install demo up test test-unit test-integration test-e2e bench lint clean
+.PHONY: install demo up test test-unit test-integration test-e2e bench fuzz lint clean
 
 install: .venv/.installed
 
@@ -35,6 +35,9 @@ test-e2e: install
 
 bench: install
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+fuzz: install
+	$(PY) -m trimtab_dev.fuzz $(FUZZ_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

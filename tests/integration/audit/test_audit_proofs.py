@@ -181,6 +181,16 @@ async def test_lineage_and_exports_carry_verifiable_proofs(audit, kafka_bootstra
     lines = [json.loads(x) for x in r.text.splitlines()]
     head, records, tail = lines[0], lines[1:-1], lines[-1]
     verify_checkpoint(Checkpoint.from_json(head), key)
+    # Offline, from the export alone (found by review: the line had no key and no signed text,
+    # though the docs said it carried what checks it): the key is the one key_id names, and it
+    # verifies the signature over the signed text, which is the checkpoint's own.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    raw = base64.b64decode(head["public_key"])
+    assert hashlib.sha256(raw).hexdigest() == head["key_id"]
+    assert head["signed_message"].encode() == Checkpoint.from_json(head).message()
+    Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(head["signature"]),
+                                                   head["signed_message"].encode())
     assert [x["event_type"] for x in records] == [e.event_type for e, _ in envs[1:]]  # the tick names no account
     assert tail == {"type": "page", "records": len(records), "next_after_seq": None}
     for x in records:

@@ -210,3 +210,22 @@ async def test_the_services_risk_profile_is_small_and_their_imports_bulk() -> No
     assert profile.status_code == 413 and "HTTP_MAX_REQUEST_BYTES" in profile.json()["detail"], profile.text
     assert what_if.status_code == 422, what_if.text
     assert imported.status_code == 422, imported.text
+
+
+async def test_a_405_names_every_method_of_the_path() -> None:
+    """Found by `make fuzz` (allow_header_conformance): a path served by several routes (GET and
+    POST /v1/securities) answered a wrong method with `Allow: GET`, the first route the router
+    tried; a literal path next to a template (/v1/securities/reference beside {symbol}) named
+    the template's methods."""
+    from tests.support import settings
+    from trimtab.market_data.app import Settings, create
+
+    app = create(settings(Settings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        both = await c.request("OPTIONS", "/v1/securities")
+        literal = await c.request("OPTIONS", "/v1/securities/reference")
+        templated = await c.request("DELETE", "/v1/securities/VTI")
+    assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
+    assert literal.status_code == 405 and literal.headers["allow"] == "POST"
+    assert templated.status_code == 405 and templated.headers["allow"] == "GET"
+    assert both.headers["content-type"] == "application/problem+json"

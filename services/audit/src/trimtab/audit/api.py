@@ -309,7 +309,8 @@ async def export_records(
             paths = await tree.inclusion_proofs(s, covered, tgt[0]) if covered else {}
     cp = tgt[2] if tgt else None
     if fmt == "jsonl":
-        return StreamingResponse(export.jsonl(rows, cp, paths, nxt), media_type="application/x-ndjson")
+        return StreamingResponse(export.jsonl(rows, cp, paths, nxt, request.app.state.checkpointer.signer.public_key),
+                                 media_type="application/x-ndjson")
     signer = request.app.state.checkpointer.signer
     filters = {"account_id": account_id, "household_id": household_id, "proposal_id": proposal_id,
                "since": since, "until": until, "after_seq": after_seq or None}

@@ -51,13 +51,29 @@ def record_line(row: Any, path: list[bytes] | None, cp: Checkpoint | None) -> di
     return out
 
 
+def checkpoint_line(cp: Checkpoint, public_key: bytes | None) -> dict[str, Any]:
+    """The checkpoint as the export's first line, with what checks it offline: the exact text the
+    signature covers and the public key (raw Ed25519, base64) whose SHA-256 is `key_id`. A
+    checkpoint signed by an earlier key (rotated since) gets no key here: the service holds only
+    its current one, and a key named by id alone would have to be trusted blind."""
+    from .domain.checkpoint import key_id
+
+    out: dict[str, Any] = {"type": "checkpoint", **cp.to_json(), "signed_message": cp.message().decode()}
+    if public_key is not None and key_id(public_key) == cp.key_id:
+        out["public_key"] = _b64(public_key)
+    else:
+        out["public_key"] = None
+        out["public_key_note"] = "signed by a key this service no longer holds: check it with that key"
+    return out
+
+
 def jsonl(rows: Sequence[Any], cp: Checkpoint | None, paths: Mapping[int, list[bytes]],
-          next_after_seq: int | None) -> Iterator[str]:
+          next_after_seq: int | None, public_key: bytes | None = None) -> Iterator[str]:
     def line(d: dict[str, Any]) -> str:
         return json.dumps(d, separators=(",", ":")) + "\n"
 
     if cp is not None:
-        yield line({"type": "checkpoint", **cp.to_json()})
+        yield line(checkpoint_line(cp, public_key))
     # Lines in chunks: one ASGI message per line would cost more than the lines themselves.
     for i in range(0, len(rows), 500):
         yield "".join(line(record_line(r, paths.get(r.seq - 1), cp)) for r in rows[i:i + 500])

@@ -60,7 +60,8 @@ MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
 
 @router.post("/advisors", response_model=AdvisorOut, status_code=status.HTTP_201_CREATED, tags=["advisors"],
-             summary="Create an advisor, or update its name and email (200)")
+             summary="Create an advisor, or update its name and email (200)",
+             responses={200: {"model": AdvisorOut, "description": "the advisor existed: updated"}})
 async def put_advisor(body: AdvisorIn, principal: Writer, request: Request, response: Response) -> AdvisorOut:
     out, created = await advisors.put_advisor(_rt(request), principal.tenant_id, body)
     if not created:
@@ -79,7 +80,8 @@ async def get_advisor(advisor_id: str, principal: Reader, request: Request) -> A
 
 
 @router.post("/models", response_model=ModelOut, status_code=status.HTTP_201_CREATED, tags=["models"],
-             summary="Create a model portfolio, or replace its name and targets (200)")
+             summary="Create a model portfolio, or replace its name and targets (200)",
+             responses={200: {"model": ModelOut, "description": "the model existed: replaced"}})
 async def put_model(body: ModelIn, principal: Writer, request: Request, response: Response) -> ModelOut:
     out, created = await service.put_model(_rt(request), principal.tenant_id, body)
     if not created:
@@ -194,7 +196,9 @@ async def import_file(kind: Kind, principal: Writer, request: Request,
 
 
 @router.get("/export/{kind}", tags=["bulk"], response_class=PlainTextResponse,
-            summary="Export accounts, lots or models as CSV or JSON Lines (what import reads back)")
+            summary="Export accounts, lots or models as CSV or JSON Lines (what import reads back)",
+            responses={200: {"description": "the rows, as `format` asks",
+                             "content": {m: {"schema": {"type": "string"}} for m in MEDIA.values()}}})
 async def export_file(kind: Kind, principal: Reader, request: Request,
                       format: Annotated[Fmt, Query()] = "csv") -> PlainTextResponse:
     text = await transfer.export_rows(_rt(request), principal.tenant_id, kind, format)

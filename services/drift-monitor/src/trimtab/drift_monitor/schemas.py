@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trimtab.shared.events import AccountType, AutomationLevel
+from trimtab.shared.limits import IsoDate
 from trimtab.shared.money import DecimalStr
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
@@ -129,7 +130,7 @@ class LotIn(_In):
     symbol: Symbol
     shares: Decimal = Field(gt=0, le=MAX_SHARES, max_digits=28, decimal_places=8)
     cost_basis_usd_per_share: Decimal = Field(ge=0, le=MAX_PRICE, max_digits=20, decimal_places=8)
-    acquired_on: date
+    acquired_on: IsoDate
 
     @field_validator("acquired_on")
     @classmethod
@@ -378,7 +379,7 @@ class CashFlowIn(_In):
 
 class WithdrawalIn(_In):
     amount_usd: Decimal = Field(gt=0, le=MAX_USD, max_digits=20, decimal_places=6)
-    due_on: date
+    due_on: IsoDate
 
 
 class WithdrawalOut(BaseModel):

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from trimtab.shared.limits import IsoDate
 from trimtab.shared.money import DecimalStr
 
 Symbol = str
@@ -117,8 +118,8 @@ class PriceOut(BaseModel):
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: Literal["sp500", "factors"] = "sp500"
-    start: date
-    end: date
+    start: IsoDate
+    end: IsoDate
     symbols: list[str] | None = None
     #: Trading days replayed per second of wall time (0 = as fast as possible).
     speed_days_per_s: float = Field(default=10.0, ge=0, le=10_000)

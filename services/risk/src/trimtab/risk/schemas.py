@@ -12,6 +12,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trimtab.shared.events import RiskModelInfo
+from trimtab.shared.limits import IsoDate
 from trimtab.shared.money import DecimalStr
 
 from .domain.history import MARKET
@@ -289,8 +290,8 @@ class ScenarioIn(BaseModel):
     scenario_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9\-_.]*$")
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["historical", "market", "sector", "factor", "vector"]
-    start: date | None = None
-    end: date | None = None
+    start: IsoDate | None = None
+    end: IsoDate | None = None
     #: simple returns: {"market": "-0.2"}, {"Energy": "-0.3"}, {"MTUM": "-0.1"}, {"AAPL": "-0.5"};
     #: each from -1 (-100 %) to 10 (+1,000 %), at most 6 decimal places
     shocks: dict[str, Decimal] = Field(default_factory=dict, max_length=5000)

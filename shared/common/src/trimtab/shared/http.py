@@ -85,14 +85,40 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Keep the exception's headers (405's `Allow`).
+        # Keep the exception's headers (405's `Allow`), with every method the path serves: the
+        # router names only the first route of the path it tried (GET of a path that also takes
+        # POST), found by fuzzing (schemathesis' allow_header_conformance).
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
         return problem(exc.status_code, str(exc.detail) if exc.status_code < 500 else "Error", str(exc.detail), request,
-                       headers=getattr(exc, "headers", None))
+                       headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged", request)
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods the OpenAPI document gives `path`: those of the path template spelled exactly
+    like it if there is one (`/v1/securities/reference`, not `/v1/securities/{symbol}`), else
+    of every template it matches."""
+    table = getattr(app.state, "_allow_table", None)
+    if table is None:
+        table = []
+        for template, ops in (app.openapi().get("paths") or {}).items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+            methods = sorted(m.upper() for m in ops if m.lower() in
+                             {"get", "put", "post", "delete", "patch", "head", "options"})
+            table.append((template, pattern, methods))
+        app.state._allow_table = table
+    exact = [m for template, _, methods in table if template == path for m in methods]
+    if exact:
+        return sorted(set(exact))
+    return sorted({m for _, pattern, methods in table if pattern.match(path) for m in methods})
 
 
 #: A JSON escape of U+0000: "\\u0000" preceded by an even number of other backslashes.

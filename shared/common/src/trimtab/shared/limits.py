@@ -7,6 +7,11 @@ must keep validating as they did)."""
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
 #: Largest daily volatility (1,000 % a day) and average daily traded value (USD) of a security.
 MAX_SIGMA_DAILY = 10.0
 MAX_ADV_USD = 1e15
@@ -24,3 +29,16 @@ def trade_year_problem(year: int) -> str | None:
 #: A stored latest price dated further ahead than this is not a real one (a tick from the future,
 #: accepted before market-data refused them): a real tick replaces it instead of being ignored.
 FUTURE_PRICE_HORIZON_S = 86_400.0
+
+
+def _iso_date_only(value: object) -> object:
+    """A date in a request is an ISO string (or already a date): pydantic's lax mode also reads a
+    number as days since 1970, so `"start": 0` meant 1 Jan 1970 (found by fuzzing: a replay from
+    1970 was started)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError("a date is an ISO 8601 string (YYYY-MM-DD), not a number")
+    return value
+
+
+#: A request's date: ISO 8601 only (`IsoDate | None` where optional).
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]

@@ -1,0 +1,31 @@
+"""Request dates are ISO strings: pydantic's lax mode read a number as days since 1970, so a
+replay posted with `"start": 0` (found by `make fuzz`, schemathesis' negative_data_rejection)
+was started from 1 Jan 1970 and published ticks."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from pydantic import ValidationError
+
+from trimtab.drift_monitor.schemas import LotIn, WithdrawalIn
+from trimtab.market_data.schemas import ReplayIn
+from trimtab.risk.schemas import ScenarioIn
+
+
+@pytest.mark.parametrize("number", [0, 19000, 1.5])
+def test_a_number_is_not_a_date(number: float) -> None:
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        ReplayIn.model_validate({"start": number, "end": "2020-01-01"})
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        WithdrawalIn.model_validate({"amount_usd": "10", "due_on": number})
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        LotIn.model_validate({"lot_id": "L1", "symbol": "VTI", "shares": "1", "cost_basis_usd_per_share": "1",
+                              "acquired_on": number})
+
+
+def test_iso_strings_and_dates_still_are() -> None:
+    r = ReplayIn.model_validate({"start": "2019-12-02", "end": date(2020, 1, 3)})
+    assert (r.start, r.end) == (date(2019, 12, 2), date(2020, 1, 3))
+    assert ScenarioIn.model_fields["start"].is_required() is False
