@@ -43,3 +43,36 @@ async def test_other_bytes_under_a_recorded_id_are_dead_lettered(audit, db, kafk
         await asyncio.sleep(0.1)
     assert n == 1, "recorded once: the redelivery of the same bytes is skipped"
     assert dead == 1 and "different content" in (error or "")
+
+
+async def test_an_event_type_the_record_does_not_know_is_recorded_as_unknown(audit, db, kafka_bootstrap):
+    """Found by review: the audit consumer registered the known event types only, and the shared
+    consumer skips (and commits past) a type without a handler, so an event type added to a
+    topic before the record knew it vanished from the record. It is recorded, as unknown."""
+    from tests.integration.audit.test_audit_proofs import ticks
+    from trimtab.shared.kafka import encode_headers, start_producer
+    from trimtab.shared.outbox import kafka_headers
+
+    tenant = f"tu-{uuid.uuid4().hex[:6]}"
+    [known] = ticks(1, tenant=tenant)
+    unknown = known.model_copy(update={"event_id": uuid.uuid4(), "event_type": "PriceTickedV2"})
+    later = ticks(1, tenant=tenant)[0]
+    p = await start_producer(kafka_bootstrap, "test")
+    try:
+        for env in (known, unknown, later):
+            await (await p.send("market.ticks.v1", value=env.to_bytes(), key=b"P0",
+                                headers=encode_headers(kafka_headers(env))))
+    finally:
+        await p.stop()
+    got: dict = {}
+    for _ in range(300):
+        async with db.connect() as c:
+            got = {r.event_id: r for r in (await c.execute(text(
+                "SELECT event_id, event_type, topic, payload_valid FROM audit.records WHERE tenant_id=:t"),
+                {"t": tenant})).all()}
+        if later.event_id in got:
+            break
+        await asyncio.sleep(0.1)
+    assert {known.event_id, unknown.event_id, later.event_id} <= set(got), got
+    row = got[unknown.event_id]
+    assert row.event_type == "PriceTickedV2" and row.payload_valid is False and row.topic.startswith("unknown:")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from trimtab.shared.consumer import ANY_EVENT
 from trimtab.shared.events import EVENTS
 from trimtab.shared.http import create_app
 from trimtab.shared.runtime import ServiceRuntime
@@ -35,7 +36,9 @@ def create(settings: Settings | None = None) -> FastAPI:
     # must hold everything, and one group keeps one consumer's marker per event.
     # A run of events of one partition is appended in one call: one lock, one head read, one
     # commit for the whole run instead of one each (see handlers.append).
-    runtime.handle_batch(list(EVENTS))(handlers.on_events)
+    # ANY_EVENT: an event type none of EVENTS names, on one of their topics (a producer upgraded
+    # before the record), is recorded as unknown, not skipped.
+    runtime.handle_batch([*EVENTS, ANY_EVENT])(handlers.on_events)
 
     def sessions():  # the sessionmaker exists only once the runtime has started
         assert runtime.sessionmaker is not None, "runtime not started"

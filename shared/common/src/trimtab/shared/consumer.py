@@ -68,6 +68,11 @@ _failures = meter.create_counter(
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 
+#: A handler registered for ANY_EVENT also takes every event type of its topics that has no
+#: handler of its own (the audit record: an event type added after it was deployed is recorded
+#: as unknown, not skipped). Its topics are those of the named types.
+ANY_EVENT = "*"
+
 _live: weakref.WeakSet[EventConsumer] = weakref.WeakSet()
 
 
@@ -447,7 +452,7 @@ class EventConsumer:
             env = Envelope.from_bytes(rec.value)
         except (ValidationError, ValueError, TypeError):
             return None
-        if env.event_type not in self._handlers:
+        if env.event_type not in self._handlers and ANY_EVENT not in self._handlers:
             return None
         key = rec.key.decode(errors="replace") if rec.key is not None else None
         if key is not None and self.is_parked(rec.topic, env.tenant_id, key):
@@ -504,7 +509,7 @@ class EventConsumer:
                         pending: list[Envelope] = []
                         pending_fn: BatchHandler | None = None
                         for rec, env in todo:
-                            h = self._handlers[env.event_type]
+                            h = self._handlers.get(env.event_type) or self._handlers[ANY_EVENT]
                             if isinstance(h, BatchHandler):
                                 if pending_fn is not None and h is not pending_fn:
                                     await pending_fn.fn(pending, uow)
@@ -563,7 +568,7 @@ class EventConsumer:
         except (ValidationError, ValueError, TypeError) as e:
             await self._dead_letter(rec, key, None, f"undecodable envelope: {e}", park=False)
             return
-        handler = self._handlers.get(env.event_type)
+        handler = self._handlers.get(env.event_type) or self._handlers.get(ANY_EVENT)
         if handler is None:
             return  # another event type on a shared topic: not ours
         if key is not None and self.is_parked(rec.topic, env.tenant_id, key):

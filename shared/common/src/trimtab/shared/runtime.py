@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import ServiceSettings
-from .consumer import BatchHandler, EventConsumer, Handler
+from .consumer import ANY_EVENT, BatchHandler, EventConsumer, Handler
 from .db import make_engine, make_sessionmaker
 from .envelope import Envelope
 from .events import topic_of
@@ -127,7 +127,7 @@ class ServiceRuntime:
         for fn in self._on_start:
             await fn()
         for name, handlers in self._handlers.items():
-            topics = sorted({topic_of(et) for et in handlers})
+            topics = sorted({topic_of(et) for et in handlers if et != ANY_EVENT})
             c = EventConsumer(
                 name=name, group_id=f"{s.kafka_group_prefix}.{name}",
                 bootstrap=s.kafka_bootstrap_servers, handlers=handlers, topics=topics,
@@ -204,4 +204,4 @@ class ServiceRuntime:
 
     @property
     def topics_consumed(self) -> list[str]:
-        return sorted({topic_of(et) for hs in self._handlers.values() for et in hs})
+        return sorted({topic_of(et) for hs in self._handlers.values() for et in hs if et != ANY_EVENT})
