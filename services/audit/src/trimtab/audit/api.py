@@ -16,7 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trimtab.shared.auth import Principal, requires
@@ -62,8 +62,16 @@ def _instant(v: datetime | None) -> datetime | None:
     return v
 
 
+def _not_a_number(value: object) -> object:
+    """A date-time is ISO 8601: lax mode read `until=0` as a Unix time (found by `make fuzz`)."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?[\d.eE+-]+\s*", value)):
+        raise ValueError("a date-time is ISO 8601 (2024-01-02T21:00:00Z), not a number")
+    return value
+
+
 #: A date-time query parameter (ISO 8601; UTC when it has no offset), bounded as `_instant` says.
 Instant = AfterValidator(_instant)
+IsoOnly = BeforeValidator(_not_a_number)
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -290,9 +298,9 @@ async def export_records(
         "records naming the household, and every record of its accounts"))] = None,
     proposal_id: uuid.UUID | None = None,
     since: Annotated[datetime | None, Query(description="occurred_at >= since (UTC without an offset)"),
-                     Instant] = None,
+                     IsoOnly, Instant] = None,
     until: Annotated[datetime | None, Query(description="occurred_at < until (UTC without an offset)"),
-                     Instant] = None,
+                     IsoOnly, Instant] = None,
     after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=20_000)] = 1000,
     proofs_: Annotated[bool, Query(alias="proofs")] = True,

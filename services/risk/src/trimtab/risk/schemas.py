@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from trimtab.shared.events import RiskModelInfo
 from trimtab.shared.limits import IsoDate
@@ -153,8 +153,9 @@ class WhatIfIn(BaseModel):
     tolerance_score: int | None = Field(default=None, ge=1, le=99)
     #: scenario ids to stress the portfolio under (default: the built-in ones; [] for none)
     scenario_ids: list[ScenarioId] | None = Field(default=None, max_length=100)
-    #: also fit a GARCH(1,1) to the portfolio's return history (~50 ms)
-    garch: bool = False
+    #: also fit a GARCH(1,1) to the portfolio's return history (~50 ms); JSON true/false only
+    #: (lax mode read 1 or "yes" as true: found by `make fuzz`)
+    garch: StrictBool = False
 
     @field_validator("weights")
     @classmethod
