@@ -145,24 +145,31 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
     return await _maybe_decide_automatically(uow, row, caused_by(env), max_price_move)
 
 
+async def _expire_open(uow: UnitOfWork, tenant_id: str, account_id: str, decided_by: str, reason: str,
+                       *, keep: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Expire the account's open proposals (but `keep`), locked in id order."""
+    q = (select(proposals)
+         .where(proposals.c.tenant_id == tenant_id, proposals.c.account_id == account_id,
+                proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
+         .order_by(proposals.c.proposal_id)
+         .with_for_update())
+    if keep is not None:
+        q = q.where(proposals.c.proposal_id != keep)
+    gone = []
+    for old in (await uow.session.execute(q)).all():
+        await apply_decision(uow, old, Decision("expired", decided_by, automatic=True, reason=reason), continuing(old))
+        log.info("proposal %s expired (%s): %s", old.proposal_id, decided_by, reason)
+        gone.append(old.proposal_id)
+    return gone
+
+
 async def supersede_older(uow: UnitOfWork, row: Row[Any]) -> list[uuid.UUID]:
     """Expire the account's other open proposals: `row` answers a newer drift of the account, so
     they were solved on a book that no longer holds (a manual trade, a partial fill, a cash flow
     re-armed the account). Otherwise both could be approved and the account traded twice."""
-    q = (select(proposals)
-         .where(proposals.c.tenant_id == row.tenant_id, proposals.c.account_id == row.account_id,
-                proposals.c.proposal_id != row.proposal_id,
-                proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
-         .order_by(proposals.c.proposal_id)
-         .with_for_update())
-    gone = []
-    for old in (await uow.session.execute(q)).all():
-        decision = Decision("expired", SUPERSEDED, automatic=True,
-                            reason=f"superseded by proposal {row.proposal_id}, made for a newer drift of the account")
-        await apply_decision(uow, old, decision, continuing(old))
-        log.info("proposal %s superseded by %s", old.proposal_id, row.proposal_id)
-        gone.append(old.proposal_id)
-    return gone
+    return await _expire_open(uow, row.tenant_id, row.account_id, SUPERSEDED,
+                              f"superseded by proposal {row.proposal_id}, made for a newer drift of the account",
+                              keep=row.proposal_id)
 
 
 async def expire_after_trades(uow: UnitOfWork, tenant_id: str, account_id: str, execution_id: str
@@ -170,19 +177,8 @@ async def expire_after_trades(uow: UnitOfWork, tenant_id: str, account_id: str, 
     """Expire the account's open proposals stored before fills of it came in (a manual trade, or
     another proposal's): they were solved on holdings and cash the fills changed, so approving
     one would trade on a book that is gone (sell lots already sold, buy twice)."""
-    q = (select(proposals)
-         .where(proposals.c.tenant_id == tenant_id, proposals.c.account_id == account_id,
-                proposals.c.state.in_([literal(s, literal_execute=True) for s in OPEN_STATES]))
-         .order_by(proposals.c.proposal_id)
-         .with_for_update())
-    gone = []
-    for old in (await uow.session.execute(q)).all():
-        decision = Decision("expired", ACCOUNT_TRADED, automatic=True,
-                            reason=f"the account traded after its snapshot (execution {execution_id})")
-        await apply_decision(uow, old, decision, continuing(old))
-        log.info("proposal %s expired: the account traded (execution %s)", old.proposal_id, execution_id)
-        gone.append(old.proposal_id)
-    return gone
+    return await _expire_open(uow, tenant_id, account_id, ACCOUNT_TRADED,
+                              f"the account traded after its snapshot (execution {execution_id})")
 
 
 async def lock_account(uow: UnitOfWork, row: Row[Any]) -> None:
