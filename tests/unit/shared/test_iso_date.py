@@ -52,3 +52,16 @@ async def test_the_audit_exports_time_filters_are_iso_not_unix_times() -> None:
         for bad in ("0", "1700000000", "1.5e9"):
             r = await c.get("/v1/audit/export", params={"until": bad}, headers=auth(scopes=["audit:read"]))
             assert r.status_code == 422 and "ISO 8601" in r.text, (bad, r.text)
+
+
+async def test_latest_prices_take_symbols_as_the_master_spells_them() -> None:
+    """`make fuzz`: any text in `symbols` was looked up (and gave []); it is a 422 now."""
+    import httpx
+
+    from tests.support import auth, settings
+    from trimtab.market_data.app import Settings, create
+
+    app = create(settings(Settings, "postgresql://127.0.0.1:1/none", "127.0.0.1:1"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/v1/prices/latest", params={"symbols": [".exe", "\x13x"]}, headers=auth(scopes=["market:read"]))
+    assert r.status_code == 422, r.text

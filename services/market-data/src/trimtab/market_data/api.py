@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
@@ -117,9 +118,13 @@ async def load_reference(principal: Writer, request: Request) -> dict[str, int]:
     return {"loaded": await load_reference_securities(_runtime(request), principal.tenant_id)}
 
 
+#: A symbol in a query, as the master spells them (`make fuzz`: any text was looked up and gave []).
+QuerySymbol = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")]
+
+
 @router.get("/prices/latest", response_model=list[PriceOut], tags=["prices"])
 async def latest(principal: Reader, request: Request,
-                 symbols: Annotated[list[str] | None, Query()] = None) -> list[PriceOut]:
+                 symbols: Annotated[list[QuerySymbol] | None, Query(max_length=1000)] = None) -> list[PriceOut]:
     rt = _runtime(request)
     q = select(latest_prices).where(latest_prices.c.tenant_id == principal.tenant_id)
     if symbols:
