@@ -453,3 +453,46 @@ async def test_a_run_is_all_or_nothing_and_recorded_at_ascends(audit, db):
     assert [r.event_id for r in rows[-9:]] == [e.event_id for e in kept] and nodes == 9
     times = [r.recorded_at for r in rows]
     assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+
+
+async def test_the_servers_verify_checks_the_latest_signed_checkpoint(audit, db):
+    """Found by review: `POST /v1/audit/verify` re-checked the chain and the leaves only, so a
+    tail of signed records cut off, or a checkpoint whose signature was flipped, passed it (the
+    offline verifier caught both). It checks the latest checkpoint now: signature, size, root."""
+    app, client = audit
+    await append(app, ticks(5))
+    r = await client.post("/v1/audit/checkpoints", headers=auth("t1", ["audit:write"]))
+    assert r.status_code in (200, 201), r.text
+    n = r.json()["tree_size"]
+
+    async def verify() -> dict[str, Any]:
+        v = await client.post("/v1/audit/verify", headers=auth("t1", READ))
+        assert v.status_code == 200, v.text
+        return v.json()  # type: ignore[no-any-return]
+
+    assert (await verify())["ok"]
+    # A flipped signature.
+    async with db.connect() as c:
+        cid, sig = (await c.execute(text("SELECT id, signature FROM audit.checkpoints ORDER BY id DESC LIMIT 1"))).one()
+    async with superuser_edit(db, "checkpoints") as c:
+        await c.execute(text("UPDATE audit.checkpoints SET signature = :s WHERE id = :i"),
+                        {"s": bytes([sig[0] ^ 1]) + bytes(sig[1:]), "i": cid})
+    try:
+        v = await verify()
+        assert not v["ok"] and "does not verify" in v["reason"], v
+    finally:
+        async with superuser_edit(db, "checkpoints") as c:
+            await c.execute(text("UPDATE audit.checkpoints SET signature = :s WHERE id = :i"), {"s": bytes(sig), "i": cid})
+    # The last signed record cut off.
+    last = await _row(db, n)
+    async with superuser_edit(db) as c:
+        await c.execute(text("DELETE FROM audit.records WHERE seq = :s"), {"s": n})
+    try:
+        v = await verify()
+        assert not v["ok"] and v["first_bad_seq"] == n and "records are missing" in v["reason"], v
+    finally:
+        async with superuser_edit(db) as c:
+            cols = ", ".join(last)
+            await c.execute(text(f"INSERT INTO audit.records ({cols}) VALUES ({', '.join(':' + k for k in last)})"),
+                            last)
+    assert (await verify())["ok"]

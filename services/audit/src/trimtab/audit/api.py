@@ -153,7 +153,8 @@ async def verify(principal: Reader, request: Request) -> VerifyOut:
         raise Busy("a verification of the record is already running on this instance: try again "
                     "when it ends (the offline verifier checks the record without loading the service)")
     async with lock:
-        rep = await verify_record(_sessions(request))
+        rep = await verify_record(_sessions(request),
+                                  public_key=request.app.state.checkpointer.signer.public_key)
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
                      reason=rep.reason, verified_at=utcnow())
 

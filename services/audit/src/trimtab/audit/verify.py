@@ -1,5 +1,9 @@
 """Verification of the whole record: recompute the chain from seq 1, streaming in batches, and
-check every record's leaf against the Merkle tree's stored leaf (tree_nodes level 0).
+check every record's leaf against the Merkle tree's stored leaf (tree_nodes level 0). Then
+against the latest signed checkpoint (eighth session; before, deleting the last checkpointed
+records or flipping a checkpoint's signature passed): its signature verifies with the service's
+key, the log holds at least its size, and the root of the log's first `tree_size` leaves is the
+signed root.
 
 The chain is global (every tenant's records in one chain), so verification reads every record but
 reports only counts and the first bad seq, never another tenant's content. Records are read in
@@ -15,7 +19,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from . import checkpoints
 from .domain.chain import ChainRecord, ChainVerifier
+from .domain.checkpoint import CheckpointError, key_id, verify_checkpoint
+from .domain.merkle import Frontier
 from .domain.record import mismatched_columns
 from .models import records, tree_nodes
 
@@ -30,10 +37,24 @@ class VerifyReport:
     reason: str | None
 
 
-async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int = BATCH) -> VerifyReport:
+async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int = BATCH,
+                        public_key: bytes | None = None) -> VerifyReport:
+    """`public_key`: the service's signing key (raw Ed25519); the latest checkpoint's signature
+    is checked when that key signed it (one signed by an earlier key is checked for size and
+    root only: the service no longer holds that key)."""
     verifier = ChainVerifier()
     async with sm() as s:
         head = await s.scalar(select(func.max(records.c.seq))) or 0
+        cp = await checkpoints.latest(s)
+    if cp is not None and public_key is not None and cp.key_id == key_id(public_key):
+        try:
+            verify_checkpoint(cp, public_key)
+        except CheckpointError as e:
+            return VerifyReport(False, 0, None, f"the latest checkpoint (size {cp.tree_size}) does not verify: {e}")
+    if cp is not None and cp.tree_size > head:
+        return VerifyReport(False, 0, head + 1, f"the latest signed checkpoint covers {cp.tree_size} records, "
+                                                f"the log holds {head}: records are missing")
+    frontier = Frontier() if cp is not None and cp.tree_size > 0 else None
     after = 0
     while after < head:
         async with sm() as s:
@@ -64,5 +85,11 @@ async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int
             if wrong:
                 return VerifyReport(False, verifier.checked, row.seq,
                                     f"columns disagree with the envelope: {', '.join(wrong)}")
+            if frontier is not None and cp is not None and frontier.size < cp.tree_size:
+                frontier.extend([bytes(row.leaf_hash)])
+                if frontier.size == cp.tree_size and frontier.root() != cp.root_hash:
+                    return VerifyReport(False, verifier.checked, row.seq,
+                                        f"the root of the first {cp.tree_size} records is not the latest "
+                                        "checkpoint's signed root")
         after = rows[-1].seq
     return VerifyReport(True, verifier.checked, None, None)
