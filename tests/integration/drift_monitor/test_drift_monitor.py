@@ -344,3 +344,30 @@ async def test_an_older_proposals_expiry_leaves_the_pending_drift_pending(svc, k
     await processed(app, old)
     assert (await client.get("/v1/accounts/ACC7", headers=auth(t))).json()["drift_state"] == "pending"
     assert await drifts_in_outbox(app, t, "ACC7") == 1
+
+
+async def test_the_pending_drifts_own_proposal_expired_by_fills_rearms_the_account(svc, kafka_bootstrap):
+    """Found by review: fills and drifts travel on different topics, so the optimizer can store
+    the proposal of a drift whose snapshot already holds some fills, then expire it when it
+    handles those fills (`optimizer:account-traded`). Ignored, that left the account pending
+    for good; the pending drift's own proposal re-arms it."""
+    from trimtab.drift_monitor.models import accounts
+    from trimtab.shared.events import proposal_id_for
+
+    app, client, producer = svc
+    t = tenant()
+    await make_model(client, t)
+    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body("ACC8"))).status_code == 201
+    await tick(app, producer, t, "AAA", "10", 0)
+    await tick(app, producer, t, "BBB", "10", 0)
+    await tick(app, producer, t, "AAA", "14", 1)
+    async with app.state.runtime.sessionmaker() as s:
+        drift_id = (await s.execute(select(accounts.c.pending_drift_id).where(
+            accounts.c.tenant_id == t, accounts.c.account_id == "ACC8"))).scalar_one()
+    own = Envelope.new(RebalanceDecided(proposal_id=proposal_id_for(t, drift_id), account_id="ACC8",
+                                        decision="expired", decided_by="optimizer:account-traded", automatic=True,
+                                        decided_at=T0, reason="the account traded after its snapshot"),
+                       producer="optimizer", tenant_id=t)
+    await send(producer, own, "ACC8")
+    await processed(app, own)
+    assert (await client.get("/v1/accounts/ACC8", headers=auth(t))).json()["drift_state"] != "pending"

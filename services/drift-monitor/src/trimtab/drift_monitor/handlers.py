@@ -39,7 +39,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from trimtab.shared.consumer import is_transient
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
-from trimtab.shared.events import PriceTicked, RebalanceDecided, TradesExecuted, topic_of
+from trimtab.shared.events import (
+    PriceTicked,
+    RebalanceDecided,
+    TradesExecuted,
+    proposal_id_for,
+    topic_of,
+)
 from trimtab.shared.limits import FUTURE_PRICE_HORIZON_S
 from trimtab.shared.outbox import UnitOfWork
 
@@ -381,17 +387,20 @@ class DriftHandlers:
     async def on_rebalance_decided(self, env: Envelope, uow: UnitOfWork) -> None:
         d = env.parse(RebalanceDecided)
         tenant, s = env.tenant_id, uow.session
-        if d.decision == "expired" and d.decided_by in NOT_PENDING_EXPIRIES:
-            # Not the pending drift's answer (that is the newer proposal): applying it would
-            # re-arm the account under the newer proposal, and the next drift would supersede
-            # that one in turn.
-            log.info("tenant %s: proposal %s of %s expired (%s); nothing to do", tenant, d.proposal_id,
-                     d.account_id, d.decided_by)
-            return
         a = (await s.execute(select(accounts).where(
             accounts.c.tenant_id == tenant, accounts.c.account_id == d.account_id).with_for_update())).first()
         if a is None:
             log.warning("decision %s for unknown account %s/%s ignored", d.proposal_id, tenant, d.account_id)
+            return
+        if d.decision == "expired" and d.decided_by in NOT_PENDING_EXPIRIES and not (
+                a.drift_state == PENDING and a.pending_drift_id is not None
+                and d.proposal_id == proposal_id_for(tenant, a.pending_drift_id)):
+            # Not the pending drift's answer (that is a newer proposal): applying it would re-arm
+            # the account under the newer proposal, and the next drift would supersede that one
+            # in turn. The pending drift's own proposal expired this way (fills that raced its
+            # drift) is applied: the account re-arms rather than wait for good.
+            log.info("tenant %s: proposal %s of %s expired (%s); nothing to do", tenant, d.proposal_id,
+                     d.account_id, d.decided_by)
             return
         t = after_decision(a.drift_state, d.decision)
         if a.drift_state == PENDING and a.pending_drift_id is not None:

@@ -27,7 +27,7 @@ from sqlalchemy import Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.envelope import Envelope, utcnow
-from trimtab.shared.events import (
+from trimtab.shared.events import (  # noqa: F401  (proposal_id_for: the optimizer's name for it)
     AccountSnapshot,
     DriftDetected,
     Fill,
@@ -35,6 +35,7 @@ from trimtab.shared.events import (
     RebalanceDecided,
     RebalanceProposed,
     TradesApproved,
+    proposal_id_for,
 )
 from trimtab.shared.outbox import UnitOfWork
 
@@ -48,8 +49,6 @@ from .models import OPEN_STATES, proposals
 
 log = logging.getLogger(__name__)
 PRODUCER = "optimizer"
-#: Proposal ids are derived from the drift that caused them, so one drift gives one proposal.
-PROPOSAL_NAMESPACE = uuid.UUID("0c9b6f0e-3a57-5d0c-8f1e-6f7074696d7a")
 
 EnvelopeFactory = Callable[[BaseModel], Envelope]
 
@@ -61,10 +60,6 @@ ACCOUNT_TRADED = f"{PRODUCER}:account-traded"
 HOUSEHOLD_TRADES = f"{PRODUCER}:household-trades"
 #: The states in which a proposal's orders went to the OMS and are not all filled yet.
 AWAITING_EXECUTION = ("approved", "overridden")
-
-
-def proposal_id_for(tenant_id: str, drift_id: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{tenant_id}/{drift_id}")
 
 
 def caused_by(env: Envelope) -> EnvelopeFactory:

@@ -17,6 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .money import DecimalStr
 
+#: The optimizer derives a proposal's id from the drift that caused it (one drift, one proposal),
+#: so the drift monitor can tell a decision about its pending drift from one about an older one.
+PROPOSAL_NAMESPACE = uuid.UUID("0c9b6f0e-3a57-5d0c-8f1e-6f7074696d7a")
+
+
+def proposal_id_for(tenant_id: str, drift_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(PROPOSAL_NAMESPACE, f"{tenant_id}/{drift_id}")
+
 AccountType = Literal["taxable", "tax_deferred", "tax_exempt"]
 AutomationLevel = Literal["propose_only", "advisor_approval", "automatic"]
 Side = Literal["buy", "sell"]
