@@ -26,10 +26,10 @@ from sqlalchemy.dialects.postgresql import insert
 from trimtab.shared.auth import Principal
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.errors import Conflict, Forbidden, Invalid, NotFound
-from trimtab.shared.events import AccountSnapshot, OptimizerContext, Order
+from trimtab.shared.events import Order
 from trimtab.shared.runtime import ServiceRuntime
 
-from . import household, prices, proposals
+from . import prices, proposals
 from .domain.lifecycle import Decision, DecisionKind, TransitionError
 from .domain.override import validate_override
 from .models import idempotency_keys
@@ -97,11 +97,7 @@ async def decide(
             # Re-validated against the proposal's own snapshot, inside the lock, with its context
             # plus the household's trades recorded since it was solved (a fill in another account
             # of the household since then can make an edited loss sale a wash sale).
-            snapshot = AccountSnapshot.model_validate(row.snapshot)
-            recorded = (row.payload or {}).get("context")
-            context = household.merge_context(
-                OptimizerContext.model_validate(recorded) if recorded else None,
-                await household.recent_trades(uow.session, principal.tenant_id, snapshot))
+            snapshot, _, context = await proposals.household_context(uow, row)
             orders = validate_override(snapshot, orders,
                                        context=context.model_dump(mode="json") if context else None)
         if kind in ("approved", "overridden"):

@@ -193,23 +193,32 @@ async def awaiting_execution(uow: UnitOfWork, row: Row[Any]) -> Row[Any] | None:
     return (await uow.session.execute(q)).first()
 
 
+async def household_context(uow: UnitOfWork, row: Row[Any]) -> tuple[AccountSnapshot, Any, Any]:
+    """The proposal's snapshot, the context it was solved with (None: none recorded), and that
+    context plus the household's trades recorded since (what an override or an approval is
+    checked against; None when both are empty)."""
+    from trimtab.shared.events import OptimizerContext
+
+    from . import household
+
+    snapshot = AccountSnapshot.model_validate(row.snapshot)
+    recorded = (row.payload or {}).get("context")
+    base = OptimizerContext.model_validate(recorded) if recorded else None
+    return snapshot, base, household.merge_context(
+        base, await household.recent_trades(uow.session, row.tenant_id, snapshot))
+
+
 async def expire_if_household_traded(uow: UnitOfWork, row: Row[Any], make_env: EnvelopeFactory
                                      ) -> tuple[Row[Any] | None, list[str]]:
     """Expire an open proposal whose own orders the household's trades recorded since its solve
     break (a buy of a security elsewhere in the household makes its loss sale a wash sale): the
     check an override passes, run on the proposal's orders before any approval. Returns (the
     expired row or None, the violations). Nothing is checked when no trade is new."""
-    from trimtab.shared.events import OptimizerContext
-
-    from . import household
     from .domain.override import OverrideRejected, validate_override
 
     if not lifecycle_of(row).is_open or not row.orders:
         return None, []
-    snapshot = AccountSnapshot.model_validate(row.snapshot)
-    recorded = (row.payload or {}).get("context")
-    base = OptimizerContext.model_validate(recorded) if recorded else None
-    merged = household.merge_context(base, await household.recent_trades(uow.session, row.tenant_id, snapshot))
+    snapshot, base, merged = await household_context(uow, row)
     if merged is None or (base is not None and merged.recent_trades == base.recent_trades):
         return None, []
     try:
