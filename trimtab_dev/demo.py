@@ -141,7 +141,7 @@ def wait_quiet(audit_url: str, headers: dict[str, str], quiet_s: float, timeout_
 def decisions(optimizer_url: str, headers: dict[str, str]) -> dict[str, int]:
     with httpx.Client(base_url=optimizer_url, headers=headers, timeout=60) as c:
         out: dict[str, int] = {}
-        for state in ["ready", "approved", "rejected", "executed", "expired", "failed", "proposed"]:
+        for state in ["ready", "approved", "rejected", "executed", "unfilled", "expired", "failed", "proposed"]:
             body = _check(c.get("/v1/proposals", params={"state": state, "limit": 1000}))
             items = body["proposals"] if isinstance(body, dict) else body
             if items:
@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         total_usd = sum(a.cash_usd + sum(lot.shares * prices[lot.symbol] for lot in a.lots) for a in accounts)
         say(f"  book value ${total_usd:,.2f} at the 31 Dec 2019 closes")
 
-        oms = OmsSimulator(stack.bootstrap, group_id=f"oms-sim-{int(time.time())}")
+        # One approval in 25 is refused by the simulated broker: its orders come back on
+        # trades.unfilled.v1 and the proposal ends `unfilled`.
+        oms = OmsSimulator(stack.bootstrap, group_id=f"oms-sim-{int(time.time())}", reject_every=25)
         loop = asyncio.new_event_loop()
         oms_thread = threading.Thread(target=loop.run_forever, daemon=True)
         oms_thread.start()
@@ -225,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audit records: {len(records)} (the record's last seq: {n_records})")
         print("events per stage:")
         for et in ["PriceTicked", "DriftDetected", "RebalanceProposed", "RiskAssessed", "RiskAlerted",
-                   "ExplanationCreated", "RebalanceDecided", "TradesApproved", "TradesExecuted"]:
+                   "ExplanationCreated", "RebalanceDecided", "TradesApproved", "TradesExecuted", "OrdersUnfilled"]:
             print(f"  {et:20s} {stats.counts.get(et, 0):7d}")
         print(f"proposals by state: {decisions(stack.url('optimizer'), h)}  "
               f"(advisor: {advisor.approved} approved, {advisor.rejected} rejected by hand; "
-              f"OMS simulator executions: {oms.executions})")
+              f"OMS simulator executions: {oms.executions}, rejections: {oms.rejections})")
         print(f"latency from the causing tick, ms ({stats.chains} chains, {stats.complete_chains} decided):")
         print(f"  {'stage':12s} {'p50':>9s} {'p99':>9s}  n")
         for s in STAGES:

@@ -33,7 +33,8 @@ def stack(tmp_path_factory):
     with st:
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, daemon=True).start()
-        oms = OmsSimulator(st.bootstrap, group_id=f"oms-{uuid.uuid4().hex[:6]}")
+        oms = OmsSimulator(st.bootstrap, group_id=f"oms-{uuid.uuid4().hex[:6]}",
+                           reject_accounts=frozenset({"REJ-1"}))
         asyncio.run_coroutine_threadsafe(oms.start(), loop).result(60)
         st.oms = oms  # type: ignore[attr-defined]
         yield st
@@ -154,4 +155,37 @@ def test_tick_to_audit_full_chain_then_kill_and_restart(stack: Stack) -> None:
     _ok(opt2.post(f"/v1/proposals/{ready2['proposal_id']}/approve", headers={"Idempotency-Key": "k2"}, json={}))
     recs2 = _wait_chain(audit, corr2, set(CHAIN), {"AUTO-1", "ADV-1"}, timeout_s=120)
     assert {r["envelope"]["correlation_id"] for r in recs2} == {corr2}
+    assert _ok(audit.post("/v1/audit/verify"))["ok"] is True
+
+
+def test_an_oms_refusal_ends_the_approval_and_the_account_trades_again(stack: Stack) -> None:
+    """The OMS refuses every order of one account (`trades.unfilled.v1`): its proposal ends
+    `unfilled`, the record holds the refusal in the tick's chain, and the account is neither
+    stuck at the drift monitor (executing) nor at the optimizer (awaiting execution): the next
+    shock's proposal is approved and sent to the OMS again."""
+    md, dm, opt, audit = (_c(stack, s) for s in ("market-data", "drift-monitor", "optimizer", "audit"))
+    _ok(dm.post("/v1/accounts/bulk", json={"accounts": [_account("REJ-1", "automatic")]}))
+    day = datetime(2024, 2, 1, 21, tzinfo=UTC)
+    _ok(md.post("/v1/ticks", json=_ticks(PRICES, day)))
+    time.sleep(1)
+    approved: list[str] = []
+    for i, shock in enumerate(({"AAA": 170, "BBB": 50, "CCC": 20, "DDD": 45},
+                               {"AAA": 60, "BBB": 95, "CCC": 20, "DDD": 130}), start=1):
+        corr = _ok(md.post("/v1/ticks", json=_ticks(shock, day + timedelta(days=i))))["correlation_id"]
+        recs = _wait_chain(audit, corr, {"PriceTicked", "DriftDetected", "RebalanceProposed", "RebalanceDecided",
+                                         "TradesApproved", "OrdersUnfilled"}, {"REJ-1"})
+        [pid] = {r["envelope"]["payload"]["proposal_id"] for r in recs
+                 if r["envelope"]["event_type"] == "OrdersUnfilled"}
+        approved.append(pid)
+        deadline = time.monotonic() + 30
+        while _ok(opt.get(f"/v1/proposals/{pid}"))["state"] != "unfilled" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        body = _ok(opt.get(f"/v1/proposals/{pid}"))
+        assert body["state"] == "unfilled" and body["fills"] == [], body
+        assert {u["status"] for u in body["unfilled"]} == {"rejected"}
+        deadline = time.monotonic() + 30
+        while _ok(dm.get("/v1/accounts/REJ-1"))["drift_state"] != "armed" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert _ok(dm.get("/v1/accounts/REJ-1"))["drift_state"] == "armed"
+    assert len(set(approved)) == 2
     assert _ok(audit.post("/v1/audit/verify"))["ok"] is True

@@ -9,8 +9,15 @@ import pytest
 
 from trimtab.optimizer.domain import lifecycle as lc
 from trimtab.optimizer.domain.lifecycle import Decision, Lifecycle, State, TransitionError
-from trimtab.optimizer.domain.orders import client_order_id, fully_filled, with_client_order_ids
-from trimtab.shared.events import Fill, Order
+from trimtab.optimizer.domain.orders import (
+    UnfilledReportInvalid,
+    check_unfilled,
+    client_order_id,
+    execution_outcome,
+    fully_filled,
+    with_client_order_ids,
+)
+from trimtab.shared.events import Fill, Order, UnfilledOrder
 
 ADVISOR_APPROVES = Decision("approved", "advisor@t1", automatic=False)
 
@@ -130,7 +137,7 @@ async def test_full_fills_execute_an_approved_or_overridden_proposal(monkeypatch
 
     monkeypatch.setattr(proposals, "_update", capture)
     orders = with_client_order_ids(uuid.uuid4(), [_order("VTI", "sell", "3")])
-    row = SimpleNamespace(state=state.value, risk={}, explanation={}, fills=[],
+    row = SimpleNamespace(state=state.value, risk={}, explanation={}, fills=[], unfilled=[],
                           orders=[o.model_dump(mode="json") for o in orders])
     fill = Fill(client_order_id=orders[0].client_order_id or "", symbol="VTI", side="sell",
                 shares=Decimal("3"), price_usd=Decimal("10"), executed_at="2024-05-02T15:00:00Z")
@@ -168,3 +175,52 @@ def test_fully_filled_sums_partial_fills_per_order():
     assert not fully_filled(orders, part + [fill("someone-else", "BND", "buy", "9")])
     assert fully_filled(orders, part + [fill(bnd, "BND", "buy", "3")])
     assert not fully_filled([], part)
+
+
+def _unfilled(cid, sym, side, shares, status="rejected"):  # type: ignore[no-untyped-def]
+    return UnfilledOrder(client_order_id=cid, symbol=sym, side=side, unfilled_shares=Decimal(shares),
+                         status=status, reason="broker refused")
+
+
+def test_fills_and_unfilled_reports_end_an_approval_executed_or_unfilled():
+    orders = with_client_order_ids(uuid.uuid4(), [_order("VTI", "sell", "3"), _order("BND", "buy", "5")])
+    vti, bnd = (o.client_order_id for o in orders)
+
+    def fill(cid, sym, side, shares):  # type: ignore[no-untyped-def]
+        return Fill(client_order_id=cid, symbol=sym, side=side, shares=Decimal(shares),
+                    price_usd=Decimal("10"), executed_at="2024-05-02T15:00:00Z")
+
+    sold = [fill(vti, "VTI", "sell", "3")]
+    assert execution_outcome(orders, sold) is None  # the BND buy is still working
+    assert execution_outcome(orders, sold, [_unfilled(bnd, "BND", "buy", "4")]) is None  # 1 share left
+    assert execution_outcome(orders, sold + [fill(bnd, "BND", "buy", "1")],
+                             [_unfilled(bnd, "BND", "buy", "4", "canceled")]) == "unfilled"
+    assert execution_outcome(orders, [], [_unfilled(vti, "VTI", "sell", "3"),
+                                          _unfilled(bnd, "BND", "buy", "5")]) == "unfilled"
+    assert execution_outcome(orders, sold + [fill(bnd, "BND", "buy", "5")]) == "executed"
+    assert execution_outcome([], [], [_unfilled(bnd, "BND", "buy", "5")]) is None
+    # A report for another approval's order counts for nothing here.
+    assert execution_outcome(orders, sold, [_unfilled("other", "BND", "buy", "5")]) is None
+
+
+def test_an_unfilled_report_must_fit_the_approved_orders():
+    orders = with_client_order_ids(uuid.uuid4(), [_order("VTI", "sell", "3"), _order("BND", "buy", "5")])
+    vti, bnd = (o.client_order_id for o in orders)
+    check_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "5")])
+    with pytest.raises(UnfilledReportInvalid, match="not an order of this approval"):
+        check_unfilled(orders, [], [_unfilled("nope", "BND", "buy", "1")])
+    with pytest.raises(UnfilledReportInvalid, match="is a sell of VTI"):
+        check_unfilled(orders, [], [_unfilled(vti, "VTI", "buy", "1")])
+    with pytest.raises(UnfilledReportInvalid, match="cannot leave 6 shares unfilled"):
+        check_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "6")])
+    # Earlier reports count: 3 + 3 > 5.
+    with pytest.raises(UnfilledReportInvalid, match="cannot leave 6"):
+        check_unfilled(orders, [_unfilled(bnd, "BND", "buy", "3")], [_unfilled(bnd, "BND", "buy", "3")])
+
+
+@pytest.mark.parametrize("state", [State.APPROVED, State.OVERRIDDEN])
+def test_an_approval_ends_unfilled(state):
+    assert lc.execute(Lifecycle(state), "unfilled").state == State.UNFILLED
+    assert lc.execute(Lifecycle(state)).state == State.EXECUTED
+    with pytest.raises(TransitionError):
+        lc.execute(Lifecycle(State.READY), "unfilled")

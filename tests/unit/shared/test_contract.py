@@ -47,7 +47,7 @@ def test_envelope_rejects_unknown_fields_and_missing_tenant() -> None:
 
 
 def test_registry_is_complete_and_consistent() -> None:
-    assert len(TOPICS) == 9
+    assert len(TOPICS) == 10
     for etype, (topic, model, version) in EVENTS.items():
         assert topic.endswith(".v1") and version == 1
         assert event_type_of(model) == (etype, 1) and topic_of(etype) == topic

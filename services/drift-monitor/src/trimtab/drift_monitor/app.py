@@ -47,6 +47,7 @@ def create(settings: Settings | None = None) -> FastAPI:
     runtime.handle("PriceTicked")(handlers.on_price_ticked)
     runtime.handle("RebalanceDecided")(handlers.on_rebalance_decided)
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)
+    runtime.handle("OrdersUnfilled")(handlers.on_orders_unfilled)
 
     async def warm() -> None:
         assert runtime.sessionmaker is not None

@@ -12,9 +12,13 @@
   candidates a lost window left stored; the start-up screens every account. A window of 0
   decides inside the tick's transaction (docs/drift-monitor.md).
 - `RebalanceDecided`: refusals re-arm a pending account (after a quiet interval); approvals wait
-  for fills.
+  for fills (or for the OMS's report that the orders will never fill).
 - `TradesExecuted`: apply the fills to lots and cash once, then re-arm; the fill time starts the
   policy's minimum interval between rebalances.
+- `OrdersUnfilled`: the OMS will never fill (some of) the orders of an approval. Recorded once
+  per `report_id` (`unfilled_reports`); a report of the proposal the account is executing re-arms
+  it after the quiet interval, nothing in the book moves. A report that overtakes its approval
+  (another topic) is found by that approval, which then re-arms instead of waiting for fills.
 
 The shared consumer records each event id with the handler's effects, so a redelivered event is
 dropped before it gets here; `executions` also refuses the same execution under a new event id.
@@ -40,6 +44,7 @@ from trimtab.shared.consumer import is_transient
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.events import (
+    OrdersUnfilled,
     PriceTicked,
     RebalanceDecided,
     TradesExecuted,
@@ -52,9 +57,17 @@ from trimtab.shared.outbox import UnitOfWork
 from .book import bump, load_books, load_prices, write_lots
 from .cache import BookCache
 from .domain.ledger import FillLine, LedgerError, LedgerLimits, apply_fills
-from .domain.policy import ARMED, PENDING, after_decision
+from .domain.policy import ARMED, EXECUTING, PENDING, Transition, after_decision, after_unfilled
 from .firing import fire_due
-from .models import CURRENT_XID, accounts, drift_candidates, drifts, executions, prices
+from .models import (
+    CURRENT_XID,
+    accounts,
+    drift_candidates,
+    drifts,
+    executions,
+    prices,
+    unfilled_reports,
+)
 from .schemas import MAX_PRICE, MAX_SHARES, MAX_USD
 
 log = logging.getLogger(__name__)
@@ -71,6 +84,11 @@ _candidates_abandoned = _meter.create_counter(
     "trimtab_drift_candidates_abandoned", unit="{candidate}",
     description="stored drift candidates given up after DRIFT_CANDIDATE_MAX_ATTEMPTS failed "
                 "decisions (recorded as dead letters)")
+_unfilled_reports = _meter.create_counter(
+    "trimtab_drift_unfilled_reports", unit="{report}",
+    description="OMS reports of orders that will never fill (trades.unfilled.v1), by outcome: rearmed "
+                "(the account was executing that proposal), early (before its approval: the approval "
+                "re-arms), not_pending (another proposal: recorded only), duplicate (report_id seen)")
 #: `dead_letters.consumer` of an abandoned drift candidate (not a Kafka consumer: nothing parks).
 SETTLE_DEAD_LETTER_CONSUMER = "drift-monitor.settle"
 #: `RebalanceDecided.decided_by` of a proposal the optimizer expired because its prices moved.
@@ -403,16 +421,31 @@ class DriftHandlers:
                      d.account_id, d.decided_by)
             return
         t = after_decision(a.drift_state, d.decision)
+        approval = d.decision in ("approved", "overridden")
+        unfilled = approval and (await s.execute(select(unfilled_reports.c.report_id).where(
+            unfilled_reports.c.tenant_id == tenant, unfilled_reports.c.proposal_id == d.proposal_id,
+        ).limit(1))).first() is not None
         if a.drift_state == PENDING and a.pending_drift_id is not None:
             await s.execute(update(drifts).where(
                 drifts.c.tenant_id == tenant, drifts.c.drift_id == a.pending_drift_id,
-            ).values(status=d.decision, proposal_id=d.proposal_id, decided_at=d.decided_at))
-        if d.decision in ("approved", "overridden") and (await s.execute(select(executions.c.execution_id).where(
+            ).values(status="unfilled" if unfilled else d.decision, proposal_id=d.proposal_id,
+                     decided_at=d.decided_at))
+        if approval and (await s.execute(select(executions.c.execution_id).where(
                 executions.c.tenant_id == tenant, executions.c.proposal_id == d.proposal_id).limit(1))).first():
             # rebalance.decided.v1 and trades.executed.v1 are different topics, so nothing orders
             # them: a fast OMS's fills can arrive before the approval. The fills already re-armed
             # the account; moving it to "executing" now would wait forever for fills that came.
             return
+        if unfilled:
+            # Likewise trades.unfilled.v1: the OMS's report that these orders will never fill
+            # came first and was recorded while the account was still pending. "executing" would
+            # wait for fills that will not come: a pending account re-arms as the report would
+            # have re-armed it (quiet interval, nothing traded); any other state stays.
+            if a.drift_state != PENDING:
+                return
+            t = Transition(ARMED, True)
+            log.info("tenant %s: approval of %s for %s came after the OMS reported its orders unfilled: "
+                     "re-armed", tenant, d.proposal_id, d.account_id)
         if t.state == a.drift_state and not t.rearmed:
             return
         # A proposal expired because its prices moved was nobody's refusal: its snapshot priced a
@@ -470,3 +503,50 @@ class DriftHandlers:
         if pending is not None:
             await s.execute(update(drifts).where(drifts.c.tenant_id == tenant, drifts.c.drift_id == pending)
                             .values(status="executed"))
+
+    async def on_orders_unfilled(self, env: Envelope, uow: UnitOfWork) -> None:
+        r = env.parse(OrdersUnfilled)
+        tenant, s = env.tenant_id, uow.session
+        a = (await s.execute(select(accounts).where(
+            accounts.c.tenant_id == tenant, accounts.c.account_id == r.account_id).with_for_update())).first()
+        if a is None:
+            raise PermanentEventError(f"unfilled report {r.report_id} for unknown account {tenant}/{r.account_id}")
+        stored = (await s.execute(pg_insert(unfilled_reports).values(
+            tenant_id=tenant, report_id=r.report_id, account_id=r.account_id, proposal_id=r.proposal_id,
+            event_id=env.event_id, orders=len(r.orders),
+        ).on_conflict_do_nothing(index_elements=["tenant_id", "report_id"])
+            .returning(unfilled_reports.c.report_id))).first()
+        if stored is None:
+            seen = (await s.execute(select(unfilled_reports.c.event_id).where(
+                unfilled_reports.c.tenant_id == tenant, unfilled_reports.c.report_id == r.report_id))).first()
+            _unfilled_reports.add(1, {"outcome": "duplicate"})
+            log.warning("unfilled report %s already recorded (event %s); event %s ignored",
+                        r.report_id, seen.event_id if seen else None, env.event_id)
+            return
+        what = ", ".join(f"{o.side} {o.unfilled_shares} {o.symbol} {o.status}" for o in r.orders)
+        t = after_unfilled(a.drift_state, a.pending_proposal_id == r.proposal_id)
+        if not t.rearmed:
+            early = a.drift_state == PENDING and a.pending_drift_id is not None and (
+                r.proposal_id == proposal_id_for(tenant, a.pending_drift_id))
+            _unfilled_reports.add(1, {"outcome": "early" if early else "not_pending"})
+            if early:  # its approval (rebalance.decided.v1) has not arrived yet: it finds the report
+                log.info("tenant %s: OMS report %s on proposal %s of %s (%s) came before its approval; "
+                         "recorded for it", tenant, r.report_id, r.proposal_id, r.account_id, what)
+            else:
+                log.info("tenant %s: OMS report %s on proposal %s of %s (%s) recorded; the account is %s "
+                         "(pending proposal %s): nothing to do", tenant, r.report_id, r.proposal_id,
+                         r.account_id, what, a.drift_state, a.pending_proposal_id)
+            return
+        assert a.drift_state == EXECUTING
+        # Nothing traded: no lot or cash moves, and `last_rebalanced_at` stays. Wall time, as for a
+        # refusal: the quiet interval keeps the same drift from being proposed again at once.
+        await s.execute(update(accounts).where(
+            accounts.c.tenant_id == tenant, accounts.c.account_id == r.account_id,
+        ).values(drift_state=t.state, rearmed_at=_now(), pending_drift_id=None, pending_proposal_id=None,
+                 **bump()))
+        if a.pending_drift_id is not None:
+            await s.execute(update(drifts).where(
+                drifts.c.tenant_id == tenant, drifts.c.drift_id == a.pending_drift_id).values(status="unfilled"))
+        _unfilled_reports.add(1, {"outcome": "rearmed"})
+        log.info("tenant %s: %s re-armed: the OMS will not fill %d order(s) of proposal %s (report %s: %s)",
+                 tenant, r.account_id, len(r.orders), r.proposal_id, r.report_id, what)

@@ -1,6 +1,6 @@
 """Tables of the drift-monitor schema: the book (advisors, households, model portfolios and their
-sleeves, accounts, tax lots), the latest prices seen on market.ticks.v1, the drifts raised and
-the executions applied.
+sleeves, accounts, tax lots), the latest prices seen on market.ticks.v1, the drifts raised, the
+executions applied and the OMS's reports of orders that will never fill.
 
 Every row carries its tenant, and every key starts with it. `accounts.revision` goes up on every
 change to an account, its lots, its withdrawals, its model's targets or policy, or its drift state.
@@ -245,7 +245,8 @@ drifts = Table(
     Column("max_abs_deviation", Numeric(14, 10), nullable=False),
     Column("rule", String(32), nullable=False),
     Column("breached", JSONB, nullable=False),
-    #: pending -> approved | overridden | rejected | expired -> executed
+    #: pending -> approved | overridden | rejected | expired; approved | overridden -> executed
+    #: (fills) | unfilled (the OMS will never fill its orders: trades.unfilled.v1)
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("proposal_id", UUID(as_uuid=True), nullable=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
@@ -287,3 +288,21 @@ executions = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "execution_id"),
 )
+
+#: The OMS's reports that orders of an approval will never fill (trades.unfilled.v1), one row per
+#: report: a report redelivered under a new event id counts once, and an approval that arrives
+#: after its proposal's report (another topic) finds it here and does not wait for fills.
+unfilled_reports = Table(
+    "unfilled_reports",
+    metadata,
+    Column("tenant_id", String(ID_LEN), nullable=False),
+    Column("report_id", String(128), nullable=False),
+    Column("account_id", String(ID_LEN), nullable=False),
+    Column("proposal_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    #: orders the report names
+    Column("orders", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "report_id"),
+)
+Index("ix_unfilled_reports_proposal", unfilled_reports.c.tenant_id, unfilled_reports.c.proposal_id)

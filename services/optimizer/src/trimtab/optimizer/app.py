@@ -101,6 +101,7 @@ def create(settings: Settings | None = None) -> FastAPI:
     runtime.handle("RiskAssessed")(partial(handlers.on_risk_assessed, max_price_move=move))
     runtime.handle("ExplanationCreated")(partial(handlers.on_explanation_created, max_price_move=move))
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)
+    runtime.handle("OrdersUnfilled")(partial(handlers.on_orders_unfilled, max_price_move=move))
     # n solver processes solve n accounts at once: n partitions of drifts, risk assessments and
     # explanations handled concurrently (each in order; proposals are per account, in rows).
     runtime.concurrent(max(1, settings.solver_processes))

@@ -108,8 +108,9 @@ async def decide(
             blocking = await proposals.awaiting_execution(uow, row)
             if blocking is not None:
                 raise Conflict(f"proposal {blocking.proposal_id} of account {row.account_id} was {blocking.state} "
-                               f"at {blocking.decided_at.isoformat()} and its orders are not all filled: a second "
-                               "approval would trade the account twice", state=row.state,
+                               f"at {blocking.decided_at.isoformat()} and its orders are not all filled (nor reported "
+                               "unfilled by the OMS on trades.unfilled.v1): a second approval would trade the "
+                               "account twice", state=row.state,
                                awaiting_execution=str(blocking.proposal_id))
             expired, moves = await proposals.expire_if_prices_moved(
                 uow, row, max_price_move, proposals.continuing(row), orders=orders)

@@ -21,6 +21,7 @@ from trimtab.shared.events import (
     AccountSnapshot,
     DriftDetected,
     ExplanationCreated,
+    OrdersUnfilled,
     PriceTicked,
     RiskAssessed,
     TradesExecuted,
@@ -133,6 +134,31 @@ async def on_trades_executed(env: Envelope, uow: UnitOfWork) -> None:
     await proposals.record_fills(uow, row, executed.execution_id, executed.fills)
     # The account's other open proposals were solved on the book before these fills.
     await proposals.expire_after_trades(uow, env.tenant_id, row.account_id, executed.execution_id)
+
+
+async def on_orders_unfilled(env: Envelope, uow: UnitOfWork, *,
+                             max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
+    """The OMS will never fill these orders (rejected, canceled, expired): with the fills they end
+    the approval (`unfilled`, or `executed`), which releases the account for its next approval;
+    a ready proposal the policy would have approved but for this one is approved now.
+
+    A report that cannot apply (unknown proposal, another account, a proposal never approved, an
+    order it does not hold, more shares than an order has) is dead-lettered with the reason: the
+    OMS and Trimtab disagree about what was sent, which a person must look at."""
+    report: OrdersUnfilled = _parse(env, OrdersUnfilled)
+    row = await proposals.load_for_update(uow, env.tenant_id, report.proposal_id)
+    if row is None:
+        raise PermanentEventError(f"unfilled report {report.report_id} for unknown proposal {report.proposal_id}")
+    if row.account_id != report.account_id:
+        raise PermanentEventError(f"unfilled report {report.report_id} names account {report.account_id}; "
+                                  f"proposal {row.proposal_id} is of {row.account_id}")
+    try:
+        after = await proposals.record_unfilled(uow, row, report)
+    except proposals.UnfilledReportRefused as e:
+        raise PermanentEventError(str(e)) from None
+    if after.state != row.state:
+        log.info("proposal %s: %s (OMS report %s)", row.proposal_id, after.state, report.report_id)
+        await proposals.release_waiting(uow, env.tenant_id, row.account_id, max_price_move)
 
 
 async def on_price_ticks(envs: list[Envelope], uow: UnitOfWork, *, max_price_move: Decimal) -> None:

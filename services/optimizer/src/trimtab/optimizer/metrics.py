@@ -28,6 +28,10 @@ solve_duration = meter.create_histogram("trimtab_optimizer_solve_duration", unit
 decisions = meter.create_counter("trimtab_optimizer_decisions", unit="{decision}",
                                  description="proposal decisions (advisor, policy or expiry)")
 
+#: Orders of approvals the OMS reported it will never fill (rejected, canceled, expired).
+unfilled_orders = meter.create_counter("trimtab_optimizer_unfilled_orders", unit="{order}",
+                                       description="approved orders the OMS reported unfilled")
+
 
 def failure_label(kind: str, constraint: str | None) -> str:
     return f"{kind}:{constraint}" if constraint else kind

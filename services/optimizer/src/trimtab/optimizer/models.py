@@ -59,6 +59,8 @@ proposals = Table(
     Column("explanation", JSONB, nullable=True),
     #: Fills reported by the OMS, in arrival order.
     Column("fills", JSONB, nullable=False, server_default="[]"),
+    #: Orders the OMS reported it will never fill (`OrdersUnfilled`), each with its report id.
+    Column("unfilled", JSONB, nullable=False, server_default="[]"),
     Column("failure_kind", String(64), nullable=True),
     Column("failure_constraint", String(64), nullable=True),
     Column("decision", String(16), nullable=True),

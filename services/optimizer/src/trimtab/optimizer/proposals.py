@@ -32,9 +32,11 @@ from trimtab.shared.events import (  # noqa: F401  (proposal_id_for: the optimiz
     DriftDetected,
     Fill,
     Order,
+    OrdersUnfilled,
     RebalanceDecided,
     RebalanceProposed,
     TradesApproved,
+    UnfilledOrder,
     proposal_id_for,
 )
 from trimtab.shared.outbox import UnitOfWork
@@ -43,7 +45,7 @@ from . import metrics as opt_metrics
 from . import prices
 from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
-from .domain.orders import fully_filled, with_client_order_ids
+from .domain.orders import check_unfilled, execution_outcome, with_client_order_ids
 from .engine import Failure
 from .models import OPEN_STATES, proposals
 
@@ -58,8 +60,13 @@ EnvelopeFactory = Callable[[BaseModel], Envelope]
 SUPERSEDED = f"{PRODUCER}:superseded"
 ACCOUNT_TRADED = f"{PRODUCER}:account-traded"
 HOUSEHOLD_TRADES = f"{PRODUCER}:household-trades"
-#: The states in which a proposal's orders went to the OMS and are not all filled yet.
+#: The states in which a proposal's orders went to the OMS and are not all filled (or reported
+#: unfilled) yet.
 AWAITING_EXECUTION = ("approved", "overridden")
+
+
+class UnfilledReportRefused(Exception):
+    """An OMS unfilled report that cannot apply to the proposal it names (dead-lettered)."""
 
 
 def caused_by(env: Envelope) -> EnvelopeFactory:
@@ -426,10 +433,27 @@ async def expire_for_ticks(uow: UnitOfWork, row: Row[Any], quotes: dict[str, pri
 # --------------------------------------------------------------------------- execution
 
 
+def _unfilled_of(row: Row[Any]) -> list[UnfilledOrder]:
+    return _unfilled_of_dicts(list(row.unfilled or []))
+
+
+def _ended_state(row: Row[Any], fills: list[Fill], unfilled: list[UnfilledOrder]) -> str | None:
+    """The state the approval ends in with these fills and unfilled reports (None: still open)."""
+    current = lifecycle_of(row)
+    if not current.is_executable:
+        return None
+    outcome = execution_outcome([Order.model_validate(o) for o in row.orders], fills, unfilled)
+    return None if outcome is None else lifecycle.execute(current, outcome).state.value
+
+
+def _fills_of(known: list[dict[str, Any]]) -> list[Fill]:
+    return [Fill.model_validate({k: v for k, v in f.items() if k != "execution_id"}) for f in known]
+
+
 async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
                        fills: Sequence[Fill]) -> Row[Any]:
     """Keep the OMS's fills; an approved (or overridden) proposal whose orders are all filled is
-    executed.
+    executed (or `unfilled`, when the OMS reported the rest of them as never to be filled).
 
     An execution report seen before (same execution id) is not counted twice.
     """
@@ -438,9 +462,57 @@ async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
         return row
     known += [{"execution_id": execution_id, **f.model_dump(mode="json")} for f in fills]
     values: dict[str, Any] = {"fills": known}
-    orders = [Order.model_validate(o) for o in row.orders]
-    all_fills = [Fill.model_validate({k: v for k, v in f.items() if k != "execution_id"}) for f in known]
-    current = lifecycle_of(row)
-    if current.is_executable and fully_filled(orders, all_fills):
-        values["state"] = lifecycle.execute(current).state.value
+    ended = _ended_state(row, _fills_of(known), _unfilled_of(row))
+    if ended is not None:
+        values["state"] = ended
     return await _update(uow, row, **values)
+
+
+async def record_unfilled(uow: UnitOfWork, row: Row[Any], report: OrdersUnfilled) -> Row[Any]:
+    """Keep the OMS's report of orders it will never fill; once every order of the approval is
+    filled or reported so, the proposal is `unfilled` (or `executed`, if fills cover it all) and
+    the account's next proposal may be approved.
+
+    A report seen before (same report id) changes nothing. Raises `UnfilledReportRefused` for a
+    report about a proposal never approved, an order the approval does not hold, or more shares
+    than the order has."""
+    known = list(row.unfilled or [])
+    if any(u.get("report_id") == report.report_id for u in known):
+        return row
+    if row.state not in (*AWAITING_EXECUTION, State.EXECUTED.value, State.UNFILLED.value):
+        raise UnfilledReportRefused(
+            f"proposal {row.proposal_id} is {row.state}: its orders never went to the OMS")
+    try:
+        check_unfilled([Order.model_validate(o) for o in row.orders], _unfilled_of(row), report.orders)
+    except ValueError as e:
+        raise UnfilledReportRefused(f"unfilled report {report.report_id}: {e}") from None
+    known += [{"report_id": report.report_id, "reported_at": report.reported_at.isoformat(),
+               **u.model_dump(mode="json")} for u in report.orders]
+    values: dict[str, Any] = {"unfilled": known}
+    ended = _ended_state(row, _fills_of(list(row.fills or [])), _unfilled_of_dicts(known))
+    if ended is not None:
+        values["state"] = ended
+    opt_metrics.unfilled_orders.add(len(report.orders))
+    return await _update(uow, row, **values)
+
+
+def _unfilled_of_dicts(known: list[dict[str, Any]]) -> list[UnfilledOrder]:
+    return [UnfilledOrder.model_validate({k: v for k, v in u.items() if k not in ("report_id", "reported_at")})
+            for u in known]
+
+
+async def release_waiting(uow: UnitOfWork, tenant_id: str, account_id: str,
+                          max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> list[Row[Any]]:
+    """The account's approval ended (executed or unfilled): a ready proposal the policy would
+    have approved but for it (409 `awaiting_execution`) is decided now, instead of waiting for
+    its TTL. Returns the rows decided."""
+    q = (select(proposals)
+         .where(proposals.c.tenant_id == tenant_id, proposals.c.account_id == account_id,
+                proposals.c.state == State.READY.value, proposals.c.automation == "automatic")
+         .order_by(proposals.c.created_at).with_for_update())
+    out = []
+    for row in (await uow.session.execute(q)).all():
+        decided = await _maybe_decide_automatically(uow, row, continuing(row), max_price_move)
+        if decided.state != row.state:
+            out.append(decided)
+    return out

@@ -23,7 +23,7 @@ from trimtab.shared.limits import MAX_ADV_USD, MAX_SIGMA_DAILY
 from trimtab.shared.money import DecimalStr
 
 StateName = Literal["proposed", "assessed", "explained", "ready", "approved", "rejected",
-                    "overridden", "executed", "failed", "expired"]
+                    "overridden", "executed", "unfilled", "failed", "expired"]
 
 
 class ApproveIn(BaseModel):
@@ -108,6 +108,9 @@ class ProposalOut(ProposalSummary):
     risk: RiskAssessed | None
     explanation: ExplanationCreated | None
     fills: list[dict[str, Any]]
+    #: Orders the OMS reported it will never fill (rejected, canceled, expired), with the report's
+    #: id and time: with `fills` they end the approval (`executed` or `unfilled`).
+    unfilled: list[dict[str, Any]] = []
     #: The context the proposal was solved with (null: the snapshot alone) and its driver weights.
     context: OptimizerContext | None = None
     driver_weights: dict[str, DecimalStr] | None = None
@@ -130,6 +133,7 @@ class ProposalOut(ProposalSummary):
             "post_weights": payload.get("post_weights", {}),
             "objective": payload.get("objective", {}), "solver": payload.get("solver"),
             "risk": row.risk, "explanation": row.explanation, "fills": row.fills or [],
+            "unfilled": row.unfilled or [],
             "context": payload.get("context"), "driver_weights": payload.get("driver_weights"),
             **{k: payload.get(k) for k in ("tax_breakdown", "cost_breakdown", "pre_drift", "post_drift",
                                            "notes")},

@@ -417,6 +417,32 @@ class TradesExecuted(_Model):
     fills: list[Fill]
 
 
+class UnfilledOrder(_Model):
+    client_order_id: str = Field(min_length=1, max_length=64)
+    symbol: str
+    side: Side
+    #: Shares of the order the OMS will never fill (the rest of it, if some were filled).
+    unfilled_shares: DecimalStr = Field(gt=0)
+    #: How the order ended at the OMS (FIX OrdStatus): refused before working, cancelled while
+    #: working, or expired at the end of its time in force.
+    status: Literal["rejected", "canceled", "expired"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class OrdersUnfilled(_Model):
+    """OMS -> Trimtab (key: account_id): orders of an approval that ended without filling in
+    full. With the fills (`TradesExecuted`) it closes the approval: once every order is filled
+    or reported here, the proposal is `executed` (all filled) or `unfilled` (some shares never
+    traded), and the account may be approved again. `report_id` is the OMS's id of this report:
+    a redelivered report (same id) counts once."""
+
+    report_id: str = Field(min_length=1, max_length=128)
+    proposal_id: uuid.UUID
+    account_id: str
+    orders: list[UnfilledOrder] = Field(min_length=1)
+    reported_at: datetime
+
+
 # ---------------------------------------------------------------- the registry
 
 #: event type -> (topic, payload model, schema version)
@@ -430,6 +456,7 @@ EVENTS: dict[str, tuple[str, type[BaseModel], int]] = {
     "RebalanceDecided": ("rebalance.decided.v1", RebalanceDecided, 1),
     "TradesApproved": ("trades.approved.v1", TradesApproved, 1),
     "TradesExecuted": ("trades.executed.v1", TradesExecuted, 1),
+    "OrdersUnfilled": ("trades.unfilled.v1", OrdersUnfilled, 1),
 }
 
 _BY_MODEL = {model: (etype, version) for etype, (_, model, version) in EVENTS.items()}

@@ -2,9 +2,14 @@
 
 ```
 proposed ──risk──▶ assessed ──explanation──▶ ready ──▶ approved ──fills──▶ executed
-    └──explanation──▶ explained ──risk──────────▲   └─▶ rejected / overridden
+    └──explanation──▶ explained ──risk──────────▲   │  (or overridden) └─fills + OMS unfilled
+                                                    └─▶ rejected          reports──▶ unfilled
 any open state ──TTL──▶ expired          a failed solve ──▶ failed (never tradable)
 ```
+
+`unfilled`: every order of the approval is filled or reported by the OMS as never to be filled
+(rejected, canceled, expired: `OrdersUnfilled`), and some shares never traded. Like `executed`
+it ends the approval: the account's next proposal may be approved.
 
 Risk and explanation arrive from two services in either order, and an event can be delivered
 more than once under different ids (a producer retry), so attaching a part that is already there
@@ -28,6 +33,7 @@ class State(StrEnum):
     REJECTED = "rejected"
     OVERRIDDEN = "overridden"
     EXECUTED = "executed"
+    UNFILLED = "unfilled"
     FAILED = "failed"
     EXPIRED = "expired"
 
@@ -172,9 +178,9 @@ def decide(lc: Lifecycle, decision: Decision) -> Lifecycle:
     return replace(lc, state=_DECISION_STATE[decision.kind])
 
 
-def execute(lc: Lifecycle) -> Lifecycle:
-    """Fills complete an approved (or overridden: approved with edited orders) proposal; any
-    other state is a transition error."""
+def execute(lc: Lifecycle, outcome: Literal["executed", "unfilled"] = "executed") -> Lifecycle:
+    """Fills (and the OMS's unfilled reports) end an approved (or overridden: approved with edited
+    orders) proposal as `executed` or `unfilled`; any other state is a transition error."""
     if not lc.is_executable:
         raise TransitionError(lc.state, "execute")
-    return replace(lc, state=State.EXECUTED)
+    return replace(lc, state=State.EXECUTED if outcome == "executed" else State.UNFILLED)

@@ -1,4 +1,5 @@
-"""Order identities for the OMS, and whether fills complete an approved order list.
+"""Order identities for the OMS, and whether fills and unfilled reports close an approved order
+list.
 
 `client_order_id` is the OMS's idempotency key. It is a UUIDv5 of (proposal, symbol, side) in a
 fixed namespace, so the same approval published twice (a relay retry, a replay) carries the same
@@ -10,8 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import Literal
 
-from trimtab.shared.events import Fill, Order
+from trimtab.shared.events import Fill, Order, UnfilledOrder
 
 #: Never change: every client order id ever issued is derived from it.
 CLIENT_ORDER_NAMESPACE = uuid.UUID("5b0f8a51-6c1e-5e4e-9a53-7472696d7461")
@@ -39,7 +41,55 @@ def filled_shares(orders: Sequence[Order], fills: Iterable[Fill]) -> dict[str, D
 
 def fully_filled(orders: Sequence[Order], fills: Iterable[Fill]) -> bool:
     """Every order filled to its full size (an OMS may report an order in several fills)."""
+    return execution_outcome(orders, fills) == "executed"
+
+
+class UnfilledReportInvalid(ValueError):
+    """An OMS report of unfilled orders that does not fit the approved orders."""
+
+
+def unfilled_shares(orders: Sequence[Order], unfilled: Iterable[UnfilledOrder]) -> dict[str, Decimal]:
+    """Shares the OMS reported it will never fill, per client order id of `orders`."""
+    out: dict[str, Decimal] = {o.client_order_id: Decimal(0) for o in orders if o.client_order_id}
+    for u in unfilled:
+        if u.client_order_id in out:
+            out[u.client_order_id] += u.unfilled_shares
+    return out
+
+
+def check_unfilled(orders: Sequence[Order], known: Sequence[UnfilledOrder],
+                   report: Sequence[UnfilledOrder]) -> None:
+    """Refuse a report naming an order the approval does not hold (or with another symbol or
+    side), or ending more shares of an order than it has (with what earlier reports ended).
+
+    Fills are not counted against the report: fills and reports travel on different topics, so a
+    report may arrive before fills the OMS sent earlier."""
+    by_id = {o.client_order_id: o for o in orders if o.client_order_id}
+    ended = unfilled_shares(orders, [*known, *report])
+    for u in report:
+        o = by_id.get(u.client_order_id)
+        if o is None:
+            raise UnfilledReportInvalid(f"client order id {u.client_order_id} is not an order of this approval")
+        if (o.symbol, o.side) != (u.symbol, u.side):
+            raise UnfilledReportInvalid(
+                f"client order id {u.client_order_id} is a {o.side} of {o.symbol}, not a {u.side} of {u.symbol}")
+        if ended[u.client_order_id] > o.shares:
+            raise UnfilledReportInvalid(
+                f"order {u.client_order_id} ({o.side} {o.shares} {o.symbol}) cannot leave "
+                f"{ended[u.client_order_id]} shares unfilled")
+
+
+def execution_outcome(orders: Sequence[Order], fills: Iterable[Fill],
+                      unfilled: Iterable[UnfilledOrder] = ()) -> Literal["executed", "unfilled"] | None:
+    """How an approved order list ended at the OMS: `executed` when every order filled in full,
+    `unfilled` when every order is filled or reported unfilled and some shares never traded,
+    None while some order is still working."""
+    if not orders or any(o.client_order_id is None for o in orders):
+        return None
     done = filled_shares(orders, fills)
-    return bool(orders) and all(
-        o.client_order_id is not None and done.get(o.client_order_id, Decimal(0)) >= o.shares
-        for o in orders)
+    ended = unfilled_shares(orders, unfilled)
+    if all(done[o.client_order_id] >= o.shares for o in orders):  # type: ignore[index]
+        return "executed"
+    if all(done[o.client_order_id] + ended[o.client_order_id] >= o.shares for o in orders):  # type: ignore[index]
+        return "unfilled"
+    return None

@@ -1,0 +1,163 @@
+"""The OMS reports orders it will never fill (`trades.unfilled.v1`): the approval ends.
+
+Before, an approval whose orders the OMS rejected blocked the account for good: every later
+approval was refused (409 `awaiting_execution`) and an automatic one waited in `ready` until its
+TTL. Now fills and unfilled reports together end the approval (`executed` or `unfilled`), the
+account's next proposal may be approved, a ready automatic one is approved at once, and a report
+that does not fit what was approved is dead-lettered with the reason, the proposal untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from tests.integration.optimizer.test_one_account_one_approval import approved_events, ready
+from tests.integration.optimizer.test_optimizer_service import send, wait_state
+from tests.support import auth
+from trimtab.optimizer.domain.orders import client_order_id
+from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import Fill, LotInstruction, OrdersUnfilled, UnfilledOrder
+
+pytestmark = pytest.mark.integration
+
+
+def report(account: str, pid: uuid.UUID, orders: list[dict], *, shares: dict[str, Decimal] | None = None,
+           report_id: str | None = None, status: str = "rejected") -> Envelope:
+    lines = [UnfilledOrder(client_order_id=o["client_order_id"] or client_order_id(pid, o["symbol"], o["side"]),
+                           symbol=o["symbol"], side=o["side"],
+                           unfilled_shares=(shares or {}).get(o["symbol"], Decimal(o["shares"])),
+                           status=status, reason="account restricted at the broker")  # type: ignore[arg-type]
+             for o in orders if shares is None or o["symbol"] in shares]
+    return Envelope.new(OrdersUnfilled(report_id=report_id or f"rep-{uuid.uuid4().hex[:8]}", proposal_id=pid,
+                                       account_id=account, orders=lines, reported_at=datetime.now(UTC)),
+                        producer="oms", tenant_id="t1")
+
+
+async def orders_of(client, pid: uuid.UUID) -> list[dict]:  # type: ignore[no-untyped-def]
+    return (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["orders"]
+
+
+async def test_a_rejected_approval_ends_unfilled_and_releases_the_account(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    app, client = service
+    account = f"unf-{uuid.uuid4().hex[:6]}"
+    p1, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p1}/approve", headers=auth())).status_code == 200
+    p2, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p2}/approve", headers=auth())).status_code == 409
+    orders = await orders_of(client, p1)
+    assert len(orders) >= 2, orders
+    # Part of it: the first order is rejected; the rest still works at the OMS.
+    first = orders[0]["symbol"]
+    await send(producer, report(account, p1, orders, shares={first: Decimal(orders[0]["shares"])}), account)
+    await _until(lambda b: len(b["unfilled"]) == 1, client, p1)
+    assert (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()["state"] == "approved"
+    assert (await client.post(f"/v1/proposals/{p2}/approve", headers=auth())).status_code == 409
+    # The rest: one order fills, the others are canceled; a redelivered report counts once.
+    rest = orders[1:]
+    fill = Fill(client_order_id=rest[0]["client_order_id"], symbol=rest[0]["symbol"], side=rest[0]["side"],
+                shares=Decimal(rest[0]["shares"]), price_usd=Decimal(rest[0]["est_price_usd"]),
+                executed_at=datetime.now(UTC),
+                lots=[LotInstruction(lot_id=li["lot_id"], shares=Decimal(li["shares"])) for li in rest[0]["lots"]])
+    from trimtab.shared.events import TradesExecuted
+    if rest[1:]:
+        canceled = report(account, p1, rest[1:], status="canceled", report_id=f"rest-{account}")
+        await send(producer, canceled, account)
+        await send(producer, canceled.model_copy(update={"event_id": uuid.uuid4()}), account)
+    await send(producer, Envelope.new(TradesExecuted(execution_id=f"ex-{account}", proposal_id=p1, account_id=account,
+                                                     fills=[fill]), producer="oms", tenant_id="t1"), account)
+    done = await wait_state(client, p1, "unfilled")
+    assert len(done["unfilled"]) == len(orders) - 1 and len(done["fills"]) == 1, done
+    assert {u["status"] for u in done["unfilled"]} <= {"rejected", "canceled"}
+    # P2 was solved before P1's fill: it expired with the fills. The account's next proposal is
+    # approvable again.
+    assert (await client.get(f"/v1/proposals/{p2}", headers=auth())).json()["state"] == "expired"
+    p3, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p3}/approve", headers=auth())).status_code == 200
+    assert [e.payload["proposal_id"] for e in await approved_events(app, account)] == [str(p1), str(p3)]
+
+
+async def test_an_automatic_approval_waiting_on_the_oms_goes_out_when_the_oms_rejects(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    app, client = service
+    account = f"unfa-{uuid.uuid4().hex[:6]}"
+    from tests.integration.optimizer.snapshots import drifted
+    from tests.integration.optimizer.test_optimizer_service import (
+        drift_env,
+        events_of,
+        explanation_of,
+        risk_of,
+    )
+    from trimtab.shared.events import DriftDetected, proposal_id_for
+
+    async def automatic_ready() -> uuid.UUID:
+        drift = drift_env(drifted(account, automation="automatic"))
+        await send(producer, drift, account)
+        pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
+        [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+        await send(producer, explanation_of(proposed), account)
+        await send(producer, risk_of(proposed), account)
+        return pid
+
+    p1 = await automatic_ready()
+    await wait_state(client, p1, "approved")
+    p2 = await automatic_ready()
+    await wait_state(client, p2, "ready")  # blocked: P1's orders are at the OMS
+    await asyncio.sleep(1.0)
+    assert (await client.get(f"/v1/proposals/{p2}", headers=auth())).json()["state"] == "ready"
+    await send(producer, report(account, p1, await orders_of(client, p1)), account)
+    await wait_state(client, p1, "unfilled")
+    approved = await wait_state(client, p2, "approved")
+    assert approved["decision"]["decided_by"] == "policy:automatic", approved
+    assert [e.payload["proposal_id"] for e in await approved_events(app, account)] == [str(p1), str(p2)]
+
+
+async def test_a_report_that_does_not_fit_is_dead_lettered_and_changes_nothing(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    _, client = service
+    account = f"unfb-{uuid.uuid4().hex[:6]}"
+    p1, _ = await ready(client, producer, kafka_bootstrap, account)
+    orders = await orders_of(client, p1)
+    # Not approved yet: its orders never went to the OMS.
+    early = report(account, p1, orders)
+    await send(producer, early, account)
+    ops = auth("t1", scopes=["ops:read", "ops:write"], subject="sre")
+    dead = await _dead_letter(client, ops, early.event_id)
+    assert "never went to the OMS" in dead["error"], dead
+    assert (await client.post("/v1/ops/dead-letters/resolve", headers=ops,
+                              json={"consumer": "optimizer", "topic": "trades.unfilled.v1", "tenant_id": "t1",
+                                    "key": account})).status_code == 200
+    assert (await client.post(f"/v1/proposals/{p1}/approve", headers=auth())).status_code == 200
+    # More shares than the order has.
+    o = orders[0]
+    too_many = report(account, p1, orders, shares={o["symbol"]: Decimal(o["shares"]) + 1})
+    await send(producer, too_many, account)
+    dead = await _dead_letter(client, ops, too_many.event_id)
+    assert "cannot leave" in dead["error"], dead
+    body = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
+    assert body["state"] == "approved" and body["unfilled"] == [], body
+
+
+async def _dead_letter(client, ops, event_id: uuid.UUID, timeout_s: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = await client.get("/v1/ops/dead-letters", headers=ops)
+        mine = [d for d in r.json() if d["event_id"] == str(event_id)]
+        if mine:
+            return mine[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"event {event_id} not dead-lettered in {timeout_s}s")
+
+
+async def _until(pred, client, pid: uuid.UUID, timeout_s: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()
+        if pred(body):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"proposal {pid}: condition not met in {timeout_s}s; last {body}")
