@@ -161,3 +161,53 @@ async def _until(pred, client, pid: uuid.UUID, timeout_s: float = 30) -> dict:  
             return body
         await asyncio.sleep(0.1)
     raise AssertionError(f"proposal {pid}: condition not met in {timeout_s}s; last {body}")
+
+
+async def test_a_supervisor_ends_an_approval_the_oms_never_reports_on(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    """An approval partly filled, the rest never reported: a supervisor ends it. What is left of
+    each order is declared unfilled (canceled, with who and why), published on trades.unfilled.v1
+    like an OMS report, and the account's next proposal may be approved."""
+    app, client = service
+    account = f"unfe-{uuid.uuid4().hex[:6]}"
+    p1, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p1}/approve", headers=auth())).status_code == 200
+    orders = await orders_of(client, p1)
+    o = orders[0]
+    half = Decimal(o["shares"]) // 2 or Decimal(o["shares"])
+    from trimtab.shared.events import TradesExecuted
+    fill = Fill(client_order_id=o["client_order_id"], symbol=o["symbol"], side=o["side"], shares=half,
+                price_usd=Decimal(o["est_price_usd"]), executed_at=datetime.now(UTC))
+    await send(producer, Envelope.new(TradesExecuted(execution_id=f"ex-{account}", proposal_id=p1, account_id=account,
+                                                     fills=[fill]), producer="oms", tenant_id="t1"), account)
+    await _until(lambda b: len(b["fills"]) == 1, client, p1)
+    url = f"/v1/proposals/{p1}/end-execution"
+    advisor = auth(scopes=["proposals:read", "proposals:decide"], subject="advisor@t1")
+    assert (await client.post(url, headers=advisor, json={"reason": "OMS lost them"})).status_code == 403
+    supervisor = {**auth(subject="desk@t1"), "Idempotency-Key": f"end-{account}"}
+    assert (await client.post(url, headers=supervisor, json={"reason": ""})).status_code == 422
+    r = await client.post(url, headers=supervisor, json={"reason": "the OMS desk confirms the orders are dead"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "unfilled", body
+    left = {u["client_order_id"]: Decimal(u["unfilled_shares"]) for u in body["unfilled"]}
+    want = {x["client_order_id"]: Decimal(x["shares"]) for x in orders}
+    want[o["client_order_id"]] -= half
+    assert left == {k: v for k, v in want.items() if v > 0}, (left, want)
+    assert {u["status"] for u in body["unfilled"]} == {"canceled"}
+    assert all(u["reason"].startswith("ended by desk@t1: the OMS desk confirms") for u in body["unfilled"])
+    # A retry with the key replays; without it the approval is already over.
+    again = await client.post(url, headers=supervisor, json={"reason": "the OMS desk confirms the orders are dead"})
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    assert (await client.post(url, headers=auth(), json={"reason": "twice"})).status_code == 409
+    # Published like an OMS report, and the optimizer's own copy of it changes nothing.
+    ob = app.state.runtime.infra.outbox
+    from sqlalchemy import select
+    async with app.state.runtime.sessionmaker() as s:
+        sent = [Envelope.from_bytes(x.envelope) for x in (await s.execute(
+            select(ob.c.envelope).where(ob.c.topic == "trades.unfilled.v1", ob.c.key == account))).all()]
+    assert [e.payload["proposal_id"] for e in sent] == [str(p1)] and sent[0].producer == "optimizer"
+    await asyncio.sleep(1.0)
+    after = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
+    assert after["state"] == "unfilled" and len(after["unfilled"]) == len(left)
+    p2, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p2}/approve", headers=auth())).status_code == 200

@@ -33,6 +33,7 @@ from .schemas import (
     MAX_MODEL_FACTORS,
     MAX_MODEL_SYMBOLS,
     ApproveIn,
+    EndExecutionIn,
     HouseholdWhatIfIn,
     HouseholdWhatIfOut,
     OverrideIn,
@@ -160,6 +161,19 @@ async def reject(proposal_id: uuid.UUID, body: RejectIn, principal: Decider, req
 async def override(proposal_id: uuid.UUID, body: OverrideIn, principal: Decider, request: Request,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return await _decide(request, principal, proposal_id, "overridden", body, idempotency_key)
+
+
+@router.post("/proposals/{proposal_id}/end-execution", response_model=ProposalOut, tags=["decisions"],
+             summary="End an approval the OMS will not finish and has not reported on (supervisors: "
+                     "proposals:decide-any; reason required): what is left of its orders is declared "
+                     "unfilled on trades.unfilled.v1 and the account's next approval is released")
+async def end_execution(proposal_id: uuid.UUID, body: EndExecutionIn, principal: Decider, request: Request,
+                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    req_hash = decisions.request_hash(principal, request.method, request.url.path, body.model_dump(mode="json"))
+    result = await decisions.end_execution(_runtime(request), principal, proposal_id, body.reason,
+                                           idempotency_key=idempotency_key, req_hash=req_hash)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
 
 
 @router.post("/rebalance/what-if", response_model=RebalanceProposed, tags=["what-if"],

@@ -25,8 +25,9 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal
 from trimtab.shared.canonical import canonical_hash
+from trimtab.shared.envelope import utcnow
 from trimtab.shared.errors import Conflict, Forbidden, Invalid, NotFound
-from trimtab.shared.events import Order
+from trimtab.shared.events import Order, OrdersUnfilled, UnfilledOrder
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import prices, proposals
@@ -84,14 +85,9 @@ async def decide(
         if not may_decide(principal, row.advisor_id):
             raise Forbidden(f"proposal {proposal_id} is in advisor {row.advisor_id}'s queue: only that "
                             f"advisor or a holder of {DECIDE_ANY!r} may decide it")
-        if idempotency_key is not None:
-            stored = (await uow.session.execute(select(idempotency_keys).where(
-                idempotency_keys.c.tenant_id == principal.tenant_id,
-                idempotency_keys.c.key == idempotency_key))).first()
-            if stored is not None:
-                if stored.request_hash != req_hash:
-                    raise Invalid("this Idempotency-Key was used for a different request")
-                return DecisionResult(stored.status_code, stored.response, replayed=True)
+        replay = await _replayed(uow, principal, idempotency_key, req_hash)
+        if replay is not None:
+            return replay
         decision = Decision(kind, principal.subject, automatic=False, reason=reason)
         if orders is not None:
             # Re-validated against the proposal's own snapshot, inside the lock, with its context
@@ -134,12 +130,70 @@ async def decide(
         except TransitionError as e:
             raise Conflict(str(e), state=row.state) from None
         body = ProposalOut.from_row(row).model_dump(mode="json")
-        if idempotency_key is not None:
-            stored_now = (await uow.session.execute(insert(idempotency_keys).values(
-                tenant_id=principal.tenant_id, key=idempotency_key, request_hash=req_hash,
-                subject=principal.subject, status_code=200, response=body,
-            ).on_conflict_do_nothing().returning(idempotency_keys.c.key))).first()
-            if stored_now is None:  # the same key, concurrently, on another proposal
-                raise Conflict("this Idempotency-Key is being used by a concurrent request")
+        await _store(uow, principal, idempotency_key, req_hash, body)
+        await uow.commit()
+    return DecisionResult(200, body, replayed=False)
+
+
+async def _replayed(uow: Any, principal: Principal, key: str | None, req_hash: str) -> DecisionResult | None:
+    """The stored response of an earlier request with this key (None: the key is new)."""
+    if key is None:
+        return None
+    stored = (await uow.session.execute(select(idempotency_keys).where(
+        idempotency_keys.c.tenant_id == principal.tenant_id, idempotency_keys.c.key == key))).first()
+    if stored is None:
+        return None
+    if stored.request_hash != req_hash:
+        raise Invalid("this Idempotency-Key was used for a different request")
+    return DecisionResult(stored.status_code, stored.response, replayed=True)
+
+
+async def _store(uow: Any, principal: Principal, key: str | None, req_hash: str, body: dict[str, Any]) -> None:
+    if key is None:
+        return
+    stored_now = (await uow.session.execute(insert(idempotency_keys).values(
+        tenant_id=principal.tenant_id, key=key, request_hash=req_hash,
+        subject=principal.subject, status_code=200, response=body,
+    ).on_conflict_do_nothing().returning(idempotency_keys.c.key))).first()
+    if stored_now is None:  # the same key, concurrently, on another proposal
+        raise Conflict("this Idempotency-Key is being used by a concurrent request")
+
+
+async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_id: uuid.UUID, reason: str, *,
+                        idempotency_key: str | None, req_hash: str) -> DecisionResult:
+    """A supervisor (`proposals:decide-any`) ends an approval the OMS will not finish and has not
+    reported on, after confirming it with the OMS desk: what is left of each order (its shares
+    less fills and earlier reports) is declared unfilled, `canceled`, with the supervisor's name
+    and reason. It is published on `trades.unfilled.v1` as an OMS report would be (producer
+    `optimizer`), so the drift monitor re-arms the account and the record holds who ended it
+    and why; the proposal ends `unfilled` and the account's next approval is released."""
+    if DECIDE_ANY not in principal.scopes:
+        raise Forbidden(f"ending an approval's execution needs the {DECIDE_ANY!r} scope (a supervisor)")
+    if not reason.strip():
+        raise Invalid("ending an approval's execution needs a reason")
+    max_price_move = getattr(runtime.settings, "proposal_max_price_move", prices.DEFAULT_MAX_MOVE)
+    async with runtime.uow() as uow:
+        row = await proposals.load_for_update(uow, principal.tenant_id, proposal_id)
+        if row is None:
+            raise NotFound(f"proposal {proposal_id} not found")
+        replay = await _replayed(uow, principal, idempotency_key, req_hash)
+        if replay is not None:
+            return replay
+        left = proposals.left_to_execute(row)
+        if row.state not in proposals.AWAITING_EXECUTION or not left:
+            raise Conflict(f"proposal {proposal_id} is {row.state}: no orders of it await execution",
+                           state=row.state)
+        report = OrdersUnfilled(
+            report_id=f"operator:{uuid.uuid4()}", proposal_id=row.proposal_id, account_id=row.account_id,
+            reported_at=utcnow(), orders=[UnfilledOrder(
+                client_order_id=o.client_order_id or "", symbol=o.symbol, side=o.side, unfilled_shares=shares,
+                status="canceled", reason=f"ended by {principal.subject}: {reason.strip()}"[:500])
+                for o, shares in left])
+        make = proposals.continuing(row)
+        row = await proposals.record_unfilled(uow, row, report)
+        uow.publish(make(report), key=row.account_id)
+        await proposals.release_waiting(uow, row.tenant_id, row.account_id, max_price_move)
+        body = ProposalOut.from_row(row).model_dump(mode="json")
+        await _store(uow, principal, idempotency_key, req_hash, body)
         await uow.commit()
     return DecisionResult(200, body, replayed=False)

@@ -45,7 +45,13 @@ from . import metrics as opt_metrics
 from . import prices
 from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
-from .domain.orders import check_unfilled, execution_outcome, with_client_order_ids
+from .domain.orders import (
+    check_unfilled,
+    execution_outcome,
+    filled_shares,
+    unfilled_shares,
+    with_client_order_ids,
+)
 from .engine import Failure
 from .models import OPEN_STATES, proposals
 
@@ -499,6 +505,20 @@ async def record_unfilled(uow: UnitOfWork, row: Row[Any], report: OrdersUnfilled
 def _unfilled_of_dicts(known: list[dict[str, Any]]) -> list[UnfilledOrder]:
     return [UnfilledOrder.model_validate({k: v for k, v in u.items() if k not in ("report_id", "reported_at")})
             for u in known]
+
+
+def left_to_execute(row: Row[Any]) -> list[tuple[Order, Decimal]]:
+    """Each approved order with shares neither filled nor reported unfilled, and those shares."""
+    orders = [Order.model_validate(o) for o in row.orders]
+    done = filled_shares(orders, _fills_of(list(row.fills or [])))
+    ended = unfilled_shares(orders, _unfilled_of(row))
+    out = []
+    for o in orders:
+        cid = o.client_order_id or ""
+        left = o.shares - done.get(cid, Decimal(0)) - ended.get(cid, Decimal(0))
+        if left > 0:
+            out.append((o, left))
+    return out
 
 
 async def release_waiting(uow: UnitOfWork, tenant_id: str, account_id: str,

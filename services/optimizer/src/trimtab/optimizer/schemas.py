@@ -31,6 +31,12 @@ class ApproveIn(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class EndExecutionIn(BaseModel):
+    """Why a supervisor ends an approval the OMS will not finish (after checking with the OMS desk)."""
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=400)
+
+
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
