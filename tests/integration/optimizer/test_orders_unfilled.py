@@ -180,6 +180,15 @@ async def test_a_supervisor_ends_an_approval_the_oms_never_reports_on(service, p
     await send(producer, Envelope.new(TradesExecuted(execution_id=f"ex-{account}", proposal_id=p1, account_id=account,
                                                      fills=[fill]), producer="oms", tenant_id="t1"), account)
     await _until(lambda b: len(b["fills"]) == 1, client, p1)
+    # The SRE's view: one approval of the tenant awaits execution, since its decision.
+    import re
+
+    from trimtab.optimizer.app import refresh_queue
+    await refresh_queue(app.state.runtime, app.state.queue)
+    text = (await client.get("/metrics")).text
+    waiting = re.search(r'trimtab_optimizer_approvals_awaiting_execution\{[^}]*tenant="t1"[^}]*\} ([0-9.]+)', text)
+    assert waiting and float(waiting.group(1)) >= 1, text[:2000]
+    assert re.search(r'trimtab_optimizer_oldest_approval_awaiting_execution_age_seconds\{[^}]*tenant="t1"', text)
     url = f"/v1/proposals/{p1}/end-execution"
     advisor = auth(scopes=["proposals:read", "proposals:decide"], subject="advisor@t1")
     assert (await client.post(url, headers=advisor, json={"reason": "OMS lost them"})).status_code == 403

@@ -44,3 +44,18 @@ def test_open_proposals_and_the_oldest_age_by_tenant_and_state(monkeypatch) -> N
         q.close()
     monkeypatch.undo()
     assert samples("t-unit") == {}  # a closed (stopped) service exports nothing
+
+
+def test_approvals_awaiting_execution_and_the_oldest_age_by_tenant(monkeypatch) -> None:
+    q = QueueStats(max_age_s=180)
+    try:
+        now = utcnow()
+        q.update([], [("t-wait", 2, now - timedelta(hours=30))])
+        got = {s.name: s for s in prometheus_samples() if s.labels.get("tenant") == "t-wait"}
+        assert got["trimtab_optimizer_approvals_awaiting_execution"].value == 2.0
+        age = got["trimtab_optimizer_oldest_approval_awaiting_execution_age_seconds"].value
+        assert 30 * 3600 <= age < 30 * 3600 + 60
+        monkeypatch.setattr(metrics, "utcnow", lambda: now + timedelta(seconds=181))
+        assert not [s for s in prometheus_samples() if s.labels.get("tenant") == "t-wait"]
+    finally:
+        q.close()

@@ -71,9 +71,10 @@ async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
 
 
 async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
-    """Count the open proposals for the queue gauges (one read-only transaction)."""
+    """Count the open proposals, and the approvals awaiting execution, for the queue gauges (one
+    read-only transaction)."""
     async with runtime.uow() as uow:
-        stats.update(await proposals.open_queue(uow))
+        stats.update(await proposals.open_queue(uow), await proposals.awaiting_queue(uow))
 
 
 async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats) -> None:

@@ -49,15 +49,24 @@ class QueueStats:
         #: a stale one that keeps ageing).
         self.max_age_s = max_age_s
         self.rows: list[tuple[str, str, int, datetime]] = []
+        #: (tenant, approvals whose orders are not all filled or reported unfilled, the oldest's
+        #: decision time): `trimtab_optimizer_approvals_awaiting_execution` and the oldest's age.
+        self.awaiting: list[tuple[str, int, datetime]] = []
         self.refreshed_at: datetime | None = None
         _live.add(self)
 
-    def update(self, rows: list[tuple[str, str, int, datetime]]) -> None:
-        self.rows, self.refreshed_at = list(rows), utcnow()
+    def update(self, rows: list[tuple[str, str, int, datetime]],
+               awaiting: list[tuple[str, int, datetime]] | None = None) -> None:
+        self.rows, self.awaiting, self.refreshed_at = list(rows), list(awaiting or []), utcnow()
+
+    def _fresh(self) -> bool:
+        return self.refreshed_at is not None and (utcnow() - self.refreshed_at).total_seconds() <= self.max_age_s
 
     def current(self) -> list[tuple[str, str, int, datetime]]:
-        fresh = self.refreshed_at is not None and (utcnow() - self.refreshed_at).total_seconds() <= self.max_age_s
-        return self.rows if fresh else []
+        return self.rows if self._fresh() else []
+
+    def current_awaiting(self) -> list[tuple[str, int, datetime]]:
+        return self.awaiting if self._fresh() else []
 
     def close(self) -> None:
         """Stop exporting (the service stopped)."""
@@ -83,3 +92,23 @@ meter.create_observable_gauge("trimtab_optimizer_open_proposals", callbacks=[_ob
                                           "sweep loop, PROPOSAL_SWEEP_S)")
 meter.create_observable_gauge("trimtab_optimizer_oldest_open_proposal_age", callbacks=[_observe_oldest], unit="s",
                               description="age of the oldest proposal not yet decided, by tenant and state")
+
+
+def _observe_awaiting(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    return [metrics.Observation(n, {"tenant": tenant}) for q in list(_live) for tenant, n, _ in q.current_awaiting()]
+
+
+def _observe_awaiting_oldest(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    now = utcnow()
+    return [metrics.Observation(max(0.0, (now - oldest).total_seconds()), {"tenant": tenant})
+            for q in list(_live) for tenant, _, oldest in q.current_awaiting()]
+
+
+meter.create_observable_gauge("trimtab_optimizer_approvals_awaiting_execution", callbacks=[_observe_awaiting],
+                              unit="{proposal}",
+                              description="approved (or overridden) proposals whose orders the OMS has not all "
+                                          "filled or reported unfilled, by tenant")
+meter.create_observable_gauge("trimtab_optimizer_oldest_approval_awaiting_execution_age",
+                              callbacks=[_observe_awaiting_oldest], unit="s",
+                              description="time since the oldest such approval was decided, by tenant: the "
+                                          "account takes no other approval meanwhile")

@@ -94,6 +94,11 @@ ORDER_SYMBOLS = func.jsonb_path_query_array(proposals.c.orders, text("'$[*].symb
 Index("ix_proposals_open_order_symbols", ORDER_SYMBOLS, postgresql_using="gin",
       postgresql_where=proposals.c.state.in_(list(OPEN_STATES)))
 
+# Approvals whose orders are not all filled or reported unfilled (proposals.AWAITING_EXECUTION):
+# the sweep counts them for the awaiting-execution gauges.
+Index("ix_proposals_awaiting_execution", proposals.c.tenant_id, proposals.c.decided_at,
+      postgresql_where=proposals.c.state.in_(["approved", "overridden"]))
+
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,

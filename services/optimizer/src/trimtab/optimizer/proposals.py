@@ -393,6 +393,16 @@ async def open_queue(uow: UnitOfWork) -> list[tuple[str, str, int, datetime]]:
     return [(r[0], r[1], int(r[2]), r[3]) for r in (await uow.session.execute(q)).all()]
 
 
+async def awaiting_queue(uow: UnitOfWork) -> list[tuple[str, int, datetime]]:
+    """(tenant, how many, the oldest's decision time) of the approvals whose orders the OMS has not
+    all filled or reported unfilled, all tenants (`metrics.QueueStats.awaiting`). One scan of the
+    partial index of those approvals."""
+    q = (select(proposals.c.tenant_id, func.count(), func.min(proposals.c.decided_at))
+         .where(proposals.c.state.in_([literal(s, literal_execute=True) for s in AWAITING_EXECUTION]))
+         .group_by(proposals.c.tenant_id))
+    return [(r[0], int(r[1]), r[2]) for r in (await uow.session.execute(q)).all()]
+
+
 async def expire_if_prices_moved(
     uow: UnitOfWork, row: Row[Any], max_price_move: Decimal, make_env: EnvelopeFactory,
     orders: Sequence[Order] | None = None,
