@@ -321,7 +321,8 @@ async def test_verify_names_exactly_the_row_altered_behind_the_triggers_back(aud
         assert (v["ok"], v["first_bad_seq"]) == (False, target), v
         assert "leaf hash" in v["reason"] and v["records_checked"] == target
         # The same verdict when the record is streamed in tiny batches (batch edges everywhere).
-        small = await verify_record(app.state.runtime.sessionmaker, batch_size=2)
+        small = await verify_record(app.state.runtime.sessionmaker, trusted_keys=app.state.trusted_keys,
+                                    batch_size=2)
         assert (small.ok, small.first_bad_seq, small.records_checked) == (False, target, target)
 
         # Hashes intact but the row moved to another tenant: caught by re-deriving the columns.
@@ -331,7 +332,8 @@ async def test_verify_names_exactly_the_row_altered_behind_the_triggers_back(aud
     finally:
         await _tamper(db, target, "envelope = :v, tenant_id = 't1'", v=original)
     assert (await verify(client))["ok"] is True
-    whole = await verify_record(app.state.runtime.sessionmaker, batch_size=3)
+    whole = await verify_record(app.state.runtime.sessionmaker, trusted_keys=app.state.trusted_keys,
+                                batch_size=3)
     assert whole.ok and whole.records_checked >= target
 
 

@@ -217,9 +217,9 @@ async def test_nodes_and_checkpoints_are_append_only(audit, db, table):
             await c.execute(text(f"TRUNCATE audit.{table}"))
 
 
-async def test_checkpoints_are_signed_on_a_timer_only_when_the_tree_grew(audit, tmp_path):
+async def test_checkpoints_are_signed_on_a_timer_only_when_the_tree_grew(audit, audit_keys, tmp_path):
     app, _ = audit
-    signer = Signer.generate()
+    signer = audit_keys.peer  # a second signer on the database: one the instances trust
     cpr = Checkpointer(lambda: app.state.runtime.sessionmaker, signer, tmp_path, interval_s=0.2)
     await append(app, ticks(1))
     cpr.start()

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from tests.integration.optimizer.snapshots import drifted
-from tests.support import auth, running, settings, wait_consumers_assigned
+from tests.support import auth, running, wait_consumers_assigned
 from tests.unit.rebalance.conftest import drifted_account
-from trimtab.audit.app import Settings, create
 from trimtab.rebalance import (
     HouseholdTrade,
     RebalanceContext,
@@ -31,10 +30,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory):
+async def audit(database_url: str, kafka_bootstrap: str, tmp_path_factory, audit_keys):
     tmp = tmp_path_factory.mktemp("audit-replay")
-    app = create(settings(Settings, database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
-                          AUDIT_CHECKPOINT_DIR=str(tmp / "ckpt")))
+    app = audit_keys.create(database_url, kafka_bootstrap, AUDIT_SIGNING_KEY_FILE=str(tmp / "key"),
+                            AUDIT_CHECKPOINT_DIR=str(tmp / "ckpt"))
     async with running(app) as client:
         await wait_consumers_assigned(app)
         yield app, client

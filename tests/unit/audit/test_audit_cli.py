@@ -73,3 +73,18 @@ def test_sizes_going_down_and_other_keys_still_fail(tmp_path: Path, capsys: pyte
     other = Signer.generate()
     assert _run(tmp_path, s, [s.sign(10, _root("a"), T0), other.sign(11, _root("b"), T0)]) == 1
     assert "FAILED: line 2" in capsys.readouterr().out
+
+
+def test_a_rotated_history_passes_with_every_key_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a key rotation the file holds the retired key's lines, then the new key's: each line is
+    checked with the given key its id names; a line naming a key not given fails."""
+    old, new = Signer.generate(), Signer.generate()
+    f = tmp_path / "checkpoints.jsonl"
+    f.write_text("".join(cp.line() + "\n" for cp in [old.sign(10, _root("a"), T0),
+                                                      new.sign(12, _root("b"), T0 + timedelta(seconds=1))]))
+    keys = [base64.b64encode(s.public_key).decode() for s in (old, new)]
+    assert cli.main(["checkpoints", "--file", str(f), "--public-key", keys[0], "--public-key", keys[1]]) == 0
+    assert "latest size 12" in capsys.readouterr().out
+    assert cli.main(["checkpoints", "--file", str(f), "--public-key", keys[1]]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED: line 1") and "not a trusted key" in out

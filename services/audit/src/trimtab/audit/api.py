@@ -153,13 +153,20 @@ async def verify(principal: Reader, request: Request) -> VerifyOut:
         raise Busy("a verification of the record is already running on this instance: try again "
                     "when it ends (the offline verifier checks the record without loading the service)")
     async with lock:
-        rep = await verify_record(_sessions(request),
-                                  public_key=request.app.state.checkpointer.signer.public_key)
+        rep = await verify_record(_sessions(request), trusted_keys=request.app.state.trusted_keys)
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
                      reason=rep.reason, verified_at=utcnow())
 
 
 # ------------------------------------------------------------------ the tree: heads and proofs
+
+
+def _signing_key(request: Request, cp: ckpt.Checkpoint | None) -> bytes:
+    """The trusted public key that signed `cp` (the service's own, or a retired or peer key of
+    AUDIT_TRUSTED_PUBLIC_KEYS); the service's own when `cp` names none of them, so that a verifier
+    checking `cp` with it fails rather than being handed a key on the checkpoint's word."""
+    own: bytes = request.app.state.checkpointer.signer.public_key
+    return (ckpt.trusted_key(cp, request.app.state.trusted_keys) if cp else None) or own
 
 
 @router.get("/checkpoints/latest", response_model=LatestCheckpointOut,
@@ -169,8 +176,7 @@ async def latest_checkpoint(principal: Reader, request: Request) -> LatestCheckp
         cp = await checkpoints.latest(s)
     if cp is None:
         raise NotFound("no checkpoint has been signed yet")
-    signer = request.app.state.checkpointer.signer
-    return LatestCheckpointOut(**cp.to_json(), public_key=proofs.b64(signer.public_key),
+    return LatestCheckpointOut(**cp.to_json(), public_key=proofs.b64(_signing_key(request, cp)),
                                signed_message=cp.message().decode())
 
 
@@ -318,16 +324,17 @@ async def export_records(
             paths = await tree.inclusion_proofs(s, covered, tgt[0]) if covered else {}
     cp = tgt[2] if tgt else None
     if fmt == "jsonl":
-        return StreamingResponse(export.jsonl(rows, cp, paths, nxt, request.app.state.checkpointer.signer.public_key),
+        return StreamingResponse(export.jsonl(rows, cp, paths, nxt,
+                                              ckpt.trusted_key(cp, request.app.state.trusted_keys) if cp else None),
                                  media_type="application/x-ndjson")
-    signer = request.app.state.checkpointer.signer
+    key = _signing_key(request, cp)
     filters = {"account_id": account_id, "household_id": household_id, "proposal_id": proposal_id,
                "since": since, "until": until, "after_seq": after_seq or None}
     if fmt == "html":
-        return HTMLResponse(export.html_report(rows, cp, paths, signer.public_key, principal.tenant_id,
+        return HTMLResponse(export.html_report(rows, cp, paths, key, principal.tenant_id,
                                                filters=filters, next_after_seq=nxt))
     # Seconds of CPU for a large page: off the event loop, which also runs the consumer.
-    body = await asyncio.to_thread(export.pdf_report, rows, cp, paths, signer.public_key,
+    body = await asyncio.to_thread(export.pdf_report, rows, cp, paths, key,
                                    principal.tenant_id, filters, nxt)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"trimtab-audit-{principal.tenant_id}")
     return Response(body, media_type=_PDF, headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})

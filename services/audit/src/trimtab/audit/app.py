@@ -16,7 +16,7 @@ from trimtab.shared.runtime import ServiceRuntime
 
 from . import api, handlers
 from .checkpoints import Checkpointer
-from .keys import load_signer
+from .keys import load_signer, load_trusted_keys
 from .models import SCHEMA, infra, metadata
 from .settings import Settings
 
@@ -44,8 +44,11 @@ def create(settings: Settings | None = None) -> FastAPI:
         assert runtime.sessionmaker is not None, "runtime not started"
         return runtime.sessionmaker
 
-    checkpointer = Checkpointer(sessions, load_signer(settings), Path(settings.audit_checkpoint_dir),
+    signer = load_signer(settings)
+    checkpointer = Checkpointer(sessions, signer, Path(settings.audit_checkpoint_dir),
                                 settings.audit_checkpoint_interval_s)
+    # The keys whose checkpoints verification accepts: this instance's and AUDIT_TRUSTED_PUBLIC_KEYS.
+    trusted_keys = load_trusted_keys(settings, signer)
 
     @runtime.on_start
     async def _start_checkpoints() -> None:
@@ -59,4 +62,5 @@ def create(settings: Settings | None = None) -> FastAPI:
                      description="The append-only record of every event as an RFC 6962 Merkle tree: "
                                  "signed checkpoints, inclusion and consistency proofs, verification.")
     app.state.checkpointer = checkpointer
+    app.state.trusted_keys = trusted_keys
     return app

@@ -1,12 +1,14 @@
 """`trimtab-audit`: the command line of the audit log's offline verifier.
 
     trimtab-audit verify --url https://audit.example --token $TOKEN --state-dir ~/.trimtab-audit
-    trimtab-audit checkpoints --file checkpoints.jsonl --public-key <base64>
+    trimtab-audit checkpoints --file checkpoints.jsonl --public-key <base64> [--public-key <retired>]
 
 `verify` exits 0 when the log checks out, 1 when anything is wrong (the first bad record is named),
 2 when it could not run. `checkpoints` checks every signature in a checkpoint file (the copy the
-service writes outside its database), that no size is signed with two roots (a fork), that sizes
-never go down and that signing times never go back; it exits 1 on the first line that breaks one.
+service writes outside its database) with the keys given (after a rotation the file holds lines of
+the retired key, then of the new one: give both; a line naming any other key fails), that no size
+is signed with two roots (a fork), that sizes never go down and that signing times never go back;
+it exits 1 on the first line that breaks one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from .domain.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from .domain.checkpoint import Checkpoint, CheckpointError, verify_checkpoint_trusted
 from .offline import State, verify_log
 
 
@@ -52,16 +54,17 @@ async def _verify(a: argparse.Namespace) -> int:
 
 
 def _checkpoints(a: argparse.Namespace) -> int:
-    """Every line signed by the key, and the lines one history: a size is signed with one root
-    only (two roots for one size are a fork: two different logs vouched for), sizes never go
-    down, and signing times never go back (the file is written in signing order)."""
-    key = base64.b64decode(a.public_key)
+    """Every line signed by one of the keys (each line's key id selects the key; it never brings
+    one), and the lines one history: a size is signed with one root only (two roots for one size
+    are a fork: two different logs vouched for), sizes never go down, and signing times never go
+    back (the file is written in signing order)."""
+    keys = [base64.b64decode(k) for k in a.public_key]
     last: Checkpoint | None = None
     roots: dict[int, tuple[bytes, int]] = {}  # tree size -> (root, the first line that signed it)
     for i, line in enumerate(Path(a.file).read_text().splitlines(), start=1):
         try:
             cp = Checkpoint.from_json(json.loads(line))
-            verify_checkpoint(cp, key)
+            verify_checkpoint_trusted(cp, keys)
         except (CheckpointError, ValueError) as e:
             print(f"FAILED: line {i}: {e}")
             return 1
@@ -78,7 +81,7 @@ def _checkpoints(a: argparse.Namespace) -> int:
                   f"{cp.to_json()['signed_at']} (tree size {last.tree_size} -> {cp.tree_size})")
             return 1
         last = cp
-    print(f"OK: every checkpoint signed by the key, one root per size, sizes and times never going back; "
+    print(f"OK: every checkpoint signed by a given key, one root per size, sizes and times never going back; "
           f"latest size {last.tree_size if last else -1}")
     return 0
 
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--json", action="store_true", help="one JSON object")
     c = sub.add_parser("checkpoints", help="check a checkpoint file's signatures")
     c.add_argument("--file", required=True)
-    c.add_argument("--public-key", required=True)
+    c.add_argument("--public-key", required=True, action="append",
+                   help="base64 Ed25519 public key; repeat it for the retired keys of a rotation")
     a = ap.parse_args(argv)
     try:
         if a.command == "verify":

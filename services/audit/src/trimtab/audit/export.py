@@ -53,9 +53,9 @@ def record_line(row: Any, path: list[bytes] | None, cp: Checkpoint | None) -> di
 
 def checkpoint_line(cp: Checkpoint, public_key: bytes | None) -> dict[str, Any]:
     """The checkpoint as the export's first line, with what checks it offline: the exact text the
-    signature covers and the public key (raw Ed25519, base64) whose SHA-256 is `key_id`. A
-    checkpoint signed by an earlier key (rotated since) gets no key here: the service holds only
-    its current one, and a key named by id alone would have to be trusted blind."""
+    signature covers and the public key (raw Ed25519, base64) whose SHA-256 is `key_id`: the
+    service's own, or a retired or peer key it trusts (AUDIT_TRUSTED_PUBLIC_KEYS). A checkpoint
+    naming any other key gets no key here: a key named by id alone would have to be trusted blind."""
     from .domain.checkpoint import key_id
 
     out: dict[str, Any] = {"type": "checkpoint", **cp.to_json(), "signed_message": cp.message().decode()}
@@ -63,7 +63,8 @@ def checkpoint_line(cp: Checkpoint, public_key: bytes | None) -> dict[str, Any]:
         out["public_key"] = _b64(public_key)
     else:
         out["public_key"] = None
-        out["public_key_note"] = "signed by a key this service no longer holds: check it with that key"
+        out["public_key_note"] = ("signed by a key this service does not trust (neither its own nor a "
+                                  "configured retired or peer key): POST /v1/audit/verify fails on it")
     return out
 
 

@@ -73,7 +73,8 @@ class CheckpointOut(BaseModel):
 
 
 class LatestCheckpointOut(CheckpointOut):
-    #: Base64 of the raw 32-byte Ed25519 public key; key_id = SHA-256 of it. A verifier pins it.
+    #: Base64 of the raw 32-byte Ed25519 public key that signed it (the service's own, or a
+    #: retired or peer key it trusts); key_id = SHA-256 of it. A verifier pins it.
     public_key: str
     #: The bytes the signature covers, as text.
     signed_message: str

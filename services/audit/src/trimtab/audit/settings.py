@@ -21,6 +21,12 @@ class Settings(ServiceSettings):
     #: Where the key is kept when AUDIT_SIGNING_KEY is unset; generated (mode 0600) if missing.
     audit_signing_key_file: str = Field(default=".trimtab/audit-signing.key",
                                         validation_alias="AUDIT_SIGNING_KEY_FILE")
+    #: Public keys, besides the service's own, whose checkpoints `POST /v1/audit/verify` accepts:
+    #: base64 of the raw 32-byte Ed25519 public key (as `GET /v1/audit/public-key` gives it),
+    #: separated by commas and/or whitespace. After a key rotation: the retired keys; with several
+    #: instances on one database: each other's keys. A checkpoint naming any other key fails
+    #: verification (its key id selects one of these keys; it never supplies a key).
+    audit_trusted_public_keys: str = Field(default="", validation_alias="AUDIT_TRUSTED_PUBLIC_KEYS")
     #: Directory of `checkpoints.jsonl`, every signed checkpoint appended as one line: a copy
     #: outside the database that a verifier or an archive can keep.
     audit_checkpoint_dir: str = Field(default=".trimtab/audit-checkpoints",

@@ -1,9 +1,13 @@
 """Verification of the whole record: recompute the chain from seq 1, streaming in batches, and
 check every record's leaf against the Merkle tree's stored leaf (tree_nodes level 0). Then
 against the latest signed checkpoint (eighth session; before, deleting the last checkpointed
-records or flipping a checkpoint's signature passed): its signature verifies with the service's
-key, the log holds at least its size, and the root of the log's first `tree_size` leaves is the
-signed root.
+records or flipping a checkpoint's signature passed): its signature verifies with one of the
+trusted keys (the service's own and AUDIT_TRUSTED_PUBLIC_KEYS), the log holds at least its size,
+and the root of the log's first `tree_size` leaves is the signed root.
+
+A checkpoint whose `key_id` names no trusted key fails. Before (a review found it), one naming another
+key than the service's was checked for size and root only, so whoever could rewrite the records,
+the tree and the checkpoint could also rewrite its `key_id` past the signature check.
 
 The chain is global (every tenant's records in one chain), so verification reads every record but
 reports only counts and the first bad seq, never another tenant's content. Records are read in
@@ -14,6 +18,7 @@ even while new records keep arriving.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -21,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import checkpoints
 from .domain.chain import ChainRecord, ChainVerifier
-from .domain.checkpoint import CheckpointError, key_id, verify_checkpoint
+from .domain.checkpoint import CheckpointError, trusted_key, verify_checkpoint
 from .domain.merkle import Frontier
 from .domain.record import mismatched_columns
 from .models import records, tree_nodes
@@ -37,18 +42,25 @@ class VerifyReport:
     reason: str | None
 
 
-async def verify_record(sm: async_sessionmaker[AsyncSession], *, batch_size: int = BATCH,
-                        public_key: bytes | None = None) -> VerifyReport:
-    """`public_key`: the service's signing key (raw Ed25519); the latest checkpoint's signature
-    is checked when that key signed it (one signed by an earlier key is checked for size and
-    root only: the service no longer holds that key)."""
+async def verify_record(sm: async_sessionmaker[AsyncSession], *, trusted_keys: Iterable[bytes],
+                        batch_size: int = BATCH) -> VerifyReport:
+    """`trusted_keys`: raw Ed25519 public keys whose checkpoints are accepted (the service's own
+    and the configured retired or peer keys). The latest checkpoint must name one of them, by the
+    key id derived from the key, and its signature must verify with it; otherwise the report
+    fails, whatever the records."""
     verifier = ChainVerifier()
     async with sm() as s:
         head = await s.scalar(select(func.max(records.c.seq))) or 0
         cp = await checkpoints.latest(s)
-    if cp is not None and public_key is not None and cp.key_id == key_id(public_key):
+    if cp is not None:
+        key = trusted_key(cp, trusted_keys)
+        if key is None:
+            return VerifyReport(False, 0, None, f"the latest checkpoint (size {cp.tree_size}) names signing key "
+                                                f"{cp.key_id[:16]}…, which is not a trusted key (the service's own "
+                                                "or one in AUDIT_TRUSTED_PUBLIC_KEYS): its signature cannot be "
+                                                "checked")
         try:
-            verify_checkpoint(cp, public_key)
+            verify_checkpoint(cp, key)
         except CheckpointError as e:
             return VerifyReport(False, 0, None, f"the latest checkpoint (size {cp.tree_size}) does not verify: {e}")
     if cp is not None and cp.tree_size > head:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,3 +134,19 @@ def verify_checkpoint(cp: Checkpoint, public_key: bytes) -> None:
         raise CheckpointError("checkpoint signature does not verify") from None
     except ValueError as e:
         raise CheckpointError(f"checkpoint does not verify: {e}") from e
+
+
+def trusted_key(cp: Checkpoint, public_keys: Iterable[bytes]) -> bytes | None:
+    """The one of `public_keys` whose key id the checkpoint names, else None. The ids are derived
+    from the keys themselves: a checkpoint's `key_id` selects a trusted key, it never brings one."""
+    return next((k for k in public_keys if key_id(k) == cp.key_id), None)
+
+
+def verify_checkpoint_trusted(cp: Checkpoint, public_keys: Iterable[bytes]) -> bytes:
+    """Raise CheckpointError unless `cp` is signed by one of `public_keys` (a checkpoint naming
+    any other key fails: it is never waved through for lack of a key); return that key."""
+    key = trusted_key(cp, public_keys)
+    if key is None:
+        raise CheckpointError(f"checkpoint names signing key {cp.key_id[:16]}…, which is not a trusted key")
+    verify_checkpoint(cp, key)
+    return key
