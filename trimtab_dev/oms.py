@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import (
     Fill,
+    Order,
     OrdersUnfilled,
     TradesApproved,
     TradesExecuted,
@@ -82,7 +83,7 @@ class OmsSimulator:
         self.approvals += 1
         if approved.account_id in self.reject_accounts or (
                 self.reject_every and self.approvals % self.reject_every == 0):
-            await self._reject(env, approved)
+            await self._reject(env, approved, todo)
             return
         # A simulation fills at the estimated price, at the market time the orders were priced at
         # (during a historical replay that is the replayed day, not today's wall clock).
@@ -103,18 +104,18 @@ class OmsSimulator:
         self.filled_orders.update(f.client_order_id for f in fills)
         self.executions += 1
 
-    async def _reject(self, env: Envelope, approved: TradesApproved) -> None:
+    async def _reject(self, env: Envelope, approved: TradesApproved, todo: list[Order]) -> None:
         report = OrdersUnfilled(
             report_id=f"sim-reject-{approved.proposal_id}", proposal_id=approved.proposal_id,
             account_id=approved.account_id, reported_at=approved.priced_as_of or datetime.now(UTC),
             orders=[UnfilledOrder(client_order_id=o.client_order_id or f"{approved.proposal_id}/{o.symbol}/{o.side}",
                                   symbol=o.symbol, side=o.side, unfilled_shares=o.shares, status="rejected",
                                   reason="SIMULATED: the broker refused the account's orders")
-                    for o in approved.orders])
+                    for o in todo])
         out = env.caused(report, producer="oms-simulator")
         await (await self._producer.send(
             "trades.unfilled.v1", value=out.to_bytes(), key=approved.account_id.encode(),
             headers=encode_headers(kafka_headers(out)),
         ))
-        self.filled_orders.update(o.client_order_id or "" for o in approved.orders)
+        self.filled_orders.update(o.client_order_id or "" for o in todo)
         self.rejections += 1

@@ -185,14 +185,22 @@ async def test_a_report_id_counts_once(svc):  # noqa: F811
         return consumer.stats.duplicates > dups
 
     await wait_for(redelivery_absorbed)
-    # ... and the same report id under a new event id, even one naming the executing proposal:
-    # that report was counted, nothing changes.
-    await report(app, producer, t, r.model_copy(update={"proposal_id": second}))
+    # ... and the same report again under a new event id (a producer retry): counted already,
+    # nothing changes.
+    again = await report(app, producer, t, r)
     row = await account_row(app, t, "U3")
     assert (row.drift_state, row.pending_drift_id, row.pending_proposal_id) == ("executing", drift_id, second)
     assert await drift_status(app, t, str(drift_id)) == "approved"
     assert [(x.report_id, x.proposal_id, x.event_id) for x in await reports_of(app, t)] == [
         ("R-U3", first, env.event_id)]
+    assert again.event_id != env.event_id
+    # A report id is unique per proposal only (an OMS numbering reports per account or per day
+    # reuses them; found by review: the account stayed executing for good): the same id about
+    # the executing proposal is a new report, and re-arms it.
+    await report(app, producer, t, r.model_copy(update={"proposal_id": second}))
+    row = await account_row(app, t, "U3")
+    assert (row.drift_state, row.pending_drift_id, row.pending_proposal_id) == ("armed", None, None)
+    assert await drift_status(app, t, str(drift_id)) == "unfilled"
 
 
 async def test_an_unfilled_report_for_an_unknown_account_is_dead_lettered(svc):  # noqa: F811

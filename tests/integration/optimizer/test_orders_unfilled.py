@@ -117,6 +117,9 @@ async def test_an_automatic_approval_waiting_on_the_oms_goes_out_when_the_oms_re
 
 
 async def test_a_report_that_does_not_fit_is_dead_lettered_and_changes_nothing(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    """Dead-lettered with the reason, the proposal untouched, and the account's key not parked:
+    each report is about its own orders, so the next valid one still applies (found by review:
+    parking blocked every later report of the account, so its next approval never ended)."""
     _, client = service
     account = f"unfb-{uuid.uuid4().hex[:6]}"
     p1, _ = await ready(client, producer, kafka_bootstrap, account)
@@ -127,9 +130,6 @@ async def test_a_report_that_does_not_fit_is_dead_lettered_and_changes_nothing(s
     ops = auth("t1", scopes=["ops:read", "ops:write"], subject="sre")
     dead = await _dead_letter(client, ops, early.event_id)
     assert "never went to the OMS" in dead["error"], dead
-    assert (await client.post("/v1/ops/dead-letters/resolve", headers=ops,
-                              json={"consumer": "optimizer", "topic": "trades.unfilled.v1", "tenant_id": "t1",
-                                    "key": account})).status_code == 200
     assert (await client.post(f"/v1/proposals/{p1}/approve", headers=auth())).status_code == 200
     # More shares than the order has.
     o = orders[0]
@@ -139,6 +139,9 @@ async def test_a_report_that_does_not_fit_is_dead_lettered_and_changes_nothing(s
     assert "cannot leave" in dead["error"], dead
     body = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
     assert body["state"] == "approved" and body["unfilled"] == [], body
+    # Nothing parked: the OMS's valid report ends the approval without an operator.
+    await send(producer, report(account, p1, orders), account)
+    await wait_state(client, p1, "unfilled")
 
 
 async def _dead_letter(client, ops, event_id: uuid.UUID, timeout_s: float = 30) -> dict:  # type: ignore[no-untyped-def]
@@ -218,5 +221,72 @@ async def test_a_supervisor_ends_an_approval_the_oms_never_reports_on(service, p
     await asyncio.sleep(1.0)
     after = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
     assert after["state"] == "unfilled" and len(after["unfilled"]) == len(left)
+    # The OMS's own final report comes later under its id (the orders expired at the close): it
+    # overlaps what the supervisor ended, counts for nothing more and is not refused.
+    final = report(account, p1, orders, status="expired")
+    await send(producer, final, account)
+    await _until(lambda b: True, client, p1)
+    await asyncio.sleep(1.0)
+    after = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
+    assert after["state"] == "unfilled" and len(after["unfilled"]) == len(left), after
+    ops = auth("t1", scopes=["ops:read"], subject="sre")
+    assert not [d for d in (await client.get("/v1/ops/dead-letters", headers=ops)).json()
+                if d["event_id"] == str(final.event_id)]
     p2, _ = await ready(client, producer, kafka_bootstrap, account)
     assert (await client.post(f"/v1/proposals/{p2}/approve", headers=auth())).status_code == 200
+    # Orders declared dead trade after all: the fills are kept, and counted for the alert.
+    late = orders[-1]
+    late_fill = Fill(client_order_id=late["client_order_id"], symbol=late["symbol"], side=late["side"],
+                     shares=Decimal(1), price_usd=Decimal(late["est_price_usd"]), executed_at=datetime.now(UTC))
+    await send(producer, Envelope.new(TradesExecuted(execution_id=f"late-{account}", proposal_id=p1,
+                                                     account_id=account, fills=[late_fill]),
+                                      producer="oms", tenant_id="t1"), account)
+    body = await _until(lambda b: len(b["fills"]) == 2, client, p1)
+    assert body["state"] == "unfilled"
+    counted = re.search(r"trimtab_optimizer_fills_after_unfilled_total(?:\{[^}]*\})? ([0-9.]+)",
+                        (await client.get("/metrics")).text)
+    assert counted and float(counted.group(1)) >= 1
+
+
+async def test_the_sweep_approves_an_automatic_proposal_a_concurrent_release_missed(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    """P2 became ready while P1's approval was ending in another transaction: the release looked
+    before P2 was ready, P2 looked before the end committed. The sweep's pass approves it."""
+    from sqlalchemy import update
+
+    from tests.integration.optimizer.snapshots import drifted
+    from tests.integration.optimizer.test_optimizer_service import (
+        drift_env,
+        events_of,
+        explanation_of,
+        risk_of,
+    )
+    from trimtab.optimizer.app import release_once
+    from trimtab.optimizer.models import proposals as table
+    from trimtab.shared.events import DriftDetected, proposal_id_for
+
+    app, client = service
+    account = f"unfs-{uuid.uuid4().hex[:6]}"
+
+    async def automatic_ready() -> uuid.UUID:
+        drift = drift_env(drifted(account, automation="automatic"))
+        await send(producer, drift, account)
+        pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
+        [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+        await send(producer, explanation_of(proposed), account)
+        await send(producer, risk_of(proposed), account)
+        return pid
+
+    p1 = await automatic_ready()
+    await wait_state(client, p1, "approved")
+    p2 = await automatic_ready()
+    await wait_state(client, p2, "ready")
+    move = app.state.runtime.settings.proposal_max_price_move
+    assert await release_once(app.state.runtime, move) == 0  # P1 still awaits execution
+    # P1 ended without its release seeing P2 (the race, forced).
+    async with app.state.runtime.sessionmaker() as s, s.begin():
+        await s.execute(update(table).where(table.c.tenant_id == "t1", table.c.proposal_id == p1)
+                        .values(state="unfilled"))
+    assert await release_once(app.state.runtime, move) >= 1
+    approved = await wait_state(client, p2, "approved")
+    assert approved["decision"]["decided_by"] == "policy:automatic"
+    assert [e.payload["proposal_id"] for e in await approved_events(app, account)] == [str(p1), str(p2)]

@@ -11,7 +11,7 @@ from trimtab.optimizer.domain import lifecycle as lc
 from trimtab.optimizer.domain.lifecycle import Decision, Lifecycle, State, TransitionError
 from trimtab.optimizer.domain.orders import (
     UnfilledReportInvalid,
-    check_unfilled,
+    accept_unfilled,
     client_order_id,
     execution_outcome,
     fully_filled,
@@ -203,19 +203,28 @@ def test_fills_and_unfilled_reports_end_an_approval_executed_or_unfilled():
     assert execution_outcome(orders, sold, [_unfilled("other", "BND", "buy", "5")]) is None
 
 
-def test_an_unfilled_report_must_fit_the_approved_orders():
+def test_an_unfilled_report_must_fit_the_approved_orders_and_overlaps_are_clipped():
     orders = with_client_order_ids(uuid.uuid4(), [_order("VTI", "sell", "3"), _order("BND", "buy", "5")])
     vti, bnd = (o.client_order_id for o in orders)
-    check_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "5")])
+    assert accept_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "5")]) == [_unfilled(bnd, "BND", "buy", "5")]
     with pytest.raises(UnfilledReportInvalid, match="not an order of this approval"):
-        check_unfilled(orders, [], [_unfilled("nope", "BND", "buy", "1")])
+        accept_unfilled(orders, [], [_unfilled("nope", "BND", "buy", "1")])
     with pytest.raises(UnfilledReportInvalid, match="is a sell of VTI"):
-        check_unfilled(orders, [], [_unfilled(vti, "VTI", "buy", "1")])
+        accept_unfilled(orders, [], [_unfilled(vti, "VTI", "buy", "1")])
     with pytest.raises(UnfilledReportInvalid, match="cannot leave 6 shares unfilled"):
-        check_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "6")])
-    # Earlier reports count: 3 + 3 > 5.
-    with pytest.raises(UnfilledReportInvalid, match="cannot leave 6"):
-        check_unfilled(orders, [_unfilled(bnd, "BND", "buy", "3")], [_unfilled(bnd, "BND", "buy", "3")])
+        accept_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "6")])
+    # An OMS's final report after a supervisor ended the rest (or a corrected report): what the
+    # earlier reports ended counts once; only what they left is taken, the rest dropped.
+    earlier = [_unfilled(bnd, "BND", "buy", "3", "canceled")]
+    got = accept_unfilled(orders, earlier, [_unfilled(bnd, "BND", "buy", "5", "expired"),
+                                            _unfilled(vti, "VTI", "sell", "3", "expired")])
+    assert [(u.client_order_id, u.unfilled_shares, u.status) for u in got] == [
+        (bnd, Decimal(2), "expired"), (vti, Decimal(3), "expired")]
+    assert accept_unfilled(orders, earlier + [_unfilled(bnd, "BND", "buy", "2")], [_unfilled(bnd, "BND", "buy", "5")]) == []
+    # Shares already filled are not unfilled either.
+    filled = [Fill(client_order_id=bnd, symbol="BND", side="buy", shares=Decimal(4), price_usd=Decimal("10"),
+                   executed_at="2024-05-02T15:00:00Z")]
+    assert [u.unfilled_shares for u in accept_unfilled(orders, [], [_unfilled(bnd, "BND", "buy", "5")], filled)] == [1]
 
 
 @pytest.mark.parametrize("state", [State.APPROVED, State.OVERRIDDEN])

@@ -441,8 +441,9 @@ class DriftHandlers:
             # came first and was recorded while the account was still pending. "executing" would
             # wait for fills that will not come: a pending account re-arms as the report would
             # have re-armed it (quiet interval, nothing traded); any other state stays.
-            if a.drift_state != PENDING:
-                return
+            if a.drift_state != PENDING or a.pending_drift_id is None or (
+                    d.proposal_id != proposal_id_for(tenant, a.pending_drift_id)):
+                return  # not the pending drift's proposal (a late approval of an older one)
             t = Transition(ARMED, True)
             log.info("tenant %s: approval of %s for %s came after the OMS reported its orders unfilled: "
                      "re-armed", tenant, d.proposal_id, d.account_id)
@@ -514,11 +515,12 @@ class DriftHandlers:
         stored = (await s.execute(pg_insert(unfilled_reports).values(
             tenant_id=tenant, report_id=r.report_id, account_id=r.account_id, proposal_id=r.proposal_id,
             event_id=env.event_id, orders=len(r.orders),
-        ).on_conflict_do_nothing(index_elements=["tenant_id", "report_id"])
+        ).on_conflict_do_nothing(index_elements=["tenant_id", "proposal_id", "report_id"])
             .returning(unfilled_reports.c.report_id))).first()
         if stored is None:
             seen = (await s.execute(select(unfilled_reports.c.event_id).where(
-                unfilled_reports.c.tenant_id == tenant, unfilled_reports.c.report_id == r.report_id))).first()
+                unfilled_reports.c.tenant_id == tenant, unfilled_reports.c.proposal_id == r.proposal_id,
+                unfilled_reports.c.report_id == r.report_id))).first()
             _unfilled_reports.add(1, {"outcome": "duplicate"})
             log.warning("unfilled report %s already recorded (event %s); event %s ignored",
                         r.report_id, seen.event_id if seen else None, env.event_id)

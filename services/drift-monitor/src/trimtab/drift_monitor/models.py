@@ -303,6 +303,7 @@ unfilled_reports = Table(
     #: orders the report names
     Column("orders", Integer, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("tenant_id", "report_id"),
+    # A report id is the OMS's, unique per proposal (`OrdersUnfilled.report_id`): an OMS that
+    # numbers reports per account or per day reuses ids across proposals.
+    PrimaryKeyConstraint("tenant_id", "proposal_id", "report_id"),
 )
-Index("ix_unfilled_reports_proposal", unfilled_reports.c.tenant_id, unfilled_reports.c.proposal_id)

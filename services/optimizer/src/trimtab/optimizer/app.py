@@ -77,14 +77,29 @@ async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
         stats.update(await proposals.open_queue(uow), await proposals.awaiting_queue(uow))
 
 
-async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats) -> None:
-    """Every `every_s`: expire what is older than `ttl_s` (0: never), then count the queue."""
+async def release_once(runtime: ServiceRuntime, max_price_move: Decimal) -> int:
+    """Approve the ready automatic proposals a concurrent end of their account's approval left
+    waiting (`proposals.release_stranded`); returns how many were decided."""
+    async with runtime.uow() as uow:
+        decided = await proposals.release_stranded(uow, max_price_move)
+        await uow.commit()
+    return len(decided)
+
+
+async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats,
+                         max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
+    """Every `every_s`: expire what is older than `ttl_s` (0: never), release stranded automatic
+    approvals, then count the queue."""
     while True:
         if ttl_s > 0:
             try:
                 await sweep_once(runtime, ttl_s)
             except Exception:  # noqa: BLE001 - the next pass retries; a crash would stop expiry
                 log.exception("proposal TTL sweep failed")
+        try:
+            await release_once(runtime, max_price_move)
+        except Exception:  # noqa: BLE001 - the next pass retries
+            log.exception("releasing stranded automatic approvals failed")
         try:
             await refresh_queue(runtime, stats)
         except Exception:  # noqa: BLE001 - the gauges go blank after 3 missed passes (QueueStats)
@@ -119,7 +134,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         engine.start()
         await engine.warm()
         sweeper["task"] = asyncio.create_task(
-            _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s, queue),
+            _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s, queue, move),
             name="optimizer:sweep")
 
     @runtime.on_stop

@@ -166,12 +166,12 @@ async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_
     less fills and earlier reports) is declared unfilled, `canceled`, with the supervisor's name
     and reason. It is published on `trades.unfilled.v1` as an OMS report would be (producer
     `optimizer`), so the drift monitor re-arms the account and the record holds who ended it
-    and why; the proposal ends `unfilled` and the account's next approval is released."""
+    and why; the proposal ends `unfilled` and the account's next approval is released (by an
+    advisor: a ready automatic proposal is not approved on a person's word that the OMS stopped)."""
     if DECIDE_ANY not in principal.scopes:
         raise Forbidden(f"ending an approval's execution needs the {DECIDE_ANY!r} scope (a supervisor)")
     if not reason.strip():
         raise Invalid("ending an approval's execution needs a reason")
-    max_price_move = getattr(runtime.settings, "proposal_max_price_move", prices.DEFAULT_MAX_MOVE)
     async with runtime.uow() as uow:
         row = await proposals.load_for_update(uow, principal.tenant_id, proposal_id)
         if row is None:
@@ -192,7 +192,8 @@ async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_
         make = proposals.continuing(row)
         row = await proposals.record_unfilled(uow, row, report)
         uow.publish(make(report), key=row.account_id)
-        await proposals.release_waiting(uow, row.tenant_id, row.account_id, max_price_move)
+        # No automatic approval follows here (unlike an OMS report): the orders were declared
+        # dead by a person, not by the OMS, so the account's next orders wait for an advisor.
         body = ProposalOut.from_row(row).model_dump(mode="json")
         await _store(uow, principal, idempotency_key, req_hash, body)
         await uow.commit()

@@ -144,18 +144,22 @@ async def on_orders_unfilled(env: Envelope, uow: UnitOfWork, *,
 
     A report that cannot apply (unknown proposal, another account, a proposal never approved, an
     order it does not hold, more shares than an order has) is dead-lettered with the reason: the
-    OMS and Trimtab disagree about what was sent, which a person must look at."""
+    OMS and Trimtab disagree about what was sent, which a person must look at. It does not park
+    the account's key: each report is about its own orders, so the account's later reports (of
+    its next approval) still apply. A report overlapping earlier ones (the OMS's final report
+    after a supervisor ended the approval) counts only for what they left."""
     report: OrdersUnfilled = _parse(env, OrdersUnfilled)
     row = await proposals.load_for_update(uow, env.tenant_id, report.proposal_id)
     if row is None:
-        raise PermanentEventError(f"unfilled report {report.report_id} for unknown proposal {report.proposal_id}")
+        raise PermanentEventError(f"unfilled report {report.report_id} for unknown proposal {report.proposal_id}",
+                                  park=False)
     if row.account_id != report.account_id:
         raise PermanentEventError(f"unfilled report {report.report_id} names account {report.account_id}; "
-                                  f"proposal {row.proposal_id} is of {row.account_id}")
+                                  f"proposal {row.proposal_id} is of {row.account_id}", park=False)
     try:
         after = await proposals.record_unfilled(uow, row, report)
     except proposals.UnfilledReportRefused as e:
-        raise PermanentEventError(str(e)) from None
+        raise PermanentEventError(str(e), park=False) from None
     if after.state != row.state:
         log.info("proposal %s: %s (OMS report %s)", row.proposal_id, after.state, report.report_id)
         await proposals.release_waiting(uow, env.tenant_id, row.account_id, max_price_move)

@@ -31,6 +31,9 @@ decisions = meter.create_counter("trimtab_optimizer_decisions", unit="{decision}
 #: Orders of approvals the OMS reported it will never fill (rejected, canceled, expired).
 unfilled_orders = meter.create_counter("trimtab_optimizer_unfilled_orders", unit="{order}",
                                        description="approved orders the OMS reported unfilled")
+#: Fills of a proposal that had ended `unfilled`: orders declared dead traded after all.
+fills_after_unfilled = meter.create_counter("trimtab_optimizer_fills_after_unfilled", unit="{fill}",
+                                            description="fills of proposals that had ended unfilled")
 
 
 def failure_label(kind: str, constraint: str | None) -> str:

@@ -46,7 +46,7 @@ from . import prices
 from .domain import lifecycle
 from .domain.lifecycle import Decision, Lifecycle, State
 from .domain.orders import (
-    check_unfilled,
+    accept_unfilled,
     execution_outcome,
     filled_shares,
     unfilled_shares,
@@ -478,6 +478,13 @@ async def record_fills(uow: UnitOfWork, row: Row[Any], execution_id: str,
         return row
     known += [{"execution_id": execution_id, **f.model_dump(mode="json")} for f in fills]
     values: dict[str, Any] = {"fills": known}
+    if row.state == State.UNFILLED.value:
+        # Orders declared dead (by the OMS, or by a supervisor who ended the approval) traded
+        # after all: the account may have a second approval's orders at the OMS by now. The fills
+        # are kept (and reach the book and the wash-sale ledger); a person must look.
+        opt_metrics.fills_after_unfilled.add(len(fills))
+        log.error("proposal %s ended unfilled, yet execution %s fills %d order(s) of it: check the account's "
+                  "orders at the OMS", row.proposal_id, execution_id, len(fills))
     ended = _ended_state(row, _fills_of(known), _unfilled_of(row))
     if ended is not None:
         values["state"] = ended
@@ -499,22 +506,53 @@ async def record_unfilled(uow: UnitOfWork, row: Row[Any], report: OrdersUnfilled
         raise UnfilledReportRefused(
             f"proposal {row.proposal_id} is {row.state}: its orders never went to the OMS")
     try:
-        check_unfilled([Order.model_validate(o) for o in row.orders], _unfilled_of(row), report.orders)
+        lines = accept_unfilled([Order.model_validate(o) for o in row.orders], _unfilled_of(row), report.orders,
+                                _fills_of(list(row.fills or [])))
     except ValueError as e:
         raise UnfilledReportRefused(f"unfilled report {report.report_id}: {e}") from None
+    if len(lines) < len(report.orders) or any(a.unfilled_shares != b.unfilled_shares
+                                              for a, b in zip(lines, report.orders, strict=False)):
+        log.warning("proposal %s: unfilled report %s overlaps earlier reports; only what they left counts "
+                    "(%d of %d lines)", row.proposal_id, report.report_id, len(lines), len(report.orders))
     known += [{"report_id": report.report_id, "reported_at": report.reported_at.isoformat(),
-               **u.model_dump(mode="json")} for u in report.orders]
+               **u.model_dump(mode="json")} for u in lines]
     values: dict[str, Any] = {"unfilled": known}
     ended = _ended_state(row, _fills_of(list(row.fills or [])), _unfilled_of_dicts(known))
     if ended is not None:
         values["state"] = ended
-    opt_metrics.unfilled_orders.add(len(report.orders))
+    opt_metrics.unfilled_orders.add(len(lines))
     return await _update(uow, row, **values)
 
 
 def _unfilled_of_dicts(known: list[dict[str, Any]]) -> list[UnfilledOrder]:
     return [UnfilledOrder.model_validate({k: v for k, v in u.items() if k not in ("report_id", "reported_at")})
             for u in known]
+
+
+async def release_stranded(uow: UnitOfWork, max_price_move: Decimal = prices.DEFAULT_MAX_MOVE,
+                           limit: int = 500) -> list[Row[Any]]:
+    """Ready automatic proposals the policy would approve whose account has no approval awaiting
+    execution any more: one that became ready while the blocking approval was ending in another
+    transaction (the release, `release_waiting`, looked before it was ready; it looked at the
+    approval before the release committed). The sweep runs this every pass. Rows another
+    transaction holds are skipped (the next pass sees them)."""
+    other = proposals.alias("awaiting")
+    q = (select(proposals)
+         .where(proposals.c.state == State.READY.value, proposals.c.automation == "automatic",
+                ~select(other.c.proposal_id).where(
+                    other.c.tenant_id == proposals.c.tenant_id, other.c.account_id == proposals.c.account_id,
+                    other.c.state.in_(AWAITING_EXECUTION)).exists())
+         .order_by(proposals.c.created_at).limit(limit).with_for_update(skip_locked=True))
+    out = []
+    for row in (await uow.session.execute(q)).all():
+        if lifecycle.blocking_flags(risk_flags_of(row)):
+            continue  # left to an advisor on purpose
+        decided = await _maybe_decide_automatically(uow, row, continuing(row), max_price_move)
+        if decided.state != row.state:
+            log.info("proposal %s of %s: decided %s by the sweep (its account's approval had ended)",
+                     row.proposal_id, row.account_id, decided.state)
+            out.append(decided)
+    return out
 
 
 def left_to_execute(row: Row[Any]) -> list[tuple[Order, Decimal]]:

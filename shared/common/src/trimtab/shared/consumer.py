@@ -2,7 +2,8 @@
 
 For every message, in partition order:
 
-1. decode the envelope; a message that is not a valid envelope goes straight to `<topic>.dlq`
+1. decode the envelope (`Envelope.from_bytes`, or the decoder a `BatchHandler` brings: the
+   audit record's); a message that is not a valid envelope goes straight to `<topic>.dlq`
    (it can never succeed, and it carries no event identity that could order anything);
 2. if an earlier event of the same tenant with the same key was dead-lettered and not yet
    resolved, this one goes to the DLQ too ("parked"), so later events for the key are never
@@ -67,6 +68,16 @@ _failures = meter.create_counter(
                 "error (counts against max_attempts), permanent (dead-lettered at once)")
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+#: Reads a message on the bus as the envelope the handlers get; its event id keys the
+#: processed-event marker. Raises ValidationError, ValueError or TypeError for a message that is
+#: not an envelope (dead-lettered as undecodable).
+Decoder = Callable[[ConsumerRecord], Envelope]
+
+
+def decode_envelope(rec: ConsumerRecord) -> Envelope:
+    """The default decoder: the envelope model's own parse of the message's bytes."""
+    return Envelope.from_bytes(rec.value)
+
 
 #: A handler registered for ANY_EVENT also takes every event type of its topics that has no
 #: handler of its own (the audit record: an event type added after it was deployed is recorded
@@ -123,8 +134,13 @@ class BatchHandler:
     """A handler that takes every new event of a run at once (`fn(envelopes, uow)`), for
     consumers whose per-event cost is mostly fixed (a lock, a head read): the audit record."""
 
-    def __init__(self, fn: Callable[[list[Envelope], UnitOfWork], Awaitable[None]]) -> None:
+    def __init__(self, fn: Callable[[list[Envelope], UnitOfWork], Awaitable[None]],
+                 decode: Decoder | None = None) -> None:
         self.fn = fn
+        #: When set, the consumer reads every message with it instead of `decode_envelope`: the
+        #: audit record, which must give a message that lacks an event id the same id on every
+        #: delivery (derived from where it sits on the bus), and keep the bytes it arrived as.
+        self.decode = decode
 
     async def __call__(self, env: Envelope, uow: UnitOfWork) -> None:
         await self.fn([env], uow)
@@ -232,6 +248,13 @@ class EventConsumer:
         #: worker idle until the end of the poll. Only for handlers that share no in-process
         #: state across keys.
         self._partition_concurrency = max(1, partition_concurrency)
+        #: How messages are read: the decoder one of the batch handlers brings, else the envelope
+        #: model's own parse (every consumer but the audit record's).
+        decoders = {h.decode for h in handlers.values() if isinstance(h, BatchHandler) and h.decode is not None}
+        if len(decoders) > 1:
+            raise ValueError(f"consumer {name}: its handlers bring {len(decoders)} different decoders; "
+                             "a consumer reads every message one way")
+        self._decode: Decoder = decoders.pop() if decoders else decode_envelope
         self._gate = asyncio.Semaphore(self._partition_concurrency)
         #: The task handling each partition's records in pipelined mode, and the first offset of
         #: the records it and the tasks it waits for hold (where a failure rewinds to).
@@ -449,7 +472,7 @@ class EventConsumer:
     def _batchable(self, rec: ConsumerRecord) -> Envelope | None:
         """The envelope if `rec` can join a batch: decodable, ours, and its key not parked."""
         try:
-            env = Envelope.from_bytes(rec.value)
+            env = self._decode(rec)
         except (ValidationError, ValueError, TypeError):
             return None
         if env.event_type not in self._handlers and ANY_EVENT not in self._handlers:
@@ -564,7 +587,7 @@ class EventConsumer:
     async def _process(self, rec: ConsumerRecord) -> None:
         key = rec.key.decode(errors="replace") if rec.key is not None else None
         try:
-            env = Envelope.from_bytes(rec.value)
+            env = self._decode(rec)
         except (ValidationError, ValueError, TypeError) as e:
             await self._dead_letter(rec, key, None, f"undecodable envelope: {e}", park=False)
             return
@@ -601,7 +624,7 @@ class EventConsumer:
                     raise
                 except PermanentEventError as e:
                     _failures.add(1, {"consumer": self.name, "event_type": env.event_type, "kind": "permanent"})
-                    await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=True)
+                    await self._dead_letter(rec, key, env, f"{type(e).__name__}: {e}", park=e.park)
                     return
                 except Exception as e:
                     transient = is_transient(e)

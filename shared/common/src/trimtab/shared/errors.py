@@ -50,4 +50,13 @@ class Unauthorized(TrimtabError):
 
 
 class PermanentEventError(TrimtabError):
-    """An event that can never be processed (bad content): dead-letter it without retrying."""
+    """An event that can never be processed (bad content): dead-letter it without retrying.
+
+    `park=False`: the event orders nothing after it (an OMS report about orders of one approval:
+    a later report about other orders applies the same whether or not this one did), so it is
+    dead-lettered with its reason without parking its key; by default the key is parked (later
+    events of the key could otherwise be applied past a gap)."""
+
+    def __init__(self, *args: object, park: bool = True, **extra: object) -> None:
+        super().__init__(*args, **extra)
+        self.park = park

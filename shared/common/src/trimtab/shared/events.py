@@ -433,8 +433,9 @@ class OrdersUnfilled(_Model):
     """OMS -> Trimtab (key: account_id): orders of an approval that ended without filling in
     full. With the fills (`TradesExecuted`) it closes the approval: once every order is filled
     or reported here, the proposal is `executed` (all filled) or `unfilled` (some shares never
-    traded), and the account may be approved again. `report_id` is the OMS's id of this report:
-    a redelivered report (same id) counts once."""
+    traded), and the account may be approved again. `report_id` is the OMS's id of this report,
+    unique per proposal: a redelivered report (same proposal and id) counts once. A report
+    overlapping earlier ones counts only for the shares they left."""
 
     report_id: str = Field(min_length=1, max_length=128)
     proposal_id: uuid.UUID

@@ -57,15 +57,18 @@ def unfilled_shares(orders: Sequence[Order], unfilled: Iterable[UnfilledOrder]) 
     return out
 
 
-def check_unfilled(orders: Sequence[Order], known: Sequence[UnfilledOrder],
-                   report: Sequence[UnfilledOrder]) -> None:
-    """Refuse a report naming an order the approval does not hold (or with another symbol or
-    side), or ending more shares of an order than it has (with what earlier reports ended).
+def accept_unfilled(orders: Sequence[Order], known: Sequence[UnfilledOrder],
+                    report: Sequence[UnfilledOrder], fills: Iterable[Fill] = ()) -> list[UnfilledOrder]:
+    """The report's lines as they apply: each clipped to what the fills and the earlier reports
+    known so far left of its order.
 
-    Fills are not counted against the report: fills and reports travel on different topics, so a
-    report may arrive before fills the OMS sent earlier."""
+    Refused (`UnfilledReportInvalid`): a line naming an order the approval does not hold, or with
+    another symbol or side, or more shares than the order has. A line that only overlaps earlier
+    reports (an OMS's final report after a supervisor ended the approval, a corrected report
+    under a new id) is clipped, not refused: those shares are ended already. Lines with nothing
+    left are dropped. Fills refuse nothing: fills and reports travel on different topics, so a
+    report may arrive before fills the OMS sent earlier (the approval then ends when both are in)."""
     by_id = {o.client_order_id: o for o in orders if o.client_order_id}
-    ended = unfilled_shares(orders, [*known, *report])
     for u in report:
         o = by_id.get(u.client_order_id)
         if o is None:
@@ -73,10 +76,21 @@ def check_unfilled(orders: Sequence[Order], known: Sequence[UnfilledOrder],
         if (o.symbol, o.side) != (u.symbol, u.side):
             raise UnfilledReportInvalid(
                 f"client order id {u.client_order_id} is a {o.side} of {o.symbol}, not a {u.side} of {u.symbol}")
-        if ended[u.client_order_id] > o.shares:
+        if u.unfilled_shares > o.shares:
             raise UnfilledReportInvalid(
                 f"order {u.client_order_id} ({o.side} {o.shares} {o.symbol}) cannot leave "
-                f"{ended[u.client_order_id]} shares unfilled")
+                f"{u.unfilled_shares} shares unfilled")
+    ended = unfilled_shares(orders, known)
+    for cid, n in filled_shares(orders, fills).items():
+        ended[cid] += n
+    out = []
+    for u in report:
+        left = by_id[u.client_order_id].shares - ended[u.client_order_id]
+        take = min(u.unfilled_shares, left)
+        if take > 0:
+            out.append(u if take == u.unfilled_shares else u.model_copy(update={"unfilled_shares": take}))
+            ended[u.client_order_id] += take
+    return out
 
 
 def execution_outcome(orders: Sequence[Order], fills: Iterable[Fill],
