@@ -17,12 +17,27 @@ from decimal import Decimal
 
 import pytest
 
+from tests.integration.optimizer.snapshots import drifted
 from tests.integration.optimizer.test_one_account_one_approval import approved_events, ready
-from tests.integration.optimizer.test_optimizer_service import send, wait_state
+from tests.integration.optimizer.test_optimizer_service import (
+    drift_env,
+    events_of,
+    explanation_of,
+    risk_of,
+    send,
+    wait_state,
+)
 from tests.support import auth
 from trimtab.optimizer.domain.orders import client_order_id
 from trimtab.shared.envelope import Envelope
-from trimtab.shared.events import Fill, LotInstruction, OrdersUnfilled, UnfilledOrder
+from trimtab.shared.events import (
+    DriftDetected,
+    Fill,
+    LotInstruction,
+    OrdersUnfilled,
+    UnfilledOrder,
+    proposal_id_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +56,18 @@ def report(account: str, pid: uuid.UUID, orders: list[dict], *, shares: dict[str
 
 async def orders_of(client, pid: uuid.UUID) -> list[dict]:  # type: ignore[no-untyped-def]
     return (await client.get(f"/v1/proposals/{pid}", headers=auth())).json()["orders"]
+
+
+async def automatic_ready(producer, kafka_bootstrap, account: str) -> uuid.UUID:  # type: ignore[no-untyped-def]
+    """A drift of an account under the `automatic` policy, its risk and explanation sent: the
+    proposal's id (approved by policy once ready, unless something blocks it)."""
+    drift = drift_env(drifted(account, automation="automatic"))
+    await send(producer, drift, account)
+    pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
+    [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
+    await send(producer, explanation_of(proposed), account)
+    await send(producer, risk_of(proposed), account)
+    return pid
 
 
 async def test_a_rejected_approval_ends_unfilled_and_releases_the_account(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
@@ -85,27 +112,10 @@ async def test_a_rejected_approval_ends_unfilled_and_releases_the_account(servic
 async def test_an_automatic_approval_waiting_on_the_oms_goes_out_when_the_oms_rejects(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
     app, client = service
     account = f"unfa-{uuid.uuid4().hex[:6]}"
-    from tests.integration.optimizer.snapshots import drifted
-    from tests.integration.optimizer.test_optimizer_service import (
-        drift_env,
-        events_of,
-        explanation_of,
-        risk_of,
-    )
-    from trimtab.shared.events import DriftDetected, proposal_id_for
 
-    async def automatic_ready() -> uuid.UUID:
-        drift = drift_env(drifted(account, automation="automatic"))
-        await send(producer, drift, account)
-        pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
-        [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
-        await send(producer, explanation_of(proposed), account)
-        await send(producer, risk_of(proposed), account)
-        return pid
-
-    p1 = await automatic_ready()
+    p1 = await automatic_ready(producer, kafka_bootstrap, account)
     await wait_state(client, p1, "approved")
-    p2 = await automatic_ready()
+    p2 = await automatic_ready(producer, kafka_bootstrap, account)
     await wait_state(client, p2, "ready")  # blocked: P1's orders are at the OMS
     await asyncio.sleep(1.0)
     assert (await client.get(f"/v1/proposals/{p2}", headers=auth())).json()["state"] == "ready"
@@ -253,32 +263,15 @@ async def test_the_sweep_approves_an_automatic_proposal_a_concurrent_release_mis
     before P2 was ready, P2 looked before the end committed. The sweep's pass approves it."""
     from sqlalchemy import update
 
-    from tests.integration.optimizer.snapshots import drifted
-    from tests.integration.optimizer.test_optimizer_service import (
-        drift_env,
-        events_of,
-        explanation_of,
-        risk_of,
-    )
     from trimtab.optimizer.app import release_once
     from trimtab.optimizer.models import proposals as table
-    from trimtab.shared.events import DriftDetected, proposal_id_for
 
     app, client = service
     account = f"unfs-{uuid.uuid4().hex[:6]}"
 
-    async def automatic_ready() -> uuid.UUID:
-        drift = drift_env(drifted(account, automation="automatic"))
-        await send(producer, drift, account)
-        pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
-        [proposed] = await events_of(kafka_bootstrap, "rebalance.proposed.v1", pid)
-        await send(producer, explanation_of(proposed), account)
-        await send(producer, risk_of(proposed), account)
-        return pid
-
-    p1 = await automatic_ready()
+    p1 = await automatic_ready(producer, kafka_bootstrap, account)
     await wait_state(client, p1, "approved")
-    p2 = await automatic_ready()
+    p2 = await automatic_ready(producer, kafka_bootstrap, account)
     await wait_state(client, p2, "ready")
     move = app.state.runtime.settings.proposal_max_price_move
     assert await release_once(app.state.runtime, move) == 0  # P1 still awaits execution
