@@ -56,7 +56,7 @@ async def approved_events(app, account: str) -> list[Envelope]:  # type: ignore[
     ob = app.state.runtime.infra.outbox
     async with app.state.runtime.sessionmaker() as s:
         rows = (await s.execute(select(ob.c.envelope).where(ob.c.topic == "trades.approved.v1",
-                                                            ob.c.key == account))).all()
+                                                            ob.c.key == account).order_by(ob.c.id))).all()
     return [Envelope.from_bytes(r.envelope) for r in rows]
 
 

@@ -283,3 +283,47 @@ async def test_the_sweep_approves_an_automatic_proposal_a_concurrent_release_mis
     approved = await wait_state(client, p2, "approved")
     assert approved["decision"]["decided_by"] == "policy:automatic"
     assert [e.payload["proposal_id"] for e in await approved_events(app, account)] == [str(p1), str(p2)]
+
+
+async def test_a_snapshot_missing_recorded_executions_is_not_solved(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    """A manual trade of the account reached this service but not yet the drift monitor's book when
+    it built the drift's snapshot: the snapshot's `applied_executions` lacks it. Solving it would
+    trade on holdings the trade changed; the drift is refused with a typed reason instead
+    (StaleSnapshot), and the drift monitor re-arms. A snapshot naming the execution, or one that
+    states nothing (a what-if, an older producer), is solved."""
+    from trimtab.shared.events import TradesExecuted
+
+    _, client = service
+    account = f"stale-{uuid.uuid4().hex[:6]}"
+    execution = f"manual-{account}"
+    manual = TradesExecuted(execution_id=execution, account_id=account, fills=[Fill(
+        client_order_id=f"{account}-m1", symbol="BND", side="buy", shares=Decimal(2), price_usd=Decimal(80),
+        executed_at=datetime.now(UTC))])
+    await send(producer, Envelope.new(manual, producer="oms", tenant_id="t1"), account)
+    from trimtab.optimizer.models import household_trades
+
+    async def recorded() -> bool:
+        async with service[0].state.runtime.sessionmaker() as s:
+            return bool((await s.execute(household_trades.select().where(
+                household_trades.c.tenant_id == "t1", household_trades.c.account_id == account))).first())
+
+    deadline = time.monotonic() + 30
+    while not await recorded():
+        assert time.monotonic() < deadline, "the manual trade never reached the ledger"
+        await asyncio.sleep(0.2)
+
+    async def propose_with(applied: list[str] | None) -> dict:
+        snap = drifted(account).model_copy(update={"applied_executions": applied})
+        drift = drift_env(snap)
+        await send(producer, drift, account)
+        pid = proposal_id_for("t1", drift.parse(DriftDetected).drift_id)
+        return await _until(lambda b: "state" in b, client, pid)
+
+    stale = await propose_with([])
+    assert stale["state"] == "failed", stale
+    assert stale["failure"] == {"kind": "StaleSnapshot", "constraint": "applied_executions"}, stale
+    assert execution in stale["decision"]["reason"], stale
+    fresh = await propose_with([execution])
+    assert fresh["state"] != "failed", fresh
+    unstated = await propose_with(None)
+    assert unstated["state"] != "failed", unstated

@@ -12,15 +12,17 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from trimtab.shared.envelope import Envelope
+from trimtab.shared.events import EXECUTIONS_WINDOW_DAYS
 from trimtab.shared.outbox import UnitOfWork
 
 from .book import Book, bump
 from .domain.policy import PENDING, may_fire
 from .domain.rules import firing_rules
-from .models import accounts, drifts
+from .models import accounts, drifts, executions
 from .snapshots import Prices, drift_event, drift_for
 
 log = logging.getLogger(__name__)
@@ -48,18 +50,35 @@ def decide(book: Book, price_rows: Prices, now: datetime, quiet_s: float) -> tup
     return rules[0], None
 
 
+async def applied_executions(s: AsyncSession, tenant: str, account_ids: list[str], now: datetime
+                             ) -> dict[str, list[str]]:
+    """The executions applied to each account's book in the last `EXECUTIONS_WINDOW_DAYS` days, by
+    id: the snapshot states them, so the optimizer can refuse one that misses fills it already
+    recorded (this service's trades.executed.v1 consumer behind the optimizer's)."""
+    since = now - timedelta(days=EXECUTIONS_WINDOW_DAYS)
+    out: dict[str, list[str]] = {}
+    rows = await s.execute(select(executions.c.account_id, executions.c.execution_id).where(
+        executions.c.tenant_id == tenant, executions.c.account_id.in_(account_ids),
+        executions.c.applied_at >= since).order_by(executions.c.account_id, executions.c.execution_id))
+    for account_id, execution_id in rows:
+        out.setdefault(account_id, []).append(execution_id)
+    return out
+
+
 async def fire_due(uow: UnitOfWork, tenant: str, books: Mapping[str, Book], price_rows: Prices, now: datetime,
                    as_of: datetime, quiet_s: float, cause: Envelope | None) -> list[str]:
     """Emit `DriftDetected` for every locked account in `books` that fires now; mark it pending."""
     s = uow.session
+    due = [(account_id, book, rule) for account_id, book in sorted(books.items())
+           if (rule := decide(book, price_rows, now, quiet_s)[0]) is not None]
+    if not due:
+        return []
+    applied = await applied_executions(s, tenant, [a for a, _, _ in due], now)
     fired = []
-    for account_id, book in sorted(books.items()):
-        rule, _ = decide(book, price_rows, now, quiet_s)
-        if rule is None:
-            continue
+    for account_id, book, rule in due:
         ev = drift_for(book, price_rows)
         drift_id = uuid.uuid4()
-        event = drift_event(book, price_rows, ev, rule, as_of, drift_id)
+        event = drift_event(book, price_rows, ev, rule, as_of, drift_id, applied.get(account_id, []))
         env = (cause.caused(event, producer=PRODUCER) if cause is not None
                else Envelope.new(event, producer=PRODUCER, tenant_id=tenant))
         uow.publish(env, key=account_id)

@@ -288,6 +288,8 @@ executions = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "execution_id"),
 )
+#: A drift's snapshot lists the executions applied to its account lately (firing.applied_executions).
+Index("ix_executions_account_applied", executions.c.tenant_id, executions.c.account_id, executions.c.applied_at)
 
 #: The OMS's reports that orders of an approval will never fill (trades.unfilled.v1), one row per
 #: report: a report redelivered under a new event id counts once, and an approval that arrives

@@ -50,7 +50,8 @@ def policy_out(p: Policy) -> PolicyOut:
                      automation=p.automation, max_turnover=p.max_turnover, max_tax_usd=p.max_tax_usd)
 
 
-def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapshot:
+def build_snapshot(book: Book, prices: Prices, as_of: datetime,
+                   applied_executions: list[str] | None = None) -> AccountSnapshot:
     """The full state of one account as of `as_of`; every relevant symbol must have a price.
 
     Within the current contract: targets are the effective ones (never-buy / ESG symbols at 0
@@ -94,6 +95,7 @@ def build_snapshot(book: Book, prices: Prices, as_of: datetime) -> AccountSnapsh
         never_buy=sorted(set(a.never_buy or []) - set(a.restricted or [])), esg_excluded=esg,
         targets_before_esg=({s: w for s, w in sorted(before_esg.items()) if w > 0}
                             if before_esg is not None else None),
+        applied_executions=applied_executions,
     )
 
 
@@ -107,10 +109,10 @@ def optimizer_context(book: Book) -> OptimizerContext | None:
 
 
 def drift_event(book: Book, prices: Prices, result: Evaluation, rule: str, as_of: datetime,
-                drift_id: uuid.UUID) -> DriftDetected:
+                drift_id: uuid.UUID, applied_executions: list[str] | None = None) -> DriftDetected:
     return DriftDetected(
         drift_id=drift_id, account_id=book.account_id,
-        snapshot=build_snapshot(book, prices, as_of),
+        snapshot=build_snapshot(book, prices, as_of, applied_executions),
         total_value_usd=usd(result.total_value_usd),
         weights={s: _w(w) for s, w in result.weights.items()},
         deviations={s: _w(d) for s, d in result.deviations.items()},

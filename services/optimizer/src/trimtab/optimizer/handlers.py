@@ -30,7 +30,7 @@ from trimtab.shared.outbox import UnitOfWork
 
 from . import household, prices, proposals
 from . import metrics as opt_metrics
-from .engine import Engine
+from .engine import Engine, Failure
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
         log.info("drift %s already has a proposal", drift.drift_id)
         return
     proposal_id = proposals.proposal_id_for(env.tenant_id, drift.drift_id)
+    missing = await household.executions_missing(uow.session, env.tenant_id, drift.snapshot)
+    if missing:
+        # The drift monitor built the snapshot before applying fills this service already
+        # recorded: the book is stale. Refused like an infeasible solve (the drift monitor
+        # re-arms; its next drift carries the fills).
+        failure = Failure(kind="StaleSnapshot", constraint="applied_executions", detail=(
+            f"the snapshot misses execution(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "of the account, recorded here but not yet applied to the drift monitor's book"))
+        log.warning("drift %s: %s", drift.drift_id, failure.reason)
+        opt_metrics.proposals.add(1, {"outcome": "failed", "reason": opt_metrics.failure_label(
+            failure.kind, failure.constraint)})
+        await proposals.record_failure(uow, env, drift, proposal_id, failure)
+        return
     # The drift's context (mandate), the reference data of its symbols (market data and the
     # factor model, where the drift has none) and the household's trades of the wash-sale window.
     context = await household.context_for(uow.session, env.tenant_id, drift.snapshot, drift.context)

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
-from trimtab.shared.events import AccountSnapshot, Fill, HouseholdTrade, OptimizerContext
+from trimtab.shared.events import (
+    EXECUTIONS_CHECK_DAYS,
+    AccountSnapshot,
+    Fill,
+    HouseholdTrade,
+    OptimizerContext,
+)
 from trimtab.shared.outbox import UnitOfWork
 
 from . import reference
@@ -81,6 +87,21 @@ async def recent_trades(session: Any, tenant_id: str, snapshot: AccountSnapshot)
     rows: Sequence[Row[Any]] = (await session.execute(q)).all()
     return [HouseholdTrade(account_id=r.account_id, symbol=r.symbol, side=r.side, trade_date=r.trade_date,
                            realized_loss=r.realized_loss) for r in rows]
+
+
+async def executions_missing(session: Any, tenant_id: str, snapshot: AccountSnapshot) -> list[str]:
+    """Executions of the snapshot's account the optimizer recorded in the last
+    `EXECUTIONS_CHECK_DAYS` days that the snapshot says its book does not hold
+    (`applied_executions`): solving it would trade on holdings and cash those fills changed.
+    Empty when the snapshot does not state its executions (a what-if, an older producer)."""
+    if snapshot.applied_executions is None:
+        return []
+    t = household_trades.c
+    since = datetime.now(UTC) - timedelta(days=EXECUTIONS_CHECK_DAYS)
+    rows = await session.execute(select(t.execution_id).distinct().where(
+        t.tenant_id == tenant_id, t.account_id == snapshot.account_id, t.created_at >= since))
+    held = set(snapshot.applied_executions)
+    return sorted(r.execution_id for r in rows if r.execution_id not in held)
 
 
 def _trade_key(t: HouseholdTrade) -> tuple[Any, ...]:

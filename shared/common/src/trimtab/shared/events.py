@@ -122,6 +122,18 @@ class AccountSnapshot(_Model):
     #: The targets without the ESG screen (only with `esg_excluded`): what the account would hold
     #: if the screen were lifted. The explainer uses it to say what the screen changed.
     targets_before_esg: dict[str, DecimalStr] | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The OMS executions (`TradesExecuted.execution_id`) applied to this book in the last
+    #: `EXECUTIONS_WINDOW_DAYS` days, as the drift monitor knows them: the optimizer refuses to
+    #: solve a snapshot missing one it already recorded for the account (a book without those
+    #: fills would sell lots already sold or buy twice). None (left out): not stated, not checked.
+    applied_executions: list[str] | None = Field(default=None, max_length=5000, exclude_if=lambda v: v is None)
+
+
+#: How far back `AccountSnapshot.applied_executions` lists executions; the optimizer compares the
+#: executions it recorded in a shorter window (`EXECUTIONS_CHECK_DAYS`), so that clocks and lag
+#: between the two services cannot make an execution fall between the windows.
+EXECUTIONS_WINDOW_DAYS = 8
+EXECUTIONS_CHECK_DAYS = 7
 
 
 # The optimizer's context: what a rebalance needs beyond the snapshot. It mirrors
