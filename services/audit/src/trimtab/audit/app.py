@@ -16,6 +16,7 @@ from trimtab.shared.runtime import ServiceRuntime
 
 from . import api, handlers
 from .checkpoints import Checkpointer
+from .domain import bus
 from .keys import load_signer, load_trusted_keys
 from .models import SCHEMA, infra, metadata
 from .settings import Settings
@@ -38,7 +39,12 @@ def create(settings: Settings | None = None) -> FastAPI:
     # commit for the whole run instead of one each (see handlers.append).
     # ANY_EVENT: an event type none of EVENTS names, on one of their topics (a producer upgraded
     # before the record), is recorded as unknown, not skipped.
-    runtime.handle_batch([*EVENTS, ANY_EVENT])(handlers.on_events)
+    record = runtime.handle_batch([*EVENTS, ANY_EVENT])(handlers.on_events)
+    # Every message is read by the record's own decoder (domain/bus.py): one of our events as
+    # ever; a foreign one (no event id, ..., or not canonical bytes) with the missing values
+    # derived from its place on the bus, so a redelivery has the same event id and is recorded
+    # once, and with its exact bytes kept.
+    record.decode = bus.read_record
 
     def sessions():  # the sessionmaker exists only once the runtime has started
         assert runtime.sessionmaker is not None, "runtime not started"

@@ -7,6 +7,11 @@ It emits nothing; the consumer commits the records together with their processed
 head and of any already-recorded ids, one read of the tree's right edge, one COPY of all the
 records and one of all the tree nodes. Per event it only serializes the envelope once, derives
 the indexed columns and hashes.
+
+The consumer reads every message with `bus.read_record` (app.py): one of our events is stored as
+its canonical bytes, as ever; a foreign message (an id, a time or a correlation missing, or bytes
+that are not canonical) as a document holding its envelope as read, with the missing values
+derived from its place on the bus, and its exact bytes (domain/bus.py).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.outbox import UnitOfWork
 
 from . import tree
-from .domain import chain
+from .domain import bus, chain
 from .domain.record import facts_of
 from .models import SCHEMA
 from .pgcopy import copy_rows
@@ -80,25 +85,32 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
     seen: dict = {}
     first = seq + 1
     for env in envs:
-        data = env.to_bytes()  # the one serialization: the bytes hashed are the bytes stored
+        # The one serialization (done by the consumer's decoder, `bus.read`, for what it read
+        # off the bus): the bytes hashed are the bytes stored. For one of our events they are
+        # its canonical bytes, which are the bytes on the bus; for a foreign message, the
+        # document holding the envelope as read and the bytes on the bus (domain/bus.py).
+        data = bus.stored_bytes(env)
+        arrived = bus.bus_bytes(env, data)
         old = existing.get(env.event_id)
         if old is not None or env.event_id in seen:
             # The consumer hands redeliveries here too (`recheck_duplicates`): the same bytes
-            # are skipped, other bytes under a known id are a forgery or a producer bug, and are
-            # dead-lettered with the reason rather than dropped as a duplicate.
-            if old is not None and bytes(old.envelope) != data:
+            # on the bus are skipped, other bytes under a known id are a forgery or a producer
+            # bug, and are dead-lettered with the reason rather than dropped as a duplicate.
+            # Bytes on the bus, not stored bytes: a foreign message that names its event id,
+            # sent twice, is stored with two places on the bus, but it is one event.
+            if old is not None and bytes(old.envelope) != data and bus.original_bytes(bytes(old.envelope)) != arrived:
                 raise PermanentEventError(
                     f"event id {env.event_id} is already record {old.seq} with different content")
-            if old is None and seen[env.event_id] != data:
+            if old is None and seen[env.event_id] != arrived:
                 raise PermanentEventError(
                     f"event id {env.event_id} arrived twice in one run with different content")
             log.info("event %s is already recorded; not recording it twice", env.event_id)
             continue
-        seen[env.event_id] = data
+        seen[env.event_id] = arrived
         seq += 1
         leaf = chain.leaf_hash(data)
         link = chain.chain_hash(prev, leaf)
-        f = facts_of(env)
+        f = facts_of(env, foreign_topic=bus.foreign_topic(env))
         rows.append((seq, f.event_id, f.topic, f.event_type, f.tenant_id, f.correlation_id, f.causation_id,
                      f.occurred_at, f.proposal_id, f.account_id, f.household_id, f.payload_valid, data, leaf,
                      prev, link))

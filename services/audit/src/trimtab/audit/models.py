@@ -56,7 +56,9 @@ records = Table(
     #: name only the account, so a household's records are these plus its accounts' (queries.py).
     Column("household_id", String(64), nullable=True),
     Column("payload_valid", Boolean, nullable=False),
-    #: The canonical envelope bytes (`Envelope.to_bytes()`): exactly what the leaf hash covers.
+    #: The canonical envelope bytes (`Envelope.to_bytes()`, which are the bytes on the bus for our
+    #: producers' events), or for a foreign message the document holding its envelope as read and
+    #: its exact bytes on the bus (domain/bus.py): exactly what the leaf hash covers.
     Column("envelope", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary, nullable=False),
     Column("prev_hash", LargeBinary, nullable=False),

@@ -8,7 +8,9 @@ is caught even though its hashes still agree.
 
 The audit service records what happened on the bus, valid or not: a payload that fails its
 schema is still recorded (with `payload_valid` false) rather than dropped, and references are
-read from the raw payload so that they are indexed either way.
+read from the raw payload so that they are indexed either way. So is a message of a foreign
+producer that is not one of our canonical envelopes (domain/bus.py): `topic = foreign:<topic>`,
+`payload_valid` false, its envelope as read stored beside its exact bytes.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from pydantic import ValidationError
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import EVENTS
 
+from .bus import envelope_of_stored
+
 #: Column width of account_id; a longer value is not a reference this service can index.
 ACCOUNT_ID_MAX = 64
 #: Column width of household_id, likewise.
 HOUSEHOLD_ID_MAX = 64
+#: Column width of topic.
+TOPIC_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,12 @@ class RecordFacts:
 def topic_for(event_type: str) -> str:
     entry = EVENTS.get(event_type)
     return entry[0] if entry else f"unknown:{event_type}"
+
+
+def foreign_topic_column(bus_topic: str) -> str:
+    """The `topic` column of a foreign record (domain/bus.py): `foreign:<the topic it was read
+    from>`, beside `unknown:<type>` for a well-formed event of a type the record does not know."""
+    return f"foreign:{bus_topic}"[:TOPIC_MAX]
 
 
 def _uuid_or_none(value: object) -> uuid.UUID | None:
@@ -97,23 +109,30 @@ def payload_is_valid(env: Envelope) -> bool:
     return True
 
 
-def facts_of(env: Envelope) -> RecordFacts:
+def facts_of(env: Envelope, *, foreign_topic: str | None = None) -> RecordFacts:
+    """The columns of `env`'s record. `foreign_topic`: the topic a foreign message was read from
+    (domain/bus.py); its record is `foreign:<topic>` and never `payload_valid`, whatever its
+    payload: it is not a well-formed event of ours."""
     proposal_id, account_id = references(env.payload)
     occurred_at = env.occurred_at
     if occurred_at.tzinfo is None:  # canonical JSON reads a naive time as UTC; so does the column
         occurred_at = occurred_at.replace(tzinfo=UTC)
+    foreign = foreign_topic is not None
     return RecordFacts(
-        event_id=env.event_id, event_type=env.event_type, topic=topic_for(env.event_type),
+        event_id=env.event_id, event_type=env.event_type,
+        topic=foreign_topic_column(foreign_topic) if foreign_topic is not None else topic_for(env.event_type),
         tenant_id=env.tenant_id, correlation_id=env.correlation_id, causation_id=env.causation_id,
         occurred_at=occurred_at, proposal_id=proposal_id, account_id=account_id,
-        household_id=household_of(env.payload), payload_valid=payload_is_valid(env),
+        household_id=household_of(env.payload), payload_valid=not foreign and payload_is_valid(env),
     )
 
 
 def mismatched_columns(stored: Mapping[str, Any], envelope: bytes) -> list[str]:
-    """Names of the stored columns that disagree with what the envelope bytes say."""
+    """Names of the stored columns that disagree with what the envelope bytes say (a foreign
+    document's: what its envelope and its topic say)."""
     try:
-        expected = facts_of(Envelope.from_bytes(envelope)).columns()
+        env, foreign_topic = envelope_of_stored(envelope)
+        expected = facts_of(env, foreign_topic=foreign_topic).columns()
     except (ValidationError, ValueError):
         return ["envelope"]
     return sorted(k for k, v in expected.items() if stored.get(k) != v)
