@@ -323,7 +323,21 @@ async def test_a_snapshot_missing_recorded_executions_is_not_solved(service, pro
     assert stale["state"] == "failed", stale
     assert stale["failure"] == {"kind": "StaleSnapshot", "constraint": "applied_executions"}, stale
     assert execution in stale["decision"]["reason"], stale
+    # The next drift is not refused for the same execution: one the drift monitor never applies
+    # (a fill it refused) costs one refusal, not every drift of the account.
+    again = await propose_with([])
+    assert again["state"] != "failed", again
     fresh = await propose_with([execution])
     assert fresh["state"] != "failed", fresh
     unstated = await propose_with(None)
     assert unstated["state"] != "failed", unstated
+    # A new manual trade after those proposals: the next snapshot must hold it.
+    second = manual.model_copy(update={"execution_id": f"{execution}-2"})
+    await send(producer, Envelope.new(second, producer="oms", tenant_id="t1"), account)
+    deadline = time.monotonic() + 30
+    while True:
+        refused = await propose_with([execution])
+        if refused["state"] == "failed":
+            break
+        assert time.monotonic() < deadline, "the second manual trade never made a snapshot stale"
+    assert f"{execution}-2" in refused["decision"]["reason"] and f"{execution}," not in refused["decision"]["reason"]

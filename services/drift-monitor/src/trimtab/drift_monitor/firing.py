@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trimtab.shared.envelope import Envelope
-from trimtab.shared.events import EXECUTIONS_WINDOW_DAYS
+from trimtab.shared.events import EXECUTIONS_WINDOW_DAYS, MAX_APPLIED_EXECUTIONS
 from trimtab.shared.outbox import UnitOfWork
 
 from .book import Book, bump
@@ -65,6 +65,12 @@ async def applied_executions(s: AsyncSession, tenant: str, account_ids: list[str
     return out
 
 
+def stated_executions(ids: list[str]) -> list[str] | None:
+    """What a snapshot states: the ids, or None (not stated, not checked) past the contract's
+    bound (an account with thousands of executions in the window must still get its drift)."""
+    return ids if len(ids) <= MAX_APPLIED_EXECUTIONS else None
+
+
 async def fire_due(uow: UnitOfWork, tenant: str, books: Mapping[str, Book], price_rows: Prices, now: datetime,
                    as_of: datetime, quiet_s: float, cause: Envelope | None) -> list[str]:
     """Emit `DriftDetected` for every locked account in `books` that fires now; mark it pending."""
@@ -78,7 +84,8 @@ async def fire_due(uow: UnitOfWork, tenant: str, books: Mapping[str, Book], pric
     for account_id, book, rule in due:
         ev = drift_for(book, price_rows)
         drift_id = uuid.uuid4()
-        event = drift_event(book, price_rows, ev, rule, as_of, drift_id, applied.get(account_id, []))
+        event = drift_event(book, price_rows, ev, rule, as_of, drift_id,
+                            stated_executions(applied.get(account_id, [])))
         env = (cause.caused(event, producer=PRODUCER) if cause is not None
                else Envelope.new(event, producer=PRODUCER, tenant_id=tenant))
         uow.publish(env, key=account_id)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.events import (
@@ -90,14 +90,23 @@ async def recent_trades(session: Any, tenant_id: str, snapshot: AccountSnapshot)
 
 
 async def executions_missing(session: Any, tenant_id: str, snapshot: AccountSnapshot) -> list[str]:
-    """Executions of the snapshot's account the optimizer recorded in the last
-    `EXECUTIONS_CHECK_DAYS` days that the snapshot says its book does not hold
-    (`applied_executions`): solving it would trade on holdings and cash those fills changed.
-    Empty when the snapshot does not state its executions (a what-if, an older producer)."""
+    """Executions of the snapshot's account recorded here since the account's latest proposal (of
+    any outcome; at most `EXECUTIONS_CHECK_DAYS` back) that the snapshot says its book does not
+    hold (`applied_executions`): solving it would trade on holdings and cash those fills changed.
+
+    Only those since the latest proposal: an execution the drift monitor never applies (fills of
+    an account it did not know yet, a fill it refused) makes one drift fail and is not held
+    against the next, so the two books' disagreement costs one refusal, not every drift of the
+    account (review, ninth session). Empty when the snapshot does not state its executions (a
+    what-if, an older producer, an account with too many to list)."""
     if snapshot.applied_executions is None:
         return []
-    t = household_trades.c
+    latest = (await session.execute(select(func.max(proposals.c.created_at)).where(
+        proposals.c.tenant_id == tenant_id, proposals.c.account_id == snapshot.account_id))).scalar()
     since = datetime.now(UTC) - timedelta(days=EXECUTIONS_CHECK_DAYS)
+    if latest is not None and latest > since:
+        since = latest
+    t = household_trades.c
     rows = await session.execute(select(t.execution_id).distinct().where(
         t.tenant_id == tenant_id, t.account_id == snapshot.account_id, t.created_at >= since))
     held = set(snapshot.applied_executions)

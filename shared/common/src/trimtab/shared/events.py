@@ -93,6 +93,15 @@ class TaxRates(_Model):
     long_term: DecimalStr = Decimal("0.20")
 
 
+#: How far back `AccountSnapshot.applied_executions` lists executions; the optimizer compares the
+#: executions it recorded in a shorter window (`EXECUTIONS_CHECK_DAYS`), so that clocks and lag
+#: between the two services cannot make an execution fall between the windows. A producer with
+#: more than `MAX_APPLIED_EXECUTIONS` in the window states None (not checked) rather than fail.
+EXECUTIONS_WINDOW_DAYS = 8
+EXECUTIONS_CHECK_DAYS = 7
+MAX_APPLIED_EXECUTIONS = 5000
+
+
 class AccountSnapshot(_Model):
     """Everything the optimizer, risk and explainer need about one account, as of one moment."""
 
@@ -126,14 +135,9 @@ class AccountSnapshot(_Model):
     #: `EXECUTIONS_WINDOW_DAYS` days, as the drift monitor knows them: the optimizer refuses to
     #: solve a snapshot missing one it already recorded for the account (a book without those
     #: fills would sell lots already sold or buy twice). None (left out): not stated, not checked.
-    applied_executions: list[str] | None = Field(default=None, max_length=5000, exclude_if=lambda v: v is None)
+    applied_executions: list[str] | None = Field(default=None, max_length=MAX_APPLIED_EXECUTIONS,
+                                                 exclude_if=lambda v: v is None)
 
-
-#: How far back `AccountSnapshot.applied_executions` lists executions; the optimizer compares the
-#: executions it recorded in a shorter window (`EXECUTIONS_CHECK_DAYS`), so that clocks and lag
-#: between the two services cannot make an execution fall between the windows.
-EXECUTIONS_WINDOW_DAYS = 8
-EXECUTIONS_CHECK_DAYS = 7
 
 
 # The optimizer's context: what a rebalance needs beyond the snapshot. It mirrors
