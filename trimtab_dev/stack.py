@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,12 @@ class Stack:
         self.db = resolve_database(self.workdir)
         asyncio.run(ensure_database(self.database_url, recreate=self.fresh_database))
         say(f"PostgreSQL: {self.db.origin}, database {self.database_name}")
+        # The audit's checkpoint file witnesses one database's record: it lives and dies with that
+        # database (a fresh database with another record's checkpoints would fail verification).
+        checkpoints = self.workdir / "audit-checkpoints" / self.database_name
+        if self.fresh_database and checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
         group_prefix = f"trimtab-{uuid.uuid4().hex[:6]}"
         taken: set[int] = set()
         for name, (_, default_port) in SERVICES.items():
@@ -141,6 +148,7 @@ class Stack:
                 "KAFKA_GROUP_PREFIX": group_prefix,
                 "HTTP_PORT": str(port),
                 "PYTHONUNBUFFERED": "1",
+                "AUDIT_CHECKPOINT_DIR": str(checkpoints),
                 **self.extra_env,
             }
             self.services[name] = ServiceProc(name, port, logs / f"{name}.log", env)

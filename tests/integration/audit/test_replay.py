@@ -191,3 +191,36 @@ async def test_replay_of_narratives_quoting_a_risk_assessment_uses_the_recorded_
     rep = await _replay(client, tenant2, proposal.proposal_id, with_explanation=True)
     assert rep["explanation_identical"] is False
     assert any(str(missing) in d and "not in the record" in d for d in rep["differences"]), rep["differences"]
+
+
+async def test_replay_ignores_a_foreign_message_naming_the_proposal(audit, kafka_bootstrap):
+    """A foreign producer's message (recorded as `foreign:<topic>`) that names the proposal, even
+    recorded before the optimizer's own, is not what the optimizer published: the replay compares
+    against the optimizer's record (review, ninth session: it took the first record by seq)."""
+    import json
+
+    app, client = audit
+    tenant = f"rpf-{uuid.uuid4().hex[:6]}"
+    snap = drifted_account(6, seed=12)
+    proposal = propose(snap).to_event()
+    real = Envelope.new(proposal, producer="optimizer", tenant_id=tenant)
+    forged = json.loads(real.to_bytes())
+    for k in ("event_id", "occurred_at", "correlation_id", "causation_id"):
+        forged.pop(k, None)
+    forged["producer"] = "someone-else"
+    forged["payload"]["est_cost_usd"] = "0.01"
+    p = await start_producer(kafka_bootstrap, "replay-foreign-test")
+    try:
+        await p.send_and_wait("rebalance.proposed.v1", value=json.dumps(forged).encode(), key=b"ACC")
+    finally:
+        await p.stop()
+    await _publish(kafka_bootstrap, [("rebalance.proposed.v1", real)])
+    rep = await _replay(client, tenant, proposal.proposal_id)
+    assert rep["proposal_identical"] is True, rep["differences"]
+    from sqlalchemy import select
+
+    from trimtab.audit.models import records
+    async with app.state.runtime.sessionmaker() as s:
+        topics = [r.topic for r in (await s.execute(select(records.c.topic).where(
+            records.c.tenant_id == tenant).order_by(records.c.seq))).all()]
+    assert topics == ["foreign:rebalance.proposed.v1", "rebalance.proposed.v1"]

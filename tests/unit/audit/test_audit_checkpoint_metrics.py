@@ -14,8 +14,9 @@ import pytest
 
 from tests.support import prometheus_samples, services_telemetry
 from trimtab.audit import checkpoints
-from trimtab.audit.checkpoints import Checkpointer
-from trimtab.audit.domain.checkpoint import Signer
+from trimtab.audit.checkpoints import Checkpointer, CheckpointRefused
+from trimtab.audit.domain import merkle
+from trimtab.audit.domain.checkpoint import CheckpointError, Signer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,9 +46,10 @@ def sessions() -> Any:
     return FakeSession
 
 
-async def test_checkpoint_age_is_exported_from_the_newest_checkpoint(monkeypatch, tmp_path: Path) -> None:
-    size = {"n": 5}
-    newest = SimpleNamespace(tree_size=5, signed_at=datetime.now(UTC) - timedelta(seconds=300))
+def fake_tree(monkeypatch, leaves: list[bytes], size: dict[str, int], newest: Any) -> merkle.Tree:
+    """The tree is `leaves` in memory (the first size["n"] of them); the database's latest
+    checkpoint is `newest`."""
+    t = merkle.Tree(leaves)
 
     async def tree_size(s: Any) -> int:
         return size["n"]
@@ -56,11 +58,26 @@ async def test_checkpoint_age_is_exported_from_the_newest_checkpoint(monkeypatch
         return newest
 
     async def root_at(s: Any, n: int) -> bytes:
-        return b"\x00" * 32
+        return t.root(n)
+
+    async def consistency_proof(s: Any, first: int, second: int) -> list[bytes]:
+        return t.consistency_proof(first, second)
 
     monkeypatch.setattr(checkpoints.tree, "size", tree_size)
     monkeypatch.setattr(checkpoints.tree, "root_at", root_at)
+    monkeypatch.setattr(checkpoints.tree, "consistency_proof", consistency_proof)
     monkeypatch.setattr(checkpoints, "latest", latest)
+    return t
+
+
+LEAVES = [merkle.leaf_hash(bytes([i])) for i in range(8)]
+
+
+async def test_checkpoint_age_is_exported_from_the_newest_checkpoint(monkeypatch, tmp_path: Path) -> None:
+    size = {"n": 5}
+    newest = SimpleNamespace(tree_size=5, root_hash=merkle.root(LEAVES[:5]),
+                             signed_at=datetime.now(UTC) - timedelta(seconds=300))
+    fake_tree(monkeypatch, LEAVES, size, newest)
     cp = Checkpointer(sessions, Signer.generate(), tmp_path, interval_s=3600)
     cp.start()
     try:
@@ -94,3 +111,49 @@ async def test_a_failing_timer_pass_is_counted(tmp_path: Path) -> None:
     finally:
         await cp.stop()
     assert sum(values("trimtab_audit_checkpoint_failures_total")) > before
+
+
+async def test_a_refused_head_is_counted_and_not_signed(monkeypatch, tmp_path: Path) -> None:
+    """The head does not extend the checkpoint file's latest (a record it covers rewritten): the
+    signer refuses, counts it, and writes nothing; the timer counts the pass as failed."""
+    signer = Signer.generate()
+    honest = signer.sign(4, merkle.root(LEAVES[:4]), datetime.now(UTC))
+    (tmp_path / checkpoints.FILE_NAME).write_text(honest.line() + "\n")
+    forged = [*LEAVES[:2], merkle.leaf_hash(b"forged"), *LEAVES[3:]]
+    fake_tree(monkeypatch, forged, {"n": 6}, None)  # the database's checkpoints deleted
+    cp = Checkpointer(sessions, signer, tmp_path, interval_s=0.01)
+    refused = sum(values("trimtab_audit_checkpoint_refusals_total"))
+    failed = sum(values("trimtab_audit_checkpoint_failures_total"))
+    with pytest.raises(CheckpointRefused, match="does not extend the checkpoint file's latest"):
+        await cp.sign()
+    assert sum(values("trimtab_audit_checkpoint_refusals_total")) == refused + 1
+    cp.start()
+    try:
+        for _ in range(200):
+            if sum(values("trimtab_audit_checkpoint_failures_total")) > failed:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await cp.stop()
+    assert sum(values("trimtab_audit_checkpoint_failures_total")) > failed
+    assert (tmp_path / checkpoints.FILE_NAME).read_text() == honest.line() + "\n"  # nothing signed
+
+
+def test_the_last_line_of_a_checkpoint_file(tmp_path: Path, monkeypatch) -> None:
+    f = tmp_path / checkpoints.FILE_NAME
+    assert checkpoints.read_last(f) is None  # no file
+    f.write_text("")
+    assert checkpoints.read_last(f) is None
+    signer = Signer.generate()
+    cps = [signer.sign(n, merkle.root(LEAVES[:n]), datetime.now(UTC)) for n in range(1, 8)]
+    monkeypatch.setattr(checkpoints, "_BLOCK", 7)  # lines across many blocks
+    f.write_text("".join(c.line() + "\n" for c in cps) + "\n")
+    assert checkpoints.read_last(f) == cps[-1]
+    f.write_text(cps[0].line())  # one line, no newline
+    assert checkpoints.read_last(f) == cps[0]
+    f.write_text(cps[0].line() + "\n" + cps[1].line()[:40])  # a torn last line: not guessed past
+    with pytest.raises(CheckpointError, match="malformed"):
+        checkpoints.read_last(f)
+    f.write_text(cps[0].line() + "\n" + "x" * (checkpoints.MAX_LINE + 10))
+    with pytest.raises(CheckpointError, match="over"):
+        checkpoints.read_last(f)

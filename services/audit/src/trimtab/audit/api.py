@@ -153,7 +153,8 @@ async def verify(principal: Reader, request: Request) -> VerifyOut:
         raise Busy("a verification of the record is already running on this instance: try again "
                     "when it ends (the offline verifier checks the record without loading the service)")
     async with lock:
-        rep = await verify_record(_sessions(request), trusted_keys=request.app.state.trusted_keys)
+        rep = await verify_record(_sessions(request), trusted_keys=request.app.state.trusted_keys,
+                                  checkpoint_file=request.app.state.checkpointer.path)
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
                      reason=rep.reason, verified_at=utcnow())
 
@@ -183,6 +184,8 @@ async def latest_checkpoint(principal: Reader, request: Request) -> LatestCheckp
 @router.post("/checkpoints", response_model=CheckpointOut, status_code=201,
              summary="Sign a checkpoint of the current tree head now")
 async def sign_checkpoint(principal: Admin, request: Request) -> CheckpointOut:
+    # 409 (CheckpointRefused) when the head does not extend the previous checkpoint (the checkpoint
+    # file's latest or the database's): the signer does not vouch for rewritten records.
     cp = await request.app.state.checkpointer.sign()
     return CheckpointOut(**cp.to_json())
 

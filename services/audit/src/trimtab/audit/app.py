@@ -51,10 +51,13 @@ def create(settings: Settings | None = None) -> FastAPI:
         return runtime.sessionmaker
 
     signer = load_signer(settings)
-    checkpointer = Checkpointer(sessions, signer, Path(settings.audit_checkpoint_dir),
-                                settings.audit_checkpoint_interval_s)
     # The keys whose checkpoints verification accepts: this instance's and AUDIT_TRUSTED_PUBLIC_KEYS.
     trusted_keys = load_trusted_keys(settings, signer)
+    # The checkpoint file is the witness outside the database (signing and verify compare with its
+    # last line); an empty AUDIT_CHECKPOINT_DIR means none, and the database alone vouches.
+    directory = settings.audit_checkpoint_dir.strip()
+    checkpointer = Checkpointer(sessions, signer, Path(directory) if directory else None,
+                                settings.audit_checkpoint_interval_s, trusted_keys)
 
     @runtime.on_start
     async def _start_checkpoints() -> None:

@@ -4,6 +4,17 @@ A checkpoint signs the tree head the database holds at that moment (size = head 
 stored nodes). The row and the file line carry the same JSON; the file is the copy meant to
 leave the database's reach (a volume shipped elsewhere, WORM storage), so deleting or rewriting
 the table cannot erase what was already vouched for.
+
+The file is also the signer's witness (a review found the service would sign a forged head: it
+compared the head with the database's latest checkpoint only, which the database's owner can
+delete). Before signing, the signer reads the file's last checkpoint, which must be signed by a
+trusted key, and the database's latest; the larger is the previous checkpoint, and the current
+head must extend both: not smaller, and an RFC 9162 consistency proof from the stored nodes must
+lead from each one's signed root to the head's root. Otherwise it refuses (logged as an error,
+counted in `trimtab_audit_checkpoint_refusals`, a 409 for `POST /v1/audit/checkpoints`): the
+records such a checkpoint covers were rewritten, or records were removed, and signing now would
+vouch for the rewrite with the real key. Without a checkpoint directory (AUDIT_CHECKPOINT_DIR
+empty) there is no file: only the database's latest is compared, and its owner can delete it.
 """
 
 from __future__ import annotations
@@ -13,9 +24,10 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from opentelemetry import metrics
 from sqlalchemy import select
@@ -23,9 +35,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trimtab.shared.envelope import utcnow
+from trimtab.shared.errors import Conflict
 
 from . import tree
-from .domain.checkpoint import Checkpoint, Signer
+from .domain import merkle
+from .domain.checkpoint import Checkpoint, CheckpointError, Signer, verify_checkpoint_trusted
 from .models import checkpoints
 
 log = logging.getLogger(__name__)
@@ -33,7 +47,19 @@ FILE_NAME = "checkpoints.jsonl"
 meter = metrics.get_meter("trimtab.audit")
 _failures = meter.create_counter("trimtab_audit_checkpoint_failures", unit="{attempt}",
                                  description="timer passes that failed to sign a checkpoint")
+_refusals = meter.create_counter("trimtab_audit_checkpoint_refusals", unit="{head}",
+                                 description="tree heads the signer refused to sign: they do not extend the "
+                                             "previous checkpoint (records rewritten or removed), or the "
+                                             "checkpoint file's latest is unreadable or not trusted")
 _live: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+#: A checkpoint line is about 300 bytes: a last line longer than this is not one.
+MAX_LINE = 64 * 1024
+_BLOCK = 4096
+
+
+class CheckpointRefused(Conflict):
+    """The signer will not sign the current head: it does not extend a checkpoint already signed
+    (the checkpoint file's latest or the database's), or the file's latest cannot be trusted."""
 
 
 def _observe_age(options: metrics.CallbackOptions) -> list[metrics.Observation]:
@@ -65,28 +91,102 @@ async def at_size(s: AsyncSession, tree_size: int) -> Checkpoint | None:
     return _from_row(row) if row else None
 
 
+def read_last(path: Path) -> Checkpoint | None:
+    """The last checkpoint of a checkpoint file, None when the file is absent or holds no line.
+    Read backwards from the end a block at a time, not the whole file (one line per signing, for
+    years). CheckpointError when the last line is not a checkpoint (a torn write included: the
+    operator repairs the file; nothing is guessed)."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        buf = b""
+        while True:
+            tail = buf.rstrip()
+            cut = tail.rfind(b"\n")
+            if cut >= 0 or pos == 0:
+                line = tail[cut + 1:]
+                return Checkpoint.from_line(line) if line else None
+            if len(tail) > MAX_LINE:
+                raise CheckpointError(f"malformed checkpoint line: the last line is over {MAX_LINE} bytes")
+            step = min(_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+
+
 class Checkpointer:
     def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]], signer: Signer,
-                 directory: Path, interval_s: float) -> None:
+                 directory: Path | None, interval_s: float, trusted_keys: Iterable[bytes] = ()) -> None:
+        """`directory`: where checkpoints.jsonl is appended, None for no file (then the database
+        alone says what was signed). `trusted_keys`: besides the signer's own, the public keys
+        whose checkpoints count as signed (retired or peer keys), for the file's latest line."""
         self._sessions = sessions
         self.signer = signer
-        self.path = directory / FILE_NAME
+        self.path: Path | None = directory / FILE_NAME if directory is not None else None
+        self.trusted_keys = tuple(dict.fromkeys([signer.public_key, *trusted_keys]))
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         #: signed_at of the newest checkpoint this process signed or found (metrics only).
         self.latest_signed_at: datetime | None = None
 
+    def file_latest(self) -> Checkpoint | None:
+        """The checkpoint file's last checkpoint, signed by a trusted key; None without a file (or
+        line). CheckpointRefused when it cannot be read or is not a trusted one."""
+        if self.path is None:
+            return None
+        try:
+            cp = read_last(self.path)
+            if cp is not None:
+                verify_checkpoint_trusted(cp, self.trusted_keys)
+        except (CheckpointError, OSError) as e:
+            self._refuse(f"the last line of the checkpoint file {self.path}, the witness of what was signed, "
+                         f"cannot be used: {e}")
+        return cp
+
+    def _refuse(self, reason: str) -> NoReturn:
+        _refusals.add(1)
+        log.error("refusing to sign a checkpoint: %s", reason)
+        raise CheckpointRefused(f"refusing to sign a checkpoint: {reason}")
+
+    async def _check_extends(self, s: AsyncSession, prev: Checkpoint, where: str, size: int, root: bytes) -> None:
+        """Refuse unless the head (size, root) extends `prev`: consistency from prev's signed root
+        to the head's, with a proof from the stored nodes (O(log n) of them, one round trip)."""
+        if prev.tree_size > size:
+            self._refuse(f"the log holds {size} records, fewer than the {prev.tree_size} {where} covers: "
+                         "records were removed")
+        try:
+            proof = await tree.consistency_proof(s, prev.tree_size, size)
+            merkle.verify_consistency(prev.tree_size, size, prev.root_hash, root, proof)
+        except (merkle.ProofError, tree.MissingNode) as e:
+            self._refuse(f"the head (size {size}, root {root.hex()[:16]}…) does not extend {where} (size "
+                         f"{prev.tree_size}, root {prev.root_hash.hex()[:16]}…): the records it covers were "
+                         f"rewritten or its tree nodes removed ({e})")
+
     async def sign(self, *, only_if_grown: bool = False) -> Checkpoint | None:
-        """Sign the current tree head; with only_if_grown, skip when the latest already covers it."""
+        """Sign the current tree head; with only_if_grown, skip when the previous checkpoint (the
+        larger of the file's latest and the database's) already covers it. Raises
+        CheckpointRefused when the head does not extend either one."""
         async with self._lock, self._sessions()() as s:
+            # Both previous checkpoints before the head: whatever was signed by then is within it.
+            witness = self.file_latest()
+            last = await latest(s)
             size = await tree.size(s)
-            if only_if_grown:
-                last = await latest(s)
-                if last is not None and last.tree_size >= size:
-                    self.latest_signed_at = last.signed_at
-                    return None
-            cp = self.signer.sign(size, await tree.root_at(s, size), utcnow())
+            previous = max((c for c in (witness, last) if c is not None), key=lambda c: c.tree_size, default=None)
+            if only_if_grown and previous is not None and previous.tree_size == size:
+                self.latest_signed_at = previous.signed_at
+                return None
+            root = await tree.root_at(s, size)
+            if witness is not None:
+                await self._check_extends(s, witness, f"the checkpoint file's latest checkpoint ({self.path})",
+                                          size, root)
+            if last is not None and (witness is None or (last.tree_size, last.root_hash)
+                                     != (witness.tree_size, witness.root_hash)):
+                await self._check_extends(s, last, "the database's latest checkpoint", size, root)
+            cp = self.signer.sign(size, root, utcnow())
             await s.execute(insert(checkpoints).values(
                 tree_size=cp.tree_size, root_hash=cp.root_hash, signed_at=cp.signed_at,
                 key_id=cp.key_id, signature=cp.signature))
@@ -97,6 +197,8 @@ class Checkpointer:
         return cp
 
     def _append_to_file(self, cp: Checkpoint) -> None:
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(cp.line() + "\n")
@@ -110,6 +212,8 @@ class Checkpointer:
                 await self.sign(only_if_grown=True)
             except asyncio.CancelledError:
                 raise
+            except CheckpointRefused:  # logged with its reason; it will refuse again until repaired
+                _failures.add(1)
             except Exception:  # the next tick tries again; a missed checkpoint is not data loss
                 _failures.add(1)
                 log.exception("checkpoint signing failed")

@@ -63,7 +63,7 @@ def _checkpoints(a: argparse.Namespace) -> int:
     roots: dict[int, tuple[bytes, int]] = {}  # tree size -> (root, the first line that signed it)
     for i, line in enumerate(Path(a.file).read_text().splitlines(), start=1):
         try:
-            cp = Checkpoint.from_json(json.loads(line))
+            cp = Checkpoint.from_line(line)
             verify_checkpoint_trusted(cp, keys)
         except (CheckpointError, ValueError) as e:
             print(f"FAILED: line {i}: {e}")

@@ -230,9 +230,13 @@ def replay_payloads(proposed: RebalanceProposed, explained: ExplanationCreated |
 
 
 async def _record(s: AsyncSession, tenant_id: str, proposal_id: uuid.UUID, event_type: str) -> Any:
+    """The first well-formed record of `event_type` about the proposal: a foreign producer's
+    message (`foreign:<topic>`) or one whose payload did not validate names the proposal but is
+    not what the optimizer or the explainer published, so a replay never compares against it."""
     return (await s.execute(select(records.c.seq, records.c.envelope).where(
         records.c.tenant_id == tenant_id, records.c.proposal_id == proposal_id,
-        records.c.event_type == event_type).order_by(records.c.seq).limit(1))).first()
+        records.c.event_type == event_type, records.c.payload_valid.is_(True),
+        ~records.c.topic.like("foreign:%")).order_by(records.c.seq).limit(1))).first()
 
 
 async def replay(s: AsyncSession, tenant_id: str, proposal_id: uuid.UUID) -> ReplayReport:

@@ -28,7 +28,9 @@ class Settings(ServiceSettings):
     #: verification (its key id selects one of these keys; it never supplies a key).
     audit_trusted_public_keys: str = Field(default="", validation_alias="AUDIT_TRUSTED_PUBLIC_KEYS")
     #: Directory of `checkpoints.jsonl`, every signed checkpoint appended as one line: a copy
-    #: outside the database that a verifier or an archive can keep.
+    #: outside the database that a verifier or an archive can keep, and the witness the service
+    #: checks itself against (verify and signing compare with its last line: the database's owner
+    #: cannot delete it). Empty: no file, and the database alone says what was signed.
     audit_checkpoint_dir: str = Field(default=".trimtab/audit-checkpoints",
                                       validation_alias="AUDIT_CHECKPOINT_DIR")
     #: Seconds between checkpoints (signed only when the tree grew); 0 turns the timer off.

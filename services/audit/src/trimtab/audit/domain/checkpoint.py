@@ -90,6 +90,17 @@ class Checkpoint:
                 raise
             raise CheckpointError(f"malformed checkpoint: {e}") from e
 
+    @classmethod
+    def from_line(cls, line: str | bytes) -> Checkpoint:
+        """One line of a checkpoint file (`line()`); CheckpointError when it is not a checkpoint."""
+        try:
+            d = json.loads(line)
+        except ValueError as e:  # not JSON, or not UTF-8
+            raise CheckpointError(f"malformed checkpoint line: {e}") from e
+        if not isinstance(d, dict):
+            raise CheckpointError("malformed checkpoint line: not a JSON object")
+        return cls.from_json(d)
+
     def line(self) -> str:
         """One JSON line, as appended to the checkpoint file."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
