@@ -11,7 +11,14 @@ from decimal import Decimal
 import pytest
 
 from trimtab.audit.domain import chain
-from trimtab.audit.domain.chain import GENESIS_HASH, ChainRecord, ChainVerifier, verify
+from trimtab.audit.domain.chain import (
+    GENESIS_HASH,
+    ChainFailure,
+    ChainRecord,
+    ChainScanner,
+    ChainVerifier,
+    verify,
+)
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import PriceTicked, RebalanceDecided, RiskAlerted
 
@@ -156,3 +163,94 @@ def test_append_rejects_bad_input():
         chain.append(0, b"x")
     with pytest.raises(ValueError):
         chain.chain_hash(b"short", b"\x00" * 32)
+
+
+# ------------------------------------------------------------------ the scanner: the extent
+
+
+def scan(records: list[ChainRecord]) -> list[ChainFailure]:
+    s = ChainScanner()
+    out: list[ChainFailure] = []
+    for rec in records:
+        out.extend(s.feed(rec) or [])
+    assert s.checked == len(records)
+    return out
+
+
+def places(failures: list[ChainFailure]) -> dict[int, list[str]]:
+    """seq -> the reasons named there (a run of missing records as 'missing..last')."""
+    out: dict[int, list[str]] = {}
+    for f in failures:
+        out.setdefault(f.seq, []).append(f"missing..{f.last_seq}" if f.last_seq is not None else f.reason)
+    return out
+
+
+def _tamperings(records: list[ChainRecord]) -> list[list[ChainRecord]]:
+    """Every tampering of the tests above, as whole streams."""
+    out = []
+    for field in ("envelope", "leaf_hash", "prev_hash", "chain_hash"):
+        for k, rec in enumerate(records):
+            out.append([*records[:k], dataclasses.replace(rec, **{field: _flip(getattr(rec, field), 0)}),
+                        *records[k + 1:]])
+    for k in (1, 2, 3, 4):
+        kept = [r for r in records if r.seq != k]
+        out.append(kept)
+        out.append([dataclasses.replace(r, seq=i) for i, r in enumerate(kept, start=1)])
+        swapped = list(records)
+        swapped[k - 1], swapped[k] = swapped[k], swapped[k - 1]
+        out.append(swapped)
+    out.append([*records[:3], records[2], *records[3:]])
+    out.append([*records[:2], chain.append(3, b'{"forged":true}', records[1].chain_hash), *records[3:]])
+    return out
+
+
+def test_the_scanners_first_failure_is_the_verifiers(records):
+    # The report's top level (first bad seq, reason) does not change with the extent kept.
+    for stream in _tamperings(records):
+        first = verify(stream)
+        found = scan(stream)
+        assert first is not None and found, stream
+        assert (found[0].seq, found[0].reason) == (first.seq, first.reason)
+    assert scan(records) == []
+
+
+def test_the_scanner_names_every_tampered_record_and_nothing_else():
+    recs = build(_envelopes(9))
+    tampered = list(recs)
+    tampered[1] = dataclasses.replace(recs[1], envelope=recs[1].envelope + b" ")  # seq 2: edited
+    tampered[3] = dataclasses.replace(recs[3], chain_hash=_flip(recs[3].chain_hash, 5))  # seq 4
+    tampered[4] = dataclasses.replace(recs[4], leaf_hash=_flip(recs[4].leaf_hash, 0))  # seq 5
+    del tampered[6]  # seq 7 removed
+    got = places(scan(tampered))
+    assert got == {
+        2: ["leaf hash does not match the envelope bytes"],
+        # Seq 5's link to 4 holds: its prev hash is the chain hash recomputed for 4.
+        4: ["chain hash does not match SHA-256(prev hash || leaf hash)"],
+        5: ["leaf hash does not match the envelope bytes", "chain hash does not match SHA-256(prev hash || leaf hash)"],
+        7: ["missing..7"],  # once: seq 8's link to the missing record is not judged
+    }
+
+
+def test_a_run_of_removed_records_is_one_failure_naming_the_range():
+    recs = build(_envelopes(8))
+    failures = scan([r for r in recs if r.seq not in (3, 4, 5)])
+    assert failures == [ChainFailure(3, "record missing: expected seq 3, found seq 6", 5)]
+
+
+def test_a_record_rewritten_with_fresh_hashes_breaks_one_link(records):
+    # Its own hashes agree; the next record's prev hash is the one place that disagrees.
+    forged = chain.append(3, b'{"forged":true}', records[1].chain_hash)
+    assert places(scan([*records[:2], forged, *records[3:]])) == {
+        4: ["prev hash does not match the chain hash of the previous record"]}
+    # The chain rewritten from there to the head: nothing in the chain itself tells.
+    rewritten = [*records[:2], forged]
+    for r in records[3:]:
+        rewritten.append(chain.append(r.seq, r.envelope, rewritten[-1].chain_hash))
+    assert scan(rewritten) == []
+
+
+def test_the_scanner_streams_in_pieces(records):
+    tampered = [records[0], dataclasses.replace(records[1], envelope=b"x"), *records[3:]]
+    s = ChainScanner()
+    got = [f for piece in (tampered[:1], tampered[1:2], tampered[2:]) for rec in piece for f in (s.feed(rec) or [])]
+    assert got == scan(tampered) and [f.seq for f in got] == [2, 3]

@@ -31,6 +31,7 @@ from .schemas import (
     DecisionLineageOut,
     LatestCheckpointOut,
     LeavesOut,
+    MismatchOut,
     RecordPage,
     RecordProvedOut,
     RecordTrail,
@@ -144,7 +145,7 @@ def _verify_lock(request: Request) -> asyncio.Lock:
 
 
 @router.post("/verify", response_model=VerifyOut,
-             summary="Recompute the whole hash chain; report counts and the first bad seq")
+             summary="Recompute the whole hash chain; report the first bad seq and every bad place")
 async def verify(principal: Reader, request: Request) -> VerifyOut:
     # It re-reads the whole log (every tenant's records): one run at a time per instance, so
     # that repeated calls cannot pile full scans onto the database.
@@ -156,7 +157,10 @@ async def verify(principal: Reader, request: Request) -> VerifyOut:
         rep = await verify_record(_sessions(request), trusted_keys=request.app.state.trusted_keys,
                                   checkpoint_file=request.app.state.checkpointer.path)
     return VerifyOut(ok=rep.ok, records_checked=rep.records_checked, first_bad_seq=rep.first_bad_seq,
-                     reason=rep.reason, verified_at=utcnow())
+                     reason=rep.reason, bad_seqs=list(rep.bad_seqs), bad_count=rep.bad_count,
+                     mismatches=[MismatchOut(seq=m.seq, last_seq=m.last_seq, reason=m.reason)
+                                 for m in rep.mismatches],
+                     verified_at=utcnow())
 
 
 # ------------------------------------------------------------------ the tree: heads and proofs

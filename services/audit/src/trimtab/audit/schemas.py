@@ -50,12 +50,32 @@ class RecordTrail(BaseModel):
     next_after_seq: int | None
 
 
+class MismatchOut(BaseModel):
+    """A place where the record fails its own checks: one record, or a run of missing records."""
+
+    seq: int
+    #: Records missing: seqs `seq` to `last_seq` are gone (counted as one place). Null: the
+    #: record `seq` is there and fails the checks in `reason`.
+    last_seq: int | None = None
+    #: Every check that failed there, `; `-separated (no record content).
+    reason: str
+
+
 class VerifyOut(BaseModel):
     ok: bool
     #: Records recomputed (up to and including the first bad one).
     records_checked: int
+    #: The first failure (`first_bad_seq` null for a checkpoint failure that names no record).
     first_bad_seq: int | None
     reason: str | None
+    #: The extent: every place that fails its own checks, in seq order, the first 1,000 (a run of
+    #: missing records is one place, named by its first seq). Empty when `ok`. A signed root that
+    #: differs or a checkpoint that fails is in `reason` only, not here.
+    bad_seqs: list[int] = []
+    #: How many places fail in all (more than `len(bad_seqs)` when the list was capped).
+    bad_count: int = 0
+    #: The first 100 places, with what failed.
+    mismatches: list[MismatchOut] = []
     verified_at: datetime
 
 

@@ -12,6 +12,9 @@ values stop agreeing with the recomputation.
 
 What a chain alone cannot show is a cut-off tail: deleting the last k records leaves a shorter but
 consistent chain. Comparing the head with a checkpoint kept outside the database catches that.
+
+`ChainVerifier` names the first failure and stops; `ChainScanner` judges every record on its own
+and goes on, so that a verifier can also say how far a tampering reaches (which records).
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ def append(seq: int, envelope: bytes, prev_chain_hash: bytes = GENESIS_HASH) -> 
 
 @dataclass(frozen=True)
 class ChainFailure:
-    """The first record at which the stored chain disagrees with the recomputed one."""
+    """A record at which the stored chain disagrees with the recomputed one (the first, for
+    ChainVerifier). `last_seq` is set for records missing: seqs `seq` to `last_seq` are gone."""
 
     seq: int
     reason: str
+    last_seq: int | None = None
 
 
 class ChainVerifier:
@@ -112,6 +117,58 @@ class ChainVerifier:
         if len(rec.leaf_hash) != HASH_BYTES or chain_hash(rec.prev_hash, rec.leaf_hash) != rec.chain_hash:
             return ChainFailure(want, "chain hash does not match SHA-256(prev hash || leaf hash)")
         return None
+
+
+class ChainScanner:
+    """Judges every record on its own checks and never stops: the extent of a tampering.
+
+    Feed records in ascending seq. Each record is checked locally:
+      * seq continuity: a gap is one failure at its first missing seq, `last_seq` its last;
+      * its leaf hash is the hash of its envelope bytes;
+      * its prev hash is the previous row's *stored* chain hash (or, when that row's chain hash
+        failed its own check, the chain hash recomputed for it), so a broken link shows once, at
+        the record where it is, and not at every later record. The link of the first record after
+        a gap is not judged: its predecessor is missing, and the gap is the failure;
+      * its chain hash is SHA-256(its prev hash || its leaf hash).
+    A record's failures come in that order, one ChainFailure per failed check (same seq). The first
+    failure over a stream is the one ChainVerifier reports (same seq, same reason).
+    """
+
+    def __init__(self) -> None:
+        self.expected_seq = 1
+        #: The previous row's stored chain hash, and the one recomputed for it when they differ.
+        self.prev_chain = GENESIS_HASH
+        self.prev_recomputed: bytes | None = None
+        self.checked = 0
+
+    def feed(self, rec: ChainRecord) -> list[ChainFailure] | None:
+        """The record's failures (a gap before it first), or None when it passes every check."""
+        self.checked += 1
+        want, seq = self.expected_seq, rec.seq
+        out: list[ChainFailure] | None = None
+        linked = True
+        if seq != want:
+            if seq < want:  # a seq already passed (a duplicate, or rows out of order): not judged
+                return [ChainFailure(want, f"out of order: expected seq {want}, found seq {seq}")]
+            out = [ChainFailure(want, f"record missing: expected seq {want}, found seq {seq}", seq - 1)]
+            linked = False
+        leaf, prev, stored = rec.leaf_hash, rec.prev_hash, rec.chain_hash
+        if leaf_hash(rec.envelope) != leaf:
+            out = out or []
+            out.append(ChainFailure(seq, "leaf hash does not match the envelope bytes"))
+        if linked and prev != self.prev_chain and (self.prev_recomputed is None or prev != self.prev_recomputed):
+            out = out or []
+            out.append(ChainFailure(seq, "prev hash does not match the chain hash of the previous record"))
+        recomputed = chain_hash(prev, leaf) if len(prev) == HASH_BYTES and len(leaf) == HASH_BYTES else None
+        if recomputed != stored:
+            out = out or []
+            out.append(ChainFailure(seq, "chain hash does not match SHA-256(prev hash || leaf hash)"))
+            self.prev_recomputed = recomputed
+        else:
+            self.prev_recomputed = None
+        self.prev_chain = stored
+        self.expected_seq = seq + 1
+        return out
 
 
 def verify(records: Iterable[ChainRecord]) -> ChainFailure | None:
