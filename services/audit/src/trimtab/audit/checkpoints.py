@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from opentelemetry import metrics
 from sqlalchemy import select
@@ -91,17 +91,53 @@ async def at_size(s: AsyncSession, tree_size: int) -> Checkpoint | None:
     return _from_row(row) if row else None
 
 
+def _complete_end(f: Any) -> int:
+    """The offset just after the file's last newline (0 if none): where its complete lines end.
+    Lines are written whole with their newline, after the database commit, so bytes past it are
+    a torn write (power loss, a full disk) of a checkpoint the database already holds."""
+    end = pos = f.seek(0, os.SEEK_END)
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        cut = f.read(step).rfind(b"\n")
+        if cut >= 0:
+            return pos + cut + 1
+        if end - pos > MAX_LINE:
+            break
+    return 0
+
+
+def _torn(f: Any, start: int, end: int) -> bool:
+    """The bytes after the last newline are not a checkpoint line (a write cut short)."""
+    if end - start > MAX_LINE:
+        return False  # not a torn write of ours: read_last reports the line as over-long
+    f.seek(start)
+    try:
+        Checkpoint.from_line(f.read(end - start).strip())
+    except (CheckpointError, ValueError):
+        return True
+    return False
+
+
 def read_last(path: Path) -> Checkpoint | None:
-    """The last checkpoint of a checkpoint file, None when the file is absent or holds no line.
-    Read backwards from the end a block at a time, not the whole file (one line per signing, for
-    years). CheckpointError when the last line is not a checkpoint (a torn write included: the
-    operator repairs the file; nothing is guessed)."""
+    """The last complete checkpoint line of a checkpoint file, None when the file is absent or
+    holds none. Read backwards from the end a block at a time, not the whole file (one line per
+    signing, for years). A torn last line (no newline after it and not a checkpoint: a write cut
+    by power loss or a full disk, after the database commit) is skipped with a warning, and the
+    next append cuts it off. CheckpointError when the last line is not a checkpoint."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return None
     with f:
-        pos = f.seek(0, os.SEEK_END)
+        size = f.seek(0, os.SEEK_END)
+        end = _complete_end(f)
+        if end < size and _torn(f, end, size):
+            log.warning("checkpoint file %s ends with %d bytes of a torn write: ignored", path, size - end)
+        else:
+            end = size  # a whole line, only its newline missing
+        pos = end
         buf = b""
         while True:
             tail = buf.rstrip()
@@ -134,18 +170,24 @@ class Checkpointer:
         self.latest_signed_at: datetime | None = None
 
     def file_latest(self) -> Checkpoint | None:
-        """The checkpoint file's last checkpoint, signed by a trusted key; None without a file (or
-        line). CheckpointRefused when it cannot be read or is not a trusted one."""
+        """The checkpoint file's last checkpoint; None without a file (or line). CheckpointRefused
+        when it cannot be read. Its signature is not required here: the file is out of the
+        database owner's reach, and after a key rotation (a leaked key removed from the trusted
+        ones) its last line is the old key's until the next signing; the head must extend it all
+        the same (`sign`). Verify still requires a trusted last line."""
         if self.path is None:
             return None
         try:
-            cp = read_last(self.path)
-            if cp is not None:
-                verify_checkpoint_trusted(cp, self.trusted_keys)
+            return read_last(self.path)
         except (CheckpointError, OSError) as e:
             self._refuse(f"the last line of the checkpoint file {self.path}, the witness of what was signed, "
                          f"cannot be used: {e}")
-        return cp
+
+    def _trusted(self, cp: Checkpoint | None) -> bool:
+        try:
+            return cp is not None and verify_checkpoint_trusted(cp, self.trusted_keys) is not None
+        except CheckpointError:
+            return False
 
     def _refuse(self, reason: str) -> NoReturn:
         _refusals.add(1)
@@ -175,9 +217,12 @@ class Checkpointer:
             witness = self.file_latest()
             last = await latest(s)
             size = await tree.size(s)
-            previous = max((c for c in (witness, last) if c is not None), key=lambda c: c.tree_size, default=None)
-            if only_if_grown and previous is not None and previous.tree_size == size:
-                self.latest_signed_at = previous.signed_at
+            # Skip only for a checkpoint a trusted key signed: a database row with a garbage
+            # signature at the head's size (a database owner silencing the timer, review) is
+            # checked for consistency below and signed over instead.
+            covered = [c for c in (witness, last) if c is not None and c.tree_size == size and self._trusted(c)]
+            if only_if_grown and covered:
+                self.latest_signed_at = covered[0].signed_at
                 return None
             root = await tree.root_at(s, size)
             if witness is not None:
@@ -200,8 +245,18 @@ class Checkpointer:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(cp.line() + "\n")
+        with self.path.open("ab") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                with self.path.open("rb") as r:
+                    end = _complete_end(r)
+                    torn = end < size and _torn(r, end, size)
+                if torn:  # a torn write of a checkpoint the database holds: cut it off
+                    log.warning("checkpoint file %s: cutting off %d bytes of a torn write", self.path, size - end)
+                    f.truncate(end)
+                elif end < size:  # a whole last line without its newline
+                    f.write(b"\n")
+            f.write((cp.line() + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
 
