@@ -17,6 +17,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,13 +196,18 @@ async def test_the_service_refuses_to_sign_a_rewritten_head(audit, db):
     assert (await try_sign(client)).status_code == 201
 
 
-async def test_the_checkpoint_files_last_line_must_be_a_trusted_checkpoint(audit):
-    app, client = audit
+async def _signed_file(app, client) -> tuple[Path, str, Checkpoint]:  # type: ignore[no-untyped-def]
+    """Records appended and signed: the checkpoint file, its text and its last checkpoint."""
     await append(app, ticks(2))
     await sign(client)
     path = app.state.checkpointer.path
     filed = path.read_text()
-    last = Checkpoint.from_line(filed.splitlines()[-1])
+    return path, filed, Checkpoint.from_line(filed.splitlines()[-1])
+
+
+async def test_the_checkpoint_files_last_line_must_be_a_trusted_checkpoint(audit):
+    app, client = audit
+    path, filed, last = await _signed_file(app, client)
     flipped = dataclasses.replace(last, signature=bytes([last.signature[0] ^ 1]) + last.signature[1:])
     stranger = Signer.generate().sign(last.tree_size, last.root_hash, last.signed_at)
     cases = [(flipped.line() + "\n", "does not verify"), (stranger.line() + "\n", "not a trusted key")]
@@ -224,18 +230,14 @@ async def test_the_checkpoint_files_last_line_must_be_a_trusted_checkpoint(audit
         path.write_text(filed)
 
 
-async def test_a_rotation_away_from_a_leaked_key_can_sign_again(audit, audit_keys, tmp_path):
+async def test_a_rotation_away_from_a_leaked_key_can_sign_again(audit):
     """The runbook's rotation: the leaked key is no longer trusted, the file's last line is its
     checkpoint. The signer must still sign (the head extends that line; before, it refused for
     good), after which the file's last line is trusted again and verify passes. A database row at
     the head's size with a garbage signature does not make the timer skip (review: a database
     owner could silence it)."""
     app, client = audit
-    await append(app, ticks(2))
-    await sign(client)
-    path = app.state.checkpointer.path
-    filed = path.read_text()
-    last = Checkpoint.from_line(filed.splitlines()[-1])
+    path, filed, last = await _signed_file(app, client)
     leaked = Signer.generate()
     path.write_text(filed + leaked.sign(last.tree_size, last.root_hash, last.signed_at).line() + "\n")
     assert not (await verify(client))["ok"]  # the leaked key's line is not trusted

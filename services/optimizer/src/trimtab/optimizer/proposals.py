@@ -543,14 +543,22 @@ async def release_stranded(uow: UnitOfWork, max_price_move: Decimal = prices.DEF
                     other.c.tenant_id == proposals.c.tenant_id, other.c.account_id == proposals.c.account_id,
                     other.c.state.in_(AWAITING_EXECUTION)).exists())
          .order_by(proposals.c.created_at).limit(limit).with_for_update(skip_locked=True))
+    return await _decide_ready(uow, q, max_price_move, "by the sweep (its account's approval had ended)",
+                               skip_flagged=True)
+
+
+async def _decide_ready(uow: UnitOfWork, q: Any, max_price_move: Decimal, why: str, *,
+                        skip_flagged: bool = False) -> list[Row[Any]]:
+    """Let the policy decide each ready row `q` selects (locked); the rows it decided. With
+    `skip_flagged`, rows whose risk flags leave them to an advisor are not touched at all (the
+    sweep's scan would otherwise re-check their prices every pass)."""
     out = []
     for row in (await uow.session.execute(q)).all():
-        if lifecycle.blocking_flags(risk_flags_of(row)):
+        if skip_flagged and lifecycle.blocking_flags(risk_flags_of(row)):
             continue  # left to an advisor on purpose
         decided = await _maybe_decide_automatically(uow, row, continuing(row), max_price_move)
         if decided.state != row.state:
-            log.info("proposal %s of %s: decided %s by the sweep (its account's approval had ended)",
-                     row.proposal_id, row.account_id, decided.state)
+            log.info("proposal %s of %s: decided %s %s", row.proposal_id, row.account_id, decided.state, why)
             out.append(decided)
     return out
 
@@ -578,9 +586,4 @@ async def release_waiting(uow: UnitOfWork, tenant_id: str, account_id: str,
          .where(proposals.c.tenant_id == tenant_id, proposals.c.account_id == account_id,
                 proposals.c.state == State.READY.value, proposals.c.automation == "automatic")
          .order_by(proposals.c.created_at).with_for_update())
-    out = []
-    for row in (await uow.session.execute(q)).all():
-        decided = await _maybe_decide_automatically(uow, row, continuing(row), max_price_move)
-        if decided.state != row.state:
-            out.append(decided)
-    return out
+    return await _decide_ready(uow, q, max_price_move, "once its account's approval ended")
