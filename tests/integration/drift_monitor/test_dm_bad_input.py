@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, update
 
 from tests.integration.drift_monitor.test_drift_monitor import (
+    T0,
     account_body,
     make_model,
     send,
@@ -36,10 +37,11 @@ from trimtab.drift_monitor.models import (
     drifts,
     lots,
     model_portfolios,
+    prices,
     withdrawals,
 )
 from trimtab.shared.envelope import Envelope
-from trimtab.shared.events import DriftDetected, Fill, TradesExecuted
+from trimtab.shared.events import DriftDetected, Fill, PriceTicked, TradesExecuted
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -298,6 +300,47 @@ async def test_an_account_at_the_bounds_is_decided_and_its_drift_stored(svc):  #
     async with app.state.runtime.sessionmaker() as s:
         total = (await s.execute(select(drifts.c.total_value_usd).where(drifts.c.tenant_id == t))).scalars().all()
     assert total == [D("100001000000000000.00")]
+
+
+async def test_a_price_tick_above_the_bound_is_dead_lettered_and_the_price_kept(svc):  # noqa: F811
+    """A tick above MAX_PRICE_USD from a producer other than market-data (which refuses it with a
+    422): stored, it made the largest accounts' values overflow drifts.total_value_usd, so every
+    later decision of the symbol's accounts failed. It is dead-lettered with the reason, the stored
+    price stays, and the symbol's next tick is applied (its key is not parked)."""
+    app, client, producer = svc
+    t = tenant()
+    h = auth(t)
+    await make_model(client, t, "core")  # AAA 0.5, BBB 0.3
+    r = await client.post("/v1/accounts", headers=h, json={
+        "account_id": "BIG", "model_id": "core", "cash_usd": "1000000000000",
+        "lots": [{"lot_id": "L1", "symbol": "AAA", "shares": "10000000000", "cost_basis_usd_per_share": "1",
+                  "acquired_on": "2022-01-03"}]})
+    assert r.status_code == 201, r.text
+    await tick(app, producer, t, "AAA", "10000000", 1)
+    await tick(app, producer, t, "BBB", "10000000", 2)
+    env = Envelope.new(PriceTicked(symbol="AAA", price_usd=D("100000000"), as_of=T0 + timedelta(minutes=3)),
+                       producer="feed", tenant_id=t)
+    await send(producer, env, "AAA")
+    d = app.state.runtime.infra.dead_letters
+    for _ in range(400):
+        async with app.state.runtime.sessionmaker() as s:
+            row = (await s.execute(select(d.c.error, d.c.topic).where(d.c.event_id == env.event_id))).first()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None, "the tick was not dead-lettered"
+    assert "above 10000000 USD a share" in row.error and row.topic == "market.ticks.v1", row
+    async with app.state.runtime.sessionmaker() as s:
+        stored = (await s.execute(select(prices.c.price_usd).where(
+            prices.c.tenant_id == t, prices.c.symbol == "AAA"))).scalar_one()
+    assert stored == D("10000000")
+    await tick(app, producer, t, "AAA", "9000000", 4)  # not parked behind the refused one
+    async with app.state.runtime.sessionmaker() as s:
+        stored = (await s.execute(select(prices.c.price_usd).where(
+            prices.c.tenant_id == t, prices.c.symbol == "AAA"))).scalar_one()
+        totals = (await s.execute(select(drifts.c.total_value_usd).where(drifts.c.tenant_id == t))).scalars().all()
+    assert stored == D("9000000")
+    assert totals and max(totals) < D("1e18"), totals
 
 
 async def test_a_relative_band_wider_than_the_account_reaches_the_optimizer_as_one(svc):  # noqa: F811

@@ -4,6 +4,7 @@ security figures beyond their columns' precision. Each is a 422 problem+json and
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -203,3 +204,20 @@ async def test_a_future_latest_price_stored_before_the_check_is_replaced_by_the_
     assert r.status_code == 202 and r.json()["accepted"] == 1 and r.json()["stale_ignored"] == 0, r.text
     [p] = await _latest(client, tenant)
     assert Decimal(p["price_usd"]) == Decimal("102") and p["as_of"].startswith("2024-01-04")
+
+
+async def test_a_tick_above_the_price_bound_is_refused_whole(client):
+    """At most MAX_PRICE_USD (10^7 USD) a share: the drift monitor sizes account values for it.
+    Before, ticks up to 10^12 were accepted and one above about 10^8 overflowed the drift total
+    of an account at the share bound. The whole batch is refused; the bound itself is accepted."""
+    tenant = _tenant()
+    await _security(client, tenant, "X3")
+    assert (await _tick(client, tenant, "X3", "10000000", "2024-01-02T21:00:00Z")).status_code == 202
+    before, hist_before = await _latest(client, tenant), await _history(client, tenant)
+    r = await client.post("/v1/ticks", headers=auth(tenant), json={"ticks": [
+        {"symbol": "X3", "price_usd": "100", "as_of": "2024-01-03T21:00:00Z"},
+        {"symbol": "X3", "price_usd": "10000000.000001", "as_of": "2024-01-04T21:00:00Z"}]})
+    body = _problem(r)
+    assert "10000000" in json.dumps(body), body
+    assert await _latest(client, tenant) == before
+    assert await _history(client, tenant) == hist_before

@@ -134,6 +134,12 @@ class DriftHandlers:
 
     async def on_price_ticked(self, env: Envelope, uow: UnitOfWork) -> None:
         tick = env.parse(PriceTicked)
+        if tick.price_usd > MAX_PRICE:
+            # market-data refuses such a tick (422); one from another producer would overflow the
+            # drift totals of the symbol's largest accounts and fail every decision of theirs.
+            # Nothing of it is stored; the symbol's later ticks are not held back (park=False).
+            raise PermanentEventError(f"price tick {tick.symbol} at {tick.price_usd} USD a share is above "
+                                      f"{MAX_PRICE} USD a share, the largest price accepted", park=False)
         tenant, s = env.tenant_id, uow.session
         stmt = pg_insert(prices).values(tenant_id=tenant, symbol=tick.symbol, price_usd=tick.price_usd,
                                         as_of=tick.as_of)

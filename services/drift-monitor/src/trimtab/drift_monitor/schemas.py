@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trimtab.shared.events import AccountType, AutomationLevel
-from trimtab.shared.limits import IsoDate
+from trimtab.shared.limits import MAX_PRICE_USD, IsoDate
 from trimtab.shared.money import DecimalStr
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
@@ -31,7 +31,7 @@ Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-
 #: drifts.total_value_usd NUMERIC(20,2) holds.
 MAX_USD = Decimal("1000000000000")
 MAX_SHARES = Decimal("10000000000")
-MAX_PRICE = Decimal("10000000")
+MAX_PRICE = MAX_PRICE_USD
 
 Weight = Annotated[Decimal, Field(ge=0, le=1, decimal_places=10)]
 Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, max_digits=20, decimal_places=6)]

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from trimtab.shared.limits import IsoDate
+from trimtab.shared.limits import MAX_PRICE_USD, IsoDate
 from trimtab.shared.money import DecimalStr
 
 Symbol = str
@@ -39,8 +39,9 @@ def tick_time(v: datetime) -> datetime:
 class TickIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     symbol: Symbol = Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")
-    #: latest_prices / price_history.price_usd are Numeric(18, 6)
-    price_usd: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    #: latest_prices / price_history.price_usd are Numeric(18, 6); at most MAX_PRICE_USD (what
+    #: the drift monitor's account values are sized for)
+    price_usd: Decimal = Field(gt=0, le=MAX_PRICE_USD, max_digits=18, decimal_places=6)
     as_of: datetime
 
     @field_validator("as_of")

@@ -8,6 +8,7 @@ must keep validating as they did)."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator
@@ -15,6 +16,13 @@ from pydantic import BeforeValidator
 #: Largest daily volatility (1,000 % a day) and average daily traded value (USD) of a security.
 MAX_SIGMA_DAILY = 10.0
 MAX_ADV_USD = 1e15
+#: Largest price of one share, USD, a price tick or a fill may carry (the dearest listed share
+#: trades below $1 million). An account holds at most 10^10 shares (the drift monitor's bound), so
+#: its value stays below 10^17 + cash, what drifts.total_value_usd NUMERIC(20,2) holds. Before
+#: this bound was shared, market-data accepted ticks up to 10^12: one above about 10^8 on an
+#: account at the share bound overflowed that column, and every drift decision of the symbol's
+#: accounts failed with it.
+MAX_PRICE_USD = Decimal("10000000")
 #: The years a snapshot's `as_of` may fall in (its own calendar date): a year-1 or year-9999
 #: snapshot is no market's, and the wash-sale window's date arithmetic overflows at the edges.
 TRADE_YEARS = (1900, 2200)
