@@ -5,6 +5,7 @@ database are faked; tests/integration/audit signs real checkpoints."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,45 @@ def test_the_last_line_of_a_checkpoint_file(tmp_path: Path, monkeypatch) -> None
     f.write_text(cps[0].line() + "\n" + "x" * (checkpoints.MAX_LINE + 10))
     with pytest.raises(CheckpointError, match="over"):
         checkpoints.read_last(f)
+
+
+async def test_the_files_fsync_does_not_stall_the_event_loop(monkeypatch, tmp_path: Path) -> None:
+    """The checkpoint file's append and fsync run in a thread: on a slow disk (an fsync of 0.4 s
+    here) the process's other coroutines (consumers, requests) keep running meanwhile. Before,
+    the fsync ran on the event loop and they stopped for its whole length. Lines stay in signing
+    order, and a signing cancelled mid-append (shutdown) still leaves a whole line."""
+    fake_tree(monkeypatch, LEAVES, {"n": 5}, None)
+    real_fsync = checkpoints.os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.4)
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoints.os, "fsync", slow_fsync)
+    cp = Checkpointer(sessions, Signer.generate(), tmp_path, interval_s=3600)
+    beats = 0
+
+    async def heart() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.01)
+            beats += 1
+
+    h = asyncio.create_task(heart())
+    try:
+        first = await cp.sign()
+        assert first is not None
+        assert beats >= 10, f"the event loop stalled during the fsync ({beats} beats in 0.4 s)"
+        signing = asyncio.create_task(cp.sign())
+        await asyncio.sleep(0.1)  # in its fsync
+        signing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await signing
+        third = await cp.sign()  # waits for the cancelled signing's line first
+        assert third is not None
+    finally:
+        h.cancel()
+        await cp.stop()
+    lines = (tmp_path / checkpoints.FILE_NAME).read_text().splitlines()
+    assert len(lines) == 3 and lines[0] == first.line() and lines[2] == third.line()
+    assert checkpoints.read_last(tmp_path / checkpoints.FILE_NAME) == third

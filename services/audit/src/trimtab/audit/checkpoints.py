@@ -166,6 +166,7 @@ class Checkpointer:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._appending: asyncio.Future[None] | None = None
         #: signed_at of the newest checkpoint this process signed or found (metrics only).
         self.latest_signed_at: datetime | None = None
 
@@ -212,9 +213,27 @@ class Checkpointer:
         """Sign the current tree head; with only_if_grown, skip when the previous checkpoint (the
         larger of the file's latest and the database's) already covers it. Raises
         CheckpointRefused when the head does not extend either one."""
-        async with self._lock, self._sessions()() as s:
+        async with self._lock:
+            if self._appending is not None:  # a cancelled signing's append still running
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._appending)
+            cp = await self._sign_locked(only_if_grown)
+            if cp is None:
+                return None
+            # In order with the commits (under the lock), off the event loop: an fsync on a slow
+            # disk would otherwise stall every consumer and request of the process meanwhile.
+            # Shielded: a cancellation (shutdown) does not stop a line half-written; the next
+            # signing waits for it.
+            self._appending = asyncio.ensure_future(asyncio.to_thread(self._append_to_file, cp))
+            await asyncio.shield(self._appending)
+            self._appending = None
+        log.info("signed checkpoint: size %d root %s", cp.tree_size, cp.root_hash.hex()[:16])
+        return cp
+
+    async def _sign_locked(self, only_if_grown: bool) -> Checkpoint | None:
+        async with self._sessions()() as s:
             # Both previous checkpoints before the head: whatever was signed by then is within it.
-            witness = self.file_latest()
+            witness = await asyncio.to_thread(self.file_latest)
             last = await latest(s)
             size = await tree.size(s)
             # Skip only for a checkpoint a trusted key signed: a database row with a garbage
@@ -237,8 +256,6 @@ class Checkpointer:
                 key_id=cp.key_id, signature=cp.signature))
             await s.commit()
         self.latest_signed_at = cp.signed_at
-        self._append_to_file(cp)
-        log.info("signed checkpoint: size %d root %s", cp.tree_size, cp.root_hash.hex()[:16])
         return cp
 
     def _append_to_file(self, cp: Checkpoint) -> None:
@@ -284,4 +301,7 @@ class Checkpointer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._appending is not None:  # a line being written when the timer was cancelled
+            with contextlib.suppress(Exception):
+                await self._appending
         _live.discard(self)
