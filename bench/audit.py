@@ -104,16 +104,16 @@ async def bulk_load(engine_url: str, n: int) -> None:
         recorded = datetime.now(UTC)
         cols = ["seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
                 "occurred_at", "recorded_at", "proposal_id", "account_id", "payload_valid", "envelope",
-                "leaf_hash", "prev_hash", "chain_hash"]
+                "leaf_format", "leaf_hash", "prev_hash", "chain_hash"]
         topic = topic_of("PriceTicked")
         t0 = time.perf_counter()
         for seq in range(1, n + 1):
             e, c = uuid.uuid4(), uuid.uuid4()
             data = tb.replace(eid, str(e).encode()).replace(cid, str(c).encode())
-            leaf = merkle.leaf_hash(data)
+            leaf = chain.record_leaf_hash(data, recorded, chain.LEAF_FORMAT)
             link = chain.chain_hash(prev, leaf)
             batch.append((seq, e, topic, "PriceTicked", TENANT, c, None, template.occurred_at, recorded,
-                          None, None, True, data, leaf, prev, link))
+                          None, None, True, data, chain.LEAF_FORMAT, leaf, prev, link))
             prev = link
             nodes.append((0, seq - 1, leaf))
             nodes.extend(t.append(leaf))

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -171,7 +171,12 @@ async def test_a_ticks_whole_chain_is_recorded_gap_free_and_chained(audit, db, k
         data = base64.b64decode(r["envelope_base64"])
         # The record holds the producer's canonical bytes, and the leaf hash is over exactly them.
         assert data == env.to_bytes()
-        assert r["leaf_hash"] == hashlib.sha256(b"\x00" + data).hexdigest()
+        # Leaf format 2: the time of recording is hashed with them (microseconds since the epoch,
+        # signed 64-bit big-endian, after the format byte), written out here without the service's code.
+        assert r["leaf_format"] == 2
+        at = datetime.fromisoformat(r["recorded_at"])
+        micros = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        assert r["leaf_hash"] == hashlib.sha256(b"\x00\x02" + micros.to_bytes(8, "big", signed=True) + data).hexdigest()
         assert r["chain_hash"] == hashlib.sha256(bytes.fromhex(r["prev_hash"]) + bytes.fromhex(r["leaf_hash"])).hexdigest()
         assert r["envelope"]["payload"] == env.payload and r["topic"] == topic_of(env.event_type)
         assert r["tenant_id"] == "t1" and r["correlation_id"] == str(corr) and r["payload_valid"]

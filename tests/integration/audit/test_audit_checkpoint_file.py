@@ -29,7 +29,7 @@ from tests.integration.audit.test_audit_proofs import append, sign, ticks
 from tests.support import auth, running
 from trimtab.audit.checkpoints import Checkpointer, CheckpointRefused
 from trimtab.audit.domain import merkle
-from trimtab.audit.domain.chain import chain_hash, leaf_hash
+from trimtab.audit.domain.chain import chain_hash, record_leaf_hash
 from trimtab.audit.domain.checkpoint import Checkpoint, Signer
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,8 @@ async def rewritten(db: AsyncEngine, seq: int) -> AsyncIterator[None]:
     consistent (nothing but a signed root can tell). Put back on exit."""
     async with triggers_off(db, "records", "tree_nodes") as c:
         rows = [dict(r) for r in (await c.execute(text(
-            "SELECT seq, envelope, leaf_hash, prev_hash, chain_hash FROM audit.records WHERE seq >= :s "
+            "SELECT seq, envelope, leaf_hash, prev_hash, chain_hash, recorded_at, leaf_format FROM audit.records "
+            "WHERE seq >= :s "
             "ORDER BY seq"), {"s": seq})).mappings()]
         leaves = [bytes(h) for h in (await c.execute(text("SELECT leaf_hash FROM audit.records ORDER BY seq"))).scalars()]
         n = len(leaves)
@@ -82,7 +83,7 @@ async def rewritten(db: AsyncEngine, seq: int) -> AsyncIterator[None]:
             if r["seq"] == seq:
                 env = re.sub(rb'"price_usd":"[^"]*"', b'"price_usd":"999.5"', env)
                 assert env != bytes(r["envelope"])
-            leaf = leaf_hash(env)
+            leaf = record_leaf_hash(env, r["recorded_at"], r["leaf_format"])
             forged.append({"seq": r["seq"], "envelope": env, "leaf_hash": leaf, "prev_hash": prev,
                            "chain_hash": chain_hash(prev, leaf)})
             prev = forged[-1]["chain_hash"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -102,7 +103,9 @@ async def test_a_household_export_has_its_accounts_whole_story_and_nothing_else(
                        "TradesExecuted": {None}}
     assert tail == {"type": "page", "records": len(records), "next_after_seq": None}
     for x in records:  # every line proves itself against the signed root
-        leaf = merkle.leaf_hash(base64.b64decode(x["envelope_base64"]))
+        assert x["leaf_format"] == 2  # the time of recording is under the proof too
+        leaf = chain.record_leaf_hash(base64.b64decode(x["envelope_base64"]), datetime.fromisoformat(x["recorded_at"]),
+                                      x["leaf_format"])
         merkle.verify_inclusion(x["leaf_index"], x["proof"]["tree_size"], leaf, proof_of(x), cp.root_hash)
 
     # Paged like every export: the pages add up to the whole.
@@ -166,7 +169,7 @@ async def test_bad_export_parameters_are_422(audit):
 # ------------------------------------------------------------------ the migration
 
 
-def _to_revision(url: str, revision: str) -> Any:
+def _to_revision(url: str, revision: str, *, down: bool = False) -> Any:
     async def go() -> None:
         engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
         try:
@@ -178,7 +181,7 @@ def _to_revision(url: str, revision: str) -> Any:
 
                     cfg = alembic_config(migrations_dir_of("trimtab.audit"), url, "audit")
                     cfg.attributes["connection"] = sync_conn
-                    command.upgrade(cfg, revision)
+                    (command.downgrade if down else command.upgrade)(cfg, revision)
 
                 await conn.run_sync(up)
         finally:

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from tests.integration.audit.test_audit import NOW, one_tick_chain
 from tests.support import auth, token
 from trimtab.audit import handlers, offline
 from trimtab.audit.checkpoints import Checkpointer
-from trimtab.audit.domain import frames, merkle
+from trimtab.audit.domain import chain, frames, merkle
 from trimtab.audit.domain.checkpoint import Checkpoint, Signer, verify_checkpoint
 from trimtab.audit.offline import State, verify_log
 from trimtab.shared.envelope import Envelope
@@ -115,7 +116,11 @@ async def test_checkpoint_proofs_and_consistency(audit, dirs):
     r = (await client.get(f"/v1/audit/records/{seqs[2]}", headers=auth("t1", READ))).json()
     assert r["proof"]["tree_size"] == cp1.tree_size and r["proof"]["root_hash"] == cp1.root_hash.hex()
     assert r["proof"]["checkpoint"]["signature"] == body["signature"]
-    leaf = hashlib.sha256(b"\x00" + base64.b64decode(r["envelope_base64"])).digest()
+    at = datetime.fromisoformat(r["recorded_at"])
+    micros = (at - datetime.fromisoformat("1970-01-01T00:00:00+00:00")) // timedelta(microseconds=1)
+    leaf = hashlib.sha256(b"\x00\x02" + micros.to_bytes(8, "big", signed=True)
+                          + base64.b64decode(r["envelope_base64"])).digest()
+    assert r["leaf_format"] == 2 and leaf == leaf_of(r)
     merkle.verify_inclusion(seqs[2] - 1, cp1.tree_size, leaf, proof_of(r), cp1.root_hash)
     with pytest.raises(merkle.ProofError):  # and not for its neighbour
         merkle.verify_inclusion(seqs[1] - 1, cp1.tree_size, leaf, proof_of(r), cp1.root_hash)
@@ -130,11 +135,9 @@ async def test_checkpoint_proofs_and_consistency(audit, dirs):
     await sign(client)
     cp2, _, _ = await latest(client)
     assert cp2.tree_size >= later[-1]
-    merkle.verify_inclusion(later[0] - 1, later[-1], merkle.leaf_hash(base64.b64decode(r["envelope_base64"])),
-                            proof_of(r), bytes.fromhex(r["proof"]["root_hash"]))
+    merkle.verify_inclusion(later[0] - 1, later[-1], leaf_of(r), proof_of(r), bytes.fromhex(r["proof"]["root_hash"]))
     r2 = (await client.get(f"/v1/audit/records/{later[0]}", headers=auth("t1", READ))).json()
-    merkle.verify_inclusion(later[0] - 1, cp2.tree_size, merkle.leaf_hash(base64.b64decode(r2["envelope_base64"])),
-                            proof_of(r2), cp2.root_hash)
+    merkle.verify_inclusion(later[0] - 1, cp2.tree_size, leaf_of(r2), proof_of(r2), cp2.root_hash)
 
     # The new head extends the old one.
     c = (await client.get("/v1/audit/consistency", headers=auth("t1", READ),
@@ -171,8 +174,7 @@ async def test_lineage_and_exports_carry_verifiable_proofs(audit, kafka_bootstra
     assert [r["event_type"] for r in d["records"]] == [e.event_type for e, _ in envs]
     assert d["checkpoint"]["root_hash"] == cp.root_hash.hex() and not d["truncated"]
     for r in d["records"]:
-        merkle.verify_inclusion(r["seq"] - 1, cp.tree_size, merkle.leaf_hash(base64.b64decode(r["envelope_base64"])),
-                                proof_of(r), cp.root_hash)
+        merkle.verify_inclusion(r["seq"] - 1, cp.tree_size, leaf_of(r), proof_of(r), cp.root_hash)
     assert (await client.get(f"/v1/audit/decisions/{proposal_id}", headers=auth("t-x", READ))).status_code == 404
 
     acct = envs[1][0].payload["account_id"]
@@ -194,9 +196,8 @@ async def test_lineage_and_exports_carry_verifiable_proofs(audit, kafka_bootstra
     assert [x["event_type"] for x in records] == [e.event_type for e, _ in envs[1:]]  # the tick names no account
     assert tail == {"type": "page", "records": len(records), "next_after_seq": None}
     for x in records:
-        data = base64.b64decode(x["envelope_base64"])
-        assert x["leaf_hash"] == merkle.leaf_hash(data).hex()
-        merkle.verify_inclusion(x["leaf_index"], x["proof"]["tree_size"], merkle.leaf_hash(data),
+        assert x["leaf_format"] == 2 and x["leaf_hash"] == leaf_of(x).hex()
+        merkle.verify_inclusion(x["leaf_index"], x["proof"]["tree_size"], leaf_of(x),
                                 [bytes.fromhex(h) for h in x["proof"]["inclusion_path"]], cp.root_hash)
     page = await client.get("/v1/audit/export", headers=auth("t1", READ), params={"account_id": acct, "limit": 2})
     assert json.loads(page.text.splitlines()[-1])["next_after_seq"] == records[1]["seq"]
@@ -252,6 +253,13 @@ async def superuser_edit(db: AsyncEngine, table: str = "records") -> AsyncIterat
         await c.execute(text(f"ALTER TABLE audit.{table} DISABLE TRIGGER {table}_no_update_delete"))
         yield c
         await c.execute(text(f"ALTER TABLE audit.{table} ENABLE TRIGGER {table}_no_update_delete"))
+
+
+def leaf_of(r: dict[str, Any]) -> bytes:
+    """A served record's leaf, recomputed from what it serves (its envelope bytes, recorded_at and
+    leaf format, chain.record_leaf_hash)."""
+    return chain.record_leaf_hash(base64.b64decode(r["envelope_base64"]), datetime.fromisoformat(r["recorded_at"]),
+                                  r["leaf_format"])
 
 
 async def _row(db: AsyncEngine, seq: int) -> dict[str, Any]:
@@ -316,7 +324,8 @@ async def test_the_offline_verifier_names_the_first_altered_removed_or_reordered
         try:
             async with superuser_edit(db) as c:
                 await c.execute(text("UPDATE audit.records SET envelope = :e, leaf_hash = :h WHERE seq = :s"),
-                                {"e": forged, "h": merkle.leaf_hash(forged), "s": a})
+                                {"e": forged, "h": chain.record_leaf_hash(forged, row_a["recorded_at"],
+                                                                          row_a["leaf_format"]), "s": a})
             rep = await verify_log(vc, state, public_key=key)
             assert (rep.ok, rep.first_bad_seq) == (False, a), rep.to_json()
             # The service's own check sees the record disagree with the tree's leaf.
@@ -417,23 +426,42 @@ async def test_the_parallel_verifier_and_the_binary_pages(audit, db, tmp_path):
                 assert "content altered" in rep.problems[0].reason
             finally:
                 await _put_back(db, row)
+            # The time of recording moved back a day, the envelope untouched: before leaf format
+            # 2 it was outside every hash and both verifiers passed the record.
+            try:
+                async with superuser_edit(db) as c:
+                    await c.execute(text("UPDATE audit.records SET recorded_at = recorded_at - interval '1 day' "
+                                         "WHERE seq = :s"), {"s": seqs[2]})
+                rep = await verify_log(vc, State(tmp_path / "p"), public_key=key, workers=2, parallel_from=0)
+                assert (rep.ok, rep.first_bad_seq) == (False, seqs[2]), rep.to_json()
+                assert "its time of recording" in rep.problems[0].reason
+                v = (await client.post("/v1/audit/verify", headers=auth("t1", READ))).json()
+                assert (v["ok"], v["first_bad_seq"]) == (False, seqs[2]), v
+                assert "leaf hash does not match recorded_at and the envelope bytes" in v["reason"], v
+            finally:
+                await _put_back(db, row)
+            rep = await verify_log(vc, State(tmp_path / "p"), public_key=key, workers=2, parallel_from=0)
+            assert rep.ok, rep.to_json()
 
 
 async def test_a_run_is_all_or_nothing_and_recorded_at_ascends(audit, db):
     """A run's records and nodes are written with COPY inside the run's transaction: abandoned,
-    it leaves no record and no node behind; committed, its rows carry the database's time of
-    insertion (the column default), ascending with seq and after the record before it."""
+    it leaves no record and no node behind; committed, its rows carry their time of recording
+    (taken under the append lock), ascending with seq and not before the record before it, and
+    inside their leaf hashes (leaf format 2)."""
     app, _ = audit
     rt = app.state.runtime
     lost = ticks(9)
     async with rt.uow() as uow:
         got = await handlers.append(uow.session, lost)
         assert len(got) == 9
+        leaves = [bytes(h) for h in (await uow.session.execute(text(
+            "SELECT leaf_hash FROM audit.records WHERE event_id = ANY(:ids)"), {"ids": [e.event_id for e in lost]}
+        )).scalars()]
         inside = (await uow.session.execute(text("SELECT count(*) FROM audit.records WHERE event_id = ANY(:ids)"),
                                             {"ids": [e.event_id for e in lost]})).scalar_one()
         assert inside == 9
         # no commit: leaving the block rolls the run back
-    leaves = [hashlib.sha256(b"\x00" + e.to_bytes()).digest() for e in lost]
     async with db.connect() as c:
         assert (await c.execute(text("SELECT count(*) FROM audit.records WHERE event_id = ANY(:ids)"),
                                 {"ids": [e.event_id for e in lost]})).scalar_one() == 0
@@ -446,13 +474,16 @@ async def test_a_run_is_all_or_nothing_and_recorded_at_ascends(audit, db):
         await uow.commit()
     async with db.connect() as c:
         rows = (await c.execute(text(
-            "SELECT seq, recorded_at, event_id FROM audit.records WHERE seq >= :a - 1 AND seq <= :b ORDER BY seq"),
-            {"a": got[0], "b": got[-1]})).all()
+            "SELECT seq, recorded_at, event_id, envelope, leaf_format, leaf_hash FROM audit.records "
+            "WHERE seq >= :a - 1 AND seq <= :b ORDER BY seq"), {"a": got[0], "b": got[-1]})).all()
         nodes = (await c.execute(text("SELECT count(*) FROM audit.tree_nodes WHERE level = 0 AND hash = ANY(:h)"),
-                                 {"h": [hashlib.sha256(b"\x00" + e.to_bytes()).digest() for e in kept]})).scalar_one()
+                                 {"h": [bytes(r.leaf_hash) for r in rows[-9:]]})).scalar_one()
     assert [r.event_id for r in rows[-9:]] == [e.event_id for e in kept] and nodes == 9
     times = [r.recorded_at for r in rows]
     assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+    # Each leaf holds its record's time of recording (leaf format 2) and its exact bytes.
+    assert all(r.leaf_format == 2 and bytes(r.leaf_hash) == chain.record_leaf_hash(bytes(r.envelope), r.recorded_at, 2)
+               and bytes(r.envelope) == e.to_bytes() for r, e in zip(rows[-9:], kept, strict=True))
 
 
 async def test_the_servers_verify_checks_the_latest_signed_checkpoint(audit, db):

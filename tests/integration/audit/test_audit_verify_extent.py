@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.integration.audit.test_audit_checkpoint_file import triggers_off
 from tests.integration.audit.test_audit_proofs import append, sign, ticks
 from tests.support import auth
-from trimtab.audit.domain.chain import chain_hash, leaf_hash
+from trimtab.audit.domain.chain import chain_hash, record_leaf_hash
 from trimtab.audit.verify import verify_record
 
 pytestmark = pytest.mark.integration
 READ = ["audit:read"]
-LEAF_VS_ENVELOPE = "leaf hash does not match the envelope bytes"
+LEAF_VS_ENVELOPE = "leaf hash does not match recorded_at and the envelope bytes"  # leaf format 2
 LEAF_VS_TREE = "leaf hash differs from the Merkle tree's leaf for this seq"
 
 
@@ -69,7 +69,7 @@ async def tampered(db: AsyncEngine, *, edited: Sequence[int] = (), rewritten: in
                 env = bytes(r["envelope"])
                 if r["seq"] == rewritten:
                     env = _other_price(env, "999.5")
-                leaf = leaf_hash(env)
+                leaf = record_leaf_hash(env, r["recorded_at"], r["leaf_format"])
                 link = chain_hash(prev, leaf)
                 await c.execute(text("UPDATE audit.records SET envelope = :e, leaf_hash = :l, prev_hash = :p, "
                                      "chain_hash = :h WHERE seq = :s"),

@@ -65,10 +65,10 @@ def test_leaf_pages_give_the_hashes_and_name_the_missing_seqs():
 
 
 def _record(seq: int, env: bytes, eid: uuid.UUID, cid: uuid.UUID, etype: str = "PriceTicked",
-            tenant: str = "t1") -> bytes:
+            tenant: str = "t1", fmt: int = 1, at_us: int = 0) -> bytes:
     et, tn = etype.encode(), tenant.encode()
     return (struct.pack(">Q", seq) + eid.bytes + cid.bytes + struct.pack(">H", len(et)) + et
-            + struct.pack(">H", len(tn)) + tn + struct.pack(">I", len(env)) + env)
+            + struct.pack(">H", len(tn)) + tn + struct.pack(">Hq", fmt, at_us) + struct.pack(">I", len(env)) + env)
 
 
 def _envelope(eid: uuid.UUID, cid: uuid.UUID, n: int) -> bytes:
@@ -130,3 +130,35 @@ def test_record_pages_are_the_callers_and_ascend():
     assert problems and problems[0][0] is None and "ends at seq 9" in problems[0][1]
     # check_records is the page check without the caller's view (as before).
     assert frames.check_records(twice, 0, leaves, 5) == (4, 3, [])
+
+
+def test_record_pages_check_the_time_of_recording_in_leaf_format_2():
+    """Leaf format 2 hashes recorded_at with the envelope (chain.record_leaf_hash): a frame whose
+    recorded_at was changed (the envelope untouched) is named, as is a leaf format the verifier
+    does not know. Format-1 and format-2 records mix in one page (a log written before and after
+    the tenth session)."""
+    from datetime import UTC, datetime, timedelta
+
+    from trimtab.audit.domain import chain
+
+    ids = [(uuid.uuid4(), uuid.uuid4()) for _ in range(4)]
+    envs = [_envelope(e, c, i) for i, (e, c) in enumerate(ids)]
+    t0 = datetime(2026, 11, 25, 9, 0, 0, 123456, tzinfo=UTC)
+    ats = [t0 + timedelta(microseconds=7 * i) for i in range(4)]
+    fmts = [1, 1, 2, 2]
+    leaves = b"".join(chain.record_leaf_hash(envs[i], ats[i], fmts[i]) for i in range(4))
+    assert chain.record_leaf_hash(envs[2], ats[2], 2) == hashlib.sha256(
+        b"\x00\x02" + chain.micros(ats[2]).to_bytes(8, "big", signed=True) + envs[2]).digest()
+    body = b"".join(_record(i + 1, envs[i], *ids[i], fmt=fmts[i], at_us=chain.micros(ats[i])) for i in range(4))
+    assert frames.check_records(body, 0, leaves, 4) == (4, 4, [])
+    moved = b"".join(_record(i + 1, envs[i], *ids[i], fmt=fmts[i], at_us=chain.micros(ats[i]) + (1 if i == 3 else 0))
+                     for i in range(4))
+    problems = frames.check_records(moved, 0, leaves, 4)[2]
+    assert [p[0] for p in problems] == [4] and "its time of recording" in problems[0][1]
+    # A format-1 record's recorded_at is outside its hash (what format 2 closes).
+    assert frames.check_records(b"".join(_record(i + 1, envs[i], *ids[i], fmt=fmts[i], at_us=0) for i in range(2)),
+                                0, leaves, 2) == (2, 2, [])
+    unknown = b"".join(_record(i + 1, envs[i], *ids[i], fmt=3 if i == 0 else fmts[i], at_us=chain.micros(ats[i]))
+                       for i in range(2))
+    problems = frames.check_records(unknown, 0, leaves, 2)[2]
+    assert problems == [(1, "the record's leaf format 3 is unknown to this verifier")]

@@ -99,7 +99,7 @@ async def test_a_service_that_cannot_prove_its_own_signed_head_is_tampering(tmp_
             start, end = int(request.url.params["start"]), int(request.url.params["end"])
             body = b"".join(struct.pack(">Q", i + 1) + leaves[i] for i in range(start, end))
             return httpx.Response(200, content=body, headers={"X-Start": str(start), "X-End": str(end)})
-        return httpx.Response(200, content=b"", headers={"X-Next-After-Seq": ""})  # records.bin: none
+        return httpx.Response(200, content=b"", headers={"X-Next-After-Seq": "", "X-Frame-Format": "2"})  # records.bin: none
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://test") as client:
         rep = await offline.verify_log(client, state, public_key=signer.public_key, workers=0)

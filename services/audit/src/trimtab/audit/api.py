@@ -25,6 +25,7 @@ from trimtab.shared.errors import Busy, Conflict, Invalid, NotFound
 
 from . import bulk, checkpoints, export, proofs, queries, tree
 from .domain import checkpoint as ckpt
+from .domain import frames
 from .schemas import (
     CheckpointOut,
     ConsistencyOut,
@@ -269,7 +270,8 @@ async def leaves_bin(
 
 
 @router.get("/records.bin", response_class=Response, responses={200: {"content": {_OCTETS: {}}}},
-            summary="The tenant's records as binary frames: seq, ids, type, tenant, envelope bytes")
+            summary="The tenant's records as binary frames: seq, ids, type, tenant, leaf format, recorded_at, "
+                    "envelope bytes")
 async def records_bin(
     principal: Reader, request: Request, after_seq: AfterSeq = 0,
     max_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = MAX_SEQ,
@@ -278,7 +280,8 @@ async def records_bin(
     async with _sessions(request)() as s:
         body, n, last = await bulk.records(s, principal.tenant_id, after_seq, max_seq, limit)
     return Response(body, media_type=_OCTETS, headers={
-        "X-Records": str(n), "X-Next-After-Seq": str(last) if n == limit and last is not None else ""})
+        "X-Records": str(n), "X-Next-After-Seq": str(last) if n == limit and last is not None else "",
+        "X-Frame-Format": str(frames.RECORDS_FORMAT)})
 
 
 # ------------------------------------------------------------------ lineage and export

@@ -13,14 +13,20 @@ SELECT coalesce(string_agg(int8send(seq) || leaf_hash, ''::bytea ORDER BY seq), 
   FROM "{SCHEMA}".records WHERE seq > :start AND seq <= :end
 """)
 # The inner query picks the page (index range scan on (tenant_id, seq)); the outer one frames it.
+# recorded_at goes out as whole microseconds since the epoch, computed from whole seconds plus the
+# microseconds of the second: exact whatever type extract() returns (numeric since PostgreSQL 14,
+# a double before, which cannot hold 16 digits of microseconds exactly).
 _RECORDS = text(f"""
 SELECT coalesce(string_agg(
          int8send(seq) || uuid_send(event_id) || uuid_send(correlation_id)
          || int2send(octet_length(event_type)::smallint) || convert_to(event_type, 'UTF8')
          || int2send(octet_length(tenant_id)::smallint) || convert_to(tenant_id, 'UTF8')
+         || int2send(leaf_format)
+         || int8send(extract(epoch FROM date_trunc('second', recorded_at))::bigint * 1000000
+                     + extract(microseconds FROM recorded_at)::bigint % 1000000)
          || int4send(octet_length(envelope)) || envelope, ''::bytea ORDER BY seq), ''::bytea) AS body,
        count(*) AS n, max(seq) AS last_seq
-  FROM (SELECT seq, event_id, correlation_id, event_type, tenant_id, envelope
+  FROM (SELECT seq, event_id, correlation_id, event_type, tenant_id, leaf_format, recorded_at, envelope
           FROM "{SCHEMA}".records
          WHERE tenant_id = :tenant AND seq > :after AND seq <= :max_seq
          ORDER BY seq LIMIT :limit) r

@@ -3,8 +3,10 @@
 JSON Lines: the first line is the signed checkpoint the proofs are against (with the public key
 needed to check it), then one line per record: its indexed columns, the exact envelope bytes
 (base64), the leaf hash and its inclusion path; the last line says where the next page starts.
-Everything needed to re-check a record is in its line: leaf = SHA-256(0x00 || envelope), the
-path leads to the checkpoint's root, the signature covers the root.
+Everything needed to re-check a record is in its line: leaf = SHA-256(0x00 || envelope) in leaf
+format 1, SHA-256(0x00 || 0x02 || recorded_at || envelope) in format 2 (recorded_at as signed
+64-bit big-endian microseconds since the Unix epoch; `recorded_at` in the line is exact to the
+microsecond), the path leads to the checkpoint's root, the signature covers the root.
 
 The report (HTML, or PDF for handing over) shows the same records for people: who acted, when,
 what was decided and why, with the hashes and the checkpoint to cite. The PDF uses the PDF core
@@ -43,7 +45,7 @@ def record_line(row: Any, path: list[bytes] | None, cp: Checkpoint | None) -> di
         "proposal_id": str(row.proposal_id) if row.proposal_id else None, "account_id": row.account_id,
         "household_id": row.household_id,
         "payload_valid": row.payload_valid, "envelope_base64": _b64(bytes(row.envelope)),
-        "leaf_hash": bytes(row.leaf_hash).hex(),
+        "leaf_format": row.leaf_format, "leaf_hash": bytes(row.leaf_hash).hex(),
     }
     if path is not None and cp is not None:
         out["proof"] = {"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(),

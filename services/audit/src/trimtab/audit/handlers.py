@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trimtab.shared.envelope import Envelope
+from trimtab.shared.envelope import Envelope, utcnow
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.outbox import UnitOfWork
 
@@ -37,18 +37,18 @@ log = logging.getLogger(__name__)
 _LOCK = text(f'LOCK TABLE "{SCHEMA}".records IN EXCLUSIVE MODE')
 #: The head (seq 0 row when the log is empty) and every requested id that is already recorded.
 _HEAD_AND_SEEN = text(f"""
-SELECT true AS head, seq, chain_hash, NULL::uuid AS event_id, NULL::bytea AS envelope
-  FROM (SELECT seq, chain_hash FROM "{SCHEMA}".records ORDER BY seq DESC LIMIT 1) h
+SELECT true AS head, seq, chain_hash, recorded_at, NULL::uuid AS event_id, NULL::bytea AS envelope
+  FROM (SELECT seq, chain_hash, recorded_at FROM "{SCHEMA}".records ORDER BY seq DESC LIMIT 1) h
 UNION ALL
-SELECT false, seq, NULL, event_id, envelope FROM "{SCHEMA}".records
+SELECT false, seq, NULL, NULL, event_id, envelope FROM "{SCHEMA}".records
  WHERE event_id = ANY(CAST(:ids AS uuid[]))
 """)
-#: The columns a run's COPY writes; recorded_at is left to its default, clock_timestamp(), taken
-#: by the database as each row is inserted (under the lock, in seq order, so it ascends with seq;
-#: not now(), which is the transaction's start and may precede the previous record's commit).
+#: The columns a run's COPY writes. recorded_at is this process's clock, read under the lock as
+#: each record is hashed and never before the previous record's (another replica's clock may be
+#: ahead), so it ascends with seq; in leaf format 2 it is inside the leaf hash.
 _COLUMNS = ("seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
-            "occurred_at", "proposal_id", "account_id", "household_id", "payload_valid", "envelope",
-            "leaf_hash", "prev_hash", "chain_hash")
+            "occurred_at", "recorded_at", "proposal_id", "account_id", "household_id", "payload_valid",
+            "envelope", "leaf_format", "leaf_hash", "prev_hash", "chain_hash")
 
 
 async def on_event(env: Envelope, uow: UnitOfWork) -> None:
@@ -73,11 +73,11 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
     # verifier) run. The lock goes with the table, not with cooperating code paths, so any
     # writer of `records` is serialized.
     await s.execute(_LOCK)
-    seq, prev = 0, chain.GENESIS_HASH
+    seq, prev, last_at = 0, chain.GENESIS_HASH, None
     existing: dict = {}
     for r in (await s.execute(_HEAD_AND_SEEN, {"ids": list({e.event_id for e in envs})})).all():
         if r.head:
-            seq, prev = r.seq, bytes(r.chain_hash)
+            seq, prev, last_at = r.seq, bytes(r.chain_hash), r.recorded_at
         else:
             existing[r.event_id] = r
     rows: list[tuple] = []
@@ -108,12 +108,15 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
             continue
         seen[env.event_id] = arrived
         seq += 1
-        leaf = chain.leaf_hash(data)
+        now = utcnow()
+        at = now if last_at is None or now >= last_at else last_at
+        leaf = chain.record_leaf_hash(data, at, chain.LEAF_FORMAT)
         link = chain.chain_hash(prev, leaf)
         f = facts_of(env, foreign_topic=bus.foreign_topic(env))
         rows.append((seq, f.event_id, f.topic, f.event_type, f.tenant_id, f.correlation_id, f.causation_id,
-                     f.occurred_at, f.proposal_id, f.account_id, f.household_id, f.payload_valid, data, leaf,
-                     prev, link))
+                     f.occurred_at, at, f.proposal_id, f.account_id, f.household_id, f.payload_valid, data,
+                     chain.LEAF_FORMAT, leaf, prev, link))
+        last_at = at
         leaves.append(leaf)
         prev = link
     if not rows:

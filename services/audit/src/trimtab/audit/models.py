@@ -45,9 +45,10 @@ records = Table(
     Column("correlation_id", UUID(as_uuid=True), nullable=False),
     Column("causation_id", UUID(as_uuid=True), nullable=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    #: Filled by the database as each row is inserted (clock_timestamp(), not now(): now() is the
-    #: transaction's start, which may be before the previous record's commit). Rows are inserted
-    #: under the append lock in seq order, so recorded_at ascends with seq.
+    #: Set by the writer under the append lock (handlers.append: the service's clock, never before
+    #: the previous record's), so recorded_at ascends with seq; in leaf format 2 it is inside the
+    #: leaf hash. The default (clock_timestamp(), not now(): now() is the transaction's start,
+    #: which may be before the previous record's commit) served format-1 writers.
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     #: Extracted from the payload so "everything about this proposal / account" is an index scan.
     Column("proposal_id", UUID(as_uuid=True), nullable=True),
@@ -63,7 +64,11 @@ records = Table(
     Column("leaf_hash", LargeBinary, nullable=False),
     Column("prev_hash", LargeBinary, nullable=False),
     Column("chain_hash", LargeBinary, nullable=False),
+    #: How leaf_hash is made (domain/chain.py): 1 the envelope alone (records before the tenth
+    #: session), 2 recorded_at and the envelope.
+    Column("leaf_format", SmallInteger, nullable=False, server_default=text("1")),
     CheckConstraint("seq >= 1", name="seq_positive"),
+    CheckConstraint("leaf_format IN (1, 2)", name="leaf_format_known"),
     CheckConstraint(
         "octet_length(leaf_hash) = 32 AND octet_length(prev_hash) = 32 AND octet_length(chain_hash) = 32",
         name="hash_lengths",

@@ -18,7 +18,8 @@ One run:
      cannot say where, bisect with consistency proofs (a prefix is good iff its root is consistent
      with the signed head) to the first leaf that is wrong.
   4. Fetch the caller's own records (the token's tenant) and recompute each leaf hash from the
-     exact envelope bytes: an edited envelope names its record. Every frame must be the caller's
+     exact envelope bytes (and, in leaf format 2, the time of recording): an edited envelope or
+     recorded_at names its record. Every frame must be the caller's
      tenant's, seqs must strictly ascend, and every record of the caller's that a clean run served
      before (own_seqs.bin, up to its tree size) must be served again: a record moved to another
      tenant, or otherwise withheld, is named by its seq.
@@ -268,6 +269,10 @@ async def recheck_records(client: httpx.AsyncClient, leaves: bytes, n: int, rep:
         after = 0
         while True:
             r = await _get(client, "/v1/audit/records.bin", after_seq=after, max_seq=n, limit=RECORD_PAGE)
+            if r.headers.get("x-frame-format") != str(frames.RECORDS_FORMAT):
+                raise RuntimeError(f"the service serves record frames of format {r.headers.get('x-frame-format', '1')}, "
+                                   f"this verifier reads format {frames.RECORDS_FORMAT}: use the verifier of the "
+                                   "service's release")
             body, nxt = r.content, r.headers.get("x-next-after-seq") or None
             if body:
                 first = struct.unpack_from(">Q", body)[0]

@@ -25,6 +25,11 @@ class RecordOut(BaseModel):
     household_id: str | None = None
     #: False when the payload did not match its event schema (it is recorded all the same).
     payload_valid: bool
+    #: How `leaf_hash` is made. 1 (records before the tenth session): SHA-256(0x00 || envelope
+    #: bytes). 2: SHA-256(0x00 || 0x02 || recorded_at || envelope bytes), recorded_at as a signed
+    #: 64-bit big-endian count of microseconds since 1970-01-01T00:00:00Z: the time of recording
+    #: is under the hash, the tree and the signed checkpoints.
+    leaf_format: int = 1
     leaf_hash: str
     chain_hash: str
 
@@ -33,7 +38,7 @@ class RecordDetailOut(RecordOut):
     prev_hash: str
     #: The envelope decoded from the stored bytes.
     envelope: dict[str, Any]
-    #: The exact bytes the leaf hash covers: leaf_hash = SHA-256(0x00 || these bytes).
+    #: The exact envelope bytes the leaf hash covers (with recorded_at in leaf format 2).
     envelope_base64: str
 
 

@@ -216,9 +216,11 @@ async def verify_record(sm: async_sessionmaker[AsyncSession], *, trusted_keys: I
             envelope, leaf = bytes(row.envelope), bytes(row.leaf_hash)
             failures = scanner.feed(ChainRecord(
                 seq=row.seq, envelope=envelope, leaf_hash=leaf,
-                prev_hash=bytes(row.prev_hash), chain_hash=bytes(row.chain_hash)))
+                prev_hash=bytes(row.prev_hash), chain_hash=bytes(row.chain_hash),
+                recorded_at=row.recorded_at, leaf_format=row.leaf_format))
             tree_leaf = leaves.get(row.seq - 1)
-            # The hashes cover the envelope only; the indexed columns must agree with it, or a
+            # The hashes cover the envelope (and, in leaf format 2, recorded_at) only; the indexed
+            # columns must agree with the envelope, or a
             # record could be moved to another tenant or proposal without breaking the chain.
             wrong = mismatched_columns(row._mapping, envelope)
             if failures is None and tree_leaf is not None and bytes(tree_leaf) == leaf and not wrong:

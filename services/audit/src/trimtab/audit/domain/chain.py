@@ -22,15 +22,49 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 HASH_BYTES = 32
 GENESIS_HASH = b"\x00" * HASH_BYTES
 LEAF_PREFIX = b"\x00"
 
 
+#: Leaf formats (the `leaf_format` column). 1: the envelope alone, `SHA-256(0x00 || envelope)`:
+#: every record before the tenth session; its `recorded_at` is outside every hash. 2: the time the
+#: record was recorded with it, `SHA-256(0x00 || 0x02 || recorded_at || envelope)`, recorded_at as
+#: a signed 64-bit big-endian count of microseconds since 1970-01-01T00:00:00Z (RFC 6962's own
+#: leaf is likewise a timestamped entry). The byte 0x02 cannot start a format-1 leaf's input (an
+#: envelope is a JSON object: "{"), so the two never collide.
+LEAF_FORMAT_ENVELOPE = 1
+LEAF_FORMAT_TIMESTAMPED = 2
+#: What the service writes.
+LEAF_FORMAT = LEAF_FORMAT_TIMESTAMPED
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def leaf_hash(envelope: bytes) -> bytes:
-    """RFC 6962 leaf hash of one record's canonical envelope bytes."""
+    """RFC 6962 leaf hash of one record's canonical envelope bytes (leaf format 1)."""
     return hashlib.sha256(LEAF_PREFIX + envelope).digest()
+
+
+def micros(t: datetime) -> int:
+    """`t` as whole microseconds since the Unix epoch (exact: no float)."""
+    if t.tzinfo is None:
+        raise ValueError("recorded_at must carry a time zone")
+    return (t - _EPOCH) // _US
+
+
+def record_leaf_hash(envelope: bytes, recorded_at: datetime | None, leaf_format: int = LEAF_FORMAT_ENVELOPE) -> bytes:
+    """The leaf hash of a stored record in its `leaf_format` (see LEAF_FORMAT_*)."""
+    if leaf_format == LEAF_FORMAT_ENVELOPE:
+        return leaf_hash(envelope)
+    if leaf_format == LEAF_FORMAT_TIMESTAMPED:
+        if recorded_at is None:
+            raise ValueError("a timestamped leaf needs its recorded_at")
+        return hashlib.sha256(LEAF_PREFIX + b"\x02" + micros(recorded_at).to_bytes(8, "big", signed=True)
+                              + envelope).digest()
+    raise ValueError(f"unknown leaf format {leaf_format}")
 
 
 def chain_hash(prev_chain_hash: bytes, leaf: bytes) -> bytes:
@@ -38,6 +72,15 @@ def chain_hash(prev_chain_hash: bytes, leaf: bytes) -> bytes:
     if len(prev_chain_hash) != HASH_BYTES or len(leaf) != HASH_BYTES:
         raise ValueError("chain hashes and leaf hashes are 32 bytes")
     return hashlib.sha256(prev_chain_hash + leaf).digest()
+
+
+def leaf_differs(leaf_format: int) -> str:
+    """The reason given when a record's leaf hash is not what it hashes to."""
+    if leaf_format == LEAF_FORMAT_ENVELOPE:
+        return "leaf hash does not match the envelope bytes"
+    if leaf_format == LEAF_FORMAT_TIMESTAMPED:
+        return "leaf hash does not match recorded_at and the envelope bytes"
+    return f"leaf format {leaf_format} is unknown"
 
 
 @dataclass(frozen=True)
@@ -49,15 +92,26 @@ class ChainRecord:
     leaf_hash: bytes
     prev_hash: bytes
     chain_hash: bytes
+    recorded_at: datetime | None = None
+    leaf_format: int = LEAF_FORMAT_ENVELOPE
+
+    def expected_leaf(self) -> bytes | None:
+        """The leaf its envelope (and, in format 2, its recorded_at) hash to; None when its
+        format is unknown or its time missing (then its leaf fails)."""
+        try:
+            return record_leaf_hash(self.envelope, self.recorded_at, self.leaf_format)
+        except ValueError:
+            return None
 
 
-def append(seq: int, envelope: bytes, prev_chain_hash: bytes = GENESIS_HASH) -> ChainRecord:
+def append(seq: int, envelope: bytes, prev_chain_hash: bytes = GENESIS_HASH, *, recorded_at: datetime | None = None,
+           leaf_format: int = LEAF_FORMAT_ENVELOPE) -> ChainRecord:
     """The record that follows a chain whose head hash is `prev_chain_hash`."""
     if seq < 1:
         raise ValueError("seq starts at 1")
-    leaf = leaf_hash(envelope)
+    leaf = record_leaf_hash(envelope, recorded_at, leaf_format)
     return ChainRecord(seq=seq, envelope=envelope, leaf_hash=leaf, prev_hash=prev_chain_hash,
-                       chain_hash=chain_hash(prev_chain_hash, leaf))
+                       chain_hash=chain_hash(prev_chain_hash, leaf), recorded_at=recorded_at, leaf_format=leaf_format)
 
 
 @dataclass(frozen=True)
@@ -110,8 +164,8 @@ class ChainVerifier:
             return ChainFailure(want, f"record missing: expected seq {want}, found seq {rec.seq}")
         if rec.seq < want:
             return ChainFailure(want, f"out of order: expected seq {want}, found seq {rec.seq}")
-        if leaf_hash(rec.envelope) != rec.leaf_hash:
-            return ChainFailure(want, "leaf hash does not match the envelope bytes")
+        if rec.expected_leaf() != rec.leaf_hash:
+            return ChainFailure(want, leaf_differs(rec.leaf_format))
         if rec.prev_hash != self.head_hash:
             return ChainFailure(want, "prev hash does not match the chain hash of the previous record")
         if len(rec.leaf_hash) != HASH_BYTES or chain_hash(rec.prev_hash, rec.leaf_hash) != rec.chain_hash:
@@ -153,9 +207,9 @@ class ChainScanner:
             out = [ChainFailure(want, f"record missing: expected seq {want}, found seq {seq}", seq - 1)]
             linked = False
         leaf, prev, stored = rec.leaf_hash, rec.prev_hash, rec.chain_hash
-        if leaf_hash(rec.envelope) != leaf:
+        if rec.expected_leaf() != leaf:
             out = out or []
-            out.append(ChainFailure(seq, "leaf hash does not match the envelope bytes"))
+            out.append(ChainFailure(seq, leaf_differs(rec.leaf_format)))
         if linked and prev != self.prev_chain and (self.prev_recomputed is None or prev != self.prev_recomputed):
             out = out or []
             out.append(ChainFailure(seq, "prev hash does not match the chain hash of the previous record"))

@@ -6,9 +6,12 @@ parse than to check. These two forms carry only what the checks use, length-pref
   leaves   repeated:  seq u64 | leaf hash (32 bytes)
   records  repeated:  seq u64 | event_id (16) | correlation_id (16)
                       | u16 length | event_type (UTF-8) | u16 length | tenant_id (UTF-8)
+                      | u16 leaf format | i64 recorded_at (microseconds since the Unix epoch)
                       | u32 length | envelope (the exact canonical bytes the leaf hash covers)
 
-The database builds both (api.py, bulk.py); this module reads and checks them.
+The database builds both (api.py, bulk.py); this module reads and checks them. The records form is
+version RECORDS_FORMAT (the `X-Frame-Format` header of `GET /records.bin`): version 1 had no leaf
+format or recorded_at, which leaf format 2 hashes (domain/chain.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ _LEAF = struct.Struct(">Q32s")
 _HEAD = struct.Struct(">Q16s16sH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_LEAF_AT = struct.Struct(">Hq")
+#: The version of the records form this module reads (the `X-Frame-Format` header).
+RECORDS_FORMAT = 2
 
 
 class FrameError(ValueError):
@@ -65,8 +71,9 @@ def leaves(blob: bytes, start: int, end: int) -> tuple[bytes, list[int]]:
     return bytes(out), missing
 
 
-def records(blob: bytes) -> Iterator[tuple[int, bytes, bytes, str, str, bytes]]:
-    """(seq, event_id bytes, correlation_id bytes, event_type, tenant_id, envelope) per frame."""
+def records(blob: bytes) -> Iterator[tuple[int, bytes, bytes, str, str, int, int, bytes]]:
+    """(seq, event_id bytes, correlation_id bytes, event_type, tenant_id, leaf format, recorded_at
+    in microseconds since the epoch, envelope) per frame."""
     mv, pos, n = memoryview(blob), 0, len(blob)
     while pos < n:
         if pos + _HEAD.size > n:
@@ -78,13 +85,17 @@ def records(blob: bytes) -> Iterator[tuple[int, bytes, bytes, str, str, bytes]]:
         (ln,) = _U16.unpack_from(blob, pos)
         tenant = str(mv[pos + 2:pos + 2 + ln], "utf-8")
         pos += 2 + ln
+        if pos + _LEAF_AT.size + 4 > n:
+            raise FrameError("truncated record frame")
+        fmt, at_us = _LEAF_AT.unpack_from(blob, pos)
+        pos += _LEAF_AT.size
         (le,) = _U32.unpack_from(blob, pos)
         pos += 4
         envelope = blob[pos:pos + le]
         if len(envelope) != le:
             raise FrameError("truncated record frame")
         pos += le
-        yield seq, eid, cid, etype, tenant, envelope
+        yield seq, eid, cid, etype, tenant, fmt, at_us, envelope
 
 
 def _uuid_text(b: bytes) -> str:
@@ -94,7 +105,7 @@ def _uuid_text(b: bytes) -> str:
 
 def first_frame(blob: bytes) -> tuple[int, str] | None:
     """(seq, tenant_id) of a records body's first frame; None for an empty body."""
-    for seq, _, _, _, tenant, _ in records(blob):
+    for seq, _, _, _, tenant, _, _, _ in records(blob):
         return seq, tenant
     return None
 
@@ -105,7 +116,8 @@ def check_records(blob: bytes, leaves_from: int, leaves_blob: bytes,
     (`leaves_blob` holds leaf hashes from leaf index `leaves_from` on): how many were checked,
     the last seq seen, and the problems (seq, reason).
 
-    A record is good when SHA-256(0x00 || envelope) is its leaf and the columns served beside it
+    A record is good when its leaf input (chain.py: the envelope in leaf format 1, 0x02, recorded_at
+    and the envelope in format 2) hashes to its leaf and the columns served beside it
     (event id, type, tenant, correlation) are the ones inside the hashed bytes. Pure and
     picklable, so the verifier can run it in worker processes."""
     checked, last, problems, _ = check_page(blob, leaves_from, leaves_blob, upto)
@@ -124,7 +136,7 @@ def check_page(blob: bytes, leaves_from: int, leaves_blob: bytes, upto: int, *,
     checked, seen, problems = 0, None, []
     prev = after
     seqs = array("Q")
-    for seq, eid, cid, etype, col_tenant, envelope in records(blob):
+    for seq, eid, cid, etype, col_tenant, fmt, at_us, envelope in records(blob):
         seen = seq
         if prev is not None:
             if seq <= prev:
@@ -139,9 +151,18 @@ def check_page(blob: bytes, leaves_from: int, leaves_blob: bytes, upto: int, *,
         checked += 1
         seqs.append(seq)
         at = (seq - 1 - leaves_from) * HASH_BYTES
-        if at < 0 or sha(b"\x00" + envelope).digest() != leaves_blob[at:at + HASH_BYTES]:
+        if fmt == 1:
+            leaf = sha(b"\x00" + envelope).digest()
+        elif fmt == 2:
+            leaf = sha(b"\x00\x02" + at_us.to_bytes(8, "big", signed=True) + envelope).digest()
+        else:
+            problems.append((seq, f"the record's leaf format {fmt} is unknown to this verifier"))
+            continue
+        if at < 0 or leaf != leaves_blob[at:at + HASH_BYTES]:
             problems.append((seq, "the record's envelope does not hash to its leaf in the signed tree "
-                                  "(content altered)"))
+                                  "(content altered)" if fmt == 1 else
+                                  "the record's envelope and recorded_at do not hash to its leaf in the signed "
+                                  "tree (content altered, or its time of recording)"))
             continue
         try:
             env = loads(envelope)
