@@ -52,12 +52,17 @@ async def ready(client, producer, kafka_bootstrap, account: str, tenant: str = "
     return pid, proposed
 
 
-async def approved_events(app, account: str) -> list[Envelope]:  # type: ignore[no-untyped-def]
+async def outbox_events(app, topic: str, account: str) -> list[Envelope]:  # type: ignore[no-untyped-def]
+    """What the service published on `topic` for `account`, in order (its outbox)."""
     ob = app.state.runtime.infra.outbox
     async with app.state.runtime.sessionmaker() as s:
-        rows = (await s.execute(select(ob.c.envelope).where(ob.c.topic == "trades.approved.v1",
+        rows = (await s.execute(select(ob.c.envelope).where(ob.c.topic == topic,
                                                             ob.c.key == account).order_by(ob.c.id))).all()
     return [Envelope.from_bytes(r.envelope) for r in rows]
+
+
+async def approved_events(app, account: str) -> list[Envelope]:  # type: ignore[no-untyped-def]
+    return await outbox_events(app, "trades.approved.v1", account)
 
 
 async def test_a_newer_proposal_supersedes_the_older_one(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]

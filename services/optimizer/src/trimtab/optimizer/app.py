@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import Field
 
 from trimtab.shared.config import ServiceSettings
 from trimtab.shared.http import create_app
+from trimtab.shared.outbox import UnitOfWork
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import api, handlers, prices, proposals
@@ -43,6 +46,14 @@ class Settings(ServiceSettings):
     #: (0.02 = 2 %) either way from the order's estimated price since the snapshot; 0 disables.
     proposal_max_price_move: Decimal = Field(default=prices.DEFAULT_MAX_MOVE,
                                              validation_alias="PROPOSAL_MAX_PRICE_MOVE", ge=0)
+    #: The time in force of approved orders (TradesApproved.execute_by = approval time + this);
+    #: 0 = none (the OMS is told no deadline, and only fills, its reports or a supervisor end an
+    #: approval). Applies to proposals stored from when it is set.
+    proposal_execution_window_s: float = Field(default=86_400.0, validation_alias="PROPOSAL_EXECUTION_WINDOW_S",
+                                               ge=0)
+    #: How long after execute_by the OMS's fills or report may still arrive; past it, the sweep
+    #: declares what is left of the approval expired (published on trades.unfilled.v1).
+    proposal_execution_grace_s: float = Field(default=3_600.0, validation_alias="PROPOSAL_EXECUTION_GRACE_S", ge=0)
     #: Seconds between sweeps (expiry by age, and the count behind the queue gauges).
     proposal_sweep_s: float = Field(default=60.0, validation_alias="PROPOSAL_SWEEP_S", gt=0)
     #: Worker processes for solves; 0 = one worker thread in the service process.
@@ -55,16 +66,23 @@ SWEEP_BATCH = 100
 SWEEP_MAX_BATCHES = 50
 
 
-async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
-    """Expire what is stale now (transactions of `SWEEP_BATCH`); returns how many expired."""
+async def _in_batches(runtime: ServiceRuntime, step: Callable[[UnitOfWork], Awaitable[list[Any]]]) -> int:
+    """Run `step` in transactions of up to `SWEEP_BATCH` rows until one does fewer (at most
+    `SWEEP_MAX_BATCHES`); returns how many rows it did in all."""
     total = 0
     for _ in range(SWEEP_MAX_BATCHES):
         async with runtime.uow() as uow:
-            expired = await proposals.expire_stale(uow, ttl_s=ttl_s, limit=SWEEP_BATCH)
+            done = await step(uow)
             await uow.commit()
-        total += len(expired)
-        if len(expired) < SWEEP_BATCH:
+        total += len(done)
+        if len(done) < SWEEP_BATCH:
             break
+    return total
+
+
+async def sweep_once(runtime: ServiceRuntime, ttl_s: float) -> int:
+    """Expire what is stale now (transactions of `SWEEP_BATCH`); returns how many expired."""
+    total = await _in_batches(runtime, lambda uow: proposals.expire_stale(uow, ttl_s=ttl_s, limit=SWEEP_BATCH))
     if total:
         log.info("expired %d proposals older than %g s", total, ttl_s)
     return total
@@ -77,6 +95,12 @@ async def refresh_queue(runtime: ServiceRuntime, stats: QueueStats) -> None:
         stats.update(await proposals.open_queue(uow), await proposals.awaiting_queue(uow))
 
 
+async def end_overdue_once(runtime: ServiceRuntime, grace_s: float) -> int:
+    """End the approvals past their orders' time in force plus `grace_s` (`proposals.end_overdue`,
+    transactions of `SWEEP_BATCH`); returns how many."""
+    return await _in_batches(runtime, lambda uow: proposals.end_overdue(uow, grace_s=grace_s, limit=SWEEP_BATCH))
+
+
 async def release_once(runtime: ServiceRuntime, max_price_move: Decimal) -> int:
     """Approve the ready automatic proposals a concurrent end of their account's approval left
     waiting (`proposals.release_stranded`); returns how many were decided."""
@@ -87,15 +111,20 @@ async def release_once(runtime: ServiceRuntime, max_price_move: Decimal) -> int:
 
 
 async def _sweep_forever(runtime: ServiceRuntime, ttl_s: float, every_s: float, stats: QueueStats,
-                         max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
-    """Every `every_s`: expire what is older than `ttl_s` (0: never), release stranded automatic
-    approvals, then count the queue."""
+                         max_price_move: Decimal = prices.DEFAULT_MAX_MOVE, grace_s: float = 3_600.0) -> None:
+    """Every `every_s`: expire what is older than `ttl_s` (0: never), end the approvals past
+    their time in force plus `grace_s`, release stranded automatic approvals, then count the
+    queue."""
     while True:
         if ttl_s > 0:
             try:
                 await sweep_once(runtime, ttl_s)
             except Exception:  # noqa: BLE001 - the next pass retries; a crash would stop expiry
                 log.exception("proposal TTL sweep failed")
+        try:
+            await end_overdue_once(runtime, grace_s)
+        except Exception:  # noqa: BLE001 - the next pass retries
+            log.exception("ending overdue approvals failed")
         try:
             await release_once(runtime, max_price_move)
         except Exception:  # noqa: BLE001 - the next pass retries
@@ -113,7 +142,8 @@ def create(settings: Settings | None = None) -> FastAPI:
                              migrations_dir=Path(__file__).parent / "migrations", infra=infra)
     engine = Engine(settings.solver_processes)
     move = settings.proposal_max_price_move
-    runtime.handle("DriftDetected")(partial(handlers.on_drift_detected, engine=engine, max_price_move=move))
+    runtime.handle("DriftDetected")(partial(handlers.on_drift_detected, engine=engine, max_price_move=move,
+                                            execution_window_s=settings.proposal_execution_window_s or None))
     runtime.handle("RiskAssessed")(partial(handlers.on_risk_assessed, max_price_move=move))
     runtime.handle("ExplanationCreated")(partial(handlers.on_explanation_created, max_price_move=move))
     runtime.handle("TradesExecuted")(handlers.on_trades_executed)
@@ -134,7 +164,8 @@ def create(settings: Settings | None = None) -> FastAPI:
         engine.start()
         await engine.warm()
         sweeper["task"] = asyncio.create_task(
-            _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s, queue, move),
+            _sweep_forever(runtime, settings.proposal_ttl_s, settings.proposal_sweep_s, queue, move,
+                           settings.proposal_execution_grace_s),
             name="optimizer:sweep")
 
     @runtime.on_stop

@@ -25,9 +25,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from trimtab.shared.auth import Principal
 from trimtab.shared.canonical import canonical_hash
-from trimtab.shared.envelope import utcnow
 from trimtab.shared.errors import Conflict, Forbidden, Invalid, NotFound
-from trimtab.shared.events import Order, OrdersUnfilled, UnfilledOrder
+from trimtab.shared.events import Order
 from trimtab.shared.runtime import ServiceRuntime
 
 from . import prices, proposals
@@ -183,15 +182,8 @@ async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_
         if row.state not in proposals.AWAITING_EXECUTION or not left:
             raise Conflict(f"proposal {proposal_id} is {row.state}: no orders of it await execution",
                            state=row.state)
-        report = OrdersUnfilled(
-            report_id=f"operator:{uuid.uuid4()}", proposal_id=row.proposal_id, account_id=row.account_id,
-            reported_at=utcnow(), orders=[UnfilledOrder(
-                client_order_id=o.client_order_id or "", symbol=o.symbol, side=o.side, unfilled_shares=shares,
-                status="canceled", reason=f"ended by {principal.subject}: {reason.strip()}"[:500])
-                for o, shares in left])
-        make = proposals.continuing(row)
-        row = await proposals.record_unfilled(uow, row, report)
-        uow.publish(make(report), key=row.account_id)
+        row = await proposals.declare_unfilled(uow, row, report_id=f"operator:{uuid.uuid4()}", status="canceled",
+                                               reason=f"ended by {principal.subject}: {reason.strip()}")
         # No automatic approval follows here (unlike an OMS report): the orders were declared
         # dead by a person, not by the OMS, so the account's next orders wait for an advisor.
         body = ProposalOut.from_row(row).model_dump(mode="json")

@@ -44,7 +44,8 @@ def _parse(env: Envelope, model):  # type: ignore[no-untyped-def]
 
 
 async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
-                            max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> None:
+                            max_price_move: Decimal = prices.DEFAULT_MAX_MOVE,
+                            execution_window_s: float | None = None) -> None:
     """Solve the drifted account's snapshot and store + publish the proposal (or its failure)."""
     drift: DriftDetected = _parse(env, DriftDetected)
     if drift.snapshot.account_id != drift.account_id:
@@ -83,7 +84,8 @@ async def on_drift_detected(env: Envelope, uow: UnitOfWork, *, engine: Engine,
         await proposals.record_failure(uow, env, drift, proposal_id, outcome.failure)
         return
     assert outcome.proposal is not None
-    await proposals.record_proposal(uow, env, drift, outcome.proposal, max_price_move=max_price_move)
+    await proposals.record_proposal(uow, env, drift, outcome.proposal, max_price_move=max_price_move,
+                                    execution_window_s=execution_window_s)
 
 
 async def on_risk_assessed(env: Envelope, uow: UnitOfWork, *,

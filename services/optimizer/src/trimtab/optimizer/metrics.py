@@ -34,6 +34,10 @@ unfilled_orders = meter.create_counter("trimtab_optimizer_unfilled_orders", unit
 #: Fills of a proposal that had ended `unfilled`: orders declared dead traded after all.
 fills_after_unfilled = meter.create_counter("trimtab_optimizer_fills_after_unfilled", unit="{fill}",
                                             description="fills of proposals that had ended unfilled")
+#: Approvals ended by the sweep past their orders' time in force plus the grace, with neither
+#: fills nor an OMS report: the OMS did not report on them (or the feed from it is down).
+approvals_overdue = meter.create_counter("trimtab_optimizer_approvals_overdue", unit="{approval}",
+                                         description="approvals ended past their time in force without an OMS report")
 
 
 def failure_label(kind: str, constraint: str | None) -> str:

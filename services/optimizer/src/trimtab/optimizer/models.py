@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     Index,
     Integer,
     Numeric,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     func,
     text,
 )
@@ -68,6 +70,10 @@ proposals = Table(
     Column("decision_automatic", Boolean, nullable=True),
     Column("decision_reason", Text, nullable=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
+    #: PROPOSAL_EXECUTION_WINDOW_S when the proposal was stored (null: no window). An approval
+    #: sets `execute_by` = decided_at + this: the orders' time in force, on TradesApproved.
+    Column("execution_window_s", Float, nullable=True),
+    Column("execute_by", DateTime(timezone=True), nullable=True),
     Column("correlation_id", UUID(as_uuid=True), nullable=False),
     #: Event id of the RebalanceProposed (or, for a failed solve, of the DriftDetected): the
     #: causation of decisions taken later through the API or by the TTL.
@@ -98,6 +104,10 @@ Index("ix_proposals_open_order_symbols", ORDER_SYMBOLS, postgresql_using="gin",
 # the sweep counts them for the awaiting-execution gauges.
 Index("ix_proposals_awaiting_execution", proposals.c.tenant_id, proposals.c.decided_at,
       postgresql_where=proposals.c.state.in_(["approved", "overridden"]))
+
+# Approvals with a time in force: the sweep ends those past it plus the grace (proposals.end_overdue).
+Index("ix_proposals_execute_by", proposals.c.execute_by,
+      postgresql_where=and_(proposals.c.state.in_(["approved", "overridden"]), proposals.c.execute_by.isnot(None)))
 
 idempotency_keys = Table(
     "idempotency_keys",

@@ -128,9 +128,11 @@ async def _update(uow: UnitOfWork, row: Row[Any], **values: Any) -> Row[Any]:
 
 async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
                           proposal: RebalanceProposed, *,
-                          max_price_move: Decimal = prices.DEFAULT_MAX_MOVE) -> Row[Any] | None:
+                          max_price_move: Decimal = prices.DEFAULT_MAX_MOVE,
+                          execution_window_s: float | None = None) -> Row[Any] | None:
     """Store a solved proposal, publish it, and reject it at once if it has nothing to trade
     (or expire it at once if a price moved too far while it was being solved).
+    `execution_window_s`: the time in force its approval will give its orders (None: none).
 
     Returns None when the drift already has a proposal (a concurrent duplicate lost the race).
     """
@@ -144,6 +146,7 @@ async def record_proposal(uow: UnitOfWork, env: Envelope, drift: DriftDetected,
         orders=[o.model_dump(mode="json") for o in proposal.orders],
         order_count=len(proposal.orders), payload=proposal.model_dump(mode="json"),
         correlation_id=env.correlation_id, proposed_event_id=out.event_id,
+        execution_window_s=execution_window_s or None,
     ).on_conflict_do_nothing().returning(*proposals.c)
     row = (await uow.session.execute(stmt)).first()
     if row is None:
@@ -340,6 +343,10 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
         state=new.state.value, decision=decision.kind, decided_by=decision.decided_by,
         decision_automatic=decision.automatic, decision_reason=decision.reason, decided_at=now)
     approved: list[Order] = []
+    execute_by = None
+    if decision.kind in ("approved", "overridden") and row.execution_window_s:
+        execute_by = now + timedelta(seconds=row.execution_window_s)
+        values["execute_by"] = execute_by
     if decision.kind == "approved":
         approved = with_client_order_ids(row.proposal_id, [Order.model_validate(o) for o in row.orders])
         values["orders"] = [o.model_dump(mode="json") for o in approved]
@@ -358,7 +365,7 @@ async def apply_decision(uow: UnitOfWork, row: Row[Any], decision: Decision,
         uow.publish(make_env(TradesApproved(
             proposal_id=row.proposal_id, account_id=row.account_id,
             approved_by=decision.decided_by, orders=approved,
-            priced_as_of=(row.snapshot or {}).get("as_of"))), key=row.account_id)
+            priced_as_of=(row.snapshot or {}).get("as_of"), execute_by=execute_by)), key=row.account_id)
     return row
 
 
@@ -522,6 +529,53 @@ async def record_unfilled(uow: UnitOfWork, row: Row[Any], report: OrdersUnfilled
         values["state"] = ended
     opt_metrics.unfilled_orders.add(len(lines))
     return await _update(uow, row, **values)
+
+
+async def declare_unfilled(uow: UnitOfWork, row: Row[Any], *, report_id: str, status: str,
+                           reason: str, now: datetime | None = None) -> Row[Any]:
+    """End an approval on Trimtab's side: what is left of each order (its shares less fills and
+    earlier reports) is declared unfilled with `status` and `reason`, recorded as a report and
+    published on `trades.unfilled.v1` as an OMS report would be (producer `optimizer`), so the
+    drift monitor re-arms the account and the audit record holds who ended it and why. The caller
+    has locked the row and checked it awaits execution with something left."""
+    report = OrdersUnfilled(
+        report_id=report_id, proposal_id=row.proposal_id, account_id=row.account_id,
+        reported_at=now or utcnow(), orders=[UnfilledOrder(
+            client_order_id=o.client_order_id or "", symbol=o.symbol, side=o.side, unfilled_shares=shares,
+            status=status, reason=reason[:500]) for o, shares in left_to_execute(row)])
+    make = continuing(row)
+    row = await record_unfilled(uow, row, report)
+    uow.publish(make(report), key=row.account_id)
+    return row
+
+
+async def end_overdue(uow: UnitOfWork, *, grace_s: float, now: datetime | None = None,
+                      limit: int = 100) -> list[uuid.UUID]:
+    """End the approvals still awaiting execution past their time in force (`execute_by`) plus
+    `grace_s` (all tenants): a compliant OMS cancelled their orders at execute_by and would have
+    reported them; without fills or a report by then, Trimtab declares the rest `expired` and
+    the account moves on. The report id is the proposal's own (`deadline:<id>`), so two replicas
+    sweeping at once record it once; SKIP LOCKED leaves a row being filled to that transaction.
+    Like a supervisor's end, it approves nothing automatically after it: an OMS that ignored the
+    deadline may still be working the orders (its late fills count, and alert)."""
+    now = now or utcnow()
+    q = (select(proposals)
+         .where(proposals.c.state.in_(AWAITING_EXECUTION), proposals.c.execute_by.isnot(None),
+                proposals.c.execute_by < now - timedelta(seconds=grace_s))
+         .order_by(proposals.c.execute_by).limit(limit).with_for_update(skip_locked=True))
+    ended = []
+    for row in (await uow.session.execute(q)).all():
+        if not left_to_execute(row):
+            continue
+        await declare_unfilled(
+            uow, row, report_id=f"deadline:{row.proposal_id}", status="expired", now=now,
+            reason=(f"neither filled nor reported by the OMS by the orders' time in force "
+                    f"{row.execute_by.isoformat()} plus {grace_s:g} s: declared expired by Trimtab"))
+        log.warning("proposal %s of %s: approval ended, its orders past their time in force %s",
+                    row.proposal_id, row.account_id, row.execute_by.isoformat())
+        opt_metrics.approvals_overdue.add(1)
+        ended.append(row.proposal_id)
+    return ended
 
 
 def _unfilled_of_dicts(known: list[dict[str, Any]]) -> list[UnfilledOrder]:

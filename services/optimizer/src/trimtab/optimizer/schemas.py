@@ -117,6 +117,10 @@ class ProposalOut(ProposalSummary):
     #: Orders the OMS reported it will never fill (rejected, canceled, expired), with the report's
     #: id and time: with `fills` they end the approval (`executed` or `unfilled`).
     unfilled: list[dict[str, Any]] = []
+    #: The approved orders' time in force (TradesApproved.execute_by); past it plus
+    #: PROPOSAL_EXECUTION_GRACE_S without fills or a report, Trimtab declares them expired. Null:
+    #: not approved, or no window.
+    execute_by: datetime | None = None
     #: The context the proposal was solved with (null: the snapshot alone) and its driver weights.
     context: OptimizerContext | None = None
     driver_weights: dict[str, DecimalStr] | None = None
@@ -139,7 +143,7 @@ class ProposalOut(ProposalSummary):
             "post_weights": payload.get("post_weights", {}),
             "objective": payload.get("objective", {}), "solver": payload.get("solver"),
             "risk": row.risk, "explanation": row.explanation, "fills": row.fills or [],
-            "unfilled": row.unfilled or [],
+            "unfilled": row.unfilled or [], "execute_by": row.execute_by,
             "context": payload.get("context"), "driver_weights": payload.get("driver_weights"),
             **{k: payload.get(k) for k in ("tax_breakdown", "cost_breakdown", "pre_drift", "post_drift",
                                            "notes")},

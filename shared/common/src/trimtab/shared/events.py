@@ -414,6 +414,13 @@ class TradesApproved(_Model):
     #: The market time the orders were priced at (the snapshot's `as_of`): an OMS may use it to
     #: judge how stale the estimated prices are. Optional; absent from older producers.
     priced_as_of: datetime | None = None
+    #: The orders' time in force (FIX ExpireTime, good till date): an OMS must not start working
+    #: them after this time, cancels what is still working then, and reports what was not filled
+    #: on `trades.unfilled.v1` (status `expired`). If neither fills nor a report have closed the
+    #: approval by this time plus the optimizer's grace (`PROPOSAL_EXECUTION_GRACE_S`), Trimtab
+    #: declares the rest expired itself. Optional; absent from older producers and where the
+    #: optimizer sets no window (`PROPOSAL_EXECUTION_WINDOW_S=0`).
+    execute_by: datetime | None = None
 
 
 class Fill(_Model):
