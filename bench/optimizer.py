@@ -8,13 +8,17 @@
    machine's cores), each worker compiles its problem once, then runs `propose` (solve, wash-sale
    resolution, rounding, re-check, Decimal orders) for its share of the accounts. Prints
    accounts per second (wall clock, both workers), and p50/p99 of the per-account solver time
-   (every convex solve the account needed) and of the whole `propose` call.
+   (every convex solve the account needed) and of the whole `propose` call. Run three times in
+   one go: Clarabel alone (`TRIMTAB_SOLVER=clarabel`, the library before the tenth session), the
+   library's default (the structured solver first, `ipm.py`), Clarabel alone again; the figures
+   are the default's, with Clarabel's (the mean of its two runs) beside them.
 2. 500 securities with a 15-factor risk model (one lot each, same constraints): median of one
    compiled solve (`n500_p50_ms`, the issue's "per solve") and of `solve_continuous` (all the
    solves one account needed: wash-sale resolution).
 3. Fresh: the same problems (the same parameter values) built as a new cvxpy problem with
    constants and solved with Clarabel each time, as code without compilation would: median time
-   and the ratio fresh / compiled for one solve.
+   and the ratio fresh / compiled for one solve. "Compiled" is the library's solve (the
+   structured solver where it applies); Clarabel alone on the compiled problem is printed beside.
 
 The machine is shared: figures are medians, and the wall clock of (1) depends on the load.
 `--json`: one JSON object of the figures as the last line.
@@ -135,10 +139,14 @@ def _worker_run(batch: list[tuple[dict, dict]]) -> list[tuple[float, float, int,
     return out
 
 
-def throughput(accounts: int, workers: int) -> dict[str, float]:
+def _worker_init(solver: str) -> None:
+    os.environ["TRIMTAB_SOLVER"] = solver
+
+
+def throughput(accounts: int, workers: int, solver: str = "auto") -> dict[str, float]:
     data = [make_account(s, 20, 3, 4) for s in range(accounts)]
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(solver,)) as pool:
         # One compile per worker (each worker gets one warm-up account; spawn order is not
         # guaranteed, so warm more than once per worker).
         warm = list(pool.map(_worker_warm, [data[i % len(data)] for i in range(workers * 2)]))
@@ -219,21 +227,32 @@ def single_solves(pairs: list[tuple[dict, dict]], fresh: int) -> dict[str, float
     t0 = time.perf_counter()
     prob = compiled(shape)
     compile_s = time.perf_counter() - t0
-    full, one, fresh_ms, agree = [], [], [], []
+    full, one, one_clarabel, fresh_ms, agree, solvers = [], [], [], [], [], set()
     for j, inp in enumerate(inps):
         t0 = time.perf_counter()
         sol = solve_continuous(inp, weights)
         full.append((time.perf_counter() - t0) * 1e3)
         data = assemble(inp, weights, DEFAULT_TUNING, shape_of(inp), sol.bans)
+        # The library's own choice (the structured solver where it applies), then Clarabel alone,
+        # alternating, on the same problem.
         t0 = time.perf_counter()
         raw = prob.solve(data)
         one.append((time.perf_counter() - t0) * 1e3)
+        solvers.add(raw.solver)
+        os.environ["TRIMTAB_SOLVER"] = "clarabel"
+        try:
+            t0 = time.perf_counter()
+            prob.solve(data)
+            one_clarabel.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            os.environ.pop("TRIMTAB_SOLVER", None)
         if j < fresh:
             ms, buy = fresh_solve_ms(shape, data)
             fresh_ms.append(ms)
             agree.append(float(np.abs(buy - raw.buy).max()))
     return {"shape": str(shape), "compile_s": compile_s, "solves_per_account": None,
             "solve_continuous_p50_ms": statistics.median(full), "one_solve_p50_ms": statistics.median(one),
+            "one_solve_clarabel_p50_ms": statistics.median(one_clarabel), "solvers": sorted(solvers),
             "fresh_p50_ms": statistics.median(fresh_ms) if fresh_ms else float("nan"),
             "fresh_vs_compiled_max_abs_weight_diff": max(agree) if agree else float("nan")}
 
@@ -248,24 +267,32 @@ def main() -> int:
     a = ap.parse_args()
 
     print(f"1. throughput: {a.accounts} accounts x 20 securities x 3 lots, every constraint, "
-          f"{a.workers} worker processes")
-    tp = throughput(a.accounts, a.workers)
-    print(f"   {tp['accounts_per_s']:,.0f} accounts/s ({tp['wall_s']:.2f} s wall); "
-          f"solver time per account p50 {tp['solve_p50_ms']:.2f} ms, p99 {tp['solve_p99_ms']:.2f} ms; "
-          f"whole propose p50 {tp['propose_p50_ms']:.2f} ms, p99 {tp['propose_p99_ms']:.2f} ms; "
-          f"{tp['orders_mean']:.1f} orders/account; first propose per worker (compile) "
-          f"<= {tp['warm_max_s']:.1f} s")
+          f"{a.workers} worker processes; Clarabel alone (TRIMTAB_SOLVER=clarabel, as before the tenth "
+          "session), then the library's default (the structured solver first), then Clarabel again")
+    runs = {}
+    for label, solver in (("clarabel", "clarabel"), ("auto", "auto"), ("clarabel2", "clarabel")):
+        tp = runs[label] = throughput(a.accounts, a.workers, solver)
+        print(f"   [{solver}] {tp['accounts_per_s']:,.0f} accounts/s ({tp['wall_s']:.2f} s wall); "
+              f"solver time per account p50 {tp['solve_p50_ms']:.2f} ms, p99 {tp['solve_p99_ms']:.2f} ms; "
+              f"whole propose p50 {tp['propose_p50_ms']:.2f} ms, p99 {tp['propose_p99_ms']:.2f} ms; "
+              f"{tp['orders_mean']:.1f} orders/account; first propose per worker (compile) "
+              f"<= {tp['warm_max_s']:.1f} s")
+    tp = runs["auto"]
+    clarabel_rate = statistics.mean([runs["clarabel"]["accounts_per_s"], runs["clarabel2"]["accounts_per_s"]])
+    print(f"   default / Clarabel alone: {tp['accounts_per_s'] / clarabel_rate:.2f}x accounts/s")
 
     print("2. single process, same problems: compiled vs built afresh with cvxpy")
     small = single_solves([make_account(10_000 + s, 20, 3, 4) for s in range(max(a.fresh, 30))], a.fresh)
     print(f"   20 x 3 {small['shape']}: solve_continuous p50 {small['solve_continuous_p50_ms']:.2f} ms, "
-          f"one compiled solve p50 {small['one_solve_p50_ms']:.2f} ms, fresh cvxpy p50 "
+          f"one compiled solve p50 {small['one_solve_p50_ms']:.3f} ms ({'/'.join(small['solvers'])}; Clarabel "
+          f"alone {small['one_solve_clarabel_p50_ms']:.2f} ms), fresh cvxpy p50 "
           f"{small['fresh_p50_ms']:.1f} ms (same answer to {small['fresh_vs_compiled_max_abs_weight_diff']:.1e})")
     big = single_solves([make_account(20_000 + s, 500, 1, 15) for s in range(a.n500_accounts)],
                         min(3, a.n500_accounts))
     print(f"   500 securities, 15 factors {big['shape']} (compile {big['compile_s']:.1f} s): "
           f"solve_continuous p50 {big['solve_continuous_p50_ms']:.1f} ms, one compiled solve p50 "
-          f"{big['one_solve_p50_ms']:.1f} ms, fresh cvxpy p50 {big['fresh_p50_ms']:.0f} ms")
+          f"{big['one_solve_p50_ms']:.1f} ms ({'/'.join(big['solvers'])}; Clarabel alone "
+          f"{big['one_solve_clarabel_p50_ms']:.1f} ms), fresh cvxpy p50 {big['fresh_p50_ms']:.0f} ms")
     def no_impact(pair: tuple[dict, dict]) -> tuple[dict, dict]:
         snap, ctx = pair
         secs = {k: {x: y for x, y in v.items() if x not in ("sigma_daily", "adv_usd")}
@@ -282,6 +309,11 @@ def main() -> int:
     print(f"3. fresh / compiled, one solve: {ratio:.1f}x at 20 securities, {ratio500:.1f}x at 500")
     figures = {
         "accounts_per_s": round(tp["accounts_per_s"], 1),
+        "accounts_per_s_clarabel": round(clarabel_rate, 1),
+        "propose_p50_ms_clarabel": round(statistics.mean([runs["clarabel"]["propose_p50_ms"],
+                                                          runs["clarabel2"]["propose_p50_ms"]]), 3),
+        "one_solve_clarabel_p50_ms": round(small["one_solve_clarabel_p50_ms"], 3),
+        "n500_clarabel_p50_ms": round(big["one_solve_clarabel_p50_ms"], 2),
         "solve_p50_ms": round(tp["solve_p50_ms"], 3), "solve_p99_ms": round(tp["solve_p99_ms"], 3),
         "propose_p50_ms": round(tp["propose_p50_ms"], 3), "propose_p99_ms": round(tp["propose_p99_ms"], 3),
         # The figure is per solve: one compiled solve of the final problem, median.

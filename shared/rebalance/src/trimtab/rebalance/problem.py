@@ -46,6 +46,7 @@ while it writes them. Solve in processes to solve in parallel.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,27 @@ NO_BOUND = 10.0
 #: The objective is multiplied by this inside the solver only: terms are ~1e-4 in weight units,
 #: which would sit at the solver's absolute tolerance.
 OBJECTIVE_SCALE = 1e4
+
+#: The structured interior point (ipm.py), the first solver of single-account problems.
+IPM_SOLVER = "TRIMTAB-IPM"
+#: `TRIMTAB_SOLVER`: "auto" (the structured solver where it applies, Clarabel for the rest and
+#: whatever it does not certify) or "clarabel" (Clarabel for everything, as before the tenth
+#: session; a replay of an older record may want it).
+SOLVER_MODES = ("auto", "clarabel")
+
+
+def solver_mode() -> str:
+    mode = os.environ.get("TRIMTAB_SOLVER", "auto").strip().lower() or "auto"
+    if mode not in SOLVER_MODES:
+        raise ValueError(f"TRIMTAB_SOLVER={mode!r}: one of {', '.join(SOLVER_MODES)}")
+    return mode
+
+
+def _ipm():  # type: ignore[no-untyped-def]
+    from . import ipm  # imports this module: bound late
+
+    return ipm
+
 
 #: Solvers tried in order. Clarabel is an interior-point method that is deterministic and
 #: accurate; OSQP and SCS are fallbacks (their first use compiles the problem again).
@@ -324,9 +346,24 @@ class CompiledProblem:
     def solve(self, data: ProblemData) -> RawSolution:
         """Solve with the first solver that succeeds; `ProblemInfeasible` or `SolverFailed` else.
 
-        The fast path (Clarabel on the probed affine data) goes first and needs no lock; if it
-        ends in anything but optimal or infeasible, cvxpy's own path with its fallbacks retries.
+        The structured solver (ipm.py) goes first where it applies (`solver_mode()` "auto", at
+        most `ipm.MAX_LOTS_PER_SECURITY` lot slots, the compiler there); an answer it does not
+        certify (not optimal, or buying and selling one security at once, where its impact term
+        is not the problem's) goes to Clarabel, which also certifies infeasibility. Then the fast
+        path (Clarabel on the probed affine data), which needs no lock; if it ends in anything but
+        optimal or infeasible, cvxpy's own path with its fallbacks retries.
         """
+        if solver_mode() == "auto" and self.shape.lots_per_security <= _ipm().MAX_LOTS_PER_SECURITY \
+                and _ipm().available():
+            t0 = time.perf_counter()
+            sh = self.shape
+            res = _ipm().solve(data, sh.n_securities, sh.lots_per_security, sh.n_factors, sh.n_groups)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if res.usable:
+                return RawSolution(sell=np.maximum(res.sell, 0.0), buy=np.maximum(res.buy, 0.0),
+                                   objective=res.objective, status="optimal", solver=IPM_SOLVER, solve_ms=elapsed)
+            log.info("structured solver: %s (bought and sold one security at once: %.1e) on %s; Clarabel solves it",
+                     res.status, res.both_sides, self.shape)
         if self.fast is not None:
             t0 = time.perf_counter()
             theta = self.theta(data)
