@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from tests.conftest import _drop as drop_database
 from tests.integration.audit.test_audit import one_tick_chain
 from tests.integration.audit.test_audit_household_export import _to_revision, envs_of
-from trimtab.audit import handlers, tree
-from trimtab.audit.domain import chain
+from trimtab.audit import bulk, handlers, tree
+from trimtab.audit.domain import chain, frames
 from trimtab.audit.domain.record import facts_of
 from trimtab.audit.verify import verify_record
 from trimtab.shared.db import async_url
@@ -70,6 +70,16 @@ async def test_a_log_from_before_keeps_format_1_gets_format_2_and_verifies_whole
         assert times == sorted(times)  # the writer's clock never goes before the older records'
         rep = await verify_record(sm, trusted_keys=())
         assert rep.ok and rep.records_checked == len(old) + len(new), rep
+        # Record frames of format 1 (an earlier release's verifier) carry the format-1 records as
+        # before, and refuse a page with a format-2 record rather than serve what it would misread.
+        async with sm() as s:
+            body, n, last = await bulk.records(s, "t1", 0, len(old), 100, frame_format=1)
+            assert (n, last) == (len(old), len(old))
+            assert len(body) == sum(8 + 16 + 16 + 2 + len(e.event_type) + 2 + 2 + 4 + len(e.to_bytes()) for e in old)
+            with pytest.raises(bulk.FrameFormatTooOld):
+                await bulk.records(s, "t1", 0, len(old) + 1, 100, frame_format=1)
+            body, n, _ = await bulk.records(s, "t1", 0, len(old) + len(new), 100, frame_format=2)
+            assert [f[5] for f in frames.records(body)] == [1] * len(old) + [2] * len(new)
 
         async def moved(seq: int) -> object:
             async with engine.begin() as c:

@@ -27,6 +27,7 @@ from tests.integration.optimizer.test_one_account_one_approval import (
     ready,
 )
 from tests.integration.optimizer.test_optimizer_service import send, wait_state
+from tests.integration.optimizer.test_orders_unfilled import automatic_ready
 from tests.support import auth, running, settings, wait_consumers_assigned
 from trimtab.optimizer.app import Settings, create
 from trimtab.shared.envelope import Envelope
@@ -74,8 +75,11 @@ async def test_an_approval_nobody_reports_on_expires_after_its_time_in_force(ser
     [report] = await unfilled_reports(app, account)  # published once, for the drift monitor and the record
     assert report.producer == "optimizer" and report.payload["report_id"] == f"deadline:{p1}"
     assert report.causation_id is not None and report.correlation_id == event.correlation_id
-    # The account is released: its next proposal may be approved.
-    assert (await client.post(f"/v1/proposals/{p2}/approve", headers=auth())).status_code == 200
+    # P2, solved while P1's orders were live, expired with it; the account is released: its next
+    # proposal may be approved.
+    assert (await client.get(f"/v1/proposals/{p2}", headers=auth())).json()["state"] == "expired"
+    p3, _ = await ready(client, producer, kafka_bootstrap, account)
+    assert (await client.post(f"/v1/proposals/{p3}/approve", headers=auth())).status_code == 200
     await asyncio.sleep(1.5)  # later sweeps change nothing
     assert len(await unfilled_reports(app, account)) == 1
 
@@ -97,3 +101,21 @@ async def test_an_approval_filled_in_time_is_not_touched(service, producer, kafk
     after = (await client.get(f"/v1/proposals/{p1}", headers=auth())).json()
     assert after["state"] == "executed" and after["unfilled"] == [], after
     assert await unfilled_reports(app, account) == []
+
+
+async def test_no_automatic_approval_follows_an_approval_ended_by_its_deadline(service, producer, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    """Review: the sweep that ended an approval by its deadline went on to `release_stranded`,
+    which approved the account's ready automatic proposal at once, though the OMS, silent, may
+    still be working the old orders. The account's open proposals expire instead (solved while
+    those orders were live); its next drift is proposed afresh."""
+    app, client = service
+    account = f"tta-{uuid.uuid4().hex[:6]}"
+    p1 = await automatic_ready(producer, kafka_bootstrap, account)
+    await wait_state(client, p1, "approved")
+    p2 = await automatic_ready(producer, kafka_bootstrap, account)
+    await wait_state(client, p2, "ready")  # held: P1's orders are at the OMS
+    await wait_state(client, p1, "unfilled", timeout_s=20)
+    gone = await wait_state(client, p2, "expired")
+    assert gone["decision"]["decided_by"] == "optimizer:execution-ended", gone["decision"]
+    await asyncio.sleep(1.0)  # more sweeps: still nothing approved after P1
+    assert [e.payload["proposal_id"] for e in await approved_events(app, account)] == [str(p1)]

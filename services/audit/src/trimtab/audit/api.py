@@ -276,12 +276,24 @@ async def records_bin(
     principal: Reader, request: Request, after_seq: AfterSeq = 0,
     max_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = MAX_SEQ,
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS_BIN)] = 10_000,
+    frame_format: Annotated[int, Query(ge=1, le=frames.RECORDS_FORMAT, description=(
+        "1: the frames of the first releases (no leaf format, no recorded_at; refused with 409 for a "
+        "page holding records of leaf format 2); 2: with both (domain/frames.py)"))] = 1,
 ) -> Response:
+    # Format 1 by default: a verifier of an earlier release asks for nothing and reads format 1;
+    # given format 2 it would misread every frame (review), so it gets a clear refusal instead
+    # once the log holds records only format 2 carries.
     async with _sessions(request)() as s:
-        body, n, last = await bulk.records(s, principal.tenant_id, after_seq, max_seq, limit)
+        try:
+            body, n, last = await bulk.records(s, principal.tenant_id, after_seq, max_seq, limit, frame_format)
+        except bulk.FrameFormatTooOld:
+            raise Conflict(
+                "these records include some of leaf format 2 (their recorded_at is inside the leaf hash), which "
+                "record frames of format 1 cannot carry: ask with frame_format=2 (the offline verifier of this "
+                "release does)", frame_format=frame_format) from None
     return Response(body, media_type=_OCTETS, headers={
         "X-Records": str(n), "X-Next-After-Seq": str(last) if n == limit and last is not None else "",
-        "X-Frame-Format": str(frames.RECORDS_FORMAT)})
+        "X-Frame-Format": str(frame_format)})
 
 
 # ------------------------------------------------------------------ lineage and export

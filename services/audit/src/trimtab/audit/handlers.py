@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trimtab.shared.envelope import Envelope, utcnow
+from trimtab.shared.envelope import Envelope
 from trimtab.shared.errors import PermanentEventError
 from trimtab.shared.outbox import UnitOfWork
 
@@ -35,17 +35,21 @@ from .pgcopy import copy_rows
 log = logging.getLogger(__name__)
 
 _LOCK = text(f'LOCK TABLE "{SCHEMA}".records IN EXCLUSIVE MODE')
-#: The head (seq 0 row when the log is empty) and every requested id that is already recorded.
+#: The head (seq null when the log is empty), the database's clock under the lock, and every
+#: requested id that is already recorded.
 _HEAD_AND_SEEN = text(f"""
-SELECT true AS head, seq, chain_hash, recorded_at, NULL::uuid AS event_id, NULL::bytea AS envelope
-  FROM (SELECT seq, chain_hash, recorded_at FROM "{SCHEMA}".records ORDER BY seq DESC LIMIT 1) h
+SELECT true AS head, h.seq, h.chain_hash, h.recorded_at, clock_timestamp() AS now, NULL::uuid AS event_id,
+       NULL::bytea AS envelope
+  FROM (SELECT 1) one
+  LEFT JOIN (SELECT seq, chain_hash, recorded_at FROM "{SCHEMA}".records ORDER BY seq DESC LIMIT 1) h ON true
 UNION ALL
-SELECT false, seq, NULL, NULL, event_id, envelope FROM "{SCHEMA}".records
+SELECT false, seq, NULL, NULL, NULL, event_id, envelope FROM "{SCHEMA}".records
  WHERE event_id = ANY(CAST(:ids AS uuid[]))
 """)
-#: The columns a run's COPY writes. recorded_at is this process's clock, read under the lock as
-#: each record is hashed and never before the previous record's (another replica's clock may be
-#: ahead), so it ascends with seq; in leaf format 2 it is inside the leaf hash.
+#: The columns a run's COPY writes. recorded_at is the database's clock (clock_timestamp()), read
+#: under the lock once per run, never before the previous record's: one clock for every replica
+#: (review: each replica's own clock, hashed, would fix a fast clock's times into the record for
+#: good), ascending with seq; in leaf format 2 it is inside the leaf hash.
 _COLUMNS = ("seq", "event_id", "topic", "event_type", "tenant_id", "correlation_id", "causation_id",
             "occurred_at", "recorded_at", "proposal_id", "account_id", "household_id", "payload_valid",
             "envelope", "leaf_format", "leaf_hash", "prev_hash", "chain_hash")
@@ -73,11 +77,13 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
     # verifier) run. The lock goes with the table, not with cooperating code paths, so any
     # writer of `records` is serialized.
     await s.execute(_LOCK)
-    seq, prev, last_at = 0, chain.GENESIS_HASH, None
+    seq, prev, last_at, now = 0, chain.GENESIS_HASH, None, None
     existing: dict = {}
     for r in (await s.execute(_HEAD_AND_SEEN, {"ids": list({e.event_id for e in envs})})).all():
         if r.head:
-            seq, prev, last_at = r.seq, bytes(r.chain_hash), r.recorded_at
+            now = r.now
+            if r.seq is not None:
+                seq, prev, last_at = r.seq, bytes(r.chain_hash), r.recorded_at
         else:
             existing[r.event_id] = r
     rows: list[tuple] = []
@@ -108,8 +114,7 @@ async def append(s: AsyncSession, envs: Sequence[Envelope]) -> list[int]:
             continue
         seen[env.event_id] = arrived
         seq += 1
-        now = utcnow()
-        at = now if last_at is None or now >= last_at else last_at
+        at = now if last_at is None or now >= last_at else last_at  # a clock set back: not before the last
         leaf = chain.record_leaf_hash(data, at, chain.LEAF_FORMAT)
         link = chain.chain_hash(prev, leaf)
         f = facts_of(env, foreign_topic=bus.foreign_topic(env))

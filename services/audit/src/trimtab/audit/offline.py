@@ -268,7 +268,8 @@ async def recheck_records(client: httpx.AsyncClient, leaves: bytes, n: int, rep:
     try:
         after = 0
         while True:
-            r = await _get(client, "/v1/audit/records.bin", after_seq=after, max_seq=n, limit=RECORD_PAGE)
+            r = await _get(client, "/v1/audit/records.bin", after_seq=after, max_seq=n, limit=RECORD_PAGE,
+                           frame_format=frames.RECORDS_FORMAT)
             if r.headers.get("x-frame-format") != str(frames.RECORDS_FORMAT):
                 raise RuntimeError(f"the service serves record frames of format {r.headers.get('x-frame-format', '1')}, "
                                    f"this verifier reads format {frames.RECORDS_FORMAT}: use the verifier of the "

@@ -165,8 +165,9 @@ async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_
     less fills and earlier reports) is declared unfilled, `canceled`, with the supervisor's name
     and reason. It is published on `trades.unfilled.v1` as an OMS report would be (producer
     `optimizer`), so the drift monitor re-arms the account and the record holds who ended it
-    and why; the proposal ends `unfilled` and the account's next approval is released (by an
-    advisor: a ready automatic proposal is not approved on a person's word that the OMS stopped)."""
+    and why; the proposal ends `unfilled` and the account's next approval is released. Its open
+    proposals expire (`optimizer:execution-ended`): a ready automatic one is not approved on a
+    person's word that the OMS stopped; the account's next drift is proposed afresh."""
     if DECIDE_ANY not in principal.scopes:
         raise Forbidden(f"ending an approval's execution needs the {DECIDE_ANY!r} scope (a supervisor)")
     if not reason.strip():
@@ -184,8 +185,9 @@ async def end_execution(runtime: ServiceRuntime, principal: Principal, proposal_
                            state=row.state)
         row = await proposals.declare_unfilled(uow, row, report_id=f"operator:{uuid.uuid4()}", status="canceled",
                                                reason=f"ended by {principal.subject}: {reason.strip()}")
-        # No automatic approval follows here (unlike an OMS report): the orders were declared
-        # dead by a person, not by the OMS, so the account's next orders wait for an advisor.
+        # No automatic approval follows (unlike an OMS report): the orders were declared dead by
+        # a person, not by the OMS; the account's open proposals expired (declare_unfilled) and
+        # its next drift is proposed afresh.
         body = ProposalOut.from_row(row).model_dump(mode="json")
         await _store(uow, principal, idempotency_key, req_hash, body)
         await uow.commit()

@@ -66,6 +66,9 @@ EnvelopeFactory = Callable[[BaseModel], Envelope]
 SUPERSEDED = f"{PRODUCER}:superseded"
 ACCOUNT_TRADED = f"{PRODUCER}:account-traded"
 HOUSEHOLD_TRADES = f"{PRODUCER}:household-trades"
+#: decided_by of the account's open proposals expired when Trimtab (a supervisor, or the orders'
+#: time in force) ended an approval the OMS had not reported on (`declare_unfilled`).
+EXECUTION_ENDED = f"{PRODUCER}:execution-ended"
 #: The states in which a proposal's orders went to the OMS and are not all filled (or reported
 #: unfilled) yet.
 AWAITING_EXECUTION = ("approved", "overridden")
@@ -546,6 +549,13 @@ async def declare_unfilled(uow: UnitOfWork, row: Row[Any], *, report_id: str, st
     make = continuing(row)
     row = await record_unfilled(uow, row, report)
     uow.publish(make(report), key=row.account_id)
+    # No automatic approval follows on Trimtab's word (review: the sweep's `release_stranded`
+    # approved a ready automatic proposal right after): the account's open proposals were solved
+    # while these orders may still have been live, and they expire. The drift monitor re-arms
+    # the account, and its next drift is proposed (and decided) afresh.
+    await _expire_open(uow, row.tenant_id, row.account_id, EXECUTION_ENDED,
+                       f"solved while proposal {row.proposal_id}'s orders were at the OMS, whose approval Trimtab "
+                       f"ended ({status}) without the OMS's word")
     return row
 
 
@@ -556,8 +566,9 @@ async def end_overdue(uow: UnitOfWork, *, grace_s: float, now: datetime | None =
     reported them; without fills or a report by then, Trimtab declares the rest `expired` and
     the account moves on. The report id is the proposal's own (`deadline:<id>`), so two replicas
     sweeping at once record it once; SKIP LOCKED leaves a row being filled to that transaction.
-    Like a supervisor's end, it approves nothing automatically after it: an OMS that ignored the
-    deadline may still be working the orders (its late fills count, and alert)."""
+    Like a supervisor's end, it approves nothing automatically after it (`declare_unfilled`): an
+    OMS that ignored the deadline may still be working the orders (its late fills count, and
+    alert). An approval partly filled by then is ended the same way, for what is left."""
     now = now or utcnow()
     q = (select(proposals)
          .where(proposals.c.state.in_(AWAITING_EXECUTION), proposals.c.execute_by.isnot(None),

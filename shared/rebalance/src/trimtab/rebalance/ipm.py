@@ -8,9 +8,10 @@ this problem"):
 - `trade = buy - S sell` is eliminated, and so are variables with a zero cap, band excesses that
   can never bind, rows that can never bind and groups without live members;
 - the 3/2-power impact `|t|^1.5` is written as `buy^1.5 + (S sell)^1.5`, a smooth convex term.
-  The two agree wherever a security is not bought and sold at once, which an optimum never
-  does here (both legs pay spread and commission; a wash-sale ban is a cap). `solve` checks it
-  on every answer (`both_sides`) and reports the answer unusable otherwise;
+  The two agree wherever a security is not bought and sold at once, and the smooth one is never
+  below: where no round trip pays (`round_trip_pays`: both legs pay spread and commission, a
+  wash-sale ban is a cap) the two problems share their optimum. A problem where one could pay
+  is refused (Clarabel solves it), and so is data that is not finite;
 - the Newton system is block-diagonal per security (its sells, its buy, its excess) plus a
   low-rank part (factor columns, the cash and group rows, the tax, gain, cash-floor and turnover
   rows), solved by Woodbury with a small dense capacitance matrix: O(n) work per iteration;
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .problem import ProblemData
+from .problem import NO_BOUND, ProblemData
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,10 @@ CFLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-funroll-loops", "-ff
 #: Lot slots per security the solver takes (a block is a security's sells, buy and excess: at
 #: most 10 variables in its fixed-size kernels).
 MAX_LOTS_PER_SECURITY = 8
-#: Terms of the low-rank part it takes: general rows (tax, gain, cash floor, turnover) are 4.
+#: The C side's return codes ("almost_solved": within 100x the tolerances, not taken; -11: more
+#: groups than its kernels hold).
 STATUS = {0: "optimal", 1: "almost_solved", -1: "nan", -2: "max_iter", -3: "block_chol", -4: "K_chol",
-          -5: "step_tiny", -10: "out_of_memory"}
-#: Largest min(buy, amount sold) of one security, in weight, at which the smooth impact term is
-#: still the problem's |trade|^1.5 (Clarabel's own answers: at most 1e-10 on the benchmark).
-BOTH_SIDES_TOL = 1e-8
+          -5: "step_tiny", -10: "out_of_memory", -11: "too_many_groups"}
 #: Options: iterations, tolerance (relative gap and primal), dual tolerance, fraction to the
 #: boundary, starting point, refinement steps, dual correction of the impact gradient.
 OPTIONS = (60, 1e-9, 1e-8, 0.99, 3e-2, 4, 1)
@@ -90,6 +89,9 @@ def _build() -> ctypes.CDLL:
         try:
             subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True, capture_output=True, text=True,
                            timeout=120)
+            # mkstemp made it 0600 and the linker kept that: a library built by root (an image's
+            # build step) would be unreadable to the service's own user.
+            os.chmod(tmp, 0o755)
             os.replace(tmp, target)  # atomic: processes building at once each install a whole file
         except subprocess.CalledProcessError as e:
             raise RuntimeError(f"building the structured solver failed: {e.stderr.strip()[-2000:]}") from None
@@ -139,13 +141,37 @@ class IpmResult:
     primal_residual: float
     dual_residual: float
     gap: float
-    #: max over securities of min(buy, amount sold): above BOTH_SIDES_TOL the smooth impact term
-    #: was not the problem's, and the answer must not be used.
+    #: max over securities of min(buy, amount sold) (information: where `round_trip_pays` is
+    #: False a positive value is a tie, the answer still optimal).
     both_sides: float
+    #: Why the problem was not given to the solver (None: it was).
+    refused: str | None = None
 
     @property
     def usable(self) -> bool:
-        return self.status == "optimal" and self.both_sides <= BOTH_SIDES_TOL
+        return self.refused is None and self.status == "optimal"
+
+
+def round_trip_pays(data: ProblemData, n: int, k: int) -> bool:
+    """Whether buying a security and selling one of its lots at once could lower the problem's
+    objective: the pair's linear coefficients sum below 0, or the lot's sale loosens a tax or gain
+    budget that binds (a negative entry in its row). Otherwise some optimum of the problem trades
+    no security both ways, and there the smooth impact term `buy^1.5 + sold^1.5` equals the
+    problem's `|buy - sold|^1.5`; since it is never below it, the two problems share their optimal
+    value and the solver's optimum is the problem's. With a round trip that pays (never in the
+    pipeline: both legs cost spread and commission, and a loss lot sold beside a buy is a wash
+    sale the bans forbid) the problem goes to Clarabel."""
+    if data.impact is None or not np.any(data.impact):
+        return False  # no smooth term: the reformulation is exact
+    both = (data.buy_cap > 0)[:, None] & (data.sell_cap.reshape(n, k) > 0)
+    if not both.any():
+        return False
+    pays = data.lin_sell.reshape(n, k) + data.lin_buy[:, None] < 0
+    if data.tax_row is not None and data.tax_cap < NO_BOUND:
+        pays |= data.tax_row.reshape(n, k) < 0
+    if data.gain_row is not None and data.gain_cap < NO_BOUND:
+        pays |= data.gain_row.reshape(n, k) < 0
+    return bool((both & pays).any())
 
 
 def pack(data: ProblemData, n: int, k: int, f: int, g: int) -> np.ndarray:
@@ -176,6 +202,16 @@ def solve(data: ProblemData, n: int, k: int, f: int, g: int) -> IpmResult:
         raise ValueError(f"{k} lot slots per security: the structured solver takes at most {MAX_LOTS_PER_SECURITY}")
     buf = pack(data, n, k, f, g)
     buy, sell, info = np.empty(n), np.empty(n * k), np.zeros(8)
+    refused = None
+    if not np.isfinite(buf).all():
+        # The C code drops variables and rows by comparisons, which NaN fails silently.
+        refused = "data that is not finite"
+    elif round_trip_pays(data, n, k):
+        refused = "a round trip (a buy and a lot sale of one security) that pays"
+    if refused is not None:
+        return IpmResult(status="refused", buy=buy, sell=sell, objective=float("nan"), iterations=0,
+                         primal_residual=float("nan"), dual_residual=float("nan"), gap=float("nan"),
+                         both_sides=float("nan"), refused=refused)
     code = lib.ipm_solve(n, k, f, g, buf.ctypes.data, buy.ctypes.data, sell.ctypes.data, info.ctypes.data, *OPTIONS)
     status = STATUS.get(code, f"error {code}")
     sold = sell.reshape(n, k).sum(axis=1)

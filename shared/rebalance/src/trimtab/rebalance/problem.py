@@ -347,9 +347,9 @@ class CompiledProblem:
         """Solve with the first solver that succeeds; `ProblemInfeasible` or `SolverFailed` else.
 
         The structured solver (ipm.py) goes first where it applies (`solver_mode()` "auto", at
-        most `ipm.MAX_LOTS_PER_SECURITY` lot slots, the compiler there); an answer it does not
-        certify (not optimal, or buying and selling one security at once, where its impact term
-        is not the problem's) goes to Clarabel, which also certifies infeasibility. Then the fast
+        most `ipm.MAX_LOTS_PER_SECURITY` lot slots, the compiler there); a problem it refuses
+        (a round trip that pays, data not finite) or does not solve to tolerance (infeasible,
+        numerical trouble) goes to Clarabel, which also certifies infeasibility. Then the fast
         path (Clarabel on the probed affine data), which needs no lock; if it ends in anything but
         optimal or infeasible, cvxpy's own path with its fallbacks retries.
         """
@@ -362,8 +362,7 @@ class CompiledProblem:
             if res.usable:
                 return RawSolution(sell=np.maximum(res.sell, 0.0), buy=np.maximum(res.buy, 0.0),
                                    objective=res.objective, status="optimal", solver=IPM_SOLVER, solve_ms=elapsed)
-            log.info("structured solver: %s (bought and sold one security at once: %.1e) on %s; Clarabel solves it",
-                     res.status, res.both_sides, self.shape)
+            log.info("structured solver: %s on %s; Clarabel solves it", res.refused or res.status, self.shape)
         if self.fast is not None:
             t0 = time.perf_counter()
             theta = self.theta(data)
