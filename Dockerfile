@@ -21,7 +21,7 @@ ENV TRIMTAB_CACHE_DIR=/app/cache
 RUN mkdir -p /app/cache && if /app/.venv/bin/python -c "import trimtab.rebalance" 2>/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
       && /app/.venv/bin/python -c "from trimtab.rebalance import ipm; assert ipm.available(), ipm.unavailable_reason()"; \
-    fi
+    fi && chmod -R a+rX /app/cache
 
 FROM python:3.11-slim
 ARG SERVICE
