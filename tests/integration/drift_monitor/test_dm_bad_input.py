@@ -283,20 +283,27 @@ async def test_lot_import_keeps_an_account_within_the_share_bound(svc):  # noqa:
         "AAA": "9600000000.00000000", "BBB": "400000000.00000000"}
 
 
-async def test_an_account_at_the_bounds_is_decided_and_its_drift_stored(svc):  # noqa: F811
-    """The largest account the API accepts, priced at the largest cost basis it accepts: its
-    value fits drifts.total_value_usd and the background decision writes the drift."""
+async def _largest_account_priced_at_the_bound(svc, *, basis: str) -> str:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A new tenant with the largest account the API accepts (10^10 shares of AAA at the cost
+    basis `basis`, 10^12 USD of cash) and AAA and BBB ticked at the price bound: the tenant."""
     app, client, producer = svc
     t = tenant()
-    h = auth(t)
     await make_model(client, t, "core")  # AAA 0.5, BBB 0.3
-    r = await client.post("/v1/accounts", headers=h, json={
+    r = await client.post("/v1/accounts", headers=auth(t), json={
         "account_id": "BIG", "model_id": "core", "cash_usd": "1000000000000",
-        "lots": [{"lot_id": "L1", "symbol": "AAA", "shares": "10000000000", "cost_basis_usd_per_share": "10000000",
+        "lots": [{"lot_id": "L1", "symbol": "AAA", "shares": "10000000000", "cost_basis_usd_per_share": basis,
                   "acquired_on": "2022-01-03"}]})
     assert r.status_code == 201, r.text
     await tick(app, producer, t, "AAA", "10000000", 1)
     await tick(app, producer, t, "BBB", "10000000", 2)
+    return t
+
+
+async def test_an_account_at_the_bounds_is_decided_and_its_drift_stored(svc):  # noqa: F811
+    """The largest account the API accepts, priced at the largest cost basis it accepts: its
+    value fits drifts.total_value_usd and the background decision writes the drift."""
+    app, _, _ = svc
+    t = await _largest_account_priced_at_the_bound(svc, basis="10000000")
     async with app.state.runtime.sessionmaker() as s:
         total = (await s.execute(select(drifts.c.total_value_usd).where(drifts.c.tenant_id == t))).scalars().all()
     assert total == [D("100001000000000000.00")]
@@ -307,17 +314,8 @@ async def test_a_price_tick_above_the_bound_is_dead_lettered_and_the_price_kept(
     422): stored, it made the largest accounts' values overflow drifts.total_value_usd, so every
     later decision of the symbol's accounts failed. It is dead-lettered with the reason, the stored
     price stays, and the symbol's next tick is applied (its key is not parked)."""
-    app, client, producer = svc
-    t = tenant()
-    h = auth(t)
-    await make_model(client, t, "core")  # AAA 0.5, BBB 0.3
-    r = await client.post("/v1/accounts", headers=h, json={
-        "account_id": "BIG", "model_id": "core", "cash_usd": "1000000000000",
-        "lots": [{"lot_id": "L1", "symbol": "AAA", "shares": "10000000000", "cost_basis_usd_per_share": "1",
-                  "acquired_on": "2022-01-03"}]})
-    assert r.status_code == 201, r.text
-    await tick(app, producer, t, "AAA", "10000000", 1)
-    await tick(app, producer, t, "BBB", "10000000", 2)
+    app, _, producer = svc
+    t = await _largest_account_priced_at_the_bound(svc, basis="1")
     env = Envelope.new(PriceTicked(symbol="AAA", price_usd=D("100000000"), as_of=T0 + timedelta(minutes=3)),
                        producer="feed", tenant_id=t)
     await send(producer, env, "AAA")
