@@ -27,6 +27,7 @@ from trimtab.shared.events import AccountSnapshot, OptimizerContext, RebalancePr
 from trimtab.shared.money import usd
 from trimtab.shared.workers import CpuWorkers, WorkerCrashed
 
+from . import metrics as opt_metrics
 from .schemas import (
     DroppedOrder,
     HouseholdAccountOut,
@@ -220,6 +221,13 @@ def _warm() -> bool:
     return True
 
 
+def _structured_solver() -> str | None:
+    """In a worker: None when the structured solver is loaded, else why not."""
+    from trimtab.rebalance import ipm
+
+    return None if ipm.available() else (ipm.unavailable_reason() or "unavailable")
+
+
 class Engine:
     """Runs proposals off the event loop; start() before use, stop() at shutdown."""
 
@@ -230,8 +238,18 @@ class Engine:
         self._workers.start()
 
     async def warm(self) -> None:
-        """Load the solver stack in the workers so the first proposal is not paying for imports."""
+        """Load the solver stack in the workers so the first proposal is not paying for imports;
+        then say whether the structured solver loaded there (gauge
+        `trimtab_optimizer_structured_solver_available`)."""
         await self._workers.warm(_warm)
+        try:
+            why = await self._workers.run(_structured_solver)
+        except Exception as e:  # noqa: BLE001 - a check, not a job: reported as unavailable
+            why = f"could not be checked: {e}"
+        opt_metrics.structured_solver["available"] = why is None
+        if why is not None:
+            log.warning("the structured solver is unavailable in the solver workers, Clarabel solves every "
+                        "problem: %s", why)
 
     async def propose(self, snapshot: AccountSnapshot, *, proposal_id: uuid.UUID,
                       drift_id: uuid.UUID | None = None,
