@@ -22,15 +22,25 @@ from trimtab.rebalance.problem import IPM_SOLVER, ProblemData, ProblemInfeasible
 from trimtab.rebalance.solve import assemble, shape_of
 from trimtab.shared.events import AccountSnapshot
 
-BENCH = Path(__file__).resolve().parents[3] / "bench" / "optimizer.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
-def _make_account():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH)
+def _bench(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.make_account
+    return mod
+
+
+def _make_account():  # type: ignore[no-untyped-def]
+    return _bench("optimizer").make_account
+
+
+#: The problem's objective and its largest constraint violation, evaluated from the problem data
+#: alone (bench/solver_structured.py, which prints the same comparison).
+_evaluators = _bench("solver_structured")
+objective, violation = _evaluators.objective, _evaluators.violation
 
 
 def problems(count: int, n: int = 20, lots: int = 3, factors: int = 4,
@@ -43,38 +53,6 @@ def problems(count: int, n: int = 20, lots: int = 3, factors: int = 4,
         inp = from_snapshot(AccountSnapshot.model_validate(snap), RebalanceContext.from_json(ctx))
         sol = solve_continuous(inp, weights)
         yield shape_of(inp), assemble(inp, weights, DEFAULT_TUNING, shape_of(inp), sol.bans)
-
-
-def objective(d: ProblemData, buy: np.ndarray, sell: np.ndarray, k: int) -> float:
-    """The problem's objective (problem.py's docstring) at (buy, sell), its auxiliary variables at
-    their least feasible values."""
-    n = len(buy)
-    t = buy - sell.reshape(n, k).sum(axis=1)
-    out = float(d.quad_diag @ (t * t) + d.quad_lin @ t + d.lin_sell @ sell + d.lin_buy @ buy)
-    out += d.band_weight * float(np.maximum(0, np.maximum(d.band_lo + t, d.band_hi - t)).sum())
-    out += d.cash_weight * max(0.0, d.cash_drag_rhs - float(t.sum()))
-    if d.impact is not None:
-        out += float(d.impact @ np.abs(t) ** 1.5)
-    if d.factor_scale is not None and d.factor_offset is not None:
-        y = d.factor_scale.T @ t + d.factor_offset
-        out += float(y @ y)
-    if d.group_member is not None and d.group_lo is not None and d.group_hi is not None:
-        g = d.group_member.T @ t
-        out += d.band_weight * float(np.maximum(0, np.maximum(d.group_lo + g, d.group_hi - g)).sum())
-    return out
-
-
-def violation(d: ProblemData, buy: np.ndarray, sell: np.ndarray, k: int) -> float:
-    """The largest amount by which (buy, sell) breaks a constraint (0: feasible)."""
-    n = len(buy)
-    t = buy - sell.reshape(n, k).sum(axis=1)
-    rows = [float(t.sum() + d.cost_buy @ buy + d.cost_sell @ sell - d.cash_floor_rhs),
-            float(sell.sum() + buy.sum() - d.turnover_cap)]
-    if d.tax_row is not None:
-        rows.append(float(d.tax_row @ sell - d.tax_cap))
-    if d.gain_row is not None:
-        rows.append(float(d.gain_row @ sell - d.gain_cap))
-    return max(0.0, *rows, *(sell - d.sell_cap), *(buy - d.buy_cap), *(-sell), *(-buy))
 
 
 def clarabel(shape: Shape, data: ProblemData, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
