@@ -60,6 +60,20 @@ def violation(d, buy: np.ndarray, sell: np.ndarray, k: int) -> float:  # type: i
     return max(0.0, *rows, *(sell - d.sell_cap), *(buy - d.buy_cap), *(-sell), *(-buy))
 
 
+def keep_worst(worst: dict[str, float], d, res, ref, k: int) -> None:  # type: ignore[no-untyped-def]
+    """Fold one problem's distance between an answer (`res`) and Clarabel's (`ref`) into `worst`:
+    buy weights, trades per security, the objective (how much worse, relative to
+    max(|objective|, 1e-3)) and the answer's constraint violation."""
+    n = len(res.buy)
+    worst["buy"] = max(worst["buy"], float(np.abs(res.buy - ref.buy).max()))
+    mine_t = res.buy - res.sell.reshape(n, k).sum(axis=1)
+    ref_t = ref.buy - ref.sell.reshape(n, k).sum(axis=1)
+    worst["trade"] = max(worst["trade"], float(np.abs(mine_t - ref_t).max()))
+    mine, theirs = objective(d, res.buy, res.sell, k), objective(d, ref.buy, ref.sell, k)
+    worst["objective"] = max(worst["objective"], (mine - theirs) / max(abs(theirs), 1e-3))
+    worst["violation"] = max(worst["violation"], violation(d, res.buy, res.sell, k))
+
+
 def final_problems(count: int, n: int, lots: int, factors: int, seed0: int) -> list:  # type: ignore[type-arg]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from optimizer import make_account
@@ -110,13 +124,7 @@ def compare(problems: list, reps: int) -> dict[str, float]:  # type: ignore[type
             failures += 1
             continue
         iters.append(res.iterations)
-        worst["buy"] = max(worst["buy"], float(np.abs(res.buy - ref.buy).max()))
-        mine_t = res.buy - res.sell.reshape(n, k).sum(axis=1)
-        ref_t = ref.buy - ref.sell.reshape(n, k).sum(axis=1)
-        worst["trade"] = max(worst["trade"], float(np.abs(mine_t - ref_t).max()))
-        mine, theirs = objective(d, res.buy, res.sell, k), objective(d, ref.buy, ref.sell, k)
-        worst["objective"] = max(worst["objective"], (mine - theirs) / max(abs(theirs), 1e-3))
-        worst["violation"] = max(worst["violation"], violation(d, res.buy, res.sell, k))
+        keep_worst(worst, d, res, ref, k)
     return {
         "problems": len(problems), "clarabel_p50_ms": statistics.median(clarabel_ms),
         "clarabel_p99_ms": float(np.percentile(clarabel_ms, 99)), "structured_p50_ms": statistics.median(ipm_ms),

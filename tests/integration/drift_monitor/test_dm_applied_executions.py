@@ -13,15 +13,13 @@ from sqlalchemy import select
 
 from tests.integration.drift_monitor.test_drift_monitor import (
     T0,
-    account_body,
-    make_model,
+    drifting_account,
     processed,
     send,
     svc,  # noqa: F401  (module fixture)
     tenant,
     tick,
 )
-from tests.support import auth
 from trimtab.shared.envelope import Envelope
 from trimtab.shared.events import (
     DriftDetected,
@@ -47,11 +45,7 @@ async def drift_events(app, t: str, account_id: str) -> list[DriftDetected]:  # 
 async def test_a_drift_snapshot_lists_the_executions_applied_to_its_book(svc):  # noqa: F811
     app, client, producer = svc
     t = tenant()
-    await make_model(client, t)
-    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body("AX1"))).status_code == 201
-    await tick(app, producer, t, "AAA", "10", 0)
-    await tick(app, producer, t, "BBB", "10", 0)
-    await tick(app, producer, t, "AAA", "14", 1)
+    await drifting_account(app, client, producer, t, "AX1")
     [first] = await drift_events(app, t, "AX1")
     assert first.snapshot.applied_executions == []  # stated: none yet
     proposal = proposal_id_for(t, first.drift_id)

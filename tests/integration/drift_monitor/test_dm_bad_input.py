@@ -11,7 +11,6 @@ of it, and what was stored before such input was refused stays readable:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from sqlalchemy import func, select, update
 from tests.integration.drift_monitor.test_drift_monitor import (
     T0,
     account_body,
+    dead_letter,
     make_model,
     send,
     svc,  # noqa: F401  (module fixture)
@@ -319,13 +319,7 @@ async def test_a_price_tick_above_the_bound_is_dead_lettered_and_the_price_kept(
     env = Envelope.new(PriceTicked(symbol="AAA", price_usd=D("100000000"), as_of=T0 + timedelta(minutes=3)),
                        producer="feed", tenant_id=t)
     await send(producer, env, "AAA")
-    d = app.state.runtime.infra.dead_letters
-    for _ in range(400):
-        async with app.state.runtime.sessionmaker() as s:
-            row = (await s.execute(select(d.c.error, d.c.topic).where(d.c.event_id == env.event_id))).first()
-        if row is not None:
-            break
-        await asyncio.sleep(0.05)
+    row = await dead_letter(app, env.event_id)
     assert row is not None, "the tick was not dead-lettered"
     assert "above 10000000 USD a share" in row.error and row.topic == "market.ticks.v1", row
     async with app.state.runtime.sessionmaker() as s:
@@ -409,13 +403,7 @@ async def test_a_fill_past_the_api_bounds_is_dead_lettered_and_the_book_kept(svc
              **{k: (D(v) if k in ("shares", "price_usd") else v) for k, v in fill.items()})])
     env = Envelope.new(te, producer="oms", tenant_id=t)
     await send(producer, env, "F1")
-    d = app.state.runtime.infra.dead_letters
-    for _ in range(400):
-        async with app.state.runtime.sessionmaker() as s:
-            row = (await s.execute(select(d.c.error, d.c.topic).where(d.c.event_id == env.event_id))).first()
-        if row is not None:
-            break
-        await asyncio.sleep(0.05)
+    row = await dead_letter(app, env.event_id)
     assert row is not None, "the fill was not dead-lettered"
     assert says in row.error and row.topic == "trades.executed.v1", row
     after = (await client.get("/v1/accounts/F1", headers=h)).json()

@@ -5,7 +5,6 @@ counts once, and a report for an unknown account is dead-lettered with the reaso
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,9 +14,9 @@ from sqlalchemy import select
 
 from tests.integration.drift_monitor.test_drift_monitor import (
     T0,
-    account_body,
+    dead_letter,
+    drifting_account,
     drifts_in_outbox,
-    make_model,
     processed,
     send,
     svc,  # noqa: F401  (module fixture)
@@ -79,19 +78,6 @@ async def reports_of(app, t: str):  # type: ignore[no-untyped-def]
     async with app.state.runtime.sessionmaker() as s:
         return (await s.execute(select(unfilled_reports).where(unfilled_reports.c.tenant_id == t)
                                 .order_by(unfilled_reports.c.recorded_at))).all()
-
-
-async def drifting_account(app, client, producer, t: str, account_id: str) -> tuple[dict, uuid.UUID]:  # type: ignore[no-untyped-def,type-arg]
-    """An account with a pending drift (AAA to 14 puts it 8 points over its band); returns the
-    account and the proposal the optimizer derives from that drift."""
-    await make_model(client, t)
-    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body(account_id))).status_code == 201
-    await tick(app, producer, t, "AAA", "10", 0)
-    await tick(app, producer, t, "BBB", "10", 0)
-    await tick(app, producer, t, "AAA", "14", 1)
-    acc = (await client.get(f"/v1/accounts/{account_id}", headers=auth(t))).json()
-    assert acc["drift_state"] == "pending" and await drifts_in_outbox(app, t, account_id) == 1
-    return acc, proposal_id_for(t, uuid.UUID(acc["pending_drift_id"]))
 
 
 async def test_an_unfilled_report_of_the_executing_proposal_rearms_the_account(svc):  # noqa: F811
@@ -208,15 +194,7 @@ async def test_an_unfilled_report_for_an_unknown_account_is_dead_lettered(svc): 
     t = tenant()
     env = Envelope.new(unfilled("GHOST", uuid.uuid4()), producer="oms", tenant_id=t)
     await send(producer, env, "GHOST")
-    d = app.state.runtime.infra.dead_letters
-    row = None
-    for _ in range(400):
-        async with app.state.runtime.sessionmaker() as s:
-            row = (await s.execute(select(d.c.error, d.c.topic, d.c.tenant_id).where(
-                d.c.event_id == env.event_id))).first()
-        if row is not None:
-            break
-        await asyncio.sleep(0.05)
+    row = await dead_letter(app, env.event_id)
     assert row is not None, "the report was not dead-lettered"
     assert f"unknown account {t}/GHOST" in row.error and row.topic == "trades.unfilled.v1", row
     assert row.tenant_id == t

@@ -21,6 +21,7 @@ from trimtab.shared.events import (
     PriceTicked,
     RebalanceDecided,
     TradesExecuted,
+    proposal_id_for,
     topic_of,
 )
 from trimtab.shared.kafka import encode_headers, start_producer
@@ -112,6 +113,34 @@ async def make_model(client, t: str, model_id: str = "core") -> None:  # type: i
     r = await client.post("/v1/models", headers=auth(t), json={
         "model_id": model_id, "name": "Core", "targets": {"AAA": "0.5", "BBB": "0.3"}})
     assert r.status_code == 201, r.text
+
+
+async def drifting_account(app, client, producer, t: str, account_id: str) -> tuple[dict, uuid.UUID]:  # type: ignore[no-untyped-def,type-arg]
+    """An account with a pending drift (AAA to 14 puts it 8 points over its band); returns the
+    account and the proposal the optimizer derives from that drift."""
+    await make_model(client, t)
+    assert (await client.post("/v1/accounts", headers=auth(t), json=account_body(account_id))).status_code == 201
+    await tick(app, producer, t, "AAA", "10", 0)
+    await tick(app, producer, t, "BBB", "10", 0)
+    await tick(app, producer, t, "AAA", "14", 1)
+    acc = (await client.get(f"/v1/accounts/{account_id}", headers=auth(t))).json()
+    assert acc["drift_state"] == "pending" and await drifts_in_outbox(app, t, account_id) == 1
+    return acc, proposal_id_for(t, uuid.UUID(acc["pending_drift_id"]))
+
+
+async def dead_letter(app, event_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    """The dead-letter row (error, topic, tenant_id) of `event_id`, waited for up to 20 s; None if
+    the event was not dead-lettered by then."""
+    d = app.state.runtime.infra.dead_letters
+    row = None
+    for _ in range(400):
+        async with app.state.runtime.sessionmaker() as s:
+            row = (await s.execute(select(d.c.error, d.c.topic, d.c.tenant_id).where(
+                d.c.event_id == event_id))).first()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    return row
 
 
 async def test_drift_fires_once_rearms_on_rejection_and_fills_apply_once(svc, kafka_bootstrap):
@@ -352,8 +381,6 @@ async def test_the_pending_drifts_own_proposal_expired_by_fills_rearms_the_accou
     handles those fills (`optimizer:account-traded`). Ignored, that left the account pending
     for good; the pending drift's own proposal re-arms it."""
     from trimtab.drift_monitor.models import accounts
-    from trimtab.shared.events import proposal_id_for
-
     app, client, producer = svc
     t = tenant()
     await make_model(client, t)

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trimtab.rebalance import RebalanceContext, from_snapshot, ipm, solve_continuous
-from trimtab.rebalance.drivers import DEFAULT_DRIVER_WEIGHTS, DEFAULT_TUNING, validate_weights
+from trimtab.rebalance import ipm
 from trimtab.rebalance.problem import IPM_SOLVER, ProblemData, ProblemInfeasible, Shape, compiled
-from trimtab.rebalance.solve import assemble, shape_of
-from trimtab.shared.events import AccountSnapshot
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
@@ -33,26 +29,17 @@ def _bench(name: str):  # type: ignore[no-untyped-def]
     return mod
 
 
-def _make_account():  # type: ignore[no-untyped-def]
-    return _bench("optimizer").make_account
-
-
-#: The problem's objective and its largest constraint violation, evaluated from the problem data
-#: alone (bench/solver_structured.py, which prints the same comparison).
+#: The benchmark's accounts' final problems, the problem's objective and its largest constraint
+#: violation evaluated from the problem data alone, and the distance between two answers
+#: (bench/solver_structured.py, which prints the same comparison).
 _evaluators = _bench("solver_structured")
 objective, violation = _evaluators.objective, _evaluators.violation
 
 
 def problems(count: int, n: int = 20, lots: int = 3, factors: int = 4,
-             seed0: int = 40_000) -> Iterator[tuple[Shape, ProblemData]]:
+             seed0: int = 40_000) -> list[tuple[Shape, ProblemData]]:
     """The final problem of each of `count` benchmark accounts (its wash-sale bans decided)."""
-    make_account = _make_account()
-    weights = validate_weights(DEFAULT_DRIVER_WEIGHTS)
-    for s in range(count):
-        snap, ctx = make_account(seed0 + s, n, lots, factors)
-        inp = from_snapshot(AccountSnapshot.model_validate(snap), RebalanceContext.from_json(ctx))
-        sol = solve_continuous(inp, weights)
-        yield shape_of(inp), assemble(inp, weights, DEFAULT_TUNING, shape_of(inp), sol.bans)
+    return _evaluators.final_problems(count, n, lots, factors, seed0)  # type: ignore[no-any-return]
 
 
 def clarabel(shape: Shape, data: ProblemData, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
@@ -76,13 +63,7 @@ def test_it_finds_clarabels_optimum_on_the_benchmarks_accounts(monkeypatch: pyte
         res = ipm.solve(d, n, k, shape.n_factors, shape.n_groups)
         assert res.usable, (res.status, res.both_sides)
         ref = clarabel(shape, d, monkeypatch)
-        worst["buy"] = max(worst["buy"], float(np.abs(res.buy - ref.buy).max()))
-        mine_t = res.buy - res.sell.reshape(n, k).sum(axis=1)
-        ref_t = ref.buy - ref.sell.reshape(n, k).sum(axis=1)
-        worst["trade"] = max(worst["trade"], float(np.abs(mine_t - ref_t).max()))
-        mine, theirs = objective(d, res.buy, res.sell, k), objective(d, ref.buy, ref.sell, k)
-        worst["objective"] = max(worst["objective"], (mine - theirs) / max(abs(theirs), 1e-3))
-        worst["violation"] = max(worst["violation"], violation(d, res.buy, res.sell, k))
+        _evaluators.keep_worst(worst, d, res, ref, k)
         # The answer the library takes is the structured solver's.
         assert compiled(shape).solve(d).solver == IPM_SOLVER
     # Weights to 1e-6 of the account (a lot split between two lots of one security whose costs

@@ -139,7 +139,7 @@ static inline void symv(const double *A, int p, const double *x, double *y) {
 
 /* y = H^-1 r (Woodbury): H = B + U C U', K = C^-1 + U' B^-1 U factored */
 static void hsolve(const Prob *P, const double *Hb, const double *K, const double *Kd, const double *V, const double *beta,
-                   const double *Gam, const double *Dx, const double *r, double *y, double *qv) {
+                   const double *Gam, const double *r, double *y, double *qv) {
     int nb = P->nb, nxb = P->nxb, RT = P->RT, NG = P->NG, R = P->R;
     memcpy(y, r, sizeof(double) * nxb);
     for (int q = 0; q < R; q++) qv[q] = 0;
@@ -431,7 +431,7 @@ int ipm_solve(int n, int k, int f, int G, const double *buf, double *buy, double
     double *x = AL(double, nx), *v = AL(double, nub + 1), *w = AL(double, mr), *zl = AL(double, nx),
            *zu = AL(double, nub + 1), *z = AL(double, mr);
     double *g = AL(double, nx), *rd = AL(double, nx), *rpv = AL(double, mr), *ru = AL(double, nub + 1);
-    double *Dx = AL(double, nx), *dd = AL(double, mr), *sd = AL(double, mr);
+    double *Dx = AL(double, nx), *dd = AL(double, mr);
     double *Hb = AL(double, hoff + 1), *beta = AL(double, nxb + 1), *Gam = AL(double, (size_t)nxb * NG + 1);
     double *V = AL(double, (size_t)nb * RT + 1), *K = AL(double, R * R + 1);
     double *rhsv = AL(double, nx), *tmp = AL(double, mr + nx), *qv = AL(double, R + 1);
@@ -660,7 +660,7 @@ int ipm_solve(int n, int k, int f, int G, const double *buf, double *buy, double
                     for (int j = P.boff[b]; j < P.boff[b + 1]; j++) rhsv[j] += P.sig[j] * h * f_;
                 }
             }
-            hsolve(&P, Hb, K, Kd, V, beta, Gam, Dx, rhsv, dx, qv);
+            hsolve(&P, Hb, K, Kd, V, beta, Gam, rhsv, dx, qv);
             double lastrn = BIG;
             for (int ref = 0; ref < (mu < refmu ? nref : 0); ref++) {
                 hmul(&P, Bc, V, Cd, dx, res, qv);
@@ -669,7 +669,7 @@ int ipm_solve(int n, int k, int f, int G, const double *buf, double *buy, double
                 if (ipm_verbose) fprintf(stderr, "     pass %d ref %d relres %.2e\n", pass, ref, rn / bn);
                 if (rn <= reftol * bn || (ref > 0 && rn > 0.5 * lastrn)) break;
                 lastrn = rn;
-                hsolve(&P, Hb, K, Kd, V, beta, Gam, Dx, res, tmp, qv);
+                hsolve(&P, Hb, K, Kd, V, beta, Gam, res, tmp, qv);
                 for (int j = 0; j < nxb; j++) dx[j] += tmp[j];
             }
             for (int q = 0; q < NGL; q++) {
