@@ -5,8 +5,11 @@
    turnover, annual tax budget and hard gain cap, a restricted security, household wash-sale
    bans (recent trades), substitute groups (grouped bands, harvesting into a substitute), market
    impact (sigma, ADV), a 4-factor risk model. A process pool (`--workers`, default 2 = this
-   machine's cores), each worker compiles its problem once, then runs `propose` (solve, wash-sale
-   resolution, rounding, re-check, Decimal orders) for its share of the accounts. Prints
+   machine's cores), each worker compiles its problem once, then, for its share of the accounts,
+   parses the snapshot and context from their JSON bytes (as a message brings them; before the
+   eleventh session the pool was handed Python dicts, whose pickling cost the parent about as much
+   as the parsing) and runs `propose` (solve, wash-sale resolution, rounding, re-check, Decimal
+   orders). Prints
    accounts per second (wall clock, both workers), and p50/p99 of the per-account solver time
    (every convex solve the account needed) and of the whole `propose` call. Run three times in
    one go: Clarabel alone (`TRIMTAB_SOLVER=clarabel`, the library before the tenth session), the
@@ -115,24 +118,26 @@ def _factor_model(symbols: list[str], k: int, seed: int) -> dict:
 # ---------------------------------------------------------------- worker side
 
 
-def _worker_warm(args: tuple[dict, dict]) -> float:
+def _worker_warm(args: tuple[bytes, bytes]) -> float:
     from trimtab.rebalance import RebalanceContext, propose
     from trimtab.shared.events import AccountSnapshot
 
     t0 = time.perf_counter()
-    propose(AccountSnapshot.model_validate(args[0]), context=RebalanceContext.from_json(args[1]))
+    propose(AccountSnapshot.model_validate_json(args[0]), context=RebalanceContext.from_json(json.loads(args[1])))
     return time.perf_counter() - t0
 
 
-def _worker_run(batch: list[tuple[dict, dict]]) -> list[tuple[float, float, int, int]]:
-    """(solver ms, propose ms, solves, orders) per account."""
+def _worker_run(batch: list[tuple[bytes, bytes]]) -> list[tuple[float, float, int, int]]:
+    """(solver ms, propose ms, solves, orders) per account. Each account arrives as the JSON
+    bytes of its snapshot and context, as a message would, and is parsed here (counted in the
+    wall clock, not in the propose time)."""
     from trimtab.rebalance import RebalanceContext, propose
     from trimtab.shared.events import AccountSnapshot
 
     out = []
-    for snap_json, ctx_json in batch:
-        snap = AccountSnapshot.model_validate(snap_json)
-        ctx = RebalanceContext.from_json(ctx_json)
+    for snap_bytes, ctx_bytes in batch:
+        snap = AccountSnapshot.model_validate_json(snap_bytes)
+        ctx = RebalanceContext.from_json(json.loads(ctx_bytes))
         t0 = time.perf_counter()
         p = propose(snap, context=ctx)
         out.append((float(p.solver.solve_ms), (time.perf_counter() - t0) * 1e3, 0, len(p.orders)))
@@ -144,7 +149,7 @@ def _worker_init(solver: str) -> None:
 
 
 def throughput(accounts: int, workers: int, solver: str = "auto") -> dict[str, float]:
-    data = [make_account(s, 20, 3, 4) for s in range(accounts)]
+    data = [tuple(json.dumps(part).encode() for part in make_account(s, 20, 3, 4)) for s in range(accounts)]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(solver,)) as pool:
         # One compile per worker (each worker gets one warm-up account; spawn order is not

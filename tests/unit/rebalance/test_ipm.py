@@ -159,3 +159,32 @@ def test_the_solver_mode_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIMTAB_SOLVER", "gurobi")
     with pytest.raises(ValueError, match="TRIMTAB_SOLVER"):
         compiled(shape).solve(d)
+
+
+def test_caps_zeroed_on_a_prepared_problem_equal_preparing_the_banned_problem() -> None:
+    """`Packed.with_caps_zeroed` (a wash-sale re-solve: copy the buffer, zero caps, check the
+    round trip again only where it paid) gives the buffer and the verdict `prepare` gives on the
+    banned problem itself: from a problem where a round trip pays (a loss lot and its buy, the
+    usual state before the bans), one where none does, and one with data that is not finite."""
+    rng = np.random.default_rng(5)
+    seen = set()
+    for shape, data in problems(12):
+        n, k, f, g = shape.n_securities, shape.lots_per_security, shape.n_factors, shape.n_groups
+        # Open every cap and make some lot sales pay against their buys: a round trip pays.
+        paying = dataclasses.replace(data, buy_cap=np.ones(n), sell_cap=np.where(data.sell_cap > 0, data.sell_cap, 0.01),
+                                     lin_sell=data.lin_sell - 0.05 * (rng.random(n * k) < 0.3))
+        nan = dataclasses.replace(data, quad_lin=np.where(np.arange(n) == 3, np.nan, data.quad_lin))
+        for base in (data, paying, nan):
+            packed = ipm.prepare(base, n, k, f, g)
+            for _ in range(6):
+                slots = np.flatnonzero(rng.random(n * k) < rng.random())
+                buys = np.flatnonzero(rng.random(n) < rng.random())
+                sell_cap, buy_cap = base.sell_cap.copy(), base.buy_cap.copy()
+                sell_cap[slots], buy_cap[buys] = 0.0, 0.0
+                banned = base.with_caps(sell_cap, buy_cap)
+                assert banned == dataclasses.replace(base, sell_cap=sell_cap, buy_cap=buy_cap)
+                fast, slow = packed.with_caps_zeroed(banned, slots, buys), ipm.prepare(banned, n, k, f, g)
+                assert fast.refused == slow.refused
+                np.testing.assert_array_equal(fast.buf, slow.buf)
+                seen.add(slow.refused)
+    assert seen >= {None, "data that is not finite", ipm._ROUND_TRIP}  # noqa: SLF001

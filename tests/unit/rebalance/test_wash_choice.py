@@ -164,3 +164,51 @@ def test_paired_substitutes_find_the_best_assignment_in_one_solve(k: int) -> Non
     assert sol.solves == 1
     assert not _wash_conflict(inp, sol.sell_shares, sol.buy_shares)
     assert sol.objective <= exact_best(inp, weights) + 1e-9
+
+
+def _bench_account(seed: int):  # type: ignore[no-untyped-def]
+    """A benchmark account (bench/optimizer.py) whose first nine securities share wash groups
+    three by three (substantially identical), so groups have several members and loss lots."""
+    import importlib.util
+    from pathlib import Path
+
+    from trimtab.rebalance import RebalanceContext
+    from trimtab.shared.events import AccountSnapshot
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "optimizer.py"
+    spec = importlib.util.spec_from_file_location("bench_optimizer_for_wash", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    snap, ctx = bench.make_account(seed, 20, 3, 4)
+    for i, info in enumerate(ctx["securities"].values()):
+        if i < 9:
+            info["wash_group"] = f"W{i // 3}"
+    return from_snapshot(AccountSnapshot.model_validate(snap), RebalanceContext.from_json(ctx))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_groups_flat_arrays_agree_with_their_per_group_lists(seed: int) -> None:
+    """`_Groups`' one-call reductions (member and loss-lot sums and tests, the bans of an
+    assignment) give what the per-group lists give, group by group."""
+    inp = _bench_account(seed)
+    run = _Run(inp, validate_weights({"drift": 1.0, "risk": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3,
+                                      "restrictions": 1.0}), DEFAULT_TUNING, shape_of(inp))
+    choice = _choice_groups(run, Bans())
+    assert len(choice.names) >= 3 and any(len(m) > 1 for m in choice.members.values())
+    rng = np.random.default_rng(seed)
+    values, lot_values = rng.normal(size=inp.n_securities), rng.normal(size=inp.n_lots)
+    flags, lot_flags = values > 0.5, lot_values > 0.5
+    for p, g in enumerate(choice.names):
+        members, lots = choice.members[g], choice.loss_lots[g]
+        assert choice.member_sum(values)[p] == pytest.approx(float(values[members].sum()), rel=1e-14)
+        assert choice.lot_sum(lot_values)[p] == pytest.approx(float(lot_values[lots].sum()), rel=1e-14)
+        assert choice.member_any(flags)[p] == bool(flags[members].any())
+        assert choice.lot_any(lot_flags)[p] == bool(lot_flags[lots].any())
+    for _ in range(8):
+        harvest = frozenset(g for g in choice.names if rng.random() < 0.5)
+        keep = frozenset(choice.names) - harvest
+        assert choice.bans(harvest) == Bans(
+            no_buy=frozenset(int(i) for g in harvest for i in choice.members[g]),
+            no_sell_lots=frozenset(int(lot) for g in keep for lot in choice.loss_lots[g]))
+        assert choice.names_of(choice.mask(harvest)) == harvest

@@ -174,45 +174,115 @@ def round_trip_pays(data: ProblemData, n: int, k: int) -> bool:
     return bool((both & pays).any())
 
 
+_SIZES = {"quad_diag": "n", "quad_lin": "n", "band_lo": "n", "band_hi": "n", "lin_sell": "m", "lin_buy": "n",
+          "cost_buy": "n", "cost_sell": "m", "sell_cap": "m", "buy_cap": "n", "impact": "n", "tax_row": "m",
+          "gain_row": "m", "factor_scale": "nf", "factor_offset": "f", "group_member": "ng", "group_lo": "g",
+          "group_hi": "g"}
+
+
+_Layout = tuple[tuple[tuple[str, int, int], ...], int, tuple[int, int]]
+
+
+def _layout(n: int, k: int, f: int, g: int) -> _Layout:
+    """((vector, start, stop) in `_VECTORS` order, where the scalars start, (where sell_cap and
+    buy_cap start)) of the C buffer."""
+    size = {"n": n, "m": n * k, "f": f, "g": g, "nf": n * f, "ng": n * g}
+    out, at = [], 0
+    for name in _VECTORS:
+        out.append((name, at, at + size[_SIZES[name]]))
+        at += size[_SIZES[name]]
+    starts = {name: start for name, start, _ in out}
+    return tuple(out), at, (starts["sell_cap"], starts["buy_cap"])
+
+
+_LAYOUTS: dict[tuple[int, int, int, int], _Layout] = {}
+_ROUND_TRIP = "a round trip (a buy and a lot sale of one security) that pays"
+
+
 def pack(data: ProblemData, n: int, k: int, f: int, g: int) -> np.ndarray:
     """The C side's one float64 buffer: the vectors in `_VECTORS` order (absent ones as zeros of
     their size), then the scalars."""
-    m = n * k
-    sizes = {"quad_diag": n, "quad_lin": n, "band_lo": n, "band_hi": n, "lin_sell": m, "lin_buy": n,
-             "cost_buy": n, "cost_sell": m, "sell_cap": m, "buy_cap": n, "impact": n, "tax_row": m, "gain_row": m,
-             "factor_scale": n * f, "factor_offset": f, "group_member": n * g, "group_lo": g, "group_hi": g}
-    parts = []
-    for name in _VECTORS:
+    key = (n, k, f, g)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _LAYOUTS[key] = _layout(n, k, f, g)
+    vectors, scalars_at, _ = layout
+    buf = np.zeros(scalars_at + len(_SCALARS))
+    for name, start, stop in vectors:
         v = getattr(data, name)
-        parts.append(np.zeros(sizes[name]) if v is None else np.asarray(v, dtype=np.float64).reshape(-1))
-        if parts[-1].size != sizes[name]:
-            raise ValueError(f"{name} has {parts[-1].size} values, the shape needs {sizes[name]}")
-    parts.append(np.array([float(getattr(data, name)) for name in _SCALARS]))
-    return np.ascontiguousarray(np.concatenate(parts))
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        if v.size != stop - start:
+            raise ValueError(f"{name} has {v.size} values, the shape needs {stop - start}")
+        buf[start:stop] = v
+    buf[scalars_at:] = [float(getattr(data, name)) for name in _SCALARS]
+    return buf
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One problem ready for the C side: its buffer, and why it is refused (None: it is not)."""
+
+    data: ProblemData
+    buf: np.ndarray
+    refused: str | None
+    n: int
+    k: int
+    f: int
+    g: int
+
+    def with_caps_zeroed(self, data: ProblemData, sell_slots: np.ndarray, buys: np.ndarray) -> Packed:
+        """The same problem with the caps of `sell_slots` and `buys` set to 0 (`data`: that
+        problem's values, which the caller has built). Zeroing finite caps keeps the data finite,
+        and a problem where no round trip pays stays so when caps only shrink (a round trip needs
+        both caps positive): only the buffer is copied, and the round trip checked again where
+        it paid (the usual case before the wash-sale bans: a loss lot and its security's buy)."""
+        if self.refused not in (None, _ROUND_TRIP):
+            return prepare(data, self.n, self.k, self.f, self.g)
+        sell_at, buy_at = _LAYOUTS[(self.n, self.k, self.f, self.g)][2]
+        buf = self.buf.copy()
+        buf[sell_at + np.asarray(sell_slots, dtype=np.int64)] = 0.0
+        buf[buy_at + np.asarray(buys, dtype=np.int64)] = 0.0
+        refused = _ROUND_TRIP if self.refused is not None and round_trip_pays(data, self.n, self.k) else None
+        return Packed(data, buf, refused, self.n, self.k, self.f, self.g)
+
+
+def prepare(data: ProblemData, n: int, k: int, f: int, g: int) -> Packed:
+    """`pack` plus the checks that decide whether the solver takes the problem."""
+    buf = pack(data, n, k, f, g)
+    refused = None
+    if not np.isfinite(buf).all():
+        # The C code drops variables and rows by comparisons, which NaN fails silently.
+        refused = "data that is not finite"
+    elif round_trip_pays(data, n, k):
+        refused = _ROUND_TRIP
+    return Packed(data, buf, refused, n, k, f, g)
 
 
 def solve(data: ProblemData, n: int, k: int, f: int, g: int) -> IpmResult:
     """Solve one padded problem (`problem.Shape` sizes: n securities, k lot slots each, f factor
     columns, g groups). Raises RuntimeError when the solver is not available, ValueError for a
     shape it does not take."""
+    return solve_packed(prepare(data, n, k, f, g))
+
+
+def solve_packed(p: Packed) -> IpmResult:
+    """Solve a `prepare`d problem (see `solve`)."""
     lib = library()
     if lib is None:
         raise RuntimeError(f"structured solver unavailable: {_failed}")
+    n, k = p.n, p.k
     if k > MAX_LOTS_PER_SECURITY:
         raise ValueError(f"{k} lot slots per security: the structured solver takes at most {MAX_LOTS_PER_SECURITY}")
-    buf = pack(data, n, k, f, g)
-    buy, sell, info = np.empty(n), np.empty(n * k), np.zeros(8)
-    refused = None
-    if not np.isfinite(buf).all():
-        # The C code drops variables and rows by comparisons, which NaN fails silently.
-        refused = "data that is not finite"
-    elif round_trip_pays(data, n, k):
-        refused = "a round trip (a buy and a lot sale of one security) that pays"
-    if refused is not None:
+    buy, sell = np.empty(n), np.empty(n * k)
+    if p.refused is not None:
         return IpmResult(status="refused", buy=buy, sell=sell, objective=float("nan"), iterations=0,
                          primal_residual=float("nan"), dual_residual=float("nan"), gap=float("nan"),
-                         both_sides=float("nan"), refused=refused)
-    code = lib.ipm_solve(n, k, f, g, buf.ctypes.data, buy.ctypes.data, sell.ctypes.data, info.ctypes.data, *OPTIONS)
+                         both_sides=float("nan"), refused=p.refused)
+    info = np.zeros(8)
+    code = lib.ipm_solve(n, k, p.f, p.g, p.buf.ctypes.data, buy.ctypes.data, sell.ctypes.data, info.ctypes.data,
+                         *OPTIONS)
     status = STATUS.get(code, f"error {code}")
     sold = sell.reshape(n, k).sum(axis=1)
     both = float(np.minimum(buy, sold).max()) if n else 0.0

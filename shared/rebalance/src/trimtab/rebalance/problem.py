@@ -45,6 +45,7 @@ while it writes them. Solve in processes to solve in parallel.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -98,10 +99,16 @@ def solver_mode() -> str:
     return mode
 
 
-def _ipm():  # type: ignore[no-untyped-def]
-    from . import ipm  # imports this module: bound late
+_ipm_module = None
 
-    return ipm
+
+def _ipm():  # type: ignore[no-untyped-def]
+    global _ipm_module
+    if _ipm_module is None:
+        from . import ipm  # imports this module: bound late
+
+        _ipm_module = ipm
+    return _ipm_module
 
 
 #: Solvers tried in order. Clarabel is an interior-point method that is deterministic and
@@ -187,6 +194,14 @@ class ProblemData:
     group_member: np.ndarray | None = None
     group_lo: np.ndarray | None = None
     group_hi: np.ndarray | None = None
+
+    def with_caps(self, sell_cap: np.ndarray, buy_cap: np.ndarray) -> ProblemData:
+        """This problem with other caps (`dataclasses.replace`, without its per-field
+        introspection: bans re-solve one problem several times per account)."""
+        out = copy.copy(self)
+        object.__setattr__(out, "sell_cap", sell_cap)
+        object.__setattr__(out, "buy_cap", buy_cap)
+        return out
 
 
 @dataclass(frozen=True)
@@ -343,7 +358,18 @@ class CompiledProblem:
 
     # ------------------------------------------------------------------ solving
 
-    def solve(self, data: ProblemData) -> RawSolution:
+    def structured(self) -> bool:
+        """Whether `solve` tries the structured solver first (read at each call: the mode is an
+        environment variable tests change)."""
+        return solver_mode() == "auto" and self.shape.lots_per_security <= _ipm().MAX_LOTS_PER_SECURITY \
+            and _ipm().available()
+
+    def prepare(self, data: ProblemData):  # type: ignore[no-untyped-def]
+        """`data` packed for the structured solver (`ipm.Packed`), for `solve(..., packed=)`."""
+        sh = self.shape
+        return _ipm().prepare(data, sh.n_securities, sh.lots_per_security, sh.n_factors, sh.n_groups)
+
+    def solve(self, data: ProblemData, *, packed=None) -> RawSolution:  # type: ignore[no-untyped-def]
         """Solve with the first solver that succeeds; `ProblemInfeasible` or `SolverFailed` else.
 
         The structured solver (ipm.py) goes first where it applies (`solver_mode()` "auto", at
@@ -352,12 +378,14 @@ class CompiledProblem:
         numerical trouble) goes to Clarabel, which also certifies infeasibility. Then the fast
         path (Clarabel on the probed affine data), which needs no lock; if it ends in anything but
         optimal or infeasible, cvxpy's own path with its fallbacks retries.
+
+        `packed`: `data` already prepared for the structured solver (`prepare`; the caller has
+        checked `structured()`), which a caller solving many variants of one problem derives
+        cheaply (`ipm.Packed.with_caps_zeroed`).
         """
-        if solver_mode() == "auto" and self.shape.lots_per_security <= _ipm().MAX_LOTS_PER_SECURITY \
-                and _ipm().available():
+        if (packed is not None or self.structured()):
             t0 = time.perf_counter()
-            sh = self.shape
-            res = _ipm().solve(data, sh.n_securities, sh.lots_per_security, sh.n_factors, sh.n_groups)
+            res = _ipm().solve_packed(packed if packed is not None else self.prepare(data))
             elapsed = (time.perf_counter() - t0) * 1e3
             if res.usable:
                 return RawSolution(sell=np.maximum(res.sell, 0.0), buy=np.maximum(res.buy, 0.0),

@@ -35,7 +35,7 @@ the same substitute group, which shares the risk model's group factor: see `inpu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -275,6 +275,8 @@ class _Run:
     solve_ms: float = 0.0
     solves: int = 0
     _data: dict[frozenset[str], ProblemData] = field(default_factory=dict, repr=False)
+    _packed: dict[frozenset[str], object] = field(default_factory=dict, repr=False)
+    _objectives: dict[int, tuple[RawSolution, float]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def lin(self) -> np.ndarray:
@@ -283,29 +285,48 @@ class _Run:
 
     def data(self, bans: Bans, relax: frozenset[str] = frozenset()) -> ProblemData:
         """`assemble(..., bans, relax)`, from a per-run cache: bans only zero caps."""
+        return self._data_and_packed(bans, relax, packed=False)[0]
+
+    def _data_and_packed(self, bans: Bans, relax: frozenset[str], packed: bool):  # type: ignore[no-untyped-def]
+        """(`data(bans, relax)`, the same prepared for the structured solver if `packed`): the
+        problem without bans is assembled and prepared once per `relax`; bans zero its caps."""
         base = self._data.get(relax)
         if base is None:
             base = self._data[relax] = assemble(self.inp, self.weights, self.tuning, self.shape, Bans(), relax)
+        base_packed = None
+        if packed:
+            base_packed = self._packed.get(relax)
+            if base_packed is None:
+                base_packed = self._packed[relax] = compiled(self.shape).prepare(base)
         if not bans.no_buy and not bans.no_sell_lots:
-            return base
+            return base, base_packed
         sell_cap, buy_cap = base.sell_cap.copy(), base.buy_cap.copy()
+        slots = np.zeros(0, dtype=np.int64)
+        buys = np.fromiter(bans.no_buy, dtype=np.int64) if bans.no_buy else slots
         if bans.no_sell_lots:
             lots = np.fromiter(bans.no_sell_lots, dtype=np.int64)
-            sell_cap[self.inp.lot_security[lots] * self.shape.lots_per_security + self.inp.lot_rank[lots]] = 0.0
+            slots = self.inp.lot_security[lots] * self.shape.lots_per_security + self.inp.lot_rank[lots]
+            sell_cap[slots] = 0.0
         if bans.no_buy:
-            buy_cap[np.fromiter(bans.no_buy, dtype=np.int64)] = 0.0
-        return replace(base, sell_cap=sell_cap, buy_cap=buy_cap)
+            buy_cap[buys] = 0.0
+        data = base.with_caps(sell_cap, buy_cap)
+        return data, (base_packed.with_caps_zeroed(data, slots, buys) if base_packed is not None else None)
 
     def solve(self, bans: Bans, relax: frozenset[str] = frozenset()) -> RawSolution:
-        data = self.data(bans, relax)
+        prob = compiled(self.shape)
+        data, packed = self._data_and_packed(bans, relax, packed=prob.structured())
         self.solves += 1
-        raw = compiled(self.shape).solve(data)
+        raw = prob.solve(data, packed=packed)
         self.solve_ms += raw.solve_ms
         return raw
 
     def objective(self, raw: RawSolution) -> float:
-        sell, buy = _to_shares(self.inp, self.shape, raw)
-        return evaluate(self.inp, self.weights, sell, buy, self.tuning)["total"]
+        """The exact objective (`evaluate`'s total) of a solution of this run, computed once."""
+        got = self._objectives.get(id(raw))
+        if got is None or got[0] is not raw:
+            sell, buy = _to_shares(self.inp, self.shape, raw)
+            got = self._objectives[id(raw)] = (raw, evaluate(self.inp, self.weights, sell, buy, self.tuning)["total"])
+        return got[1]
 
     def solve_or_diagnose(self, bans: Bans) -> RawSolution:
         """Solve; if infeasible, name the constraint: the first whose relaxation alone is feasible."""
@@ -367,17 +388,64 @@ def _wash_notes(notes: list[tuple[str, str]]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Groups:
-    """The wash groups that face the harvest-or-buy choice, with their members and loss lots."""
+    """The wash groups that face the harvest-or-buy choice, with their members and loss lots.
+
+    Besides the per-group dicts, the same as flat arrays, so that per-group sums and tests are
+    one numpy call each (a position is a group's index in `names`)."""
 
     names: tuple[str, ...]
     members: dict[str, np.ndarray]
     loss_lots: dict[str, np.ndarray]
+    #: Position of each security's group in `names` (-1: its group faces no choice).
+    sec_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: The loss lots of every group, grouped by position, and each one's position.
+    lots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lot_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        return {g: p for p, g in enumerate(self.names)}
+
+    @cached_property
+    def securities(self) -> np.ndarray:
+        """The securities of the groups, ascending (so within a group, as in `members`)."""
+        return np.flatnonzero(self.sec_pos >= 0)
+
+    def mask(self, groups: frozenset[str]) -> np.ndarray:
+        """Per position: is the group in `groups`?"""
+        out = np.zeros(len(self.names), dtype=bool)
+        out[[self.position[g] for g in groups if g in self.position]] = True
+        return out
+
+    def names_of(self, mask: np.ndarray) -> frozenset[str]:
+        return frozenset(self.names[p] for p in np.flatnonzero(mask))
+
+    def member_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per position: the sum of `values` (per security) over the group's members."""
+        secs = self.securities
+        return np.bincount(self.sec_pos[secs], weights=values[secs], minlength=len(self.names))
+
+    def member_any(self, flags: np.ndarray) -> np.ndarray:
+        """Per position: is `flags` (per security) true for a member?"""
+        secs = self.securities
+        return np.bincount(self.sec_pos[secs][flags[secs]], minlength=len(self.names)) > 0
+
+    def lot_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per position: the sum of `values` (per lot) over the group's loss lots."""
+        return np.bincount(self.lot_pos, weights=values[self.lots], minlength=len(self.names))
+
+    def lot_any(self, flags: np.ndarray) -> np.ndarray:
+        """Per position: is `flags` (per lot) true for one of the group's loss lots?"""
+        return np.bincount(self.lot_pos[flags[self.lots]], minlength=len(self.names)) > 0
 
     def bans(self, harvest: frozenset[str]) -> Bans:
-        no_buy = frozenset(int(i) for g in harvest for i in self.members[g])
-        keep = [g for g in self.names if g not in harvest]
-        no_sell = frozenset(int(lot) for g in keep for lot in self.loss_lots[g])
-        return Bans(no_buy=no_buy, no_sell_lots=no_sell)
+        """Harvested groups: no buys of their members; kept groups: no sales of their loss lots."""
+        if not self.names:
+            return Bans()
+        in_harvest = np.append(self.mask(harvest), False)  # position -1 (no choice): neither
+        no_buy = np.flatnonzero(in_harvest[self.sec_pos]).tolist()
+        no_sell = self.lots[~in_harvest[self.lot_pos]].tolist()
+        return Bans(no_buy=frozenset(no_buy), no_sell_lots=frozenset(no_sell))
 
 
 def _choice_groups(run: _Run, bans: Bans) -> _Groups:
@@ -409,48 +477,54 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     # Loss lots grouped by wash group (ascending within a group), one sort for all groups.
     lots = np.flatnonzero(loss)
     lots = lots[np.argsort(lot_code[lots], kind="stable")]
-    starts = np.searchsorted(lot_code[lots], np.arange(len(inp.group_names) + 1))
+    n_codes = len(inp.group_names)
+    starts = np.searchsorted(lot_code[lots], np.arange(n_codes + 1))
     has_loss = np.diff(starts) > 0
-    has_buy = np.zeros(len(inp.group_names), dtype=bool)
+    has_buy = np.zeros(n_codes, dtype=bool)
     has_buy[code[buyable]] = True
     # Codes follow the sorted group names, so the candidates come out in name order.
     candidates = np.flatnonzero(has_loss & has_buy)
     names = tuple(inp.group_names[c] for c in candidates)
     members = {g: inp.group_members(c) for g, c in zip(names, candidates, strict=True)}
     loss_lots = {g: lots[starts[c]:starts[c + 1]] for g, c in zip(names, candidates, strict=True)}
-    return _Groups(names, members, loss_lots)
+    pos_of_code = np.full(n_codes, -1, dtype=np.int64)
+    pos_of_code[candidates] = np.arange(len(candidates))
+    lot_pos = pos_of_code[lot_code[lots]]
+    chosen = lot_pos >= 0
+    return _Groups(names, members, loss_lots, sec_pos=pos_of_code[code], lots=lots[chosen],
+                   lot_pos=lot_pos[chosen])
 
 
-def _harvest_benefit(lin: np.ndarray, inp: RebalanceInput, lots: np.ndarray) -> float:
-    """What selling every loss lot in `lots` whole would earn in the objective (>= 0)."""
-    return -float(np.minimum(lin[lots], 0.0) @ inp.lot_weight[lots])
+def _harvest_benefit(run: _Run, choice: _Groups) -> np.ndarray:
+    """Per position: what selling every loss lot of the group whole would earn in the objective
+    (>= 0)."""
+    inp = run.inp
+    return -choice.lot_sum(np.minimum(run.lin, 0.0) * inp.lot_weight)
 
 
-def _carriers(run: _Run, choice: _Groups, lin: np.ndarray) -> list[str]:
+def _carriers(run: _Run, choice: _Groups, benefit: np.ndarray) -> list[str]:
     """One wash group per substitute group whose every buyable member faces the choice: the
-    one whose loss lots earn the least (among those with a buyable member in the substitute
-    group), started in "keep" so that it can carry the substitute group's exposure while the
-    others harvest. (Harvesting them all bans every buy of the substitute group: the exposure
-    is lost unless a later step flips one.) With the symmetric "sure" step this cut the solves
-    per account on the 200 accounts of `bench/solver_anatomy.py` from 1.88 to 1.67 and lowered
-    the objective by 3.5 bps of the account on average (docs/optimizer.md, "Wash sales")."""
+    one whose loss lots earn the least (`benefit`, per position; among those with a buyable
+    member in the substitute group), started in "keep" so that it can carry the substitute
+    group's exposure while the others harvest. (Harvesting them all bans every buy of the
+    substitute group: the exposure is lost unless a later step flips one.) With the symmetric
+    "sure" step this cut the solves per account on the 200 accounts of
+    `bench/solver_anatomy.py` from 1.88 to 1.67 and lowered the objective by 3.5 bps of the
+    account on average (docs/optimizer.md, "Wash sales")."""
     inp, M = run.inp, run.inp.band_membership
     if not M.shape[1] or not choice.names:
         return []
-    in_choice = np.zeros(inp.n_securities, dtype=bool)
-    for g in choice.names:
-        in_choice[choice.members[g]] = True
+    in_choice = choice.sec_pos >= 0
     restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
     buyable = ~restricted & ~inp.no_buy & ~screened_from_buying(inp, run.weights)
-    names = set(choice.names)
     out = []
     for col in range(M.shape[1]):
         secs = np.flatnonzero(M[:, col] > 0)
         if (buyable[secs] & ~in_choice[secs]).any():
             continue  # a member outside the choice can carry the exposure: all may harvest
-        facing = sorted({inp.groups[int(i)] for i in secs if in_choice[i] and buyable[i]} & names)
+        facing = sorted({inp.groups[int(i)] for i in secs[in_choice[secs] & buyable[secs]]})
         if len(facing) >= 2:
-            out.append(min(facing, key=lambda g: (_harvest_benefit(lin, inp, choice.loss_lots[g]), g)))
+            out.append(min(facing, key=lambda g: (float(benefit[choice.position[g]]), g)))
     return out
 
 
@@ -462,35 +536,43 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     steps after it still correct it in both directions."""
     inp = run.inp
     a = inp.pre_weight - inp.target_weight
-    lin = run.lin
     M = inp.band_membership
-    out = _carriers(run, choice, lin)
+    benefit = _harvest_benefit(run, choice)
+    out = _carriers(run, choice, benefit)
     # A substitute (another wash group sharing a substitute group) can carry the exposure a
     # harvest gives up: the drift estimate below cannot see that, so such groups start in
-    # "harvest" unless they are their substitute group's carrier.
-    # Securities sharing a substitute group with each security (itself included), counted once.
-    peers = (M @ M.T > 0) if M.shape[1] else None
-    candidates = [g for g in choice.names if g not in out and float(a[choice.members[g]].sum()) < 0
-                  and not (peers is not None and int(peers[choice.members[g]].any(axis=0).sum())
-                           > len(choice.members[g]))]
-    saved = _drift_saved(run, a, [choice.members[g] for g in candidates])
-    for g, s in zip(candidates, saved, strict=True):
-        if s > _harvest_benefit(lin, inp, choice.loss_lots[g]):
-            out.append(g)
+    # "harvest" unless they are their substitute group's carrier: those where the securities
+    # sharing a substitute group with a member (itself included), counted once, outnumber
+    # the members.
+    candidate = ~choice.mask(frozenset(out)) & (choice.member_sum(a) < 0)
+    if M.shape[1] and candidate.any():
+        peers = (M @ M.T > 0)
+        secs = choice.securities
+        onehot = np.zeros((len(choice.names), inp.n_securities))
+        onehot[choice.sec_pos[secs], secs] = 1.0
+        reach = ((onehot @ peers) > 0).sum(axis=1)
+        candidate &= ~(reach > np.bincount(choice.sec_pos[secs], minlength=len(choice.names)))
+    positions = np.flatnonzero(candidate)
+    saved = _drift_saved(run, choice, a, positions)
+    out += [choice.names[p] for p in positions[saved > benefit[positions]]]
     return frozenset(out)
 
 
-def _drift_saved(run: _Run, a: np.ndarray, member_sets: list[np.ndarray]) -> np.ndarray:
-    """Per set of members: the drift saved by bringing them to target, everything else held
-    (the exact drift term), less the linear cost of the trade that does it."""
-    if not member_sets:
+def _drift_saved(run: _Run, choice: _Groups, a: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Per group at `positions`: the drift saved by bringing its members to target, everything
+    else held (the exact drift term), less the linear cost of the trade that does it."""
+    if not len(positions):
         return np.zeros(0)
     inp, w = run.inp, run.weights
-    rows = np.repeat(a[None, :], len(member_sets) + 1, axis=0)
-    for j, members in enumerate(member_sets, start=1):
-        rows[j, members] = 0.0
+    row_of = np.zeros(len(choice.names) + 1, dtype=np.int64)  # row 0: nothing zeroed
+    row_of[positions] = np.arange(1, len(positions) + 1)
+    secs = choice.securities
+    row = row_of[choice.sec_pos[secs]]
+    secs, row = secs[row > 0], row[row > 0]
+    rows = np.repeat(a[None, :], len(positions) + 1, axis=0)
+    rows[row, secs] = 0.0
     drift = weighted_drift_rows(inp, rows, w, run.tuning)
-    cost = np.array([float(inp.cost_rate[m] @ np.abs(a[m])) for m in member_sets])
+    cost = np.bincount(row - 1, weights=inp.cost_rate[secs] * np.abs(a[secs]), minlength=len(positions))
     return (drift[0] - drift[1:]) - w["cost"] * cost
 
 
@@ -502,11 +584,10 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
     that picks which groups the "keep" trial flips: the trial's solve still decides."""
     inp = run.inp
     a = inp.pre_weight + trade_w - inp.target_weight
-    lin = run.lin
-    groups = sorted(maybe)
-    saved = _drift_saved(run, a, [choice.members[g] for g in groups])
-    return frozenset(g for g, s in zip(groups, saved, strict=True)
-                     if s > -float(lin[choice.loss_lots[g]] @ sold_w[choice.loss_lots[g]]))
+    positions = np.flatnonzero(choice.mask(maybe))
+    saved = _drift_saved(run, choice, a, positions)
+    earned = -choice.lot_sum(run.lin * sold_w)[positions]
+    return frozenset(choice.names[p] for p in positions[saved > earned])
 
 
 def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> tuple[RawSolution, Bans]:
@@ -526,25 +607,24 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
         raw = run.solve_or_diagnose(first_bans)
     if not choice.names:
         return raw, first_bans
+    n = inp.n_securities
     slots = inp.lot_security * run.shape.lots_per_security + inp.lot_rank
 
     def traded(raw: RawSolution) -> tuple[np.ndarray, np.ndarray]:
         sold_w = raw.sell[slots]
-        trade_w = raw.buy[: inp.n_securities] - np.bincount(inp.lot_security, weights=sold_w,
-                                                            minlength=inp.n_securities)
+        trade_w = raw.buy[:n] - np.bincount(inp.lot_security, weights=sold_w, minlength=n)
         return sold_w, trade_w
 
     sold_w, trade_w = traded(raw)
     post_dev = inp.pre_weight + trade_w - inp.target_weight
-    below = {g: float(post_dev[choice.members[g]].sum()) < -1e-4 for g in choice.names}
-    harvested = {g: bool((sold_w[choice.loss_lots[g]] > ACTIVE_WEIGHT).any()) for g in choice.names}
-    sure = frozenset(g for g in harvest if not harvested[g] and below[g])
-    maybe = frozenset(g for g in harvest if harvested[g] and below[g])
+    below = choice.member_sum(post_dev) < -1e-4
+    harvested = choice.lot_any(sold_w > ACTIVE_WEIGHT)
+    in_harvest = choice.mask(harvest)
+    sure = choice.names_of(in_harvest & ~harvested & below)
+    maybe = choice.names_of(in_harvest & harvested & below)
     # The mirror image: kept groups that bought nothing lose nothing by harvesting instead.
-    lin = run.lin
-    sure_harvest = frozenset(g for g in frozenset(choice.names) - harvest
-                             if not (raw.buy[choice.members[g]] > ACTIVE_WEIGHT).any()
-                             and (lin[choice.loss_lots[g]] < 0).any())
+    sure_harvest = choice.names_of(~in_harvest & ~choice.member_any(raw.buy[:n] > ACTIVE_WEIGHT)
+                                   & choice.lot_any(run.lin < 0))
     best, best_harvest = raw, harvest
     if (sure or sure_harvest) and maybe:
         promising = _promising_keeps(run, choice, maybe, sold_w, trade_w)
@@ -576,13 +656,14 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
         except ProblemInfeasible:
             pass
     sold_w, _ = traded(best)
-    for g in choice.names:
-        for i in choice.members[g]:
-            sold_i = bool((sold_w[(inp.lot_security == i) & (inp.lot_gain_usd_per_share < 0)] > ACTIVE_WEIGHT).any())
-            if g in best_harvest and sold_i:
-                notes.append((_HARVESTED, inp.symbols[i]))
-            elif g not in best_harvest and best.buy[i] > ACTIVE_WEIGHT:
-                notes.append((_KEPT, inp.symbols[i]))
+    sold_loss = np.zeros(n, dtype=bool)
+    sold_loss[inp.lot_security[(inp.lot_gain_usd_per_share < 0) & (sold_w > ACTIVE_WEIGHT)]] = True
+    kept = np.append(~choice.mask(best_harvest), False)[choice.sec_pos]  # False outside the choice
+    harvested_here = np.append(choice.mask(best_harvest), False)[choice.sec_pos]
+    for i in np.flatnonzero(harvested_here & sold_loss):
+        notes.append((_HARVESTED, inp.symbols[i]))
+    for i in np.flatnonzero(kept & (best.buy[:n] > ACTIVE_WEIGHT)):
+        notes.append((_KEPT, inp.symbols[i]))
     return best, bans | choice.bans(best_harvest)
 
 
