@@ -52,6 +52,11 @@ class SecurityInfo:
     tax_drag: float | None = None
 
 
+#: What `RebalanceContext.info` answers for a symbol the context does not know (one shared
+#: instance: it is frozen, and building a dataclass per look-up was a hot spot of `from_snapshot`).
+_NO_INFO = SecurityInfo()
+
+
 @dataclass(frozen=True, eq=False)
 class FactorModel:
     """Loadings (one row per symbol, k columns) and specific variances, in the same units."""
@@ -134,7 +139,7 @@ class RebalanceContext:
                 raise ValueError(f"{symbol}: adv_usd must be between 0 and {MAX_ADV_USD:g}, not {info.adv_usd:g}")
 
     def info(self, symbol: str) -> SecurityInfo:
-        return self.securities.get(symbol) or SecurityInfo()
+        return self.securities.get(symbol) or _NO_INFO
 
     # ------------------------------------------------------------------ JSON form
 
