@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import numpy as np
 import pytest
 
 from trimtab.rebalance import InvalidSnapshot, from_snapshot
-from trimtab.rebalance.inputs import is_long_term
+from trimtab.rebalance.inputs import _long_term_before, is_long_term
 from trimtab.shared.events import LotSnapshot, PositionSnapshot
 
 from .conftest import AS_OF, make_snapshot
@@ -46,6 +46,15 @@ def test_long_term_means_sold_after_the_first_anniversary() -> None:
     assert is_long_term(date(2023, 6, 28), date(2024, 6, 29))
     assert not is_long_term(date(2024, 2, 29), date(2025, 2, 28))
     assert is_long_term(date(2024, 2, 29), date(2025, 3, 1))
+
+
+def test_from_snapshot_dates_lots_as_is_long_term_does() -> None:
+    """from_snapshot compares acquisition dates with one cutoff per trade date instead of calling
+    is_long_term per lot: the same answer for every lot around each anniversary, leap days too."""
+    for trade in (date(2023, 1, 1) + timedelta(days=k) for k in range(3 * 366)):
+        before = _long_term_before(trade)
+        for acquired in (trade - timedelta(days=k) for k in range(360, 372)):
+            assert (acquired < before) == is_long_term(acquired, trade), (acquired, trade)
 
 
 def test_shares_without_lot_detail_become_an_untracked_lot_with_no_gain() -> None:

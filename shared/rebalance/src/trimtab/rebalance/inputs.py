@@ -8,13 +8,15 @@ then lot id, so the same snapshot always gives the same arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
+from operator import itemgetter
 
 import numpy as np
 
-from trimtab.shared.events import AccountSnapshot
+from trimtab.shared.events import AccountSnapshot, PositionSnapshot, SecuritySnapshot
 from trimtab.shared.limits import trade_year_problem
 
 from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
@@ -326,6 +328,20 @@ def _f(x: object) -> float:
     return float(x)  # Decimal -> float, exact to double precision
 
 
+def _long_term_before(trade_date: date) -> date:
+    """`is_long_term(acquired_on, trade_date)` is `acquired_on < _long_term_before(trade_date)`.
+
+    An anniversary never moves back as the acquisition date moves forward, so the long-term lots
+    are those acquired before the first date whose anniversary is not before the trade date: the
+    trade date one year earlier or, for a trade on 29 February, 1 March one year earlier (a lot
+    of 28 February has its anniversary on 28 February, a lot of 1 March on 1 March).
+    """
+    try:
+        return trade_date.replace(year=trade_date.year - 1)
+    except ValueError:
+        return date(trade_date.year - 1, 3, 1)
+
+
 def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = None, *,
                   screened_targets_ok: bool = False) -> RebalanceInput:
     """Validate `snapshot` (and `context`) and turn them into arrays; `InvalidSnapshot` if malformed.
@@ -333,31 +349,36 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     `screened_targets_ok`: a screened security may carry a target (household mode: the
     household's targets replace the account's, the account's screens stay buy bans)."""
     check_trade_date(snapshot)
-    secs: dict[str, object] = {}
+    secs: dict[str, SecuritySnapshot] = {}
     for s in snapshot.securities:
         if s.symbol in secs:
             raise InvalidSnapshot(f"security {s.symbol} listed twice", symbol=s.symbol)
         secs[s.symbol] = s
-    positions = {}
+    positions: dict[str, PositionSnapshot] = {}
     for p in snapshot.positions:
         if p.symbol in positions:
             raise InvalidSnapshot(f"position {p.symbol} listed twice", symbol=p.symbol)
         positions[p.symbol] = p
+    # Each Decimal is converted to a float once (targets, position shares, prices, lot shares).
+    target_of: dict[str, float] = {}
     for sym, w in snapshot.targets.items():
         if w < 0:
             raise InvalidSnapshot(f"target of {sym} is negative", symbol=sym)
-    total_target = sum((float(w) for w in snapshot.targets.values()), 0.0)
+        target_of[sym] = float(w)
+    total_target = sum(target_of.values(), 0.0)
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
     before_esg = _screens(snapshot, screened_targets_ok)
-    held = {sym for sym, p in positions.items() if float(p.shares) > SHARES_EPS or p.lots}
+    position_shares = {sym: float(p.shares) for sym, p in positions.items()}
+    held = {sym for sym, p in positions.items() if position_shares[sym] > SHARES_EPS or p.lots}
     universe = held | set(snapshot.targets)
     ctx = context or EMPTY_CONTEXT
     # Substitutes the snapshot prices join the problem when their group is held or targeted:
     # a harvested loss needs somewhere to keep its exposure.
     sub_groups = {ctx.info(s).substitute_group for s in universe} - {None}
-    universe |= {s for s in secs if ctx.info(s).substitute_group in sub_groups}
+    if sub_groups:
+        universe |= {s for s in secs if ctx.info(s).substitute_group in sub_groups}
     # The symbols only the targets before the ESG screen name join last: the explainer's
     # coalitions without the screen need them, and they change nothing else (not the risk
     # model's normalization, not the substitutes: `_risk` looks at `core` only).
@@ -367,7 +388,8 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     missing = [s for s in symbols if s not in secs]
     if missing:
         raise InvalidSnapshot(f"no price for {missing}", symbols=missing)
-    index = {s: i for i, s in enumerate(symbols)}
+    securities = [secs[s] for s in symbols]
+    prices = [float(sec.price_usd) for sec in securities]
 
     trade_date = snapshot.as_of.date()
     taxable = snapshot.account_type == "taxable"
@@ -375,35 +397,38 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
 
     lot_rows: list[tuple[int, date, str, float, float]] = []
     untracked: list[str] = []
-    for sym in symbols:
+    for i, sym in enumerate(symbols):
         pos = positions.get(sym)
         if pos is None:
             continue
-        price = _f(secs[sym].price_usd)  # type: ignore[attr-defined]
         lot_total = 0.0
         for lot in pos.lots:
-            if lot.acquired_on > trade_date:
+            acquired = lot.acquired_on
+            if acquired > trade_date:
                 raise InvalidSnapshot(f"lot {lot.lot_id} acquired after the snapshot", lot_id=lot.lot_id)
-            lot_rows.append((index[sym], lot.acquired_on, lot.lot_id, _f(lot.shares),
-                             _f(lot.cost_basis_usd_per_share)))
-            lot_total += _f(lot.shares)
-        rest = _f(pos.shares) - lot_total
+            shares = float(lot.shares)
+            lot_rows.append((i, acquired, lot.lot_id, shares, float(lot.cost_basis_usd_per_share)))
+            lot_total += shares
+        rest = position_shares[sym] - lot_total
         if rest < -1e-6:
             raise InvalidSnapshot(f"lots of {sym} hold {lot_total} shares, the position {pos.shares}",
                                   symbol=sym)
         if rest > 1e-6:
             # Shares without lot detail: sellable, with no known gain (basis = price).
             lot_id = f"{sym}:untracked"
-            lot_rows.append((index[sym], trade_date, lot_id, rest, price))
+            lot_rows.append((i, trade_date, lot_id, rest, prices[i]))
             untracked.append(lot_id)
-    lot_rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    if len({r[2] for r in lot_rows}) != len(lot_rows):
+    lot_rows.sort(key=itemgetter(0, 1, 2))
+    lot_security, lot_acquired_on, lot_ids, lot_shares, lot_basis = (
+        zip(*lot_rows, strict=True) if lot_rows else ((), (), (), (), ()))
+    if len(set(lot_ids)) != len(lot_ids):
         raise InvalidSnapshot("lot ids are not unique")
 
-    long_term = np.array([is_long_term(r[1], trade_date) for r in lot_rows], dtype=bool)
+    long_term_before = _long_term_before(trade_date)  # is_long_term, for every lot at once
+    long_term = np.array([a < long_term_before for a in lot_acquired_on], dtype=bool)
     rates = np.where(long_term, lt, st) if taxable else np.zeros(len(lot_rows))
 
-    def arr(values: list[float], dtype: type = float) -> np.ndarray:
+    def arr(values: Sequence[object], dtype: type = float) -> np.ndarray:
         return _frozen(np.array(values, dtype=dtype))
 
     restricted_set = set(snapshot.restricted)
@@ -413,17 +438,16 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         account_type=snapshot.account_type,
         trade_date=trade_date,
         symbols=symbols,
-        price_usd=arr([_f(secs[s].price_usd) for s in symbols]),  # type: ignore[attr-defined]
-        target_weight=arr([_f(snapshot.targets.get(s, 0)) for s in symbols]),
+        price_usd=arr(prices),
+        target_weight=arr([target_of.get(s, 0.0) for s in symbols]),
         restricted=arr([s in restricted_set for s in symbols], bool),
-        half_spread_bps=arr([_f(secs[s].half_spread_bps) for s in symbols]),  # type: ignore[attr-defined]
-        commission_usd_per_share=arr(
-            [_f(secs[s].commission_usd_per_share) for s in symbols]),  # type: ignore[attr-defined]
-        lot_ids=tuple(r[2] for r in lot_rows),
-        lot_security=arr([r[0] for r in lot_rows], np.int64),
-        lot_shares=arr([r[3] for r in lot_rows]),
-        lot_basis_usd_per_share=arr([r[4] for r in lot_rows]),
-        lot_acquired_on=tuple(r[1] for r in lot_rows),
+        half_spread_bps=arr([float(sec.half_spread_bps) for sec in securities]),
+        commission_usd_per_share=arr([float(sec.commission_usd_per_share) for sec in securities]),
+        lot_ids=lot_ids,
+        lot_security=arr(lot_security, np.int64),
+        lot_shares=arr(lot_shares),
+        lot_basis_usd_per_share=arr(lot_basis),
+        lot_acquired_on=lot_acquired_on,
         lot_long_term=_frozen(long_term),
         lot_tax_rate=_frozen(np.asarray(rates, dtype=float)),
         cash_usd=_f(snapshot.cash_usd),
@@ -442,7 +466,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
-    return apply_context(inp, context or EMPTY_CONTEXT)
+    return apply_context(inp, ctx)
 
 
 def check_trade_date(snapshot: AccountSnapshot) -> None:
@@ -465,21 +489,33 @@ MAX_HALF_SPREAD_BPS = 1e4
 MAX_COMMISSION_USD_PER_SHARE = 1e3
 
 
+#: (what, lowest, highest) of each number `_check_magnitudes` bounds, in the order it checks them.
+_MAGNITUDES = (
+    ("a price", *PRICE_RANGE_USD),
+    ("a lot's basis per share", 0.0, PRICE_RANGE_USD[1]),
+    ("a lot's shares", 0.0, MAX_SHARES),
+    ("a half spread (bps)", 0.0, MAX_HALF_SPREAD_BPS),
+    ("a commission per share", 0.0, MAX_COMMISSION_USD_PER_SHARE),
+    ("cash", -MAX_USD, MAX_USD),
+    ("the cash reserve", 0.0, MAX_USD),
+)
+_MAGNITUDE_LOW = np.array([low for _, low, _ in _MAGNITUDES])
+_MAGNITUDE_HIGH = np.array([high for _, _, high in _MAGNITUDES])
+
+
 def _check_magnitudes(inp: RebalanceInput) -> None:
-    lo, hi = PRICE_RANGE_USD
-    checks = [
-        ("a price", inp.price_usd, lo, hi),
-        ("a lot's basis per share", inp.lot_basis_usd_per_share, 0.0, hi),
-        ("a lot's shares", inp.lot_shares, 0.0, MAX_SHARES),
-        ("a half spread (bps)", inp.half_spread_bps, 0.0, MAX_HALF_SPREAD_BPS),
-        ("a commission per share", inp.commission_usd_per_share, 0.0, MAX_COMMISSION_USD_PER_SHARE),
-        ("cash", np.array([inp.cash_usd]), -MAX_USD, MAX_USD),
-        ("the cash reserve", np.array([inp.cash_reserve_usd]), 0.0, MAX_USD),
-    ]
-    for what, values, low, high in checks:
-        bad = ~np.isfinite(values) | (values < low) | (values > high)
-        if bad.any():
-            raise InvalidSnapshot(f"{what} is outside [{low:g}, {high:g}]: {float(values[bad][0]):g}")
+    arrays = (inp.price_usd, inp.lot_basis_usd_per_share, inp.lot_shares, inp.half_spread_bps,
+              inp.commission_usd_per_share, np.array([inp.cash_usd]), np.array([inp.cash_reserve_usd]))
+    # Every number against its bounds in one pass (NaN and infinities fail the comparisons: the
+    # bounds are finite); the first check failing, in `_MAGNITUDES`' order, names the problem.
+    values = np.concatenate(arrays)
+    sizes = [len(a) for a in arrays]
+    inside = (np.repeat(_MAGNITUDE_LOW, sizes) <= values) & (values <= np.repeat(_MAGNITUDE_HIGH, sizes))
+    if not inside.all():
+        for (what, low, high), a in zip(_MAGNITUDES, arrays, strict=True):
+            bad = ~np.isfinite(a) | (a < low) | (a > high)
+            if bad.any():
+                raise InvalidSnapshot(f"{what} is outside [{low:g}, {high:g}]: {float(a[bad][0]):g}")
     if not inp.value_usd <= MAX_USD:
         raise InvalidSnapshot(f"account value {inp.value_usd:g} is above {MAX_USD:g}")
 
