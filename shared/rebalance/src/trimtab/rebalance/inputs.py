@@ -8,18 +8,18 @@ then lot id, so the same snapshot always gives the same arrays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
-from operator import itemgetter
 
 import numpy as np
 
 from trimtab.shared.events import AccountSnapshot, PositionSnapshot, SecuritySnapshot
 from trimtab.shared.limits import trade_year_problem
 
-from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext
+from .context import EMPTY_CONTEXT, WASH_WINDOW_DAYS, RebalanceContext, SecurityInfo
 from .errors import InvalidSnapshot
 
 #: Shares below this are treated as nothing (float noise from Decimal conversion).
@@ -349,28 +349,25 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     `screened_targets_ok`: a screened security may carry a target (household mode: the
     household's targets replace the account's, the account's screens stay buy bans)."""
     check_trade_date(snapshot)
-    secs: dict[str, SecuritySnapshot] = {}
-    for s in snapshot.securities:
-        if s.symbol in secs:
-            raise InvalidSnapshot(f"security {s.symbol} listed twice", symbol=s.symbol)
-        secs[s.symbol] = s
-    positions: dict[str, PositionSnapshot] = {}
-    for p in snapshot.positions:
-        if p.symbol in positions:
-            raise InvalidSnapshot(f"position {p.symbol} listed twice", symbol=p.symbol)
-        positions[p.symbol] = p
-    # Each Decimal is converted to a float once (targets, position shares, prices, lot shares).
-    target_of: dict[str, float] = {}
+    secs: dict[str, SecuritySnapshot] = {s.symbol: s for s in snapshot.securities}
+    if len(secs) < len(snapshot.securities):
+        sym = _first_repeat(s.symbol for s in snapshot.securities)
+        raise InvalidSnapshot(f"security {sym} listed twice", symbol=sym)
+    positions: dict[str, PositionSnapshot] = {p.symbol: p for p in snapshot.positions}
+    if len(positions) < len(snapshot.positions):
+        sym = _first_repeat(p.symbol for p in snapshot.positions)
+        raise InvalidSnapshot(f"position {sym} listed twice", symbol=sym)
     for sym, w in snapshot.targets.items():
         if w < 0:
             raise InvalidSnapshot(f"target of {sym} is negative", symbol=sym)
-        target_of[sym] = float(w)
+    # Each Decimal is converted to a float once (targets, position shares, prices, lot shares).
+    target_of = dict(zip(snapshot.targets, map(float, snapshot.targets.values()), strict=True))
     total_target = sum(target_of.values(), 0.0)
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
     before_esg = _screens(snapshot, screened_targets_ok)
-    position_shares = {sym: float(p.shares) for sym, p in positions.items()}
+    position_shares = dict(zip(positions, map(float, [p.shares for p in positions.values()]), strict=True))
     held = {sym for sym, p in positions.items() if position_shares[sym] > SHARES_EPS or p.lots}
     universe = held | set(snapshot.targets)
     ctx = context or EMPTY_CONTEXT
@@ -418,7 +415,9 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
             lot_id = f"{sym}:untracked"
             lot_rows.append((i, trade_date, lot_id, rest, prices[i]))
             untracked.append(lot_id)
-    lot_rows.sort(key=itemgetter(0, 1, 2))
+    # By security, acquisition date, lot id. Rows equal in all three share a lot id (refused
+    # below), so comparing whole rows orders every accepted snapshot the same way.
+    lot_rows.sort()
     lot_security, lot_acquired_on, lot_ids, lot_shares, lot_basis = (
         zip(*lot_rows, strict=True) if lot_rows else ((), (), (), (), ()))
     if len(set(lot_ids)) != len(lot_ids):
@@ -433,7 +432,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
 
     restricted_set = set(snapshot.restricted)
     never_buy, esg = set(snapshot.never_buy), set(snapshot.esg_excluded)
-    inp = RebalanceInput(
+    fields: dict[str, object] = dict(
         account_id=snapshot.account_id,
         account_type=snapshot.account_type,
         trade_date=trade_date,
@@ -461,12 +460,24 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         target_weight_without_esg=arr([_f(before_esg.get(s, 0)) for s in symbols]) if before_esg else None,
         screen_only_mask=arr([s not in core for s in symbols], bool) if len(core) < len(symbols) else None,
     )
+    inp = RebalanceInput(**fields)  # type: ignore[arg-type]
     _check_magnitudes(inp)
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
         raise InvalidSnapshot("negative lot shares or basis")
-    return apply_context(inp, ctx)
+    # apply_context(inp, ctx), built from the fields at hand rather than by `replace`.
+    return _carry_derived(inp, RebalanceInput(**fields, **_context_fields(inp, ctx)))  # type: ignore[arg-type]
+
+
+def _first_repeat(symbols: Iterable[str]) -> str:
+    """The first symbol seen a second time (there is one)."""
+    seen: set[str] = set()
+    for sym in symbols:
+        if sym in seen:
+            return sym
+        seen.add(sym)
+    raise AssertionError("no symbol repeats")
 
 
 def check_trade_date(snapshot: AccountSnapshot) -> None:
@@ -557,48 +568,70 @@ def _screens(snapshot: AccountSnapshot, screened_targets_ok: bool = False) -> di
 SUBSTITUTE_RESIDUAL = 0.02
 
 
-def _risk(inp: RebalanceInput, ctx: RebalanceContext) -> tuple[np.ndarray | None, np.ndarray | None,
-                                                                np.ndarray | None]:
+def _risk(inp: RebalanceInput, ctx: RebalanceContext,
+          infos: Sequence[SecurityInfo]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Normalized loadings and specific variances (model columns, then one per substitute group),
-    and the substitute groups' band membership."""
+    and the substitute groups' band membership. `infos`: `ctx.info` of each security."""
     n = inp.n_securities
     fm = ctx.factor_model
-    screen_only = inp.screen_only_mask if inp.screen_only_mask is not None else np.zeros(n, bool)
+    screen_only = inp.screen_only_mask.tolist() if inp.screen_only_mask is not None else [False] * n
     if fm is None:
         L, d = np.zeros((n, 0)), np.ones(n)
     else:
-        row = {s: k for k, s in enumerate(fm.symbols)}
-        L = np.zeros((n, fm.n_factors))
-        d = np.zeros(n)
-        modelled = [i for i, s in enumerate(inp.symbols) if s in row]
-        for i in modelled:
-            L[i], d[i] = fm.loadings[row[inp.symbols[i]]], fm.specific_var[row[inp.symbols[i]]]
+        unknown: list[int] = []  # no model row
+        if fm.symbols == inp.symbols:  # the model restricted to these symbols: rows in order
+            modelled: Sequence[int] = range(n)
+            L, d = np.ascontiguousarray(fm.loadings), fm.specific_var  # not written: scaled below
+        else:
+            row = dict(zip(fm.symbols, range(len(fm.symbols)), strict=True))
+            modelled = [i for i, s in enumerate(inp.symbols) if s in row]
+            unknown = [i for i, s in enumerate(inp.symbols) if s not in row]
+            rows = [row[inp.symbols[i]] for i in modelled]
+            L, d = np.zeros((n, fm.n_factors)), np.zeros(n)
+            L[modelled], d[modelled] = fm.loadings[rows], fm.specific_var[rows]
         known = [i for i in modelled if not screen_only[i]]  # the scale: the account's own symbols
-        total = (L**2).sum(axis=1) + d
+        total = np.add.reduce(L**2, axis=1) + d
         # Normalize so the average security's variance is 1: drift weight 1 then means the same
         # under a risk model as under the identity (a unit of squared weight deviation).
-        scale = float(total[known].mean()) if known and total[known].mean() > 0 else 1.0
-        L, d = L / np.sqrt(scale), d / scale
-        unknown = [i for i in range(n) if inp.symbols[i] not in row]
-        d[unknown] = 1.0  # no model row: the average security's variance, uncorrelated
+        scale = 1.0
+        if known:
+            # total[known].mean(): np.mean's own sum and division.
+            mean = np.add.reduce(total if len(known) == n else total[known]) / len(known)
+            if mean > 0:
+                scale = float(mean)
+        L, d = L / math.sqrt(scale), d / scale  # new arrays (math.sqrt: IEEE sqrt, like np.sqrt)
+        if unknown:
+            d[unknown] = 1.0  # no model row: the average security's variance, uncorrelated
     subs: dict[str, list[int]] = {}
-    for i, s in enumerate(inp.symbols):
-        g = ctx.info(s).substitute_group
+    for i, info in enumerate(infos):
+        g = info.substitute_group
         if g is not None and not screen_only[i]:
             subs.setdefault(g, []).append(i)
     multi = [members for _, members in sorted(subs.items()) if len(members) >= 2]
     if not multi and fm is None:
         return None, None, None
-    cols, M = [], np.zeros((n, len(multi)))
-    for j, members in enumerate(multi):
-        shared = (1.0 - SUBSTITUTE_RESIDUAL) * float(d[members].min())
-        col = np.zeros(n)
-        col[members] = np.sqrt(shared)
-        d[members] -= shared
-        cols.append(col)
-        M[members, j] = 1.0
-    if cols:
-        L = np.hstack([L, np.column_stack(cols)])
+    M = np.zeros((n, len(multi)))
+    if multi:
+        # Group j (its members: a run of `member`) shares a factor of variance `shared` (column
+        # j of M, column k + j of L), taken from each member's specific variance. The groups
+        # do not overlap: every member's row gets one column.
+        starts, in_order = [], []  # where each group's run begins, the members run after run
+        for members in multi:
+            starts.append(len(in_order))
+            in_order += members
+        member = np.array(in_order)
+        group = np.array([j for j, members in enumerate(multi) for _ in members])
+        d_member = d[member]
+        # Each group's smallest specific variance: d[members].min(), the same reduction per run.
+        shared = (1.0 - SUBSTITUTE_RESIDUAL) * np.minimum.reduceat(d_member, starts)
+        shared_of_member = shared[group]
+        k = L.shape[1]
+        with_groups = np.zeros((n, k + len(multi)))
+        with_groups[:, :k] = L
+        with_groups[member, k + group] = np.sqrt(shared_of_member)
+        d[member] = d_member - shared_of_member
+        M[member, group] = 1.0
+        L = with_groups
     return _frozen(L), _frozen(d), (_frozen(M) if multi else None)
 
 
@@ -606,14 +639,23 @@ def apply_context(inp: RebalanceInput, ctx: RebalanceContext) -> RebalanceInput:
     """`inp` with the context's data: risk model, impact, groups, wash-sale bans, mandate."""
     from dataclasses import replace
 
+    return _carry_derived(inp, replace(inp, **_context_fields(inp, ctx)))
+
+
+def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, object]:
+    """The fields of `RebalanceInput` the context gives (`apply_context`)."""
     n, m = inp.n_securities, inp.n_lots
-    groups = tuple(ctx.info(s).wash_group or s for s in inp.symbols)
-    L, d, M = _risk(inp, ctx)
-    impact = np.zeros(n)
-    for i, s in enumerate(inp.symbols):
-        info = ctx.info(s)
-        if info.sigma_daily and info.adv_usd:
-            impact[i] = ctx.impact_b * info.sigma_daily * np.sqrt(inp.value_usd / info.adv_usd)
+    infos = [ctx.info(s) for s in inp.symbols]
+    groups = tuple([info.wash_group or s for info, s in zip(infos, inp.symbols, strict=True)])
+    L, d, M = _risk(inp, ctx, infos)
+    # Market impact b sigma sqrt(V0 / ADV), where the context gives sigma and ADV (else 0).
+    priced = [i for i, info in enumerate(infos) if info.sigma_daily and info.adv_usd]
+    b, V0 = ctx.impact_b, inp.value_usd
+    impact = (np.array([b * infos[i].sigma_daily for i in priced])  # type: ignore[operator]
+              * np.sqrt(np.array([V0 / infos[i].adv_usd for i in priced])))  # type: ignore[operator]
+    if len(priced) < n:
+        impact, priced_impact = np.zeros(n), impact
+        impact[priced] = priced_impact
     loss = inp.lot_basis_usd_per_share - inp.lot_price_usd  # per share, > 0 for a loss
     loss_usd = loss * inp.lot_shares
     loss_pct = np.divide(loss, inp.lot_basis_usd_per_share, out=np.zeros(m),
@@ -621,33 +663,48 @@ def apply_context(inp: RebalanceInput, ctx: RebalanceContext) -> RebalanceInput:
     harvestable = (loss <= 0) | ((loss_usd >= ctx.harvest_min_loss_usd) & (loss_pct >= ctx.harvest_min_loss_pct))
     # Household wash-sale windows (30 days before the trade date; the 30 days after are the
     # next proposals' business, through this same feed).
-    def recent(t_date: date) -> bool:
-        return 0 <= (inp.trade_date - t_date).days <= WASH_WINDOW_DAYS
-
-    group_of = {s: g for s, g in zip(inp.symbols, groups, strict=True)}
+    trade_date = inp.trade_date
+    try:
+        window_start = trade_date - timedelta(days=WASH_WINDOW_DAYS)
+    except OverflowError:  # a trade date in the first days of year 1: all dates up to it are in
+        window_start = date.min
     lossy_groups = {ctx.info(t.symbol).wash_group or t.symbol for t in ctx.recent_trades
-                    if t.side == "sell" and t.realized_loss and recent(t.trade_date)}
+                    if t.side == "sell" and t.realized_loss and window_start <= t.trade_date <= trade_date}
     bought_groups = {ctx.info(t.symbol).wash_group or t.symbol for t in ctx.recent_trades
-                     if t.side == "buy" and recent(t.trade_date)}
+                     if t.side == "buy" and window_start <= t.trade_date <= trade_date}
     no_buy = np.array([g in lossy_groups for g in groups], dtype=bool)
-    # A lot of this account acquired inside the window is a recent buy of its group for every
-    # *other* loss lot of the group (a lot is not its own replacement).
+    # A loss lot may not be sold when its group was bought in the window: by the household, or
+    # by this account (a lot of the group acquired inside the window, for every *other* loss
+    # lot of the group: a lot is not its own replacement).
+    untracked = set(inp.untracked_lots)
     own_recent: dict[str, set[int]] = {}
-    for lot in range(m):
-        if recent(inp.lot_acquired_on[lot]) and inp.lot_ids[lot] not in inp.untracked_lots:
-            own_recent.setdefault(group_of[inp.symbols[inp.lot_security[lot]]], set()).add(lot)
-    no_sell = np.zeros(m, dtype=bool)
-    for lot in range(m):
-        if loss[lot] <= 0:
-            continue
-        g = groups[inp.lot_security[lot]]
-        if g in bought_groups or own_recent.get(g, set()) - {lot}:
+    for lot, acquired in enumerate(inp.lot_acquired_on):
+        if window_start <= acquired <= trade_date and inp.lot_ids[lot] not in untracked:
+            own_recent.setdefault(groups[inp.lot_security[lot]], set()).add(lot)
+    loss_lot = ~(loss <= 0)
+    no_sell = loss_lot & np.array([g in bought_groups for g in groups], dtype=bool)[inp.lot_security]
+    for lot in np.flatnonzero(loss_lot).tolist() if own_recent else ():
+        others = own_recent.get(groups[inp.lot_security[lot]], ())  # others than this lot?
+        if len(others) > 1 or (others and lot not in others):
             no_sell[lot] = True
-    return replace(
-        inp, wash_group=groups, risk_loadings=L, risk_specific=d, band_groups=M,
+    return dict(
+        wash_group=groups, risk_loadings=L, risk_specific=d, band_groups=M,
         risk_model_factors=ctx.factor_model.n_factors if ctx.factor_model is not None else 0,
         impact_coef=_frozen(impact) if impact.any() else None,
         lot_harvestable=_frozen(harvestable), wash_no_buy=_frozen(no_buy),
         wash_no_sell_lot=_frozen(no_sell), tax_budget_usd=ctx.tax_budget_usd,
         gain_cap_usd=ctx.gain_cap_usd, mode=ctx.mode, withdrawal_usd=float(ctx.withdrawal_usd),
     )
+
+
+#: Cached properties of `RebalanceInput` that depend on none of the fields `apply_context` sets.
+_SNAPSHOT_DERIVED = ("shares", "holdings_usd", "value_usd", "lot_price_usd")
+
+
+def _carry_derived(inp: RebalanceInput, out: RebalanceInput) -> RebalanceInput:
+    """`out` (`inp` with the context's fields) keeps what `inp` already derived from the others
+    (the snapshot's checks computed the account's value): not computed twice."""
+    for name in _SNAPSHOT_DERIVED:
+        if name in vars(inp):
+            vars(out)[name] = vars(inp)[name]
+    return out
