@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -514,19 +514,28 @@ _MAGNITUDE_LOW = np.array([low for _, low, _ in _MAGNITUDES])
 _MAGNITUDE_HIGH = np.array([high for _, _, high in _MAGNITUDES])
 
 
+@lru_cache(maxsize=64)
+def _magnitude_bounds(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest allowed value of each number `_check_magnitudes` concatenates, for n
+    securities and m lots."""
+    sizes = (n, m, m, n, n, 1, 1)
+    return _frozen(np.repeat(_MAGNITUDE_LOW, sizes)), _frozen(np.repeat(_MAGNITUDE_HIGH, sizes))
+
+
 def _check_magnitudes(inp: RebalanceInput) -> None:
     arrays = (inp.price_usd, inp.lot_basis_usd_per_share, inp.lot_shares, inp.half_spread_bps,
               inp.commission_usd_per_share, np.array([inp.cash_usd]), np.array([inp.cash_reserve_usd]))
     # Every number against its bounds in one pass (NaN and infinities fail the comparisons: the
     # bounds are finite); the first check failing, in `_MAGNITUDES`' order, names the problem.
     values = np.concatenate(arrays)
-    sizes = [len(a) for a in arrays]
-    inside = (np.repeat(_MAGNITUDE_LOW, sizes) <= values) & (values <= np.repeat(_MAGNITUDE_HIGH, sizes))
-    if not inside.all():
-        for (what, low, high), a in zip(_MAGNITUDES, arrays, strict=True):
-            bad = ~np.isfinite(a) | (a < low) | (a > high)
+    low, high = _magnitude_bounds(inp.n_securities, inp.n_lots)
+    inside = low <= values
+    inside &= values <= high
+    if np.count_nonzero(inside) < inside.size:
+        for (what, lowest, highest), a in zip(_MAGNITUDES, arrays, strict=True):
+            bad = ~np.isfinite(a) | (a < lowest) | (a > highest)
             if bad.any():
-                raise InvalidSnapshot(f"{what} is outside [{low:g}, {high:g}]: {float(a[bad][0]):g}")
+                raise InvalidSnapshot(f"{what} is outside [{lowest:g}, {highest:g}]: {float(a[bad][0]):g}")
     if not inp.value_usd <= MAX_USD:
         raise InvalidSnapshot(f"account value {inp.value_usd:g} is above {MAX_USD:g}")
 
