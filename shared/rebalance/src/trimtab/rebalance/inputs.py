@@ -464,8 +464,6 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     _check_magnitudes(inp)
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
-    if (inp.lot_shares < 0).any() or (inp.lot_basis_usd_per_share < 0).any():
-        raise InvalidSnapshot("negative lot shares or basis")
     # apply_context(inp, ctx), built from the fields at hand rather than by `replace`.
     return _carry_derived(inp, RebalanceInput(**fields, **_context_fields(inp, ctx)))  # type: ignore[arg-type]
 
@@ -501,6 +499,7 @@ MAX_COMMISSION_USD_PER_SHARE = 1e3
 
 
 #: (what, lowest, highest) of each number `_check_magnitudes` bounds, in the order it checks them.
+#: A lot's shares and basis start at 0: these ranges are what refuses negative ones.
 _MAGNITUDES = (
     ("a price", *PRICE_RANGE_USD),
     ("a lot's basis per share", 0.0, PRICE_RANGE_USD[1]),
