@@ -8,11 +8,13 @@ then lot id, so the same snapshot always gives the same arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
+from typing import Any, Self, TypeVar, overload
 
 import numpy as np
 
@@ -24,6 +26,26 @@ from .errors import InvalidSnapshot
 
 #: Shares below this are treated as nothing (float noise from Decimal conversion).
 SHARES_EPS = 1e-9
+
+_T = TypeVar("_T")
+
+
+class cached_property(functools.cached_property[_T]):
+    """`functools.cached_property` without its lock: Python 3.11 takes one lock per property,
+    shared by every instance, on each first access (~1 us; Python 3.12 dropped it). As there,
+    the value is stored in the instance's __dict__, which later accesses read directly."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> _T: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.attrname] = self.func(instance)
+        return value
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
