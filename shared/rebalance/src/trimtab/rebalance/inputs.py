@@ -690,7 +690,8 @@ def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, obj
     loss_usd = loss * inp.lot_shares
     loss_pct = np.divide(loss, inp.lot_basis_usd_per_share, out=np.zeros(m),
                          where=inp.lot_basis_usd_per_share > 0)
-    harvestable = (loss <= 0) | ((loss_usd >= ctx.harvest_min_loss_usd) & (loss_pct >= ctx.harvest_min_loss_pct))
+    gain = loss <= 0
+    harvestable = gain | ((loss_usd >= ctx.harvest_min_loss_usd) & (loss_pct >= ctx.harvest_min_loss_pct))
     # Household wash-sale windows (30 days before the trade date; the 30 days after are the
     # next proposals' business, through this same feed).
     trade_date = inp.trade_date
@@ -711,7 +712,7 @@ def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, obj
     for lot, acquired in enumerate(inp.lot_acquired_on):
         if window_start <= acquired <= trade_date and inp.lot_ids[lot] not in untracked:
             own_recent.setdefault(groups[inp.lot_security[lot]], set()).add(lot)
-    loss_lot = ~(loss <= 0)
+    loss_lot = ~gain
     no_sell = loss_lot & np.array([g in bought_groups for g in groups], dtype=bool)[inp.lot_security]
     for lot in np.flatnonzero(loss_lot).tolist() if own_recent else ():
         others = own_recent.get(groups[inp.lot_security[lot]], ())  # others than this lot?
