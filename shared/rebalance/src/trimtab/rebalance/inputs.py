@@ -383,13 +383,13 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
         if w < 0:
             raise InvalidSnapshot(f"target of {sym} is negative", symbol=sym)
     # Each Decimal is converted to a float once (targets, position shares, prices, lot shares).
-    target_of = dict(zip(snapshot.targets, map(float, snapshot.targets.values()), strict=True))
+    target_of = {sym: float(w) for sym, w in snapshot.targets.items()}
     total_target = sum(target_of.values(), 0.0)
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
     before_esg = _screens(snapshot, screened_targets_ok)
-    position_shares = dict(zip(positions, map(float, [p.shares for p in positions.values()]), strict=True))
+    position_shares = {sym: float(p.shares) for sym, p in positions.items()}
     held = {sym for sym, p in positions.items() if position_shares[sym] > SHARES_EPS or p.lots}
     universe = held | set(snapshot.targets)
     ctx = context or EMPTY_CONTEXT
