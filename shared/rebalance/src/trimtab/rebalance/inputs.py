@@ -382,15 +382,14 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     for sym, w in snapshot.targets.items():
         if w < 0:
             raise InvalidSnapshot(f"target of {sym} is negative", symbol=sym)
-    # Each Decimal is converted to a float once (targets, position shares, prices, lot shares).
+    # Decimal -> float is the costliest step here: each number is converted once where possible.
     target_of = {sym: float(w) for sym, w in snapshot.targets.items()}
     total_target = sum(target_of.values(), 0.0)
     if total_target > 1.0 + 1e-9:
         raise InvalidSnapshot(f"targets sum to {total_target:.6f} > 1")
 
     before_esg = _screens(snapshot, screened_targets_ok)
-    position_shares = {sym: float(p.shares) for sym, p in positions.items()}
-    held = {sym for sym, p in positions.items() if position_shares[sym] > SHARES_EPS or p.lots}
+    held = {sym for sym, p in positions.items() if p.lots or float(p.shares) > SHARES_EPS}
     universe = held | set(snapshot.targets)
     ctx = context or EMPTY_CONTEXT
     # Substitutes the snapshot prices join the problem when their group is held or targeted:
@@ -428,7 +427,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
             shares = float(lot.shares)
             lot_rows.append((i, acquired, lot.lot_id, shares, float(lot.cost_basis_usd_per_share)))
             lot_total += shares
-        rest = position_shares[sym] - lot_total
+        rest = float(pos.shares) - lot_total
         if rest < -1e-6:
             raise InvalidSnapshot(f"lots of {sym} hold {lot_total} shares, the position {pos.shares}",
                                   symbol=sym)
