@@ -221,6 +221,12 @@ class RebalanceInput:
         return _frozen(np.full(self.n_securities, self.band_abs))
 
     @cached_property
+    def band_grouped(self) -> np.ndarray:
+        """Per security: is it banded with its substitute group (a member of a `band_membership`
+        column) rather than on its own?"""
+        return _frozen(self.band_membership.sum(axis=1) > 0)
+
+    @cached_property
     def group_band(self) -> np.ndarray:
         """The band of each substitute group's total weight: its members' narrowest."""
         return _frozen(group_bands(self.band, self.band_membership))
@@ -298,7 +304,7 @@ class RebalanceInput:
             return self.wash_no_sell_lot
         return _frozen(np.zeros(self.n_lots, bool))
 
-    @property
+    @cached_property
     def cash_target_weight(self) -> float:
         """Cash the account should hold: the reserve, or the model's implied cash if larger."""
         return max(self.reserve_weight, 1.0 - float(self.target_weight.sum()))
@@ -562,7 +568,9 @@ def _check_magnitudes(inp: RebalanceInput) -> None:
 
 def group_bands(band: np.ndarray, membership: np.ndarray) -> np.ndarray:
     """Per substitute group (a column of the 0/1 `membership`): its members' narrowest band."""
-    return np.array([float(band[membership[:, j] > 0].min()) for j in range(membership.shape[1])])
+    if not membership.shape[1]:
+        return np.zeros(0)
+    return np.where(membership > 0, band[:, None], np.inf).min(axis=0)
 
 
 def _bands(snapshot: AccountSnapshot, symbols: tuple[str, ...]) -> np.ndarray | None:

@@ -69,7 +69,7 @@ def weighted_drift_rows(inp: RebalanceInput, rows: np.ndarray, weights: Mapping[
     systematic = (fa[:, :k] ** 2).sum(axis=1)
     specific = (fa[:, k:] ** 2).sum(axis=1) + ((rows * rows) @ inp.specific)
     M = inp.band_membership
-    grouped = M.sum(axis=1) > 0
+    grouped = inp.band_grouped
     excess = np.maximum(np.abs(rows[:, ~grouped]) - inp.band[~grouped], 0.0).sum(axis=1) \
         + np.maximum(np.abs(rows @ M) - inp.group_band, 0.0).sum(axis=1)
     return (weights.get("drift", 0.0) * (specific + tuning.band_penalty * excess)
@@ -79,7 +79,7 @@ def weighted_drift_rows(inp: RebalanceInput, rows: np.ndarray, weights: Mapping[
 def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
     """Deviation beyond the band: per security, or per substitute group for its members."""
     M = inp.band_membership
-    grouped = M.sum(axis=1) > 0
+    grouped = inp.band_grouped
     single = np.maximum(np.abs(a[~grouped]) - inp.band[~grouped], 0.0).sum()
     group = np.maximum(np.abs(M.T @ a) - inp.group_band, 0.0).sum()
     return float(single + group)

@@ -147,7 +147,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     gd = g_drift * inp.specific
     quad = gd + reg
     L, M = inp.loadings, inp.band_membership
-    grouped = M.sum(axis=1) > 0
+    grouped = inp.band_grouped
     band_lo = np.where(grouped, -_NO_BAND, dev - inp.band)
     band_hi = np.where(grouped, -_NO_BAND, -dev - inp.band)
     factor_scale = factor_offset = group_member = group_lo = group_hi = None
