@@ -56,7 +56,11 @@ class RoundedTrades:
 
 def cash_after_usd(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray) -> float:
     """Cash after the trades and their linear costs (half spread + commission)."""
-    t = trade_weight(inp, sell, buy)
+    return _cash_after(inp, trade_weight(inp, sell, buy), sell, buy)
+
+
+def _cash_after(inp: RebalanceInput, t: np.ndarray, sell: np.ndarray, buy: np.ndarray) -> float:
+    """`cash_after_usd` given the trade in weight `t` (`trade_weight(inp, sell, buy)`)."""
     return inp.cash_usd - inp.value_usd * (float(t.sum()) + linear_cost_weight(inp, sell, buy))
 
 
@@ -69,24 +73,44 @@ def share_tolerance(inp: RebalanceInput) -> np.ndarray:
     return np.maximum(SHARE_TOL, WEIGHT_TOL * inp.value_usd / inp.price_usd)
 
 
+def _raise_non_finite(s: np.ndarray, buy: np.ndarray) -> None:
+    """Fail on non-finite continuous shares as flooring them one by one does (`math.floor`'s
+    ValueError for NaN, OverflowError for infinity), in the same order: sells lot by lot (a
+    NaN or -inf fails there; +inf is sold whole and fails on the shares missing), then buys."""
+    for x in s.tolist():
+        if math.isnan(x) or x == -math.inf:
+            _floor(x)
+    if (s == math.inf).any():
+        _floor(math.inf)
+    for x in buy.tolist():
+        _floor(x)
+
+
 def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sell = np.zeros(inp.n_lots)
-    whole = np.zeros(inp.n_lots, dtype=bool)
     s = sol.sell_shares
+    if not (np.isfinite(s).all() and np.isfinite(sol.buy_shares).all()):
+        _raise_non_finite(s, sol.buy_shares)
     tol = share_tolerance(inp)
     lot_tol = np.maximum(tol[inp.lot_security], tuning.whole_lot_tol_shares)
-    for lot in range(inp.n_lots):
-        if s[lot] >= inp.lot_shares[lot] - lot_tol[lot] and s[lot] > SHARE_TOL:
-            sell[lot], whole[lot] = inp.lot_shares[lot], True
-        else:
-            sell[lot] = _floor(s[lot], lot_tol[lot])
-    for i in range(inp.n_securities):
+    # Per lot: sold whole within `lot_tol` of its size, else floored (with `_floor`'s tolerance).
+    whole = (s >= inp.lot_shares - lot_tol) & (s > SHARE_TOL)
+    sell = np.where(whole, inp.lot_shares, np.floor(s + lot_tol))
+    chosen_lots = s > SHARE_TOL
+    # Whole shares lost to flooring are given back where they add up to at least one, which is
+    # rare: a cheap estimate per security (summed in another order) plus a margin far above that
+    # order's rounding error (a few ulps of the shares summed) picks the securities where it may;
+    # for the others the exact `missing` below is certainly 0 (nothing to give back).
+    n = inp.n_securities
+    lost = np.bincount(inp.lot_security, weights=s - sell, minlength=n)
+    scale = np.bincount(inp.lot_security, weights=np.abs(s) + np.abs(sell), minlength=n)
+    maybe = np.zeros(n, dtype=bool)
+    maybe[inp.lot_security[chosen_lots]] = True
+    maybe &= lost + tol + 1e-9 * (scale + tol + 1.0) >= 1.0
+    for i in np.flatnonzero(maybe).tolist():
         lots = inp.lots_of(i)
-        chosen = [lot for lot in lots if s[lot] > SHARE_TOL]
-        if not chosen:
-            continue
         missing = _floor(float(s[lots].sum() - sell[lots].sum()), tol[i])
+        chosen = lots[chosen_lots[lots]].tolist()
         # Highest basis first, then the input's lot order: deterministic.
         for lot in sorted(chosen, key=lambda lot: (-inp.lot_basis_usd_per_share[lot], lot)):
             if missing <= 0:
@@ -96,7 +120,7 @@ def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
             sell[lot] += add
             missing -= add
             whole[lot] = whole[lot] or abs(sell[lot] - inp.lot_shares[lot]) < SHARE_TOL
-    buy = np.array([_floor(u, t) for u, t in zip(sol.buy_shares, tol, strict=True)])
+    buy = np.floor(sol.buy_shares + tol)
     return sell, buy, whole
 
 
@@ -107,13 +131,16 @@ def _clear_exits(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
     trade, is sold whole, not left as dust; unless that breaks a constraint the orders met
     (turnover, tax budget, gain cap), in which case the lot keeps its remainder."""
     s = sol.sell_shares
+    rest_of = inp.lot_shares - sell
+    # A lot's test reads only its own entries, which only its own turn below changes.
+    exits = ((inp.target_weight[inp.lot_security] == 0) & (s > SHARE_TOL) & ~whole & (rest_of > 0)
+             & ((inp.lot_shares - s < 1.0) | (rest_of * inp.lot_price_usd < tuning.min_trade_usd)))
+    if not exits.any():
+        return
     before: set[str] | None = None
-    for lot in range(inp.n_lots):
+    for lot in np.flatnonzero(exits).tolist():
         i = inp.lot_security[lot]
-        rest = inp.lot_shares[lot] - sell[lot]
-        if not (inp.target_weight[i] == 0 and s[lot] > SHARE_TOL and not whole[lot] and rest > 0
-                and (inp.lot_shares[lot] - s[lot] < 1.0 or rest * inp.price_usd[i] < tuning.min_trade_usd)):
-            continue
+        rest = rest_of[lot]
         if before is None:
             before = set(check(inp, sell, buy, bans))
         kept = sell[lot]
@@ -127,7 +154,7 @@ def _clear_exits(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
 def _small_orders(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, min_usd: float) -> list[int]:
     sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
     notional = (sold + buy) * inp.price_usd
-    return [i for i in range(inp.n_securities) if 0 < notional[i] < min_usd]
+    return np.flatnonzero((notional > 0) & (notional < min_usd)).tolist()
 
 
 def _repair_cash(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray, buy: np.ndarray,
@@ -189,25 +216,27 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
     if (sell > inp.lot_shares + SHARE_TOL).any():
         bad.append("lot oversold")
     sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
-    if restrictions_on and ((sold[inp.restricted] > 0).any() or (buy[inp.restricted] > 0).any()):
+    bought, selling = buy > 0, sell > 0
+    if restrictions_on and ((sold > 0) | bought)[inp.restricted].any():
         bad.append("restricted security traded")
-    if restrictions_on and (buy[inp.never_buy] > 0).any():
+    if restrictions_on and bought[inp.never_buy].any():
         bad.append("never-buy security bought")
-    if (buy[inp.esg_excluded] > 0).any():
+    if bought[inp.esg_excluded].any():
         bad.append("ESG-excluded security bought")
     if any(buy[i] > 0 for i in bans.no_buy) or any(sell[lot] > 0 for lot in bans.no_sell_lots):
         bad.append("banned trade")
     loss_sold = np.bincount(inp.lot_security, weights=sell * (inp.lot_gain_usd_per_share < 0),
                             minlength=inp.n_securities)
-    groups = np.array(inp.groups, dtype=object)
-    washed = set(groups[loss_sold > 0]) & set(groups[buy > 0])
+    # Wash-sale groups by code: codes follow the sorted group names.
+    codes = inp.group_code
+    washed = set(codes[loss_sold > 0].tolist()) & set(codes[bought].tolist())
     if washed:
-        bad.append(f"wash sale: loss sold and bought in group {sorted(washed)}")
-    if (buy[inp.no_buy] > 0).any() or (sell[inp.no_sell_lot] > 0).any():
+        bad.append(f"wash sale: loss sold and bought in group {[inp.group_names[c] for c in sorted(washed)]}")
+    if bought[inp.no_buy].any() or selling[inp.no_sell_lot].any():
         bad.append("wash sale against the household's last 30 days")
-    if inp.mode == "buy_only" and (sell > 0).any():
+    if inp.mode == "buy_only" and selling.any():
         bad.append("sale in a buy-only account")
-    if inp.mode == "sell_only" and (buy > 0).any():
+    if inp.mode == "sell_only" and bought.any():
         bad.append("buy in a sell-only account")
     tax_usd = float(inp.lot_tax_rate @ (sell * inp.lot_gain_usd_per_share))
     if inp.tax_budget_usd is not None and tax_usd > inp.tax_budget_usd + 0.01:
@@ -215,13 +244,14 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
     gain_usd = float(sell @ inp.lot_gain_usd_per_share) if inp.account_type == "taxable" else 0.0
     if inp.gain_cap_usd is not None and gain_usd > inp.gain_cap_usd + 0.01:
         bad.append(f"net gain ${gain_usd:,.2f} above the cap ${inp.gain_cap_usd:,.2f}")
-    if ((sold > 0) & (buy > 0)).any():
+    if ((sold > 0) & bought).any():
         bad.append("a security both bought and sold")
+    t = trade_weight(inp, sell, buy)
     if inp.max_turnover is not None:
-        turnover = float(np.abs(trade_weight(inp, sell, buy)).sum())
+        turnover = float(np.abs(t).sum())
         if turnover > inp.max_turnover + 1e-9:
             bad.append(f"turnover {turnover:.6f} above {inp.max_turnover}")
-    cash = cash_after_usd(inp, sell, buy)
+    cash = _cash_after(inp, t, sell, buy)
     need = inp.cash_reserve_usd + inp.withdrawal_usd
     if cash < need - 1e-6:
         bad.append(f"cash after trades ${cash:,.2f} below the reserve plus withdrawal ${need:,.2f}")
@@ -301,7 +331,7 @@ def round_trades(
                                 account_id=inp.account_id, violations=problems)
     if solve_inp is not inp:
         notes.append("tax budget / gain cap tightened for rounding")
-    if any(np.isnan(sell)) or any(np.isnan(buy)):  # pragma: no cover - defensive
+    if np.isnan(sell).any() or np.isnan(buy).any():  # pragma: no cover - defensive
         raise RebalanceError("rounding produced NaN shares")
     return RoundedTrades(sell_shares=sell, buy_shares=buy, whole_lot=whole, continuous=continuous,
                          final_continuous=final, dropped=tuple(dropped), notes=tuple(notes))
