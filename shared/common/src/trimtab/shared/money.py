@@ -26,14 +26,21 @@ def from_cents(cents: int) -> Decimal:
 
 def usd(value: Decimal | float | int | str) -> Decimal:
     """A dollar amount rounded to cents. Floats go through repr so 0.1 stays 0.1."""
-    if isinstance(value, float):
-        value = repr(value)
-    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    if type(value) is not Decimal:
+        value = Decimal(repr(value) if isinstance(value, float) else value)
+    return value.quantize(CENT, ROUND_HALF_EVEN)
+
+
+#: 10^-places by places, for `dec` (quantize reads only the exponent).
+_PLACES = {places: Decimal(1).scaleb(-places) for places in range(13)}
 
 
 def dec(value: float, places: int = 6) -> Decimal:
     """A float from a computation turned into a Decimal with a fixed number of places."""
-    return Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    quantum = _PLACES.get(places) if type(places) is int else None
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-places)
+    return Decimal(repr(float(value))).quantize(quantum, ROUND_HALF_EVEN)
 
 
 #: A Decimal serialized as a JSON string, so no consumer parses money into a float by accident.

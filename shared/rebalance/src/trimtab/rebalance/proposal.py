@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import numpy as np
+
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.events import (
     AccountSnapshot,
     LotInstruction,
     Order,
     RebalanceProposed,
+    SecuritySnapshot,
     SolverInfo,
 )
 from trimtab.shared.money import dec, usd
@@ -107,6 +110,38 @@ def _exact_lot_shares(snapshot: AccountSnapshot) -> dict[str, Decimal]:
     return out
 
 
+_BPS = Decimal(10_000)
+_UNTRACKED = ":untracked"
+
+
+class _Book:
+    """The snapshot's Decimals the report reads, indexed once for all of a proposal's parts."""
+
+    def __init__(self, inp: RebalanceInput, snapshot: AccountSnapshot) -> None:
+        self.snapshot = snapshot
+        self.securities = {s.symbol: s for s in snapshot.securities}
+        #: Lot by id (a later duplicate wins, as in `_exact_lot_shares`).
+        self.lots = {lot.lot_id: lot for pos in snapshot.positions for lot in pos.lots}
+        #: The input's index of each lot id.
+        self.index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
+        self._exact: dict[str, Decimal] | None = None
+
+    def exact_shares(self, lot_id: str) -> Decimal | None:
+        """`_exact_lot_shares(snapshot).get(lot_id)`: a lot's shares; only an id ending in
+        ":untracked" may be a position's shares outside its lots."""
+        if lot_id.endswith(_UNTRACKED):
+            if self._exact is None:
+                self._exact = _exact_lot_shares(self.snapshot)
+            return self._exact.get(lot_id)
+        lot = self.lots.get(lot_id)
+        return None if lot is None else lot.shares
+
+    def basis(self, lot_id: str, price: Decimal) -> Decimal:
+        """A lot's cost basis per share; `price` for a lot the snapshot does not list (untracked)."""
+        lot = self.lots.get(lot_id)
+        return price if lot is None else lot.cost_basis_usd_per_share
+
+
 def _share_decimal(shares: float, whole_lot: bool, exact: Decimal | None) -> Decimal:
     if whole_lot and exact is not None:
         return exact
@@ -115,36 +150,61 @@ def _share_decimal(shares: float, whole_lot: bool, exact: Decimal | None) -> Dec
 
 def build_orders(inp: RebalanceInput, snapshot: AccountSnapshot, r: RoundedTrades) -> list[Order]:
     """One order per traded security in symbol order; every sell names its lots."""
-    exact = _exact_lot_shares(snapshot)
-    securities = {s.symbol: s for s in snapshot.securities}
+    return _build_orders(inp, _Book(inp, snapshot), r)
+
+
+def _build_orders(inp: RebalanceInput, book: _Book, r: RoundedTrades) -> list[Order]:
+    securities, lot_ids = book.securities, inp.lot_ids
+    sell, whole, buy = r.sell_shares.tolist(), r.whole_lot.tolist(), r.buy_shares.tolist()
+    # The lots sold, by security, in the input's order (`lots_of`'s).
+    sold: dict[int, list[int]] = {}
+    for lot, i in zip(np.flatnonzero(r.sell_shares > 0).tolist(),
+                      inp.lot_security[r.sell_shares > 0].tolist(), strict=True):
+        sold.setdefault(i, []).append(lot)
     orders: list[Order] = []
     for i, sym in enumerate(inp.symbols):
         # Money from the snapshot's Decimals, not the solver's floats.
         sec = securities[sym]
-        price = sec.price_usd
-        spread = sec.half_spread_bps / Decimal(10_000)
-        commission = sec.commission_usd_per_share
-        lots = [lot for lot in inp.lots_of(i) if r.sell_shares[lot] > 0]
+        lots = sold.get(i)
         if lots:
             instructions = [
-                LotInstruction(lot_id=inp.lot_ids[lot],
-                               shares=_share_decimal(r.sell_shares[lot], bool(r.whole_lot[lot]),
-                                                     exact.get(inp.lot_ids[lot])))
+                LotInstruction(lot_id=lot_ids[lot],
+                               shares=_share_decimal(sell[lot], whole[lot],
+                                                     book.exact_shares(lot_ids[lot]) if whole[lot] else None))
                 for lot in lots
             ]
             shares = sum((x.shares for x in instructions), Decimal(0))
             side = "sell"
-        elif r.buy_shares[i] > 0:
-            instructions, shares, side = [], Decimal(int(round(r.buy_shares[i]))), "buy"
+        elif buy[i] > 0:
+            instructions, shares, side = [], Decimal(int(round(buy[i]))), "buy"
         else:
             continue
+        price = sec.price_usd
         notional = shares * price
         orders.append(Order(
-            symbol=sym, side=side, shares=shares, est_price_usd=price,
-            est_notional_usd=usd(notional), est_cost_usd=usd(notional * spread + shares * commission),
+            symbol=sym, side=side, shares=shares, est_price_usd=price, est_notional_usd=usd(notional),
+            est_cost_usd=usd(notional * (sec.half_spread_bps / _BPS) + shares * sec.commission_usd_per_share),
             lots=instructions,
         ))
     return orders
+
+
+def _realized(inp: RebalanceInput, book: _Book, orders: list[Order]
+              ) -> list[tuple[bool, Decimal, Decimal | None]]:
+    """Per sold lot, in order: (long term?, gain = shares * (price - basis), tax = gain * rate;
+    None outside a taxable account), in the snapshot's Decimals."""
+    taxable = book.snapshot.account_type == "taxable"
+    rates = book.snapshot.tax_rates
+    out: list[tuple[bool, Decimal, Decimal | None]] = []
+    for o in orders:
+        for li in o.lots:
+            long_term = bool(inp.lot_long_term[book.index[li.lot_id]])
+            price = book.securities[o.symbol].price_usd
+            # An untracked lot has no known basis: it is priced at the snapshot (no gain).
+            gain = li.shares * (price - book.basis(li.lot_id, price))
+            tax = gain * (rates.long_term if long_term else rates.short_term) if taxable else None
+            out.append((long_term, gain, tax))
+    return out
 
 
 def estimated_tax_usd(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order]) -> Decimal:
@@ -152,39 +212,32 @@ def estimated_tax_usd(inp: RebalanceInput, snapshot: AccountSnapshot, orders: li
     in the snapshot's Decimals (negative when losses are harvested)."""
     if snapshot.account_type != "taxable":
         return Decimal(0)
-    basis = {lot.lot_id: lot.cost_basis_usd_per_share for pos in snapshot.positions for lot in pos.lots}
-    price = {s.symbol: s.price_usd for s in snapshot.securities}
-    index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
-    rates = snapshot.tax_rates
+    return _tax_total(_realized(inp, _Book(inp, snapshot), orders))
+
+
+def _tax_total(realized: list[tuple[bool, Decimal, Decimal | None]]) -> Decimal:
     total = Decimal(0)
-    for o in orders:
-        for li in o.lots:
-            k = index[li.lot_id]
-            rate = rates.long_term if inp.lot_long_term[k] else rates.short_term
-            # An untracked lot has no known basis: it is priced at the snapshot (no gain).
-            total += li.shares * (price[o.symbol] - basis.get(li.lot_id, price[o.symbol])) * rate
+    for _, _, tax in realized:
+        total += tax  # type: ignore[operator]
     return total
 
 
 def tax_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order]) -> dict[str, Decimal]:
     """Lot arithmetic in the snapshot's Decimals: gains (net, by term), losses harvested (a
     positive number), and the tax of each term; `tax_total_usd` equals `estimated_tax_usd`."""
-    basis = {lot.lot_id: lot.cost_basis_usd_per_share for pos in snapshot.positions for lot in pos.lots}
-    price = {s.symbol: s.price_usd for s in snapshot.securities}
-    index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
-    taxable = snapshot.account_type == "taxable"
+    return _tax_breakdown(_realized(inp, _Book(inp, snapshot), orders))
+
+
+def _tax_breakdown(realized: list[tuple[bool, Decimal, Decimal | None]]) -> dict[str, Decimal]:
     out = {k: Decimal(0) for k in ("short_term_gain_usd", "long_term_gain_usd", "harvested_loss_usd",
                                    "short_term_tax_usd", "long_term_tax_usd")}
-    for o in orders:
-        for li in o.lots:
-            k = index[li.lot_id]
-            term = "long_term" if inp.lot_long_term[k] else "short_term"
-            gain = li.shares * (price[o.symbol] - basis.get(li.lot_id, price[o.symbol]))
-            out[f"{term}_gain_usd"] += gain
-            if gain < 0:
-                out["harvested_loss_usd"] -= gain
-            if taxable:
-                out[f"{term}_tax_usd"] += gain * getattr(snapshot.tax_rates, term)
+    for long_term, gain, tax in realized:
+        term = "long_term" if long_term else "short_term"
+        out[f"{term}_gain_usd"] += gain
+        if gain < 0:
+            out["harvested_loss_usd"] -= gain
+        if tax is not None:
+            out[f"{term}_tax_usd"] += tax
     # The total from the unrounded terms: it must equal `estimated_tax_usd` to the cent.
     total = out["short_term_tax_usd"] + out["long_term_tax_usd"]
     rounded = {k: usd(v) for k, v in out.items()}
@@ -195,10 +248,16 @@ def tax_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[O
 def cost_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[Order],
                    sell: object, buy: object) -> dict[str, Decimal]:
     """Half spread and commission from the snapshot's Decimals; impact from the model (float)."""
-    securities = {s.symbol: s for s in snapshot.securities}
-    spread = sum((o.shares * o.est_price_usd * securities[o.symbol].half_spread_bps / Decimal(10_000)
-                  for o in orders), Decimal(0))
-    commission = sum((o.shares * securities[o.symbol].commission_usd_per_share for o in orders), Decimal(0))
+    return _cost_breakdown(inp, {s.symbol: s for s in snapshot.securities}, orders, sell, buy)
+
+
+def _cost_breakdown(inp: RebalanceInput, securities: Mapping[str, SecuritySnapshot], orders: list[Order],
+                    sell: object, buy: object) -> dict[str, Decimal]:
+    spread = commission = Decimal(0)
+    for o in orders:
+        sec = securities[o.symbol]
+        spread += o.shares * o.est_price_usd * sec.half_spread_bps / _BPS
+        commission += o.shares * sec.commission_usd_per_share
     t = trade_weight(inp, sell, buy)  # type: ignore[arg-type]
     impact = float(inp.impact @ abs(t) ** 1.5) * inp.value_usd
     out = {"half_spread_usd": usd(spread), "commission_usd": usd(commission),
@@ -227,7 +286,8 @@ def propose(
     context_hash = None if context == EMPTY_CONTEXT else canonical_hash(context.to_json())
     continuous = solve_continuous(inp, weights, tuning=tuning)
     rounded = round_trades(inp, weights, continuous, tuning)
-    orders = build_orders(inp, snapshot, rounded)
+    book = _Book(inp, snapshot)
+    orders = _build_orders(inp, book, rounded)
 
     final_terms = evaluate(inp, weights, rounded.sell_shares, rounded.buy_shares, tuning)
     objective = {k: dec(v, OBJECTIVE_PLACES) for k, v in final_terms.items()}
@@ -241,29 +301,31 @@ def propose(
     solve_ms = continuous.solve_ms + (
         rounded.final_continuous.solve_ms if rounded.final_continuous is not continuous else 0.0)
     status = continuous.status
+    realized = _realized(inp, book, orders)
     return Proposal(
         proposal_id=proposal_id or default_proposal_id(h, weights, context_hash),
         account_id=snapshot.account_id,
         snapshot=snapshot,
         snapshot_hash=h,
         orders=tuple(orders),
-        pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(inp.symbols, inp.pre_weight, strict=True)},
-        post_weights={s: dec(float(q * p / post_value), WEIGHT_PLACES)
-                      for s, q, p in zip(inp.symbols, post_shares, inp.price_usd, strict=True)},
+        pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(inp.symbols, inp.pre_weight.tolist(), strict=True)},
+        post_weights={s: dec(w, WEIGHT_PLACES)
+                      for s, w in zip(inp.symbols, (post_shares * inp.price_usd / post_value).tolist(), strict=True)},
         objective=objective,
         est_cost_usd=usd(order_cost),
-        est_tax_usd=usd(estimated_tax_usd(inp, snapshot, orders)),
+        est_tax_usd=usd(_tax_total(realized) if snapshot.account_type == "taxable" else Decimal(0)),
         solver=SolverInfo(
             solver=continuous.solver, status=status, solve_ms=Decimal(f"{solve_ms:.3f}"),
             cvxpy_version=CVXPY_VERSION, optimizer_version=OPTIMIZER_VERSION,
         ),
         driver_weights=dict(weights),
-        continuous_trade_shares={s: float(x) for s, x in zip(inp.symbols, continuous.trade_shares, strict=True)},
+        continuous_trade_shares=dict(zip(inp.symbols, np.asarray(continuous.trade_shares, dtype=float).tolist(),
+                                         strict=True)),
         dropped=rounded.dropped,
         notes=continuous.notes + rounded.notes
         + tuple(f"dropped order under ${tuning.min_trade_usd:,.0f}: {s}" for s in rounded.dropped),
-        tax=tax_breakdown(inp, snapshot, orders),
-        costs=cost_breakdown(inp, snapshot, orders, rounded.sell_shares, rounded.buy_shares),
+        tax=_tax_breakdown(realized),
+        costs=_cost_breakdown(inp, book.securities, orders, rounded.sell_shares, rounded.buy_shares),
         context_hash=context_hash,
     )
 
