@@ -7,6 +7,7 @@ edge where it is reported.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
@@ -41,6 +42,14 @@ def dec(value: float, places: int = 6) -> Decimal:
     if quantum is None:
         quantum = Decimal(1).scaleb(-places)
     return Decimal(repr(float(value))).quantize(quantum, ROUND_HALF_EVEN)
+
+
+def decs(values: Iterable[float], places: int = 6) -> list[Decimal]:
+    """`dec` of each of `values`, in one call (a vector's worth of them)."""
+    quantum = _PLACES.get(places) if type(places) is int else None
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-places)
+    return [Decimal(repr(float(v))).quantize(quantum, ROUND_HALF_EVEN) for v in values]
 
 
 #: A Decimal serialized as a JSON string, so no consumer parses money into a float by accident.

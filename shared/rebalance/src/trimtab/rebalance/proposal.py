@@ -25,7 +25,7 @@ from trimtab.shared.events import (
     SecuritySnapshot,
     SolverInfo,
 )
-from trimtab.shared.money import dec, usd
+from trimtab.shared.money import decs, usd
 
 from .context import EMPTY_CONTEXT, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights
@@ -290,8 +290,9 @@ def propose(
     orders = _build_orders(inp, book, rounded)
 
     final_terms = evaluate(inp, weights, rounded.sell_shares, rounded.buy_shares, tuning)
-    objective = {k: dec(v, OBJECTIVE_PLACES) for k, v in final_terms.items()}
-    objective.update({f"{k}_continuous": dec(v, OBJECTIVE_PLACES) for k, v in continuous.terms.items()})
+    objective = dict(zip(final_terms, decs(final_terms.values(), OBJECTIVE_PLACES), strict=True))
+    objective.update(zip([f"{k}_continuous" for k in continuous.terms],
+                         decs(continuous.terms.values(), OBJECTIVE_PLACES), strict=True))
 
     sold = rounded.sold_per_security(inp)
     post_shares = inp.shares - sold + rounded.buy_shares
@@ -308,9 +309,9 @@ def propose(
         snapshot=snapshot,
         snapshot_hash=h,
         orders=tuple(orders),
-        pre_weights={s: dec(w, WEIGHT_PLACES) for s, w in zip(inp.symbols, inp.pre_weight.tolist(), strict=True)},
-        post_weights={s: dec(w, WEIGHT_PLACES)
-                      for s, w in zip(inp.symbols, (post_shares * inp.price_usd / post_value).tolist(), strict=True)},
+        pre_weights=dict(zip(inp.symbols, decs(inp.pre_weight.tolist(), WEIGHT_PLACES), strict=True)),
+        post_weights=dict(zip(inp.symbols, decs((post_shares * inp.price_usd / post_value).tolist(), WEIGHT_PLACES),
+                              strict=True)),
         objective=objective,
         est_cost_usd=usd(order_cost),
         est_tax_usd=usd(_tax_total(realized) if snapshot.account_type == "taxable" else Decimal(0)),

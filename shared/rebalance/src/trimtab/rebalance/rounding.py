@@ -130,10 +130,13 @@ def _clear_exits(inp: RebalanceInput, sol: ContinuousSolution, sell: np.ndarray,
     that the optimum leaves with less than one share, or that would keep less than the minimum
     trade, is sold whole, not left as dust; unless that breaks a constraint the orders met
     (turnover, tax budget, gain cap), in which case the lot keeps its remainder."""
+    exiting = inp.target_weight == 0
+    if not exiting.any():
+        return
     s = sol.sell_shares
     rest_of = inp.lot_shares - sell
     # A lot's test reads only its own entries, which only its own turn below changes.
-    exits = ((inp.target_weight[inp.lot_security] == 0) & (s > SHARE_TOL) & ~whole & (rest_of > 0)
+    exits = (exiting[inp.lot_security] & (s > SHARE_TOL) & ~whole & (rest_of > 0)
              & ((inp.lot_shares - s < 1.0) | (rest_of * inp.lot_price_usd < tuning.min_trade_usd)))
     if not exits.any():
         return
@@ -216,8 +219,8 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
     if (sell > inp.lot_shares + SHARE_TOL).any():
         bad.append("lot oversold")
     sold = np.bincount(inp.lot_security, weights=sell, minlength=inp.n_securities)
-    bought, selling = buy > 0, sell > 0
-    if restrictions_on and ((sold > 0) | bought)[inp.restricted].any():
+    bought, selling, sold_any = buy > 0, sell > 0, sold > 0
+    if restrictions_on and (sold_any | bought)[inp.restricted].any():
         bad.append("restricted security traded")
     if restrictions_on and bought[inp.never_buy].any():
         bad.append("never-buy security bought")
@@ -244,7 +247,7 @@ def check(inp: RebalanceInput, sell: np.ndarray, buy: np.ndarray, bans: Bans,
     gain_usd = float(sell @ inp.lot_gain_usd_per_share) if inp.account_type == "taxable" else 0.0
     if inp.gain_cap_usd is not None and gain_usd > inp.gain_cap_usd + 0.01:
         bad.append(f"net gain ${gain_usd:,.2f} above the cap ${inp.gain_cap_usd:,.2f}")
-    if ((sold > 0) & bought).any():
+    if (sold_any & bought).any():
         bad.append("a security both bought and sold")
     t = trade_weight(inp, sell, buy)
     if inp.max_turnover is not None:
