@@ -122,8 +122,8 @@ class _Book:
         self.securities = {s.symbol: s for s in snapshot.securities}
         #: Lot by id (a later duplicate wins, as in `_exact_lot_shares`).
         self.lots = {lot.lot_id: lot for pos in snapshot.positions for lot in pos.lots}
-        #: The input's index of each lot id.
-        self.index = {lot_id: k for k, lot_id in enumerate(inp.lot_ids)}
+        #: Long term? by the input's lot id.
+        self.long_term = dict(zip(inp.lot_ids, inp.lot_long_term.tolist(), strict=True))
         self._exact: dict[str, Decimal] | None = None
 
     def exact_shares(self, lot_id: str) -> Decimal | None:
@@ -198,7 +198,7 @@ def _realized(inp: RebalanceInput, book: _Book, orders: list[Order]
     out: list[tuple[bool, Decimal, Decimal | None]] = []
     for o in orders:
         for li in o.lots:
-            long_term = bool(inp.lot_long_term[book.index[li.lot_id]])
+            long_term = book.long_term[li.lot_id]
             price = book.securities[o.symbol].price_usd
             # An untracked lot has no known basis: it is priced at the snapshot (no gain).
             gain = li.shares * (price - book.basis(li.lot_id, price))
@@ -228,16 +228,21 @@ def tax_breakdown(inp: RebalanceInput, snapshot: AccountSnapshot, orders: list[O
     return _tax_breakdown(_realized(inp, _Book(inp, snapshot), orders))
 
 
+#: (gain key, tax key) of `tax_breakdown` by long term?
+_TERM_KEYS = {False: ("short_term_gain_usd", "short_term_tax_usd"),
+              True: ("long_term_gain_usd", "long_term_tax_usd")}
+
+
 def _tax_breakdown(realized: list[tuple[bool, Decimal, Decimal | None]]) -> dict[str, Decimal]:
-    out = {k: Decimal(0) for k in ("short_term_gain_usd", "long_term_gain_usd", "harvested_loss_usd",
-                                   "short_term_tax_usd", "long_term_tax_usd")}
+    out = dict.fromkeys(("short_term_gain_usd", "long_term_gain_usd", "harvested_loss_usd",
+                         "short_term_tax_usd", "long_term_tax_usd"), Decimal(0))
     for long_term, gain, tax in realized:
-        term = "long_term" if long_term else "short_term"
-        out[f"{term}_gain_usd"] += gain
+        gain_key, tax_key = _TERM_KEYS[long_term]
+        out[gain_key] += gain
         if gain < 0:
             out["harvested_loss_usd"] -= gain
         if tax is not None:
-            out[f"{term}_tax_usd"] += tax
+            out[tax_key] += tax
     # The total from the unrounded terms: it must equal `estimated_tax_usd` to the cent.
     total = out["short_term_tax_usd"] + out["long_term_tax_usd"]
     rounded = {k: usd(v) for k, v in out.items()}
