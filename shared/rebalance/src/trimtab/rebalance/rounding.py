@@ -73,13 +73,14 @@ def share_tolerance(inp: RebalanceInput) -> np.ndarray:
     return np.maximum(SHARE_TOL, WEIGHT_TOL * inp.value_usd / inp.price_usd)
 
 
-def _raise_non_finite(s: np.ndarray, buy: np.ndarray) -> None:
-    """Fail on non-finite continuous shares as flooring them one by one does (`math.floor`'s
-    ValueError for NaN, OverflowError for infinity), in the same order: sells lot by lot (a
-    NaN or -inf fails there; +inf is sold whole and fails on the shares missing), then buys."""
-    for x in s.tolist():
-        if math.isnan(x) or x == -math.inf:
-            _floor(x)
+def _raise_non_finite(s: np.ndarray, floored: np.ndarray, whole: np.ndarray, buy: np.ndarray) -> None:
+    """Fail on non-finite shares as flooring them one by one does (`math.floor`'s ValueError for
+    NaN, OverflowError for infinity), in the same order: each lot not sold whole (`floored`: its
+    shares plus tolerance), then a lot sold whole at +inf (on the shares missing), then the buys.
+    Returns when only lots sold whole have a non-finite `floored` (they are not floored)."""
+    for x, w in zip(floored.tolist(), whole.tolist(), strict=True):
+        if not w:
+            math.floor(x)
     if (s == math.inf).any():
         _floor(math.inf)
     for x in buy.tolist():
@@ -89,13 +90,14 @@ def _raise_non_finite(s: np.ndarray, buy: np.ndarray) -> None:
 def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = sol.sell_shares
-    if not (np.isfinite(s).all() and np.isfinite(sol.buy_shares).all()):
-        _raise_non_finite(s, sol.buy_shares)
     tol = share_tolerance(inp)
     lot_tol = np.maximum(tol[inp.lot_security], tuning.whole_lot_tol_shares)
-    # Per lot: sold whole within `lot_tol` of its size, else floored (with `_floor`'s tolerance).
+    # Per lot: sold whole within `lot_tol` of its size, else floored (`_floor(s, lot_tol)`).
     whole = (s >= inp.lot_shares - lot_tol) & (s > SHARE_TOL)
-    sell = np.where(whole, inp.lot_shares, np.floor(s + lot_tol))
+    floored = s + lot_tol
+    if not (np.isfinite(floored).all() and np.isfinite(sol.buy_shares).all()):
+        _raise_non_finite(s, floored, whole, sol.buy_shares)
+    sell = np.where(whole, inp.lot_shares, np.floor(floored))
     chosen_lots = s > SHARE_TOL
     # Whole shares lost to flooring are given back where they add up to at least one, which is
     # rare: a cheap estimate per security (summed in another order) plus a margin far above that
