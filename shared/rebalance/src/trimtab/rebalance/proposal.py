@@ -157,9 +157,9 @@ def _build_orders(inp: RebalanceInput, book: _Book, r: RoundedTrades) -> list[Or
     securities, lot_ids = book.securities, inp.lot_ids
     sell, whole, buy = r.sell_shares.tolist(), r.whole_lot.tolist(), r.buy_shares.tolist()
     # The lots sold, by security, in the input's order (`lots_of`'s).
+    selling = r.sell_shares > 0
     sold: dict[int, list[int]] = {}
-    for lot, i in zip(np.flatnonzero(r.sell_shares > 0).tolist(),
-                      inp.lot_security[r.sell_shares > 0].tolist(), strict=True):
+    for lot, i in zip(np.flatnonzero(selling).tolist(), inp.lot_security[selling].tolist(), strict=True):
         sold.setdefault(i, []).append(lot)
     orders: list[Order] = []
     for i, sym in enumerate(inp.symbols):

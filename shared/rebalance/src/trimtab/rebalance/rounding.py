@@ -101,14 +101,14 @@ def _round_once(inp: RebalanceInput, sol: ContinuousSolution, tuning: Tuning
     chosen_lots = s > SHARE_TOL
     # Whole shares lost to flooring are given back where they add up to at least one, which is
     # rare: a cheap estimate per security (summed in another order) plus a margin far above that
-    # order's rounding error (a few ulps of the shares summed) picks the securities where it may;
-    # for the others the exact `missing` below is certainly 0 (nothing to give back).
+    # order's rounding error (a few ulps of the shares summed) skips the securities where it is
+    # certainly below one share: their exact `missing` below is 0 (nothing to give back).
     n = inp.n_securities
     lost = np.bincount(inp.lot_security, weights=s - sell, minlength=n)
     scale = np.bincount(inp.lot_security, weights=np.abs(s) + np.abs(sell), minlength=n)
     maybe = np.zeros(n, dtype=bool)
     maybe[inp.lot_security[chosen_lots]] = True
-    maybe &= lost + tol + 1e-9 * (scale + tol + 1.0) >= 1.0
+    maybe &= ~(lost + tol + 1e-9 * (scale + tol + 1.0) < 1.0)  # an overflow (NaN) is not skipped
     for i in np.flatnonzero(maybe).tolist():
         lots = inp.lots_of(i)
         missing = _floor(float(s[lots].sum() - sell[lots].sum()), tol[i])
