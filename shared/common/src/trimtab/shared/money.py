@@ -52,5 +52,14 @@ def decs(values: Iterable[float], places: int = 6) -> list[Decimal]:
     return [Decimal(repr(float(v))).quantize(quantum, ROUND_HALF_EVEN) for v in values]
 
 
+def fixed_point(d: Decimal) -> str:
+    """`format(d, "f")`: the Decimal's digits without an exponent. `str(d)` is the same string
+    whenever it shows no exponent (a number within about 1e-6 and its last digit's place, which is
+    every price, share count and weight here) and costs a quarter as much; this runs for every
+    Decimal of every event and hash."""
+    s = str(d)
+    return format(d, "f") if "E" in s or "e" in s else s
+
+
 #: A Decimal serialized as a JSON string, so no consumer parses money into a float by accident.
-DecimalStr = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")]
+DecimalStr = Annotated[Decimal, PlainSerializer(fixed_point, return_type=str, when_used="json")]
