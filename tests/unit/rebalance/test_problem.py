@@ -151,3 +151,29 @@ def test_every_solver_is_time_limited_and_a_timeout_is_a_typed_failure(monkeypat
     fresh.compile()
     with pytest.raises(SolverFailed):
         fresh.solve(assemble(inp, validate_weights(DEFAULT_DRIVER_WEIGHTS), DEFAULT_TUNING, shape))
+
+
+def test_the_per_tuning_values_are_those_of_the_tuning_asked() -> None:
+    """`reg_tau` and `lot_tie_break` keep their values in the input for the last tuning: another
+    tuning (and an equal one built anew) gets its own values, the same as computed afresh."""
+    from dataclasses import replace
+
+    from trimtab.rebalance.drivers import Tuning
+    from trimtab.rebalance.objective import lot_tie_break, reg_tau
+
+    inp = from_snapshot(drifted_account(8, seed=7, gains=True, lots_per_security=2))
+
+    def fresh(tun: Tuning) -> tuple[np.ndarray, np.ndarray]:
+        gain_fraction = 1.0 - inp.lot_basis_usd_per_share / inp.lot_price_usd
+        return (np.maximum(inp.target_weight, tun.tau_min_weight),
+                tun.tie_break * (1.5 + 0.5 * np.clip(gain_fraction, -1.0, 1.0)))
+
+    other = replace(DEFAULT_TUNING, tie_break=3e-7, tau_min_weight=0.05)
+    for tun in (DEFAULT_TUNING, other, DEFAULT_TUNING, replace(other), other):
+        tau, tie = fresh(tun)
+        for _ in range(2):
+            np.testing.assert_array_equal(reg_tau(inp, tun), tau)
+            np.testing.assert_array_equal(lot_tie_break(inp, tun), tie)
+        assert not lot_tie_break(inp, tun).flags.writeable and not reg_tau(inp, tun).flags.writeable
+    for k in (1, 2, 3, 8):
+        np.testing.assert_array_equal(inp.lot_slots(k), inp.lot_security * k + inp.lot_rank)

@@ -319,6 +319,47 @@ class RebalanceInput:
         return _frozen(self.price_usd[self.lot_security])
 
     @cached_property
+    def lot_cost_rate(self) -> np.ndarray:
+        """`cost_rate` of each lot's security."""
+        return _frozen(self.cost_rate[self.lot_security])
+
+    @cached_property
+    def active_weight(self) -> np.ndarray:
+        """Deviation from target before trading: pre_weight - target_weight."""
+        return _frozen(self.pre_weight - self.target_weight)
+
+    @cached_property
+    def lot_is_loss(self) -> np.ndarray:
+        """Per lot: is it at a loss (price below basis)?"""
+        return _frozen(self.lot_gain_usd_per_share < 0)
+
+    @cached_property
+    def lot_group_code(self) -> np.ndarray:
+        """`group_code` of each lot's security."""
+        return _frozen(self.group_code[self.lot_security])
+
+    @cached_property
+    def lot_alone_in_group(self) -> np.ndarray:
+        """Per lot: is its security the only one of its wash group?"""
+        return _frozen((np.bincount(self.group_code) == 1)[self.lot_group_code])
+
+    @cached_property
+    def ungrouped(self) -> np.ndarray:
+        """Indices of the securities banded on their own (not in a `band_membership` column)."""
+        return _frozen(np.flatnonzero(~self.band_grouped))
+
+    @cached_property
+    def ungrouped_band(self) -> np.ndarray:
+        """`band` of the `ungrouped` securities."""
+        return _frozen(self.band[self.ungrouped])
+
+    @cached_property
+    def band_peers(self) -> np.ndarray:
+        """(n, n): do securities i and j share a substitute group (`band_membership` column)?"""
+        M = self.band_membership
+        return _frozen(M @ M.T > 0)
+
+    @cached_property
     def lot_gain_usd_per_share(self) -> np.ndarray:
         return _frozen(self.lot_price_usd - self.lot_basis_usd_per_share)
 
@@ -345,6 +386,15 @@ class RebalanceInput:
         rank = np.empty(self.n_lots, dtype=np.int64)
         rank[order] = np.arange(self.n_lots) - np.repeat(starts[:-1], np.diff(starts))
         return _frozen(rank)
+
+    def lot_slots(self, k: int) -> np.ndarray:
+        """Each lot's slot in a problem padded to `k` lot slots per security: security * k +
+        `lot_rank` (computed once per k)."""
+        by_k = self.__dict__.setdefault("_lot_slots", {})
+        out = by_k.get(k)
+        if out is None:
+            out = by_k[k] = _frozen(self.lot_security * k + self.lot_rank)
+        return out
 
     def lots_of(self, i: int) -> np.ndarray:
         """Lot indices of security i, in the input's order."""

@@ -18,15 +18,36 @@ from .inputs import RebalanceInput
 TERMS: tuple[str, ...] = ("drift", "risk", "cost", "tax", "cash", "regularization")
 
 
+def _tuned(inp: RebalanceInput, tuning: Tuning) -> dict[str, np.ndarray]:
+    """The values of `inp` under `tuning` computed so far (`reg_tau`, `lot_tie_break`): kept in
+    the input (like its cached properties) for the last tuning it was used with. Keyed on that
+    Tuning object itself, which is frozen, so its values cannot change while it is the key; an
+    equal Tuning built anew computes them again. The arrays are read-only."""
+    got = inp.__dict__.get("_tuned")
+    if got is None or got[0] is not tuning:
+        got = inp.__dict__["_tuned"] = (tuning, {})
+    return got[1]
+
+
 def reg_tau(inp: RebalanceInput, tuning: Tuning) -> np.ndarray:
     """tau_i of the regularizer: the target weight, floored so untargeted securities still trade."""
-    return np.maximum(inp.target_weight, tuning.tau_min_weight)
+    tuned = _tuned(inp, tuning)
+    out = tuned.get("reg_tau")
+    if out is None:
+        out = tuned["reg_tau"] = np.maximum(inp.target_weight, tuning.tau_min_weight)
+        out.setflags(write=False)
+    return out
 
 
 def lot_tie_break(inp: RebalanceInput, tuning: Tuning) -> np.ndarray:
     """Per-lot tie-break cost, lower for higher basis (among otherwise equal lots, sell HIFO)."""
-    gain_fraction = 1.0 - inp.lot_basis_usd_per_share / inp.lot_price_usd
-    return tuning.tie_break * (1.5 + 0.5 * np.clip(gain_fraction, -1.0, 1.0))
+    tuned = _tuned(inp, tuning)
+    out = tuned.get("lot_tie_break")
+    if out is None:
+        gain_fraction = 1.0 - inp.lot_basis_usd_per_share / inp.lot_price_usd
+        out = tuned["lot_tie_break"] = tuning.tie_break * (1.5 + 0.5 * np.clip(gain_fraction, -1.0, 1.0))
+        out.setflags(write=False)
+    return out
 
 
 def trade_weight(inp: RebalanceInput, sell_shares: np.ndarray, buy_shares: np.ndarray) -> np.ndarray:
@@ -38,7 +59,7 @@ def linear_cost_weight(inp: RebalanceInput, sell_shares: np.ndarray, buy_shares:
     """Half spread plus commission of the trade list, as a fraction of V0."""
     buy_w = buy_shares * inp.price_usd / inp.value_usd
     sell_w = sell_shares * inp.lot_price_usd / inp.value_usd
-    return float(inp.cost_rate @ buy_w + inp.cost_rate[inp.lot_security] @ sell_w)
+    return float(inp.cost_rate @ buy_w + inp.lot_cost_rate @ sell_w)
 
 
 def active_risk(inp: RebalanceInput, a: np.ndarray) -> float:
@@ -69,8 +90,7 @@ def weighted_drift_rows(inp: RebalanceInput, rows: np.ndarray, weights: Mapping[
     systematic = (fa[:, :k] ** 2).sum(axis=1)
     specific = (fa[:, k:] ** 2).sum(axis=1) + ((rows * rows) @ inp.specific)
     M = inp.band_membership
-    grouped = inp.band_grouped
-    excess = np.maximum(np.abs(rows[:, ~grouped]) - inp.band[~grouped], 0.0).sum(axis=1) \
+    excess = np.maximum(np.abs(rows[:, inp.ungrouped]) - inp.ungrouped_band, 0.0).sum(axis=1) \
         + np.maximum(np.abs(rows @ M) - inp.group_band, 0.0).sum(axis=1)
     return (weights.get("drift", 0.0) * (specific + tuning.band_penalty * excess)
             + weights.get("risk", 0.0) * systematic)
@@ -79,8 +99,7 @@ def weighted_drift_rows(inp: RebalanceInput, rows: np.ndarray, weights: Mapping[
 def band_excess(inp: RebalanceInput, a: np.ndarray) -> float:
     """Deviation beyond the band: per security, or per substitute group for its members."""
     M = inp.band_membership
-    grouped = inp.band_grouped
-    single = np.maximum(np.abs(a[~grouped]) - inp.band[~grouped], 0.0).sum()
+    single = np.maximum(np.abs(a[inp.ungrouped]) - inp.ungrouped_band, 0.0).sum()
     group = np.maximum(np.abs(M.T @ a) - inp.group_band, 0.0).sum()
     return float(single + group)
 
@@ -106,7 +125,7 @@ def evaluate(
     sell_w = sell_shares * inp.lot_price_usd / V0
     buy_w = buy_shares * inp.price_usd / V0
     # `linear_cost_weight` + `impact_weight`, on the weights above (the same operations).
-    cost = float(inp.cost_rate @ buy_w + inp.cost_rate[inp.lot_security] @ sell_w) \
+    cost = float(inp.cost_rate @ buy_w + inp.lot_cost_rate @ sell_w) \
         + float(inp.impact @ np.abs(t) ** 1.5)
     tax = float(inp.lot_tax_objective @ sell_w)
     # Idle cash before costs, as in the problem (costs never count as "investing" cash).
