@@ -166,9 +166,10 @@ def test_paired_substitutes_find_the_best_assignment_in_one_solve(k: int) -> Non
     assert sol.objective <= exact_best(inp, weights) + 1e-9
 
 
-def _bench_account(seed: int):  # type: ignore[no-untyped-def]
+def _bench_account(seed: int, shared_wash_groups: bool = True):  # type: ignore[no-untyped-def]
     """A benchmark account (bench/optimizer.py) whose first nine securities share wash groups
-    three by three (substantially identical), so groups have several members and loss lots."""
+    three by three (substantially identical), so groups have several members and loss lots
+    (unless not `shared_wash_groups`: the benchmark's own account)."""
     import importlib.util
     from pathlib import Path
 
@@ -182,7 +183,7 @@ def _bench_account(seed: int):  # type: ignore[no-untyped-def]
     spec.loader.exec_module(bench)
     snap, ctx = bench.make_account(seed, 20, 3, 4)
     for i, info in enumerate(ctx["securities"].values()):
-        if i < 9:
+        if i < 9 and shared_wash_groups:
             info["wash_group"] = f"W{i // 3}"
     return from_snapshot(AccountSnapshot.model_validate(snap), RebalanceContext.from_json(ctx))
 
@@ -212,3 +213,53 @@ def test_the_groups_flat_arrays_agree_with_their_per_group_lists(seed: int) -> N
             no_buy=frozenset(int(i) for g in harvest for i in choice.members[g]),
             no_sell_lots=frozenset(int(lot) for g in keep for lot in choice.loss_lots[g]))
         assert choice.names_of(choice.mask(harvest)) == harvest
+
+
+def _carriers_per_column(run, choice, benefit):  # type: ignore[no-untyped-def]
+    """`solve._carriers` as it was written first: one substitute group (column) at a time."""
+    inp, M = run.inp, run.inp.band_membership
+    if not M.shape[1] or not choice.names:
+        return []
+    in_choice = choice.sec_pos >= 0
+    restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
+    buyable = ~restricted & ~inp.no_buy & ~solve_module.screened_from_buying(inp, run.weights)
+    out = []
+    for col in range(M.shape[1]):
+        secs = np.flatnonzero(M[:, col] > 0)
+        if (buyable[secs] & ~in_choice[secs]).any():
+            continue
+        facing = sorted({inp.groups[int(i)] for i in secs[in_choice[secs] & buyable[secs]]})
+        if len(facing) >= 2:
+            out.append(min(facing, key=lambda g: (float(benefit[choice.position[g]]), g)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_carriers_and_the_groups_dicts_agree_with_their_per_group_definitions(seed: int) -> None:
+    """`_carriers` (all substitute groups at once) picks what a loop over the substitute groups
+    picks, ties included; `members` and `loss_lots` are the groups' securities and the loss lots
+    that pose the choice."""
+    from dataclasses import replace
+
+    inp = _bench_account(seed, shared_wash_groups=seed % 2 == 0)
+    rng = np.random.default_rng(seed)
+    weights = validate_weights({"drift": 1.0, "risk": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3,
+                                "restrictions": 1.0})
+    carriers = 0
+    for variant in (inp, replace(inp, restricted=rng.random(inp.n_securities) < 0.2),
+                    replace(inp, wash_no_buy=rng.random(inp.n_securities) < 0.2)):
+        run = _Run(variant, weights, DEFAULT_TUNING, shape_of(variant))
+        choice = _choice_groups(run, Bans())
+        for benefit in (solve_module._harvest_benefit(run, choice),  # noqa: SLF001
+                        np.round(rng.random(len(choice.names)), 1)):  # ties: the name decides
+            got = solve_module._carriers(run, choice, benefit)  # noqa: SLF001
+            assert got == _carriers_per_column(run, choice, benefit)
+            carriers += len(got)
+        loss = variant.lot_is_loss & ~variant.no_sell_lot & ~run.restricted[variant.lot_security]
+        if variant.tax_budget_usd is None and variant.gain_cap_usd is None:
+            loss &= ~variant.lot_alone_in_group | (run.lin < 0)
+        groups = np.array(variant.groups, dtype=object)
+        for g in choice.names:
+            np.testing.assert_array_equal(choice.members[g], np.flatnonzero(groups == g))
+            np.testing.assert_array_equal(choice.loss_lots[g], np.flatnonzero(loss & (groups[variant.lot_security] == g)))
+    assert carriers or seed % 2 == 0, "the benchmark's own accounts have carriers"

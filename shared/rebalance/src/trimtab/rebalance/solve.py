@@ -36,13 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
 from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
-from .inputs import RebalanceInput
+from .inputs import RebalanceInput, cached_property
 from .objective import evaluate, lot_tie_break, reg_tau, weighted_drift_rows
 from .problem import NO_BOUND, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
 
@@ -99,13 +98,18 @@ RELAXABLE: tuple[str, ...] = ("tax_budget", "gain_cap", "max_turnover", "mode", 
 
 
 def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, shape: Shape,
-             bans: Bans = Bans(), relax: frozenset[str] = frozenset()) -> ProblemData:
-    """Parameter values for `inp` under driver `weights` (validated), padded to `shape`."""
+             bans: Bans = Bans(), relax: frozenset[str] = frozenset(), *,
+             lin_sell: np.ndarray | None = None) -> ProblemData:
+    """Parameter values for `inp` under driver `weights` (validated), padded to `shape`.
+
+    `lin_sell`: `lin_sell_per_lot(inp, weights, tuning)` where the caller has it already."""
     n, N, K = inp.n_securities, shape.n_securities, shape.lots_per_security
-    slots = inp.lot_security * K + inp.lot_rank
+    slots = inp.lot_slots(K)
     V0 = inp.value_usd
 
     def pad_n(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        if N == n:
+            return np.array(values, dtype=float)  # a new array, as below
         out = np.full(N, fill)
         out[:n] = values
         return out
@@ -119,7 +123,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
     restrictions_on = weights["restrictions"] > 0
     cash_on = g_cash > 0
 
-    dev = inp.pre_weight - inp.target_weight
+    dev = inp.active_weight
     blocked = inp.restricted if restrictions_on else np.zeros(n, dtype=bool)
     buyable = ~blocked & ~screened_from_buying(inp, weights)
     buyable[list(bans.no_buy)] = False
@@ -134,7 +138,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         elif inp.mode == "sell_only":
             buyable[:] = False
 
-    lot_cost = inp.cost_rate[inp.lot_security]
+    lot_cost = inp.lot_cost_rate
     cw = inp.cash_weight
     floor = inp.reserve_weight + inp.withdrawal_weight if cash_on else min(cw, 0.0)
     turnover = inp.max_turnover if inp.max_turnover is not None and "max_turnover" not in relax \
@@ -174,7 +178,7 @@ def assemble(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning, 
         band_lo=pad_n(band_lo, -inp.band_abs),
         band_hi=pad_n(band_hi, -inp.band_abs),
         band_weight=g_drift * tuning.band_penalty,
-        lin_sell=pad_m(lin_sell_per_lot(inp, weights, tuning)),
+        lin_sell=pad_m(lin_sell_per_lot(inp, weights, tuning) if lin_sell is None else lin_sell),
         lin_buy=pad_n(g_cost * inp.cost_rate + tuning.tie_break),
         cash_weight=g_cash,
         cost_buy=pad_n(inp.cost_rate),
@@ -203,13 +207,13 @@ def screened_from_buying(inp: RebalanceInput, weights: Mapping[str, float]) -> n
 
 def lin_sell_per_lot(inp: RebalanceInput, weights: Mapping[str, float], tuning: Tuning) -> np.ndarray:
     """The objective's linear coefficient of each lot's sale: cost, tax (or benefit), tie-break."""
-    return (weights["cost"] * inp.cost_rate[inp.lot_security] + weights["tax"] * inp.lot_tax_objective
+    return (weights["cost"] * inp.lot_cost_rate + weights["tax"] * inp.lot_tax_objective
             + lot_tie_break(inp, tuning))
 
 
 def _to_shares(inp: RebalanceInput, shape: Shape, raw: RawSolution) -> tuple[np.ndarray, np.ndarray]:
     V0 = inp.value_usd
-    slots = inp.lot_security * shape.lots_per_security + inp.lot_rank
+    slots = inp.lot_slots(shape.lots_per_security)
     sell_w, buy_w = raw.sell[slots], raw.buy[: inp.n_securities]
     # An interior-point solver leaves inactive trades near 1e-8..1e-7 of V0 (more next to a tight
     # constraint), not 0: that is noise, and zeroing it makes "no trade" exactly zero (the
@@ -283,6 +287,24 @@ class _Run:
         """`lin_sell_per_lot` under this run's weights (computed once)."""
         return lin_sell_per_lot(self.inp, self.weights, self.tuning)
 
+    @cached_property
+    def slots(self) -> np.ndarray:
+        """Each lot's slot in this run's padded problem."""
+        return self.inp.lot_slots(self.shape.lots_per_security)
+
+    @cached_property
+    def restricted(self) -> np.ndarray:
+        """Per security: restricted, where the restrictions driver is on (else all False)."""
+        inp = self.inp
+        return inp.restricted if self.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
+
+    @cached_property
+    def buyable(self) -> np.ndarray:
+        """Per security: may it be bought before any `Bans` (restrictions, screens, the household's
+        wash-sale bans)? Not to be written."""
+        inp = self.inp
+        return ~self.restricted & ~inp.no_buy & ~screened_from_buying(inp, self.weights)
+
     def data(self, bans: Bans, relax: frozenset[str] = frozenset()) -> ProblemData:
         """`assemble(..., bans, relax)`, from a per-run cache: bans only zero caps."""
         return self._data_and_packed(bans, relax, packed=False)[0]
@@ -292,7 +314,8 @@ class _Run:
         problem without bans is assembled and prepared once per `relax`; bans zero its caps."""
         base = self._data.get(relax)
         if base is None:
-            base = self._data[relax] = assemble(self.inp, self.weights, self.tuning, self.shape, Bans(), relax)
+            base = self._data[relax] = assemble(self.inp, self.weights, self.tuning, self.shape, Bans(), relax,
+                                                lin_sell=self.lin)
         base_packed = None
         if packed:
             base_packed = self._packed.get(relax)
@@ -305,7 +328,7 @@ class _Run:
         buys = np.fromiter(bans.no_buy, dtype=np.int64) if bans.no_buy else slots
         if bans.no_sell_lots:
             lots = np.fromiter(bans.no_sell_lots, dtype=np.int64)
-            slots = self.inp.lot_security[lots] * self.shape.lots_per_security + self.inp.lot_rank[lots]
+            slots = self.slots[lots]
             sell_cap[slots] = 0.0
         if bans.no_buy:
             buy_cap[buys] = 0.0
@@ -390,12 +413,10 @@ def _wash_notes(notes: list[tuple[str, str]]) -> tuple[str, ...]:
 class _Groups:
     """The wash groups that face the harvest-or-buy choice, with their members and loss lots.
 
-    Besides the per-group dicts, the same as flat arrays, so that per-group sums and tests are
-    one numpy call each (a position is a group's index in `names`)."""
+    As flat arrays, so that per-group sums and tests are one numpy call each (a position is a
+    group's index in `names`), and as per-group dicts (`members`, `loss_lots`)."""
 
     names: tuple[str, ...]
-    members: dict[str, np.ndarray]
-    loss_lots: dict[str, np.ndarray]
     #: Position of each security's group in `names` (-1: its group faces no choice).
     sec_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: The loss lots of every group, grouped by position, and each one's position.
@@ -403,8 +424,22 @@ class _Groups:
     lot_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @cached_property
+    def members(self) -> dict[str, np.ndarray]:
+        """Per group: its securities, ascending."""
+        return {g: np.flatnonzero(self.sec_pos == p) for p, g in enumerate(self.names)}
+
+    @cached_property
+    def loss_lots(self) -> dict[str, np.ndarray]:
+        """Per group: its loss lots that pose the choice, ascending."""
+        return {g: self.lots[self.lot_pos == p] for p, g in enumerate(self.names)}
+
+    @cached_property
     def position(self) -> dict[str, int]:
         return {g: p for p, g in enumerate(self.names)}
+
+    @cached_property
+    def _bans(self) -> dict[frozenset[str], Bans]:
+        return {}
 
     @cached_property
     def securities(self) -> np.ndarray:
@@ -439,30 +474,35 @@ class _Groups:
         return np.bincount(self.lot_pos[flags[self.lots]], minlength=len(self.names)) > 0
 
     def bans(self, harvest: frozenset[str]) -> Bans:
-        """Harvested groups: no buys of their members; kept groups: no sales of their loss lots."""
+        """Harvested groups: no buys of their members; kept groups: no sales of their loss lots
+        (computed once per `harvest`)."""
         if not self.names:
             return Bans()
-        in_harvest = np.append(self.mask(harvest), False)  # position -1 (no choice): neither
-        no_buy = np.flatnonzero(in_harvest[self.sec_pos]).tolist()
-        no_sell = self.lots[~in_harvest[self.lot_pos]].tolist()
-        return Bans(no_buy=frozenset(no_buy), no_sell_lots=frozenset(no_sell))
+        got = self._bans.get(harvest)
+        if got is None:
+            in_harvest = np.append(self.mask(harvest), False)  # position -1 (no choice): neither
+            no_buy = np.flatnonzero(in_harvest[self.sec_pos]).tolist()
+            no_sell = self.lots[~in_harvest[self.lot_pos]].tolist()
+            got = self._bans[harvest] = Bans(no_buy=frozenset(no_buy), no_sell_lots=frozenset(no_sell))
+        return got
 
 
 def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     inp = run.inp
     code = inp.group_code
-    restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
-    buyable = ~restricted & ~inp.no_buy & ~screened_from_buying(inp, run.weights)
-    buyable[list(bans.no_buy)] = False
-    sellable = ~restricted[inp.lot_security] & ~inp.no_sell_lot
+    buyable = run.buyable
+    if bans.no_buy or inp.mode == "sell_only":
+        buyable = buyable.copy()
+        buyable[list(bans.no_buy)] = False
+        if inp.mode == "sell_only":
+            buyable[:] = False
+    sellable = ~run.restricted[inp.lot_security] & ~inp.no_sell_lot
     sellable[list(bans.no_sell_lots)] = False
     if inp.mode == "buy_only":
         sellable[:] = False
-    if inp.mode == "sell_only":
-        buyable[:] = False
-    loss = (inp.lot_gain_usd_per_share < 0) & sellable
+    loss = inp.lot_is_loss & sellable
     if not loss.any() or not buyable.any():
-        return _Groups((), {}, {})
+        return _Groups(())
     if inp.tax_budget_usd is None and inp.gain_cap_usd is None:
         # A loss lot whose sale earns nothing net (its linear coefficient >= 0: no harvest
         # benefit in this objective, e.g. the explainer's coalitions without `tax_losses`) is
@@ -471,9 +511,8 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
         # frees cash and turnover. (A tax budget or gain cap could make the loss's offset worth
         # a round trip, hence the condition.) In a one-security wash group such a lot poses no
         # choice.
-        alone = (np.bincount(code) == 1)[code[inp.lot_security]]
-        loss &= ~alone | (run.lin < 0)
-    lot_code = code[inp.lot_security]
+        loss &= ~inp.lot_alone_in_group | (run.lin < 0)
+    lot_code = inp.lot_group_code
     # Loss lots grouped by wash group (ascending within a group), one sort for all groups.
     lots = np.flatnonzero(loss)
     lots = lots[np.argsort(lot_code[lots], kind="stable")]
@@ -484,15 +523,13 @@ def _choice_groups(run: _Run, bans: Bans) -> _Groups:
     has_buy[code[buyable]] = True
     # Codes follow the sorted group names, so the candidates come out in name order.
     candidates = np.flatnonzero(has_loss & has_buy)
-    names = tuple(inp.group_names[c] for c in candidates)
-    members = {g: inp.group_members(c) for g, c in zip(names, candidates, strict=True)}
-    loss_lots = {g: lots[starts[c]:starts[c + 1]] for g, c in zip(names, candidates, strict=True)}
+    group_names = inp.group_names
+    names = tuple([group_names[c] for c in candidates.tolist()])
     pos_of_code = np.full(n_codes, -1, dtype=np.int64)
     pos_of_code[candidates] = np.arange(len(candidates))
     lot_pos = pos_of_code[lot_code[lots]]
     chosen = lot_pos >= 0
-    return _Groups(names, members, loss_lots, sec_pos=pos_of_code[code], lots=lots[chosen],
-                   lot_pos=lot_pos[chosen])
+    return _Groups(names, sec_pos=pos_of_code[code], lots=lots[chosen], lot_pos=lot_pos[chosen])
 
 
 def _harvest_benefit(run: _Run, choice: _Groups) -> np.ndarray:
@@ -511,20 +548,23 @@ def _carriers(run: _Run, choice: _Groups, benefit: np.ndarray) -> list[str]:
     "sure" step this cut the solves per account on the 200 accounts of
     `bench/solver_anatomy.py` from 1.88 to 1.67 and lowered the objective by 3.5 bps of the
     account on average (docs/optimizer.md, "Wash sales")."""
-    inp, M = run.inp, run.inp.band_membership
+    M = run.inp.band_membership
     if not M.shape[1] or not choice.names:
         return []
     in_choice = choice.sec_pos >= 0
-    restricted = inp.restricted if run.weights["restrictions"] > 0 else np.zeros(inp.n_securities, bool)
-    buyable = ~restricted & ~inp.no_buy & ~screened_from_buying(inp, run.weights)
+    buyable = run.buyable
+    # Per substitute group (column): a buyable member outside the choice can carry the exposure
+    # (all may harvest); else the choice's groups with a buyable member there ("facing" it), in
+    # position order, which is name order.
+    carried = (buyable & ~in_choice) @ M > 0
+    secs = choice.securities[buyable[choice.securities]]
+    onehot = np.zeros((len(choice.names), len(buyable)))
+    onehot[choice.sec_pos[secs], secs] = 1.0
+    facing = (onehot @ M) > 0
     out = []
-    for col in range(M.shape[1]):
-        secs = np.flatnonzero(M[:, col] > 0)
-        if (buyable[secs] & ~in_choice[secs]).any():
-            continue  # a member outside the choice can carry the exposure: all may harvest
-        facing = sorted({inp.groups[int(i)] for i in secs[in_choice[secs] & buyable[secs]]})
-        if len(facing) >= 2:
-            out.append(min(facing, key=lambda g: (float(benefit[choice.position[g]]), g)))
+    for col in np.flatnonzero(~carried & (facing.sum(axis=0) >= 2)).tolist():
+        names = [choice.names[p] for p in np.flatnonzero(facing[:, col]).tolist()]
+        out.append(min(names, key=lambda g: (float(benefit[choice.position[g]]), g)))
     return out
 
 
@@ -535,7 +575,7 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     harvesting every loss lot of the group could earn. Only the first solve's assignment: the
     steps after it still correct it in both directions."""
     inp = run.inp
-    a = inp.pre_weight - inp.target_weight
+    a = inp.active_weight
     M = inp.band_membership
     benefit = _harvest_benefit(run, choice)
     out = _carriers(run, choice, benefit)
@@ -546,7 +586,7 @@ def _initial_keeps(run: _Run, choice: _Groups) -> frozenset[str]:
     # the members.
     candidate = ~choice.mask(frozenset(out)) & (choice.member_sum(a) < 0)
     if M.shape[1] and candidate.any():
-        peers = (M @ M.T > 0)
+        peers = inp.band_peers
         secs = choice.securities
         onehot = np.zeros((len(choice.names), inp.n_securities))
         onehot[choice.sec_pos[secs], secs] = 1.0
@@ -608,7 +648,7 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
     if not choice.names:
         return raw, first_bans
     n = inp.n_securities
-    slots = inp.lot_security * run.shape.lots_per_security + inp.lot_rank
+    slots = run.slots
 
     def traded(raw: RawSolution) -> tuple[np.ndarray, np.ndarray]:
         sold_w = raw.sell[slots]
@@ -657,9 +697,10 @@ def _resolve_wash_sales(run: _Run, bans: Bans, notes: list[tuple[str, str]]) -> 
             pass
     sold_w, _ = traded(best)
     sold_loss = np.zeros(n, dtype=bool)
-    sold_loss[inp.lot_security[(inp.lot_gain_usd_per_share < 0) & (sold_w > ACTIVE_WEIGHT)]] = True
-    kept = np.append(~choice.mask(best_harvest), False)[choice.sec_pos]  # False outside the choice
-    harvested_here = np.append(choice.mask(best_harvest), False)[choice.sec_pos]
+    sold_loss[inp.lot_security[inp.lot_is_loss & (sold_w > ACTIVE_WEIGHT)]] = True
+    best_mask = choice.mask(best_harvest)
+    kept = np.append(~best_mask, False)[choice.sec_pos]  # False outside the choice
+    harvested_here = np.append(best_mask, False)[choice.sec_pos]
     for i in np.flatnonzero(harvested_here & sold_loss):
         notes.append((_HARVESTED, inp.symbols[i]))
     for i in np.flatnonzero(kept & (best.buy[:n] > ACTIVE_WEIGHT)):
