@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -161,17 +161,26 @@ def round_trip_pays(data: ProblemData, n: int, k: int) -> bool:
     value and the solver's optimum is the problem's. With a round trip that pays (never in the
     pipeline: both legs cost spread and commission, and a loss lot sold beside a buy is a wash
     sale the bans forbid) the problem goes to Clarabel."""
-    if data.impact is None or not np.any(data.impact):
-        return False  # no smooth term: the reformulation is exact
+    return _round_trip(data, n, k)[0]
+
+
+def _round_trip(data: ProblemData, n: int, k: int,
+                pays: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
+    """(`round_trip_pays`, the per (security, lot slot) test of the linear coefficients and
+    budgets it computed, if it got that far). `pays`: that test for a problem that differs from
+    `data` only in its caps (it depends on none of them; given, the problem has the smooth term)."""
+    if pays is None and (data.impact is None or not np.any(data.impact)):
+        return False, None  # no smooth term: the reformulation is exact
     both = (data.buy_cap > 0)[:, None] & (data.sell_cap.reshape(n, k) > 0)
     if not both.any():
-        return False
-    pays = data.lin_sell.reshape(n, k) + data.lin_buy[:, None] < 0
-    if data.tax_row is not None and data.tax_cap < NO_BOUND:
-        pays |= data.tax_row.reshape(n, k) < 0
-    if data.gain_row is not None and data.gain_cap < NO_BOUND:
-        pays |= data.gain_row.reshape(n, k) < 0
-    return bool((both & pays).any())
+        return False, pays
+    if pays is None:
+        pays = data.lin_sell.reshape(n, k) + data.lin_buy[:, None] < 0
+        if data.tax_row is not None and data.tax_cap < NO_BOUND:
+            pays |= data.tax_row.reshape(n, k) < 0
+        if data.gain_row is not None and data.gain_cap < NO_BOUND:
+            pays |= data.gain_row.reshape(n, k) < 0
+    return bool((both & pays).any()), pays
 
 
 _SIZES = {"quad_diag": "n", "quad_lin": "n", "band_lo": "n", "band_hi": "n", "lin_sell": "m", "lin_buy": "n",
@@ -231,33 +240,41 @@ class Packed:
     k: int
     f: int
     g: int
+    #: `_round_trip`'s per-pair test where it was computed (None: it was not).
+    pays: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def with_caps_zeroed(self, data: ProblemData, sell_slots: np.ndarray, buys: np.ndarray) -> Packed:
         """The same problem with the caps of `sell_slots` and `buys` set to 0 (`data`: that
         problem's values, which the caller has built). Zeroing finite caps keeps the data finite,
         and a problem where no round trip pays stays so when caps only shrink (a round trip needs
         both caps positive): only the buffer is copied, and the round trip checked again where
-        it paid (the usual case before the wash-sale bans: a loss lot and its security's buy)."""
+        it paid (the usual case before the wash-sale bans: a loss lot and its security's buy),
+        from the pairs' test computed then (only the caps changed)."""
         if self.refused not in (None, _ROUND_TRIP):
             return prepare(data, self.n, self.k, self.f, self.g)
         sell_at, buy_at = _LAYOUTS[(self.n, self.k, self.f, self.g)][2]
         buf = self.buf.copy()
         buf[sell_at + np.asarray(sell_slots, dtype=np.int64)] = 0.0
         buf[buy_at + np.asarray(buys, dtype=np.int64)] = 0.0
-        refused = _ROUND_TRIP if self.refused is not None and round_trip_pays(data, self.n, self.k) else None
-        return Packed(data, buf, refused, self.n, self.k, self.f, self.g)
+        refused = None
+        if self.refused is not None:
+            pays_now, _ = _round_trip(data, self.n, self.k, self.pays)
+            refused = _ROUND_TRIP if pays_now else None
+        return Packed(data, buf, refused, self.n, self.k, self.f, self.g, self.pays)
 
 
 def prepare(data: ProblemData, n: int, k: int, f: int, g: int) -> Packed:
     """`pack` plus the checks that decide whether the solver takes the problem."""
     buf = pack(data, n, k, f, g)
-    refused = None
+    refused, pays = None, None
     if not np.isfinite(buf).all():
         # The C code drops variables and rows by comparisons, which NaN fails silently.
         refused = "data that is not finite"
-    elif round_trip_pays(data, n, k):
-        refused = _ROUND_TRIP
-    return Packed(data, buf, refused, n, k, f, g)
+    else:
+        pays_now, pays = _round_trip(data, n, k)
+        if pays_now:
+            refused = _ROUND_TRIP
+    return Packed(data, buf, refused, n, k, f, g, pays)
 
 
 def solve(data: ProblemData, n: int, k: int, f: int, g: int) -> IpmResult:

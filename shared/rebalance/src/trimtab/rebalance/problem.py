@@ -45,7 +45,6 @@ while it writes them. Solve in processes to solve in parallel.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -198,9 +197,10 @@ class ProblemData:
     def with_caps(self, sell_cap: np.ndarray, buy_cap: np.ndarray) -> ProblemData:
         """This problem with other caps (`dataclasses.replace`, without its per-field
         introspection: bans re-solve one problem several times per account)."""
-        out = copy.copy(self)
-        object.__setattr__(out, "sell_cap", sell_cap)
-        object.__setattr__(out, "buy_cap", buy_cap)
+        out = object.__new__(type(self))  # copy.copy without its reduce protocol
+        fields = out.__dict__
+        fields.update(self.__dict__)
+        fields["sell_cap"], fields["buy_cap"] = sell_cap, buy_cap
         return out
 
 
