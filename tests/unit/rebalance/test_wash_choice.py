@@ -190,20 +190,25 @@ def _bench_account(seed: int, shared_wash_groups: bool = True):  # type: ignore[
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_groups_flat_arrays_agree_with_their_per_group_lists(seed: int) -> None:
-    """`_Groups`' one-call reductions (member and loss-lot sums and tests, the bans of an
-    assignment) give what the per-group lists give, group by group."""
+    """`_Groups`' one-call reductions (member and loss-lot sums, dot products and tests, the bans
+    of an assignment) give what the per-group lists give, group by group, to the last bit (they
+    decide ties, and a replay must decide them alike)."""
     inp = _bench_account(seed)
     run = _Run(inp, validate_weights({"drift": 1.0, "risk": 1.0, "cost": 1.0, "tax": 1.0, "cash": 1e-3,
                                       "restrictions": 1.0}), DEFAULT_TUNING, shape_of(inp))
     choice = _choice_groups(run, Bans())
     assert len(choice.names) >= 3 and any(len(m) > 1 for m in choice.members.values())
     rng = np.random.default_rng(seed)
+    assert any(len(lots) > 1 for lots in choice.loss_lots.values())
     values, lot_values = rng.normal(size=inp.n_securities), rng.normal(size=inp.n_lots)
+    other, lot_other = rng.normal(size=inp.n_securities), rng.normal(size=inp.n_lots)
     flags, lot_flags = values > 0.5, lot_values > 0.5
+    every = np.arange(len(choice.names))
     for p, g in enumerate(choice.names):
         members, lots = choice.members[g], choice.loss_lots[g]
-        assert choice.member_sum(values)[p] == pytest.approx(float(values[members].sum()), rel=1e-14)
-        assert choice.lot_sum(lot_values)[p] == pytest.approx(float(lot_values[lots].sum()), rel=1e-14)
+        assert choice.member_sum(values)[p] == float(values[members].sum())
+        assert choice.member_dot(values, other, every)[p] == float(values[members] @ other[members])
+        assert choice.lot_dot(lot_values, lot_other)[p] == float(lot_values[lots] @ lot_other[lots])
         assert choice.member_any(flags)[p] == bool(flags[members].any())
         assert choice.lot_any(lot_flags)[p] == bool(lot_flags[lots].any())
     for _ in range(8):
@@ -263,3 +268,31 @@ def test_the_carriers_and_the_groups_dicts_agree_with_their_per_group_definition
             np.testing.assert_array_equal(choice.members[g], np.flatnonzero(groups == g))
             np.testing.assert_array_equal(choice.loss_lots[g], np.flatnonzero(loss & (groups[variant.lot_security] == g)))
     assert carriers or seed % 2 == 0, "the benchmark's own accounts have carriers"
+
+
+def test_mirrored_substitutes_keep_the_carrier_the_per_group_dot_product_picks() -> None:
+    """Two substitutes at one price holding mirrored loss lots earn the same harvest benefit up
+    to the last bit of how it is summed: the carrier (`_carriers`, the lower benefit, then the
+    name) depends on that bit. Each group's benefit is its loss lots' dot product, as before the
+    eleventh session's vectorization (a running sum picked the other security in 33 of 400 such
+    accounts, review): found by `/tmp/review-diff/carrier_search.py`, seed 1."""
+    from trimtab.rebalance import RebalanceContext, SecurityInfo
+    from trimtab.rebalance.drivers import proposal_weights
+    from trimtab.rebalance.solve import _harvest_benefit
+
+    prices = {"XAA": 112.13, "YBB": 112.13, "ZCC": 58.37}
+    a, b = (303.0, 126.63), (380.0, 176.24)
+    snap = make_snapshot(prices=prices, holdings={"XAA": [(*a, 600), (*b, 500)], "YBB": [(*b, 600), (*a, 500)],
+                                                  "ZCC": [(400.0, 58.37, 900)]},
+                         targets={"XAA": 0.3, "YBB": 0.3, "ZCC": 0.37}, cash=20_000.0, band=0.01)
+    ctx = RebalanceContext(securities={"XAA": SecurityInfo(substitute_group="G"),
+                                       "YBB": SecurityInfo(substitute_group="G")})
+    inp = from_snapshot(snap, ctx)
+    run = _Run(inp, validate_weights(proposal_weights(None)), DEFAULT_TUNING, shape_of(inp))
+    choice = _choice_groups(run, Bans())
+    assert choice.names == ("XAA", "YBB")
+    benefit = _harvest_benefit(run, choice)
+    for p, g in enumerate(choice.names):
+        lots = choice.loss_lots[g]
+        assert len(lots) == 2
+        assert benefit[p] == -float(np.minimum(run.lin[lots], 0.0) @ inp.lot_weight[lots])

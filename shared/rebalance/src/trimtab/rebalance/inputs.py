@@ -620,6 +620,8 @@ def group_bands(band: np.ndarray, membership: np.ndarray) -> np.ndarray:
     """Per substitute group (a column of the 0/1 `membership`): its members' narrowest band."""
     if not membership.shape[1]:
         return np.zeros(0)
+    if not (membership > 0).any(axis=0).all():
+        raise ValueError("a substitute group without a member has no band")
     return np.where(membership > 0, band[:, None], np.inf).min(axis=0)
 
 

@@ -281,6 +281,10 @@ def solve(data: ProblemData, n: int, k: int, f: int, g: int) -> IpmResult:
     """Solve one padded problem (`problem.Shape` sizes: n securities, k lot slots each, f factor
     columns, g groups). Raises RuntimeError when the solver is not available, ValueError for a
     shape it does not take."""
+    if library() is None:
+        raise RuntimeError(f"structured solver unavailable: {_failed}")
+    if k > MAX_LOTS_PER_SECURITY:
+        raise ValueError(f"{k} lot slots per security: the structured solver takes at most {MAX_LOTS_PER_SECURITY}")
     return solve_packed(prepare(data, n, k, f, g))
 
 

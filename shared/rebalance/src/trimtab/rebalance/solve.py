@@ -455,19 +455,53 @@ class _Groups:
     def names_of(self, mask: np.ndarray) -> frozenset[str]:
         return frozenset(self.names[p] for p in np.flatnonzero(mask))
 
+    @cached_property
+    def _multi_members(self) -> tuple[tuple[int, np.ndarray], ...]:
+        """(position, members) of the groups of two or more securities."""
+        counts = np.bincount(self.sec_pos[self.securities], minlength=len(self.names))
+        return tuple((int(p), np.flatnonzero(self.sec_pos == p)) for p in np.flatnonzero(counts > 1))
+
+    @cached_property
+    def _multi_lots(self) -> tuple[tuple[int, np.ndarray], ...]:
+        """(position, loss lots) of the groups of two or more loss lots."""
+        counts = np.bincount(self.lot_pos, minlength=len(self.names))
+        return tuple((int(p), self.lots[self.lot_pos == p]) for p in np.flatnonzero(counts > 1))
+
+    # The sums and dot products below are bit for bit what `values[members].sum()` and
+    # `x[lots] @ y[lots]` give group by group: they decide ties (the carrier of a substitute
+    # group whose members mirror each other, a group's keep-or-harvest estimate), and a replay
+    # under the same optimizer version must decide them alike. A group of one term is that term
+    # (one addition to 0.0, in one numpy call for all of them); a group of several goes through
+    # numpy's own sum or BLAS's dot, whose order of operations differs from a running sum.
+
     def member_sum(self, values: np.ndarray) -> np.ndarray:
-        """Per position: the sum of `values` (per security) over the group's members."""
+        """Per position: `values[members].sum()` (per security) over the group's members."""
         secs = self.securities
-        return np.bincount(self.sec_pos[secs], weights=values[secs], minlength=len(self.names))
+        out = np.bincount(self.sec_pos[secs], weights=values[secs], minlength=len(self.names))
+        for p, members in self._multi_members:
+            out[p] = values[members].sum()
+        return out
+
+    def member_dot(self, x: np.ndarray, y: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """For the groups at `positions`: `x[members] @ y[members]` (per security)."""
+        secs = self.securities
+        full = np.bincount(self.sec_pos[secs], weights=x[secs] * y[secs], minlength=len(self.names))
+        for p, members in self._multi_members:
+            full[p] = x[members] @ y[members]
+        return full[positions]
 
     def member_any(self, flags: np.ndarray) -> np.ndarray:
         """Per position: is `flags` (per security) true for a member?"""
         secs = self.securities
         return np.bincount(self.sec_pos[secs][flags[secs]], minlength=len(self.names)) > 0
 
-    def lot_sum(self, values: np.ndarray) -> np.ndarray:
-        """Per position: the sum of `values` (per lot) over the group's loss lots."""
-        return np.bincount(self.lot_pos, weights=values[self.lots], minlength=len(self.names))
+    def lot_dot(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per position: `x[lots] @ y[lots]` (per lot) over the group's loss lots."""
+        lots = self.lots
+        out = np.bincount(self.lot_pos, weights=x[lots] * y[lots], minlength=len(self.names))
+        for p, group_lots in self._multi_lots:
+            out[p] = x[group_lots] @ y[group_lots]
+        return out
 
     def lot_any(self, flags: np.ndarray) -> np.ndarray:
         """Per position: is `flags` (per lot) true for one of the group's loss lots?"""
@@ -536,7 +570,7 @@ def _harvest_benefit(run: _Run, choice: _Groups) -> np.ndarray:
     """Per position: what selling every loss lot of the group whole would earn in the objective
     (>= 0)."""
     inp = run.inp
-    return -choice.lot_sum(np.minimum(run.lin, 0.0) * inp.lot_weight)
+    return -choice.lot_dot(np.minimum(run.lin, 0.0), inp.lot_weight)
 
 
 def _carriers(run: _Run, choice: _Groups, benefit: np.ndarray) -> list[str]:
@@ -612,7 +646,7 @@ def _drift_saved(run: _Run, choice: _Groups, a: np.ndarray, positions: np.ndarra
     rows = np.repeat(a[None, :], len(positions) + 1, axis=0)
     rows[row, secs] = 0.0
     drift = weighted_drift_rows(inp, rows, w, run.tuning)
-    cost = np.bincount(row - 1, weights=inp.cost_rate[secs] * np.abs(a[secs]), minlength=len(positions))
+    cost = choice.member_dot(inp.cost_rate, np.abs(a), positions)
     return (drift[0] - drift[1:]) - w["cost"] * cost
 
 
@@ -626,7 +660,7 @@ def _promising_keeps(run: _Run, choice: _Groups, maybe: frozenset[str], sold_w: 
     a = inp.pre_weight + trade_w - inp.target_weight
     positions = np.flatnonzero(choice.mask(maybe))
     saved = _drift_saved(run, choice, a, positions)
-    earned = -choice.lot_sum(run.lin * sold_w)[positions]
+    earned = -choice.lot_dot(run.lin, sold_w)[positions]
     return frozenset(choice.names[p] for p in positions[saved > earned])
 
 
