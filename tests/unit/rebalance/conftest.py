@@ -35,6 +35,19 @@ def _dec(x: float | str | Decimal, places: int = 6) -> Decimal:
     return Decimal(str(x)) if isinstance(x, str) else Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-places))
 
 
+def bench_module(name: str):  # type: ignore[no-untyped-def]
+    """`bench/<name>.py` loaded as a module (the benchmarks' account generators and evaluators)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def make_snapshot(
     *,
     prices: Mapping[str, float],

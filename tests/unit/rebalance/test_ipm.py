@@ -9,7 +9,6 @@ plainly (the solvers' own objective values are not compared: each drops other co
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +17,12 @@ import pytest
 from trimtab.rebalance import ipm
 from trimtab.rebalance.problem import IPM_SOLVER, ProblemData, ProblemInfeasible, Shape, compiled
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
-
-
-def _bench(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+from .conftest import bench_module
 
 #: The benchmark's accounts' final problems, the problem's objective and its largest constraint
 #: violation evaluated from the problem data alone, and the distance between two answers
 #: (bench/solver_structured.py, which prints the same comparison).
-_evaluators = _bench("solver_structured")
+_evaluators = bench_module("solver_structured")
 objective, violation = _evaluators.objective, _evaluators.violation
 
 

@@ -170,18 +170,12 @@ def _bench_account(seed: int, shared_wash_groups: bool = True):  # type: ignore[
     """A benchmark account (bench/optimizer.py) whose first nine securities share wash groups
     three by three (substantially identical), so groups have several members and loss lots
     (unless not `shared_wash_groups`: the benchmark's own account)."""
-    import importlib.util
-    from pathlib import Path
-
     from trimtab.rebalance import RebalanceContext
     from trimtab.shared.events import AccountSnapshot
 
-    path = Path(__file__).resolve().parents[3] / "bench" / "optimizer.py"
-    spec = importlib.util.spec_from_file_location("bench_optimizer_for_wash", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    snap, ctx = bench.make_account(seed, 20, 3, 4)
+    from .conftest import bench_module
+
+    snap, ctx = bench_module("optimizer").make_account(seed, 20, 3, 4)
     for i, info in enumerate(ctx["securities"].values()):
         if i < 9 and shared_wash_groups:
             info["wash_group"] = f"W{i // 3}"

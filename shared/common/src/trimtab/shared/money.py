@@ -36,19 +36,19 @@ def usd(value: Decimal | float | int | str) -> Decimal:
 _PLACES = {places: Decimal(1).scaleb(-places) for places in range(13)}
 
 
+def _quantum(places: int) -> Decimal:
+    quantum = _PLACES.get(places) if type(places) is int else None
+    return Decimal(1).scaleb(-places) if quantum is None else quantum
+
+
 def dec(value: float, places: int = 6) -> Decimal:
     """A float from a computation turned into a Decimal with a fixed number of places."""
-    quantum = _PLACES.get(places) if type(places) is int else None
-    if quantum is None:
-        quantum = Decimal(1).scaleb(-places)
-    return Decimal(repr(float(value))).quantize(quantum, ROUND_HALF_EVEN)
+    return Decimal(repr(float(value))).quantize(_quantum(places), ROUND_HALF_EVEN)
 
 
 def decs(values: Iterable[float], places: int = 6) -> list[Decimal]:
     """`dec` of each of `values`, in one call (a vector's worth of them)."""
-    quantum = _PLACES.get(places) if type(places) is int else None
-    if quantum is None:
-        quantum = Decimal(1).scaleb(-places)
+    quantum = _quantum(places)
     return [Decimal(repr(float(v))).quantize(quantum, ROUND_HALF_EVEN) for v in values]
 
 

@@ -40,7 +40,7 @@ year of saved drag pays the tax and costs of moving it.
 
 Wash sales (household-wide): a loss sold in a taxable account in wash group G forbids buys of G
 in *every* account of the household (an IRA's buy would disallow the loss for good); the
-household's last 30 days come in through the context as in `inputs.apply_context`, and a lot
+household's last 30 days come in through the context as in `inputs._context_fields`, and a lot
 acquired inside the window in any account bans the loss lots of its group in every taxable
 account. The one disjunction inside the proposal (sell a loss in G, or buy G) is decided as in
 `solve.py`: first solve with buys of every contested group banned ("harvest"); the groups that
@@ -396,7 +396,7 @@ def household_input(
 
 
 def _household_wash_no_sell(inputs: Sequence[RebalanceInput], ctx: RebalanceContext) -> tuple[np.ndarray, ...]:
-    """Loss lots no taxable account may sell: `apply_context`'s bans (the household's recent
+    """Loss lots no taxable account may sell: `inputs._context_fields`' bans (the household's recent
     buys, this account's recent lots), plus lots of the group acquired inside the window in any
     *other* account. Losses in tax-deferred and tax-exempt accounts are no tax losses: no ban."""
     recent_lots: dict[str, set[tuple[int, int]]] = {}

@@ -191,18 +191,6 @@ class RebalanceInput:
         return _frozen(np.array([index[g] for g in self.groups], dtype=np.int64))
 
     @cached_property
-    def _securities_by_group(self) -> tuple[np.ndarray, np.ndarray]:
-        """(security indices sorted by group code, ascending within a group; start of each
-        group's run)."""
-        order = np.argsort(self.group_code, kind="stable")
-        return order, np.searchsorted(self.group_code[order], np.arange(len(self.group_names) + 1))
-
-    def group_members(self, code: int) -> np.ndarray:
-        """Security indices of wash group `code`, ascending."""
-        order, starts = self._securities_by_group
-        return order[starts[code]:starts[code + 1]]
-
-    @cached_property
     def lot_rank_order(self) -> np.ndarray:
         """Lot indices sorted by (security, basis): interchangeable lots end up adjacent."""
         return _frozen(np.lexsort((np.arange(self.n_lots), self.lot_basis_usd_per_share, self.lot_security)))
@@ -541,7 +529,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     _check_magnitudes(inp)
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
-    # apply_context(inp, ctx), built from the fields at hand rather than by `replace`.
+    # The context's fields, the input built once more from the fields at hand (no `replace`).
     return _carry_derived(inp, RebalanceInput(**fields, **_context_fields(inp, ctx)))  # type: ignore[arg-type]
 
 
@@ -724,15 +712,9 @@ def _risk(inp: RebalanceInput, ctx: RebalanceContext,
     return _frozen(L), _frozen(d), (_frozen(M) if multi else None)
 
 
-def apply_context(inp: RebalanceInput, ctx: RebalanceContext) -> RebalanceInput:
-    """`inp` with the context's data: risk model, impact, groups, wash-sale bans, mandate."""
-    from dataclasses import replace
-
-    return _carry_derived(inp, replace(inp, **_context_fields(inp, ctx)))
-
-
 def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, object]:
-    """The fields of `RebalanceInput` the context gives (`apply_context`)."""
+    """The fields of `RebalanceInput` the context gives: risk model, impact, groups, wash-sale
+    bans, mandate."""
     n, m = inp.n_securities, inp.n_lots
     infos = [ctx.info(s) for s in inp.symbols]
     groups = tuple([info.wash_group or s for info, s in zip(infos, inp.symbols, strict=True)])
@@ -787,7 +769,7 @@ def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, obj
     )
 
 
-#: Cached properties of `RebalanceInput` that depend on none of the fields `apply_context` sets.
+#: Cached properties of `RebalanceInput` that depend on none of the fields `_context_fields` sets.
 _SNAPSHOT_DERIVED = ("shares", "holdings_usd", "value_usd", "lot_price_usd")
 
 

@@ -281,21 +281,25 @@ def solve(data: ProblemData, n: int, k: int, f: int, g: int) -> IpmResult:
     """Solve one padded problem (`problem.Shape` sizes: n securities, k lot slots each, f factor
     columns, g groups). Raises RuntimeError when the solver is not available, ValueError for a
     shape it does not take."""
-    if library() is None:
+    _usable_library(k)
+    return solve_packed(prepare(data, n, k, f, g))
+
+
+def _usable_library(k: int) -> ctypes.CDLL:
+    """The library, for problems of `k` lot slots per security: RuntimeError when it is not
+    available, ValueError when it does not take `k`."""
+    lib = library()
+    if lib is None:
         raise RuntimeError(f"structured solver unavailable: {_failed}")
     if k > MAX_LOTS_PER_SECURITY:
         raise ValueError(f"{k} lot slots per security: the structured solver takes at most {MAX_LOTS_PER_SECURITY}")
-    return solve_packed(prepare(data, n, k, f, g))
+    return lib
 
 
 def solve_packed(p: Packed) -> IpmResult:
     """Solve a `prepare`d problem (see `solve`)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError(f"structured solver unavailable: {_failed}")
+    lib = _usable_library(p.k)
     n, k = p.n, p.k
-    if k > MAX_LOTS_PER_SECURITY:
-        raise ValueError(f"{k} lot slots per security: the structured solver takes at most {MAX_LOTS_PER_SECURITY}")
     buy, sell = np.empty(n), np.empty(n * k)
     if p.refused is not None:
         return IpmResult(status="refused", buy=buy, sell=sell, objective=float("nan"), iterations=0,

@@ -124,9 +124,8 @@ def evaluate(
     drift = active_risk(inp, a) - systematic + tuning.band_penalty * band_excess(inp, a)
     sell_w = sell_shares * inp.lot_price_usd / V0
     buy_w = buy_shares * inp.price_usd / V0
-    # `linear_cost_weight` + `impact_weight`, on the weights above (the same operations).
-    cost = float(inp.cost_rate @ buy_w + inp.lot_cost_rate @ sell_w) \
-        + float(inp.impact @ np.abs(t) ** 1.5)
+    # `linear_cost_weight` on the weights above (the same operations, not computed twice).
+    cost = float(inp.cost_rate @ buy_w + inp.lot_cost_rate @ sell_w) + impact_weight(inp, t)
     tax = float(inp.lot_tax_objective @ sell_w)
     # Idle cash before costs, as in the problem (costs never count as "investing" cash).
     idle = max(inp.cash_weight - float(t.sum()) - inp.cash_target_weight, 0.0)

@@ -383,7 +383,7 @@ class CompiledProblem:
         checked `structured()`), which a caller solving many variants of one problem derives
         cheaply (`ipm.Packed.with_caps_zeroed`).
         """
-        if (packed is not None or self.structured()):
+        if packed is not None or self.structured():
             t0 = time.perf_counter()
             res = _ipm().solve_packed(packed if packed is not None else self.prepare(data))
             elapsed = (time.perf_counter() - t0) * 1e3

@@ -216,9 +216,11 @@ def estimated_tax_usd(inp: RebalanceInput, snapshot: AccountSnapshot, orders: li
 
 
 def _tax_total(realized: list[tuple[bool, Decimal, Decimal | None]]) -> Decimal:
+    """The realized lots' tax (0 outside a taxable account, where it is None)."""
     total = Decimal(0)
     for _, _, tax in realized:
-        total += tax  # type: ignore[operator]
+        if tax is not None:
+            total += tax
     return total
 
 
@@ -319,7 +321,7 @@ def propose(
                               strict=True)),
         objective=objective,
         est_cost_usd=usd(order_cost),
-        est_tax_usd=usd(_tax_total(realized) if snapshot.account_type == "taxable" else Decimal(0)),
+        est_tax_usd=usd(_tax_total(realized)),
         solver=SolverInfo(
             solver=continuous.solver, status=status, solve_ms=Decimal(f"{solve_ms:.3f}"),
             cvxpy_version=CVXPY_VERSION, optimizer_version=OPTIMIZER_VERSION,

@@ -5,7 +5,7 @@
 
 Wash sales. Bans that come from the household's last 30 days (a loss sold in a wash group: no
 buys of the group; a recent buy in the group: no loss sales of it) are bounds set before
-solving (`inputs.apply_context`). Inside one proposal, selling a loss in a wash group and buying
+solving (`inputs._context_fields`). Inside one proposal, selling a loss in a wash group and buying
 the group is the one disjunction the convex problem cannot express. For every group where both
 are possible, the first solve bans the group's buys ("harvest"), except groups that start in
 "keep" (`_initial_keeps`: one "carrier" per substitute group whose members all face the
