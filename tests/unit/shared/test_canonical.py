@@ -162,3 +162,32 @@ def test_float_free_models_are_recognized_and_nothing_else() -> None:
         canonical_json(_WithFloat(x=math.nan))  # not float-free: the null check applies
     assert canonical_json(_Tree(name="r", children=[_Tree(name="c", when=datetime(2025, 1, 1, tzinfo=UTC))])) == \
         _standard(_Tree(name="r", children=[_Tree(name="c", when=datetime(2025, 1, 1, tzinfo=UTC))]).model_dump(mode="json"))
+
+
+def test_a_bare_small_float_and_one_beside_strings_alike_keep_repr_spelling() -> None:
+    assert _same(1e-05) == b"1e-05" and _same(-3e-07) == b"-3e-07"
+    assert _same({"note": "0.00001 e-5", "x": 2.5e-06, "y": None}) == b'{"note":"0.00001 e-5","x":2.5e-06,"y":null}'
+
+
+def test_envelopes_with_nulls_and_decimal_strings_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event's envelope (a dict) holds nulls and Decimal strings such as "0.0000123": neither
+    may send it to the standard encoder, which takes about twice as long."""
+    doc = {"causation_id": None, "payload": {"objective": {"drift": "0.0000123456", "tax": "-0.0000010000"},
+                                             "loadings": [[0.15, -0.25], [1e-4, 12.5]], "note": "wash-sale rule"}}
+    want = _standard(doc)
+    monkeypatch.setattr(canonical, "_standard", lambda obj: pytest.fail("fell back to the standard encoder"))
+    assert canonical_json(doc) == want
+
+
+def test_the_benchmark_runs_and_finds_the_same_bytes() -> None:
+    """bench/canonical.py checks each document's bytes against the standard encoder first."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "bench" / "canonical.py"
+    out = subprocess.run([sys.executable, str(script), "--repeats", "1", "--json"], check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert {"snapshot_ratio", "context_ratio", "tick_envelope_ratio", "proposal_envelope_ratio"} <= set(figures)
