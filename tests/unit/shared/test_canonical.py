@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, IntEnum, StrEnum
 from typing import Any, Literal
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, PlainSerializer, SerializeAsAny
 from typing_extensions import Annotated
 
 from trimtab.shared import canonical
@@ -191,3 +192,67 @@ def test_the_benchmark_runs_and_finds_the_same_bytes() -> None:
                          capture_output=True, text=True, timeout=300).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert {"snapshot_ratio", "context_ratio", "tick_envelope_ratio", "proposal_envelope_ratio"} <= set(figures)
+
+
+class _Raises(Enum):
+    A = "a"
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparison")
+
+    __hash__ = Enum.__hash__
+
+
+class _Size(IntEnum):
+    ONE = 1
+
+
+class _Side(StrEnum):
+    BUY = "buy"
+
+
+def test_enums_and_comparisons_that_fail_keep_the_standard_bytes() -> None:
+    """IntEnum and StrEnum members are written as their content, as json.dumps does (also as
+    keys); an `__eq__` that raises makes the NaN check unsure, not the call fail."""
+    assert _same({"size": _Size.ONE, "side": [_Side.BUY], _Side.BUY: 1}) == b'{"buy":1,"side":["buy"],"size":1}'
+    assert _same({"x": _Raises.A, "y": None}) == b'{"x":"a","y":null}'
+
+
+class _Base(BaseModel):
+    a: str = "x"
+
+
+class _Sub(_Base):
+    f: float
+
+
+class _AsAny(BaseModel):
+    b: SerializeAsAny[_Base]
+
+
+class _AsFloat:
+    """A marker with its own core schema: dumps a Decimal as a float."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            lambda v: v, handler(source),
+            serialization=core_schema.plain_serializer_function_ser_schema(float))
+
+
+class _Marked(BaseModel):
+    x: Annotated[Decimal, _AsFloat()]
+
+
+class _Bare(BaseModel):
+    xs: typing.List  # noqa: UP006 - the bare generic is the point
+
+
+def test_models_that_may_dump_a_float_through_metadata_are_not_float_free() -> None:
+    for model in (_AsAny, _Marked, _Bare):
+        assert not _float_free(model), model
+    with pytest.raises(ValueError):
+        canonical_json(_AsAny(b=_Sub(f=math.nan)))
+    _same(_Marked(x=Decimal("1E+400")))  # pydantic's JSON mode dumps the infinity as None

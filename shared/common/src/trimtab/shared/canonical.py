@@ -22,6 +22,11 @@ can be at stake (docs/optimizer.md, "Canonical JSON at orjson's speed"):
   the object to `_default`, which refuses what the standard path would have refused.
 
 In every one of these cases the standard encoder writes the answer, so the bytes never change.
+What this cannot see (a review found them; none is reachable from the platform's data, whose
+documents are pydantic JSON-mode dumps and plain dicts of JSON values): an enum mixed with `int`
+or `str` whose value is not its content (a custom `__new__`: orjson writes the value, the
+standard encoder the content; for `IntEnum` and `StrEnum` they are the same), an `__eq__` that
+lies (an object equal to what orjson read back although a NaN is in it), and `orjson.Fragment`.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import annotated_types
 from pydantic import BaseModel, PlainSerializer, WrapSerializer
+from pydantic.fields import FieldInfo
 
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                    | orjson.OPT_PASSTHROUGH_SUBCLASS)
@@ -106,11 +113,19 @@ def canonical_json(obj: Any) -> bytes:
         return _standard(obj)
     if _float_spelling_may_differ(out):
         return _standard(obj)
-    if not nan_free and b"null" in out and orjson.loads(out) != obj:
-        # A null that may be a NaN: reading the output back gives None where `obj` holds NaN
-        # (or an object `_default` turned into a string: a false alarm, answered alike).
+    if not nan_free and b"null" in out and _may_hide_nan(out, obj):
         return _standard(obj)
     return out
+
+
+def _may_hide_nan(out: bytes, obj: Any) -> bool:
+    """Could a `null` of orjson's `out` be a NaN or infinity of `obj`? Reading `out` back gives
+    None where `obj` holds one, so the two differ (so they do where `_default` turned an object
+    into a string: a false alarm, answered alike). An `__eq__` that raises: unsure."""
+    try:
+        return bool(orjson.loads(out) != obj)
+    except Exception:  # noqa: BLE001 - any failure of a comparison means: let the standard path decide
+        return True
 
 
 def sha256_hex(data: bytes) -> str:
@@ -149,8 +164,17 @@ def _model_float_free(model: type[BaseModel], seen: frozenset[type]) -> bool:
 
 
 def _metadata_float_free(metadata: list[Any]) -> bool:
+    """Only metadata known not to change what a field dumps: annotated-types constraints (`gt`,
+    `max_length`...), a nested `Field`, and serializers declared to return `str`. Anything else
+    (`SerializeAsAny`, a marker with its own core schema) may dump a float."""
     for m in metadata:
-        if isinstance(m, PlainSerializer | WrapSerializer) and m.return_type is not str:
+        if isinstance(m, PlainSerializer | WrapSerializer):
+            if m.return_type is not str:
+                return False
+        elif isinstance(m, FieldInfo):
+            if not _metadata_float_free(m.metadata):
+                return False
+        elif not isinstance(m, annotated_types.BaseMetadata):
             return False
     return True
 
@@ -161,7 +185,7 @@ def _type_float_free(tp: Any, seen: frozenset[type]) -> bool:
     if isinstance(tp, type):
         if issubclass(tp, BaseModel):
             return _model_float_free(tp, seen)
-        if issubclass(tp, Enum):
+        if issubclass(tp, Enum):  # (JSON mode dumps an enum's value)
             return not any(isinstance(m.value, float) for m in tp)
         return False  # float, subclasses of builtins, anything else: unsure
     origin = typing.get_origin(tp)
@@ -171,5 +195,6 @@ def _type_float_free(tp: Any, seen: frozenset[type]) -> bool:
     if origin is typing.Literal:
         return not any(isinstance(a, float) for a in args)
     if origin in _CONTAINERS:
-        return all(a is Ellipsis or _type_float_free(a, seen) for a in args)
+        # A bare `typing.List` (no arguments) may hold anything.
+        return bool(args) and all(a is Ellipsis or _type_float_free(a, seen) for a in args)
     return False
