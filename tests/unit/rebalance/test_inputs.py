@@ -92,3 +92,40 @@ def test_inconsistent_snapshots_are_refused(change: dict, message: str) -> None:
     snap = make_snapshot(prices={"A": 100, "B": 50}, holdings={"A": 10}, targets={"A": 0.5})
     with pytest.raises(InvalidSnapshot, match=message):
         from_snapshot(snap.model_copy(update=change))
+
+
+def test_lot_structure_stored_by_from_snapshot_is_what_the_properties_compute() -> None:
+    """`from_snapshot` counts each lot's rank, the securities' runs and the most lots of a
+    security in its pass over the sorted lots; an input built from the same fields (nothing
+    stored) computes them from the arrays: they must agree."""
+    import dataclasses
+
+    from trimtab.rebalance import RebalanceContext
+
+    from .conftest import bench_module
+
+    bench = bench_module("optimizer")
+    snaps = [bench.make_account(seed, n, lots, 2) for seed, n, lots in ((1, 20, 3), (2, 7, 1), (3, 12, 5))]
+    # Untracked shares, and lots listed out of date order, in a security between two others.
+    extra = make_snapshot(prices={"A": 50, "B": 100, "C": 20},
+                          holdings={"A": [(3, 40, 900)], "B": [(10, 80, 500), (4, 95, 100), (6, 90, 300)],
+                                    "C": 7.0}, targets={"A": 0.3, "B": 0.3, "C": 0.3})
+    extra = extra.model_copy(update={"positions": [
+        p if p.symbol != "B" else PositionSnapshot(symbol="B", shares=Decimal("25"), lots=p.lots)
+        for p in extra.positions]})
+    from trimtab.shared.events import AccountSnapshot
+
+    inputs = [from_snapshot(AccountSnapshot.model_validate(s), RebalanceContext.from_json(c)) for s, c in snaps]
+    inputs.append(from_snapshot(extra))
+    for inp in inputs:
+        stored = vars(inp)
+        assert {"_lots_by_security", "lot_rank", "max_lots_per_security"} <= set(stored)
+        fresh = dataclasses.replace(inp)
+        assert "lot_rank" not in vars(fresh)
+        assert np.array_equal(stored["lot_rank"], fresh.lot_rank) and stored["lot_rank"].dtype == fresh.lot_rank.dtype
+        for mine, theirs in zip(stored["_lots_by_security"], fresh._lots_by_security, strict=True):
+            assert np.array_equal(mine, theirs) and mine.dtype == theirs.dtype
+        assert stored["max_lots_per_security"] == fresh.max_lots_per_security
+        for i in range(inp.n_securities):
+            assert np.array_equal(inp.lots_of(i), fresh.lots_of(i))
+        assert np.array_equal(inp.lot_slots(8), fresh.lot_slots(8))
