@@ -26,7 +26,9 @@ What this cannot see (a review found them; none is reachable from the platform's
 documents are pydantic JSON-mode dumps and plain dicts of JSON values): an enum mixed with `int`
 or `str` whose value is not its content (a custom `__new__`: orjson writes the value, the
 standard encoder the content; for `IntEnum` and `StrEnum` they are the same), an `__eq__` that
-lies (an object equal to what orjson read back although a NaN is in it), and `orjson.Fragment`.
+lies (an object equal to what orjson read back although a NaN is in it), `orjson.Fragment`, and
+a float-free model built with `model_construct` from values of other types (a float put in a
+`str` field: its output is not checked at all, as a validated instance cannot hold one).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _standard(obj: Any) -> bytes:
 
 
 def canonical_json(obj: Any) -> bytes:
-    nan_free = False
+    nan_free = False  # statically free of floats, so of NaN too
     if isinstance(obj, BaseModel):
         nan_free = _float_free(type(obj))
         obj = obj.model_dump(mode="json")
@@ -111,9 +113,9 @@ def canonical_json(obj: Any) -> bytes:
         out = orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError included: the standard encoder decides
         return _standard(obj)
-    if _float_spelling_may_differ(out):
-        return _standard(obj)
-    if not nan_free and b"null" in out and _may_hide_nan(out, obj):
+    if nan_free:
+        return out  # a float-free model's dump holds no float: no spelling or NaN to check
+    if _float_spelling_may_differ(out) or (b"null" in out and _may_hide_nan(out, obj)):
         return _standard(obj)
     return out
 
