@@ -14,14 +14,13 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, PlainSerializer, SerializeAsAny
-from typing_extensions import Annotated
 
 from trimtab.shared import canonical
 from trimtab.shared.canonical import _float_free, _standard, canonical_json

@@ -45,8 +45,8 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-import orjson
 import annotated_types
+import orjson
 from pydantic import BaseModel, PlainSerializer, WrapSerializer
 from pydantic.fields import FieldInfo
 

@@ -43,7 +43,15 @@ from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
 from .inputs import RebalanceInput, cached_property
 from .objective import evaluate, lot_tie_break, reg_tau, weighted_drift_rows
-from .problem import NO_BOUND, CompiledProblem, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
+from .problem import (
+    NO_BOUND,
+    CompiledProblem,
+    ProblemData,
+    ProblemInfeasible,
+    RawSolution,
+    Shape,
+    compiled,
+)
 
 #: A weight below this (fraction of V0) counts as no trade when deciding wash-sale conflicts.
 ACTIVE_WEIGHT = 1e-7
