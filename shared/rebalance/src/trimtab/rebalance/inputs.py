@@ -530,9 +530,7 @@ def from_snapshot(snapshot: AccountSnapshot, context: RebalanceContext | None = 
     if not inp.value_usd > 0:
         raise InvalidSnapshot(f"account value {inp.value_usd} is not positive")
     # The context's fields, the input built once more from the fields at hand (no `replace`).
-    out = _carry_derived(inp, RebalanceInput(**fields, **_context_fields(inp, ctx)))  # type: ignore[arg-type]
-    _seed_lot_structure(out, lot_security)
-    return out
+    return _carry_derived(inp, RebalanceInput(**fields, **_context_fields(inp, ctx)))  # type: ignore[arg-type]
 
 
 def _first_repeat(symbols: Iterable[str]) -> str:
@@ -773,26 +771,6 @@ def _context_fields(inp: RebalanceInput, ctx: RebalanceContext) -> dict[str, obj
 
 #: Cached properties of `RebalanceInput` that depend on none of the fields `_context_fields` sets.
 _SNAPSHOT_DERIVED = ("shares", "holdings_usd", "value_usd", "lot_price_usd")
-
-
-def _seed_lot_structure(inp: RebalanceInput, lot_security: Sequence[int]) -> None:
-    """Store `_lots_by_security`, `lot_rank` and `max_lots_per_security` of an input whose lots
-    are in security order (`from_snapshot` sorts them so), counted in one pass over the lots:
-    the same values the properties compute for any order (a stable argsort of sorted lots is
-    the identity, a security's run starts after the lots of the securities before it), without
-    their sort and index arithmetic (about 30 us an account, on the optimizer's hot path)."""
-    counts = [0] * inp.n_securities
-    rank = []
-    for i in lot_security:
-        rank.append(counts[i])
-        counts[i] += 1
-    starts = [0]
-    for c in counts:
-        starts.append(starts[-1] + c)
-    cache = vars(inp)
-    cache["_lots_by_security"] = (np.arange(len(rank), dtype=np.int64), np.array(starts, dtype=np.int64))
-    cache["lot_rank"] = _frozen(np.array(rank, dtype=np.int64))
-    cache["max_lots_per_security"] = max(counts, default=0)
 
 
 def _carry_derived(inp: RebalanceInput, out: RebalanceInput) -> RebalanceInput:

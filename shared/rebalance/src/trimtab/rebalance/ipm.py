@@ -35,7 +35,6 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -206,14 +205,6 @@ def _layout(n: int, k: int, f: int, g: int) -> _Layout:
 
 
 _LAYOUTS: dict[tuple[int, int, int, int], _Layout] = {}
-
-
-@lru_cache(maxsize=256)
-def _zeros(size: int) -> np.ndarray:
-    """A read-only vector of zeros (what `pack` writes for an absent vector)."""
-    out = np.zeros(size)
-    out.setflags(write=False)
-    return out
 _ROUND_TRIP = "a round trip (a buy and a lot sale of one security) that pays"
 
 
@@ -224,21 +215,17 @@ def pack(data: ProblemData, n: int, k: int, f: int, g: int) -> np.ndarray:
     layout = _LAYOUTS.get(key)
     if layout is None:
         layout = _LAYOUTS[key] = _layout(n, k, f, g)
-    vectors, _, _ = layout
-    parts = []
+    vectors, scalars_at, _ = layout
+    buf = np.zeros(scalars_at + len(_SCALARS))
     for name, start, stop in vectors:
         v = getattr(data, name)
         if v is None:
-            parts.append(_zeros(stop - start))
             continue
         v = np.asarray(v, dtype=np.float64).reshape(-1)
         if v.size != stop - start:
             raise ValueError(f"{name} has {v.size} values, the shape needs {stop - start}")
-        parts.append(v)
-    parts.append(np.array([float(getattr(data, name)) for name in _SCALARS]))
-    # One concatenation (a new array: the caller may write into it) rather than a slice
-    # assignment per vector.
-    buf = np.concatenate(parts)
+        buf[start:stop] = v
+    buf[scalars_at:] = [float(getattr(data, name)) for name in _SCALARS]
     return buf
 
 

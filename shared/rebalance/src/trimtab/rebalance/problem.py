@@ -463,9 +463,6 @@ class ShapeCache(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, shape: K) -> V:
-        prob = self._items.get(shape)  # a built shape is never replaced: no lock to read it
-        if prob is not None:
-            return prob
         with self._lock:
             prob = self._items.get(shape)
             if prob is None:

@@ -43,15 +43,7 @@ from .drivers import DEFAULT_TUNING, Tuning, validate_weights
 from .errors import InfeasibleProblem
 from .inputs import RebalanceInput, cached_property
 from .objective import evaluate, lot_tie_break, reg_tau, weighted_drift_rows
-from .problem import (
-    NO_BOUND,
-    CompiledProblem,
-    ProblemData,
-    ProblemInfeasible,
-    RawSolution,
-    Shape,
-    compiled,
-)
+from .problem import NO_BOUND, ProblemData, ProblemInfeasible, RawSolution, Shape, compiled
 
 #: A weight below this (fraction of V0) counts as no trade when deciding wash-sale conflicts.
 ACTIVE_WEIGHT = 1e-7
@@ -328,7 +320,7 @@ class _Run:
         if packed:
             base_packed = self._packed.get(relax)
             if base_packed is None:
-                base_packed = self._packed[relax] = self.problem.prepare(base)
+                base_packed = self._packed[relax] = compiled(self.shape).prepare(base)
         if not bans.no_buy and not bans.no_sell_lots:
             return base, base_packed
         sell_cap, buy_cap = base.sell_cap.copy(), base.buy_cap.copy()
@@ -343,19 +335,9 @@ class _Run:
         data = base.with_caps(sell_cap, buy_cap)
         return data, (base_packed.with_caps_zeroed(data, slots, buys) if base_packed is not None else None)
 
-    @cached_property
-    def problem(self) -> CompiledProblem:
-        return compiled(self.shape)
-
-    @cached_property
-    def structured(self) -> bool:
-        """Whether this run's solves try the structured solver first (`TRIMTAB_SOLVER` read once
-        a run)."""
-        return self.problem.structured()
-
     def solve(self, bans: Bans, relax: frozenset[str] = frozenset()) -> RawSolution:
-        prob = self.problem
-        data, packed = self._data_and_packed(bans, relax, packed=self.structured)
+        prob = compiled(self.shape)
+        data, packed = self._data_and_packed(bans, relax, packed=prob.structured())
         self.solves += 1
         raw = prob.solve(data, packed=packed)
         self.solve_ms += raw.solve_ms
@@ -437,7 +419,7 @@ class _Groups:
     names: tuple[str, ...]
     #: Position of each security's group in `names` (-1: its group faces no choice).
     sec_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    #: The loss lots of every group, grouped by position (ascending), and each one's position.
+    #: The loss lots of every group, grouped by position, and each one's position.
     lots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     lot_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -483,13 +465,7 @@ class _Groups:
     def _multi_lots(self) -> tuple[tuple[int, np.ndarray], ...]:
         """(position, loss lots) of the groups of two or more loss lots."""
         counts = np.bincount(self.lot_pos, minlength=len(self.names))
-        multi = np.flatnonzero(counts > 1)
-        if not len(multi):
-            return ()
-        # `lots` is grouped by position in ascending order: each group's lots are one slice.
-        starts = (np.cumsum(counts) - counts)[multi]
-        return tuple((p, self.lots[start:start + c])
-                     for p, start, c in zip(multi.tolist(), starts.tolist(), counts[multi].tolist(), strict=True))
+        return tuple((int(p), self.lots[self.lot_pos == p]) for p in np.flatnonzero(counts > 1))
 
     # The sums and dot products below are bit for bit what `values[members].sum()` and
     # `x[lots] @ y[lots]` give group by group: they decide ties (the carrier of a substitute
