@@ -29,6 +29,7 @@ from trimtab.shared.infra import (
     resolve_database,
     start_tansu,
 )
+from trimtab.shared.numeric import service_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,6 +152,7 @@ class Stack:
                 "AUDIT_CHECKPOINT_DIR": str(checkpoints),
                 **self.extra_env,
             }
+            env = service_environment(name, env)  # one BLAS kernel where replays must match
             self.services[name] = ServiceProc(name, port, logs / f"{name}.log", env)
         # Migrations run in each service's start-up; start them all, then wait for readiness.
         for sp in self.services.values():

@@ -22,6 +22,7 @@ from .envelope import Envelope
 from .events import topic_of
 from .kafka import all_topics, ensure_topics, start_producer
 from .migrate import upgrade
+from .numeric import blas_core
 from .outbox import InfraTables, UnitOfWork, infra_tables
 from .relay import OutboxRelay
 
@@ -141,7 +142,8 @@ class ServiceRuntime:
             await c.start()
             self.consumers.append(c)
         self.started = True
-        log.info("%s started: consumers=%s", s.service_name, [c.name for c in self.consumers])
+        log.info("%s started: consumers=%s, BLAS kernel %s",
+                 s.service_name, [c.name for c in self.consumers], blas_core())
 
     async def stop(self) -> None:
         for c in self.consumers:
