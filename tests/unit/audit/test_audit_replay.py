@@ -143,3 +143,22 @@ def test_unreadable_inputs_are_an_answer_not_an_error() -> None:
     assert r["proposal_identical"] is False and "does not solve now" in r["differences"][-1], r["differences"]
     r = replay_payloads(proposal, explanation.model_copy(update={"drivers": ["drift", "location"]}))
     assert r["explanation_identical"] is False and "does not explain now" in r["differences"][-1], r["differences"]
+
+
+def test_the_blas_kernel_is_recorded_and_compared_when_it_was() -> None:
+    """A proposal records the BLAS kernel it ran on (trimtab.shared.numeric); a replay on another
+    kernel names it among the differences; a record made before kernels were recorded compares
+    its outputs only."""
+    from trimtab.shared.numeric import blas_core
+
+    proposal, explanation = _service_made()
+    assert proposal.solver.blas_core == blas_core() and proposal.solver.blas_core
+    other = proposal.model_copy(update={"solver": proposal.solver.model_copy(update={"blas_core": "OtherCPU"})})
+    r = replay_payloads(other, explanation)
+    assert not r["proposal_identical"] and r["differences"] == [
+        f'solver: recorded {{"blas_core": "OtherCPU"}} != replayed {{"blas_core": "{blas_core()}"}}'], r
+    older = _recorded(proposal.model_copy(update={"solver": proposal.solver.model_copy(update={"blas_core": None})}),
+                      RebalanceProposed)
+    assert "blas_core" not in older.solver.model_dump(mode="json")  # left out of the JSON when unknown
+    r = replay_payloads(older, explanation)
+    assert r["proposal_identical"] and r["differences"] == [], r["differences"]

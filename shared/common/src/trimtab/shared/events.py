@@ -260,6 +260,10 @@ class SolverInfo(_Model):
     solve_ms: DecimalStr
     cvxpy_version: str
     optimizer_version: str
+    #: The BLAS kernel the optimizer's numpy ran ("Katmai": OpenBLAS's Prescott table, the pinned
+    #: one; trimtab.shared.numeric): a replay is bit-identical only on the same kernel. Left out
+    #: of the JSON when not known (records made before it was recorded).
+    blas_core: str | None = Field(default=None, max_length=64, exclude_if=lambda v: v is None)
 
 
 class RebalanceProposed(_Model):

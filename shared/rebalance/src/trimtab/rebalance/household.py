@@ -74,6 +74,7 @@ import scipy.sparse as sp
 from trimtab.shared.canonical import canonical_hash
 from trimtab.shared.events import AccountSnapshot, Order, SecuritySnapshot, SolverInfo
 from trimtab.shared.money import dec, usd
+from trimtab.shared.numeric import blas_core
 
 from .context import EMPTY_CONTEXT, MAX_CONTEXT_USD, WASH_WINDOW_DAYS, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights, validate_weights
@@ -1418,7 +1419,7 @@ def propose_household(
         location_drag_before_usd=usd(drag_before), location_drag_after_usd=usd(drag_after),
         solver=SolverInfo(solver=continuous.solver, status=continuous.status,
                           solve_ms=Decimal(f"{solve_ms:.3f}"), cvxpy_version=CVXPY_VERSION,
-                          optimizer_version=OPTIMIZER_VERSION),
+                          optimizer_version=OPTIMIZER_VERSION, blas_core=blas_core()),
         driver_weights=dict(weights), snapshot_hashes=hashes, context_hash=context_hash,
         dropped=rounded.dropped,
         notes=continuous.notes + rounded.notes + tuple(

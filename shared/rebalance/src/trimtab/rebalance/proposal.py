@@ -26,6 +26,7 @@ from trimtab.shared.events import (
     SolverInfo,
 )
 from trimtab.shared.money import decs, usd
+from trimtab.shared.numeric import blas_core
 
 from .context import EMPTY_CONTEXT, RebalanceContext
 from .drivers import DEFAULT_TUNING, Tuning, proposal_weights
@@ -324,7 +325,7 @@ def propose(
         est_tax_usd=usd(_tax_total(realized)),
         solver=SolverInfo(
             solver=continuous.solver, status=status, solve_ms=Decimal(f"{solve_ms:.3f}"),
-            cvxpy_version=CVXPY_VERSION, optimizer_version=OPTIMIZER_VERSION,
+            cvxpy_version=CVXPY_VERSION, optimizer_version=OPTIMIZER_VERSION, blas_core=blas_core(),
         ),
         driver_weights=dict(weights),
         continuous_trade_shares=dict(zip(inp.symbols, np.asarray(continuous.trade_shares, dtype=float).tolist(),
