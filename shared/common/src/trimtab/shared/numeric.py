@@ -18,7 +18,8 @@ matrices, 512 x 24 at most), where the kernel's speed does not show: the optimiz
 856, 838 and 872 accounts/s with the SkylakeX, Haswell and Prescott kernels. An explicit value in
 the environment wins (an operator may choose another kernel for a whole fleet). OpenBLAS reads
 these once, when numpy is first imported, so they are set by whatever starts the process (the
-local stack, docker-compose): `blas_core()` tells what a process actually runs.
+local stack, docker-compose): `blas_core()` tells what a process actually runs, each service logs
+it at start, and a proposal records it (`SolverInfo.blas_core`) for the replay to compare.
 """
 
 from __future__ import annotations
