@@ -2,11 +2,11 @@
 
 A proposal's bits depend on the BLAS kernels numpy calls: OpenBLAS picks one per CPU at load
 time (SkylakeX on an AVX-512 machine, Haswell with AVX2 and FMA, older ones elsewhere), and they
-add a dot product's terms in different orders, some with fused multiply-adds. Measured on the
-benchmark accounts (`make_account`, 900 proposals): forcing the Haswell, Sandybridge or Prescott
-kernel on the same machine changed 2-4 of them against the SkylakeX default, in the objective's
-10th decimal, and in one account a lot's shares ($0.10 of estimated tax) and in one the solver
-that answered. So a decision recorded on one CPU could replay differently on another under the
+add a dot product's terms in different orders, some with fused multiply-adds.
+`bench/blas_kernels.py` proposes 900 accounts (three families of the benchmark's) under each
+kernel a CPU runs: on this AVX-512 machine (default SkylakeX) the Haswell kernel changed 1 of them
+(the objective's 10th decimal), the Sandybridge and Prescott kernels 3 (in one, the orders, the
+estimated tax and the solver that answered). So a decision recorded on one CPU could replay differently on another under the
 same optimizer version. numpy's own SIMD dispatch was checked too (its x86-64-v3 and v4 loops
 disabled): no proposal changed.
 
@@ -14,8 +14,8 @@ The processes whose outputs are replayed (the optimizer, the explainer, the audi
 replays them) therefore run with `PINNED_BLAS` in their environment: OpenBLAS's Prescott kernel,
 which every x86-64 CPU runs and which uses no fused multiply-add, on one thread (a threaded
 product splits its sums by the thread count). Their problems are small (a 20 x 3 account's
-matrices, 512 x 24 at most), where the kernel's speed does not show: the optimizer benchmark ran
-856, 838 and 872 accounts/s with the SkylakeX, Haswell and Prescott kernels. An explicit value in
+matrices, 512 x 24 at most), where the kernel's speed does not show beyond the machine's noise:
+`propose` took 1.66-1.82 ms an account on every kernel in two `bench/blas_kernels.py` runs. An explicit value in
 the environment wins (an operator may choose another kernel for a whole fleet). OpenBLAS reads
 these once, when numpy is first imported, so they are set by whatever starts the process (the
 local stack, docker-compose): `blas_core()` tells what a process actually runs, each service logs
